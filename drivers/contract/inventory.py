@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-INVENTORY_SCHEMA = "gpufabric.inventory/v1"
+INVENTORY_SCHEMA: Literal["gpufabric.inventory/v1"] = "gpufabric.inventory/v1"
 
 HealthState = Literal["healthy", "degraded", "unhealthy", "quarantined"]
 # pending-reset: the requested mode (``MigState.pending``) differs from the current one until a GPU reset.
@@ -102,7 +102,7 @@ class GpuHealth(_Model):
 
 class NvLinkInfo(_Model):
     links_active: int = 0
-    version: int | None = None
+    version: str | None = Field(default=None, description="NVLink generation, e.g. 4.0 on H100")
     peers: list[str] = Field(default_factory=list, description="PCI bus ids of NVLink peers")
 
 
