@@ -1,0 +1,75 @@
+"""Converge this host on the desired state the controller sent, with the node-management functions.
+
+The one place the agent loop touches GPUs. NVML must be initialised by the caller
+(``drivers.nvml.session.open_nvml``). MIG goes through ``agent.mig.apply.apply_mig_document``,
+sharing through ``agent.sharing.apply.apply_sharing``. A MIG mode change that waits for a GPU reset
+is reported as not converged, except on a simulated host, where the agent performs the reset
+itself (as an operator would with ``nvidia-smi -r`` on an idle GPU) so dry runs reach the layout.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.mig.apply import MigApplyReport, apply_mig_document
+from agent.mig.config import MigError
+from agent.sharing.apply import apply_sharing
+from agent.sharing.config import parse_config
+from agent.sharing.errors import SharingError
+from drivers.contract.protocol import AppliedState, DesiredState, MigDesired, SharingDesired
+
+log = logging.getLogger("gpufabric.agent.converge")
+
+
+def _apply_mig(mig: MigDesired, sim_host: Any | None) -> tuple[bool, str]:
+    document = yaml.safe_dump(mig.config, sort_keys=False)
+    report: MigApplyReport = apply_mig_document(document, mig.selected, source="controller desired state")
+    if report.pending_reset and sim_host is not None:
+        for gpu in report.gpus:
+            if gpu.status == "pending-reset":
+                log.info("simulated host: resetting GPU %d to apply its MIG mode change", gpu.index)
+                sim_host.reset_gpu(gpu.index)
+        report = apply_mig_document(document, mig.selected, source="controller desired state")
+    if report.converged:
+        changed = sum(1 for g in report.gpus if g.status == "changed")
+        return True, f"mig {mig.selected}: converged ({changed} GPU(s) changed)"
+    problems = [
+        f"GPU {g.index} {g.status}: {g.reason or ', '.join(g.blockers)}"
+        for g in report.gpus
+        if g.status not in ("untouched", "changed")
+    ]
+    return False, f"mig {mig.selected}: " + "; ".join(problems)
+
+
+def _apply_sharing(sharing: SharingDesired, state_dir: Path) -> tuple[bool, str]:
+    config = parse_config(sharing.config, "controller")
+    report = apply_sharing(config, config_name="controller", state_dir=state_dir)
+    return True, f"sharing {report.strategy}: {'changed' if report.changed else 'unchanged'}"
+
+
+def apply_desired(desired: DesiredState, *, sim_host: Any | None, state_dir: Path) -> AppliedState:
+    """Apply MIG then sharing; never raises for a config the host cannot take — it says so instead."""
+    messages: list[str] = []
+    ok = True
+    if desired.mig is not None:
+        try:
+            step_ok, message = _apply_mig(desired.mig, sim_host)
+        except MigError as exc:
+            step_ok, message = False, f"mig {desired.mig.selected}: {exc}"
+        ok &= step_ok
+        messages.append(message)
+    if desired.sharing is not None:
+        try:
+            step_ok, message = _apply_sharing(desired.sharing, state_dir)
+        except SharingError as exc:
+            step_ok, message = False, f"sharing: {exc}"
+        ok &= step_ok
+        messages.append(message)
+    if not messages:
+        messages.append("nothing to apply")
+    return AppliedState(revision=desired.revision, ok=ok, message="; ".join(messages), at=datetime.now(UTC))

@@ -1,0 +1,45 @@
+"""The agent's own state file: its credential, last generation and last applied desired state.
+
+Written atomically (temp file + rename) so a crash never leaves a half-written credential.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from drivers.contract.protocol import AppliedState
+
+
+def default_state_file() -> Path:
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/gpufabric/agent.json")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gpufabric" / "agent.json"
+
+
+class AgentState(BaseModel):
+    controller_url: str = ""
+    hostname: str = ""
+    credential: str | None = None
+    generation: int = 0
+    last_reported_hash: str | None = None
+    applied: AppliedState | None = None
+    finished_tasks: list[str] = []
+
+    @classmethod
+    def load(cls, path: Path) -> AgentState:
+        if not path.exists():
+            return cls()
+        return cls.model_validate_json(path.read_text())
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(self.model_dump(mode="json"), indent=2))
+        os.replace(tmp, path)

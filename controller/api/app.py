@@ -1,0 +1,113 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from controller import __version__
+from controller.api.deps import declared_roles, role_names
+from controller.api.problems import PROBLEM_BASE, PROBLEM_TYPES, install_problem_handlers
+from controller.api.routes import agents, audit_log, backends, devices, hosts, pools, system, tokens
+from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
+from controller.jobs.scheduler import JobRunner
+from controller.observability.metrics import ApiMetrics
+from controller.observability.middleware import RequestContextMiddleware
+from controller.settings import Settings
+from controller.store.db import Database
+from controller.store.schema import require_current_schema
+
+ROUTERS = [
+    system.router,
+    tokens.router,
+    agents.router,
+    backends.router,
+    pools.router,
+    hosts.router,
+    devices.router,
+    audit_log.router,
+]
+
+
+def create_app(settings: Settings, *, db: Database | None = None, hooks: HookRegistry | None = None) -> FastAPI:
+    """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current."""
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    require_current_schema(db.engine)
+    metrics = ApiMetrics(db)
+    registry = hooks or default_hooks.copy()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runner = None
+        if settings.scheduler_enabled:
+            runner = JobRunner(JobContext(db=db, settings=settings), registry, metrics)
+            runner.start()
+        app.state.jobs = runner
+        try:
+            yield
+        finally:
+            if runner is not None:
+                runner.shutdown()
+
+    app = FastAPI(
+        title="gpufabric controller",
+        version=__version__,
+        description="One GPU fabric over OpenStack and AWS EKS. Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.metrics = metrics
+    app.state.hooks = registry
+    app.state.jobs = None
+    install_problem_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    _check_every_route_declares_roles(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def api_routes() -> list[APIRoute]:
+    """Every API route (FastAPI keeps included routers nested, so walk ours rather than app.routes)."""
+    return [route for router in ROUTERS for route in router.routes if isinstance(route, APIRoute)]
+
+
+def _check_every_route_declares_roles(app: FastAPI) -> None:
+    for route in api_routes():
+        if route.path.startswith("/v1") and declared_roles(route) is None:
+            raise RuntimeError(f"route {route.methods} {route.path} declares no role (use Depends(Require(...)))")
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
+        "type": "http",
+        "scheme": "bearer",
+    }
+    for route in api_routes():
+        roles = declared_roles(route)
+        for method in route.methods or ():
+            op = schema["paths"].get(route.path, {}).get(method.lower())
+            if op is None:
+                continue
+            op["x-gpufabric-roles"] = role_names(roles) if roles else []
+            if roles:
+                op["security"] = [{"bearer": []}]
+                op.setdefault("responses", {}).update(
+                    {
+                        "401": {"description": "Missing or unknown token (problem+json)"},
+                        "403": {"description": "Role not allowed (problem+json)"},
+                    }
+                )
+    schema["x-gpufabric-problem-types"] = {PROBLEM_BASE + k: v for k, v in PROBLEM_TYPES.items()}
+    app.openapi_schema = schema
+    return schema

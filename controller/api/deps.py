@@ -1,0 +1,80 @@
+"""Request dependencies: the database, and the role each route requires."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+from starlette.routing import BaseRoute
+
+from controller.api.problems import Problem
+from controller.auth.tokens import Principal, Role, authenticate
+from controller.settings import Settings
+from controller.store.db import Database
+
+
+def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+class Require:
+    """Dependency that authenticates the bearer token and checks its role.
+
+    ``Depends(Require(Role.admin))`` on every route is how a route declares its roles; the app
+    factory refuses to build an app with a ``/v1`` route that declares none. Agent credentials are
+    additionally bound to the ``{host}`` path parameter.
+    """
+
+    def __init__(self, *roles: Role) -> None:
+        if not roles:
+            raise ValueError("a route must allow at least one role")
+        self.roles = frozenset(roles)
+
+    def __call__(self, request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Problem(401, "unauthorized", "send `Authorization: Bearer <token>`")
+        db = get_db(request)
+        with db.session() as session:
+            principal = authenticate(session, token.strip())
+        if principal is None:
+            raise Problem(401, "unauthorized", "the token is unknown or revoked")
+        if principal.role not in self.roles:
+            allowed = ", ".join(sorted(r.value for r in self.roles))
+            raise Problem(403, "forbidden", f"role {principal.role.value} may not do this (allowed: {allowed})")
+        host = request.path_params.get("host")
+        if principal.role is Role.agent and host is not None and host != principal.hostname:
+            raise Problem(403, "forbidden", f"this credential is valid for host {principal.hostname} only")
+        request.state.principal = principal
+        return principal
+
+
+def declared_roles(route: BaseRoute) -> frozenset[Role] | None:
+    """The roles a route allows, from its ``Require`` dependency (None if it declares none)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return None
+    stack: list[Any] = [dependant]
+    while stack:
+        dep = stack.pop()
+        if isinstance(dep.call, Require):
+            return dep.call.roles
+        stack.extend(dep.dependencies)
+    return None
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def role_names(roles: Iterable[Role]) -> list[str]:
+    return sorted(r.value for r in roles)

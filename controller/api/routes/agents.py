@@ -1,0 +1,215 @@
+"""The agent protocol (pull): register, report inventory, heartbeat, task results."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller import audit
+from controller.api.deps import Require, get_db, get_settings
+from controller.api.problems import Problem, not_found
+from controller.auth.tokens import Principal, Role, issue_agent_credential
+from controller.fleet.desired import effective_desired, pending_tasks
+from controller.fleet.ingest import store_inventory
+from controller.observability.metrics import ApiMetrics
+from controller.settings import Settings
+from controller.store.db import Database
+from controller.store.models import AppliedStatus, Backend, Host, HostTask
+from drivers.contract.protocol import (
+    SUPPORTED_PROTOCOL_VERSIONS,
+    AppliedState,
+    Heartbeat,
+    InventoryReport,
+    RegisterRequest,
+    RegisterResponse,
+    ReportReply,
+    Task,
+    TaskResult,
+    inventory_content_hash,
+)
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
+
+
+def _check_protocol(version: str) -> None:
+    if version not in SUPPORTED_PROTOCOL_VERSIONS:
+        raise Problem(
+            400,
+            "unsupported-protocol",
+            f"protocol {version!r} is not supported (supported: {sorted(SUPPORTED_PROTOCOL_VERSIONS)})",
+        )
+
+
+def _metrics(request: Request) -> ApiMetrics:
+    metrics: ApiMetrics = request.app.state.metrics
+    return metrics
+
+
+def _host(session: Session, principal: Principal) -> Host:
+    host = session.get(Host, principal.host_id)
+    if host is None:
+        raise not_found(f"host {principal.hostname}")
+    return host
+
+
+def _record_applied(session: Session, host_id: int, applied: AppliedState | None) -> None:
+    if applied is None:
+        return
+    row = session.get(AppliedStatus, host_id)
+    if row is None:
+        session.add(
+            AppliedStatus(
+                host_id=host_id, revision=applied.revision, ok=applied.ok, message=applied.message, at=applied.at
+            )
+        )
+    else:
+        row.revision, row.ok, row.message, row.at = applied.revision, applied.ok, applied.message, applied.at
+
+
+def _reply(session: Session, host: Host, settings: Settings, **fields: object) -> ReportReply:
+    return ReportReply(
+        hostname=host.hostname,
+        generation=host.inventory_generation,
+        desired=effective_desired(session, host),
+        tasks=pending_tasks(session, host.id),
+        report_interval_s=settings.report_interval_s,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@router.post("/register", response_model=RegisterResponse, status_code=201)
+def register(
+    body: RegisterRequest,
+    principal: Principal = Depends(Require(Role.bootstrap, Role.admin)),
+    db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> RegisterResponse:
+    """Register (or re-register) a host; returns a credential valid for that host only."""
+    _check_protocol(body.protocol_version)
+    with audit.mutation(db, principal, "agent.register", body.hostname) as (session, info):
+        backend_id = None
+        if body.backend:
+            backend = session.scalar(select(Backend).where(Backend.name == body.backend))
+            if backend is None:
+                raise not_found(f"backend {body.backend}")
+            backend_id = backend.id
+        host = session.scalar(select(Host).where(Host.hostname == body.hostname))
+        info["new"] = host is None
+        if host is None:
+            host = Host(hostname=body.hostname, backend_id=backend_id, labels=body.labels)
+            session.add(host)
+            session.flush()
+        else:
+            if backend_id is not None:
+                host.backend_id = backend_id
+            host.labels = {**host.labels, **body.labels}
+        host.agent_version = body.agent_version
+        credential = issue_agent_credential(session, host)
+        return RegisterResponse(
+            hostname=host.hostname,
+            credential=credential,
+            generation=host.inventory_generation,
+            report_interval_s=settings.report_interval_s,
+        )
+
+
+@router.put("/{host}/inventory", response_model=ReportReply)
+def report_inventory(
+    host: str,
+    body: InventoryReport,
+    request: Request,
+    principal: Principal = Depends(Require(Role.agent)),
+    db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> ReportReply:
+    """Store the host's inventory. A generation below the stored one is refused (409); an inventory
+    whose content hash equals the stored one only refreshes ``last_seen``."""
+    metrics = _metrics(request)
+    _check_protocol(body.protocol_version)
+    if body.inventory.host.hostname != host:
+        metrics.reports.labels("inventory", "rejected").inc()
+        raise Problem(400, "bad-request", f"inventory is for {body.inventory.host.hostname!r}, not {host!r}")
+    content_hash = inventory_content_hash(body.inventory)
+    now = datetime.now(UTC)
+    with db.session() as session:
+        row = _host(session, principal)
+        stored_gen, stored_hash = row.inventory_generation, row.inventory_hash
+        if body.generation < stored_gen or (body.generation == stored_gen and content_hash != stored_hash):
+            metrics.reports.labels("inventory", "stale").inc()
+            raise Problem(
+                409,
+                "stale-generation",
+                f"generation {body.generation} is not newer than the stored {stored_gen}",
+                current_generation=stored_gen,
+            )
+        if content_hash == stored_hash:
+            outcome = "unchanged"
+            row.inventory_generation = body.generation
+        else:
+            outcome = "stored"
+            store_inventory(row, body.inventory, content_hash, body.generation, now)
+        row.last_seen = now
+        row.status = "ready"
+        _record_applied(session, row.id, body.applied)
+        reply = _reply(session, row, settings, outcome=outcome)
+    metrics.reports.labels("inventory", outcome).inc()
+    return reply
+
+
+@router.post("/{host}/heartbeat", response_model=ReportReply)
+def heartbeat(
+    host: str,
+    body: Heartbeat,
+    request: Request,
+    principal: Principal = Depends(Require(Role.agent)),
+    db: Database = Depends(get_db),
+    settings: Settings = Depends(get_settings),
+) -> ReportReply:
+    """Mark the host alive and answer with its desired state; ``inventory_wanted`` asks for a report."""
+    _check_protocol(body.protocol_version)
+    with db.session() as session:
+        row = _host(session, principal)
+        row.last_seen = datetime.now(UTC)
+        if row.inventory_hash is not None:
+            row.status = "ready"
+        _record_applied(session, row.id, body.applied)
+        wanted = row.inventory_hash is None or (
+            body.inventory_hash is not None and body.inventory_hash != row.inventory_hash
+        )
+        reply = _reply(session, row, settings, inventory_wanted=wanted)
+    _metrics(request).reports.labels("heartbeat", "ok").inc()
+    return reply
+
+
+@router.post("/{host}/tasks/{task_id}/result", response_model=Task)
+def task_result(
+    host: str,
+    task_id: str,
+    body: TaskResult,
+    principal: Principal = Depends(Require(Role.agent)),
+    db: Database = Depends(get_db),
+) -> Task:
+    """Record what the agent did with a task."""
+    with audit.mutation(db, principal, "task.result", f"{host}/{task_id}", {"status": body.status}) as (
+        session,
+        _,
+    ):
+        task = session.get(HostTask, task_id)
+        if task is None or task.host_id != principal.host_id:
+            raise not_found(f"task {task_id} on host {host}")
+        if task.status in ("succeeded", "failed", "cancelled"):
+            raise Problem(409, "conflict", f"task {task_id} is already {task.status}")
+        task.status = body.status
+        task.message = body.message
+        task.output = body.output
+        task.updated_at = datetime.now(UTC)
+        return Task(
+            id=task.id,
+            kind=task.kind,
+            params=task.params,
+            status=task.status,  # type: ignore[arg-type]
+            created_at=task.created_at,
+        )

@@ -1,0 +1,66 @@
+"""Admin: backends."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from sqlalchemy import select
+
+from controller import audit
+from controller.api.deps import Require, get_db
+from controller.api.problems import Problem, conflict, not_found
+from controller.api.schemas import BackendIn, BackendOut
+from controller.auth.tokens import Principal, Role
+from controller.backends.registry import InvalidBackendConfig, UnknownBackendKind, validate_config
+from controller.store.db import Database
+from controller.store.models import Backend, Host
+
+router = APIRouter(prefix="/v1/backends", tags=["backends"])
+ADMIN = Require(Role.admin)
+
+
+def _out(b: Backend) -> BackendOut:
+    return BackendOut(name=b.name, kind=b.kind, config=b.config, created_at=b.created_at)
+
+
+@router.get("", response_model=list[BackendOut])
+def list_backends(_: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> list[BackendOut]:
+    with db.session() as session:
+        return [_out(b) for b in session.scalars(select(Backend).order_by(Backend.name))]
+
+
+@router.post("", response_model=BackendOut, status_code=201)
+def create_backend(
+    body: BackendIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> BackendOut:
+    with audit.mutation(db, principal, "backend.create", body.name, {"kind": body.kind}) as (session, _):
+        try:
+            config = validate_config(body.kind, body.config)
+        except (UnknownBackendKind, InvalidBackendConfig) as exc:
+            raise Problem(422, "validation-error", str(exc)) from None
+        if session.scalar(select(Backend).where(Backend.name == body.name)) is not None:
+            raise conflict(f"backend {body.name} already exists")
+        row = Backend(name=body.name, kind=body.kind, config=config)
+        session.add(row)
+        session.flush()
+        return _out(row)
+
+
+@router.get("/{name}", response_model=BackendOut)
+def get_backend(name: str, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> BackendOut:
+    with db.session() as session:
+        row = session.scalar(select(Backend).where(Backend.name == name))
+        if row is None:
+            raise not_found(f"backend {name}")
+        return _out(row)
+
+
+@router.delete("/{name}", status_code=204)
+def delete_backend(name: str, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> Response:
+    with audit.mutation(db, principal, "backend.delete", name) as (session, _):
+        row = session.scalar(select(Backend).where(Backend.name == name))
+        if row is None:
+            raise not_found(f"backend {name}")
+        if session.scalar(select(Host.id).where(Host.backend_id == row.id).limit(1)) is not None:
+            raise conflict(f"backend {name} still has hosts")
+        session.delete(row)
+    return Response(status_code=204)

@@ -1,0 +1,191 @@
+"""Admin: hosts, their pool, desired MIG/sharing, drain/quarantine, tasks."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Depends, Query, Response
+from sqlalchemy import Select, or_, select
+from sqlalchemy.orm import Session, selectinload
+
+from controller import audit
+from controller.api.deps import Require, get_db
+from controller.api.problems import Problem, not_found
+from controller.api.schemas import AdminStateIn, DesiredIn, HostDetail, HostOut, HostPoolIn, TaskIn, TaskOut
+from controller.api.views import host_detail, host_out, task_out
+from controller.auth.tokens import Principal, Role
+from controller.fleet.policy import PolicyError, validate_mig, validate_sharing
+from controller.store.db import Database
+from controller.store.models import Backend, DesiredOverride, Device, Host, HostTask, Pool
+
+router = APIRouter(prefix="/v1/hosts", tags=["hosts"])
+ADMIN = Require(Role.admin)
+
+
+def get_host(session: Session, hostname: str) -> Host:
+    host = session.scalar(
+        select(Host)
+        .where(Host.hostname == hostname)
+        .options(selectinload(Host.devices).selectinload(Device.mig_instances))
+    )
+    if host is None:
+        raise not_found(f"host {hostname}")
+    return host
+
+
+def filter_hosts(
+    stmt: Select[Host],
+    backend: str | None,
+    pool: str | None,
+    state: str | None,
+    health: str | None,
+) -> Select[Host]:
+    if backend:
+        stmt = stmt.where(Host.backend_id.in_(select(Backend.id).where(Backend.name == backend)))
+    if pool:
+        stmt = stmt.where(Host.pool_id.in_(select(Pool.id).where(Pool.name == pool)))
+    if state:
+        stmt = stmt.where(or_(Host.status == state, Host.admin_state == state))
+    if health:
+        stmt = stmt.where(Host.health == health)
+    return stmt
+
+
+@router.get("", response_model=list[HostOut])
+def list_hosts(
+    backend: str | None = None,
+    pool: str | None = None,
+    state: str | None = Query(None, description="registered|ready|unreachable or active|drained|quarantined"),
+    health: str | None = None,
+    model: str | None = Query(None, description="Hosts with at least one GPU of this model"),
+    limit: int = Query(500, ge=1, le=10000),
+    offset: int = Query(0, ge=0),
+    _: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
+) -> list[HostOut]:
+    stmt = filter_hosts(select(Host), backend, pool, state, health)
+    if model:
+        stmt = stmt.where(Host.id.in_(select(Device.host_id).where(Device.model == model)))
+    stmt = stmt.order_by(Host.hostname).limit(limit).offset(offset).options(selectinload(Host.devices))
+    with db.session() as session:
+        return [host_out(h) for h in session.scalars(stmt).unique()]
+
+
+@router.get("/{host}", response_model=HostDetail)
+def show_host(host: str, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> HostDetail:
+    with db.session() as session:
+        return host_detail(session, get_host(session, host))
+
+
+@router.delete("/{host}", status_code=204)
+def forget_host(host: str, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> Response:
+    """Forget a host (its agent must register again)."""
+    with audit.mutation(db, principal, "host.delete", host) as (session, _):
+        session.delete(get_host(session, host))
+    return Response(status_code=204)
+
+
+@router.put("/{host}/pool", response_model=HostDetail)
+def assign_pool(
+    host: str, body: HostPoolIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> HostDetail:
+    with audit.mutation(db, principal, "host.assign-pool", host, {"pool": body.pool}) as (session, _):
+        row = get_host(session, host)
+        if body.pool is None:
+            row.pool = None
+        else:
+            pool = session.scalar(select(Pool).where(Pool.name == body.pool))
+            if pool is None:
+                raise not_found(f"pool {body.pool}")
+            row.pool = pool
+        session.flush()
+        return host_detail(session, row)
+
+
+@router.put("/{host}/desired", response_model=HostDetail)
+def set_desired(
+    host: str, body: DesiredIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> HostDetail:
+    """Set this host's MIG layout and/or sharing config (overrides the pool's); null clears an override."""
+    try:
+        if body.mig is not None:
+            validate_mig(body.mig)
+        if body.sharing is not None:
+            validate_sharing(body.sharing)
+    except PolicyError as exc:
+        raise Problem(422, "validation-error", str(exc)) from None
+    changes = body.model_dump(mode="json", exclude_unset=True)
+    summary = {
+        "mig_selected": body.mig.selected if body.mig else None,
+        "fields": sorted(changes),
+    }
+    with audit.mutation(db, principal, "host.set-desired", host, summary) as (session, _):
+        row = get_host(session, host)
+        override = session.get(DesiredOverride, row.id)
+        if override is None:
+            override = DesiredOverride(host_id=row.id)
+            session.add(override)
+        if "mig" in changes:
+            override.mig = changes["mig"]
+        if "sharing" in changes:
+            override.sharing = changes["sharing"]
+        override.updated_at = datetime.now(UTC)
+        session.flush()
+        return host_detail(session, row)
+
+
+def _set_admin_state(db: Database, principal: Principal, host: str, state: str, reason: str) -> HostDetail:
+    action = {"active": "host.undrain", "drained": "host.drain", "quarantined": "host.quarantine"}[state]
+    with audit.mutation(db, principal, action, host, {"reason": reason}) as (session, _):
+        row = get_host(session, host)
+        row.admin_state = state
+        return host_detail(session, row)
+
+
+@router.post("/{host}/drain", response_model=HostDetail)
+def drain_host(
+    host: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> HostDetail:
+    """No new placements on this host; existing ones stay."""
+    return _set_admin_state(db, principal, host, "drained", body.reason if body else "")
+
+
+@router.post("/{host}/undrain", response_model=HostDetail)
+def undrain_host(
+    host: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> HostDetail:
+    """Return a drained or quarantined host to service."""
+    return _set_admin_state(db, principal, host, "active", body.reason if body else "")
+
+
+@router.post("/{host}/quarantine", response_model=HostDetail)
+def quarantine_host(
+    host: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> HostDetail:
+    """Take the host out of service as faulty (e.g. a failed NCCL validation)."""
+    return _set_admin_state(db, principal, host, "quarantined", body.reason if body else "")
+
+
+@router.get("/{host}/tasks", response_model=list[TaskOut])
+def list_tasks(host: str, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> list[TaskOut]:
+    with db.session() as session:
+        row = get_host(session, host)
+        tasks = session.scalars(select(HostTask).where(HostTask.host_id == row.id).order_by(HostTask.created_at))
+        return [task_out(t, row.hostname) for t in tasks]
+
+
+@router.post("/{host}/tasks", response_model=TaskOut, status_code=201)
+def create_task(
+    host: str, body: TaskIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> TaskOut:
+    """Queue a task for the host's agent; it is delivered with the next report reply."""
+    with audit.mutation(db, principal, "task.create", host, {"kind": body.kind}) as (session, info):
+        row = get_host(session, host)
+        task = HostTask(
+            id=str(uuid.uuid4()), host_id=row.id, kind=body.kind, params=body.params, created_by=principal.actor
+        )
+        session.add(task)
+        session.flush()
+        info["task_id"] = task.id
+        return task_out(task, row.hostname)

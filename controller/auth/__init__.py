@@ -1,0 +1,1 @@
+"""Bearer tokens, roles and the principal a request acts as."""

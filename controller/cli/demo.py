@@ -1,0 +1,91 @@
+"""`gpufabric demo`: a controller on SQLite and a simulated fleet, ready to explore."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from controller.cli.common import console, fail
+
+
+def demo(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Where the demo keeps its database and agent state (default: a temp dir)"),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Controller port (0: any free port)")] = 8080,
+    fleet_file: Annotated[Path | None, typer.Option("--fleet", help="Fleet YAML (default: the bundled fleet)")] = None,
+    interval: Annotated[float, typer.Option("--interval", help="Agent report interval in seconds")] = 3.0,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the fleet")] = 180.0,
+    exit_after_ready: Annotated[bool, typer.Option("--exit-after-ready", help="Stop once the fleet is ready")] = False,
+) -> None:
+    """Start the controller and a simulated fleet (H100, A100 MIG, L4 time-slicing, A16 vGPU)."""
+    from controller.demo.fleet import load_fleet
+    from controller.demo.run import Demo, DemoError
+    from controller.observability.logs import configure_logging
+    from controller.testing import free_port
+
+    configure_logging("WARNING")
+    fleet = load_fleet(fleet_file)
+    directory = data_dir or Path(tempfile.mkdtemp(prefix="gpufabric-demo-"))
+    if port:
+        try:
+            import socket
+
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+        except OSError:
+            port = free_port()
+    run = Demo(fleet=fleet, data_dir=directory, port=port, agent_interval_s=interval)
+    started = time.monotonic()
+    try:
+        url = run.start_controller()
+        console.print(f"controller on {url} (SQLite in {directory})")
+        run.configure()
+        run.start_agents()
+        console.print(f"started {len(run.agents)} simulated agents; waiting for them to report and converge ...")
+        run.assign_pools(timeout)
+        details = run.wait_ready(timeout)
+        _print_ready(url, run.admin_token, details, time.monotonic() - started)
+        if exit_after_ready:
+            return
+        console.print("\nrunning; Ctrl-C to stop")
+        while True:
+            time.sleep(1)
+            run._check_agents()
+    except DemoError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        console.print("stopping")
+    finally:
+        run.stop()
+
+
+def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed: float) -> None:
+    table = Table("host", "pool", "GPUs", "models", "applied")
+    for d in details:
+        applied = d.get("applied") or {}
+        table.add_row(
+            str(d["hostname"]),
+            str(d.get("pool") or ""),
+            str(d["gpus"]),
+            ", ".join(d.get("models") or []),  # type: ignore[arg-type]
+            str(applied.get("message", "")) if isinstance(applied, dict) else "",
+        )
+    console.print(table)
+    console.print(f"\n[bold]fleet ready[/] in {elapsed:.1f}s")
+    console.print(f"  API:      {url}/v1   (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
+    console.print(f"  metrics:  {url}/metrics   health: {url}/healthz  {url}/readyz")
+    console.print(f"  admin token: {token}")
+    print("\nexample calls:")
+    print(f"  export TOKEN={token}")
+    print(f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/v1/hosts')
+    print(f'  curl -s -H "Authorization: Bearer $TOKEN" "{url}/v1/devices?model=NVIDIA%20H100%2080GB%20HBM3"')
+    print(f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/v1/hosts/demo-a100-80gb-1')
+    print(f'  curl -s -X POST -H "Authorization: Bearer $TOKEN" {url}/v1/hosts/demo-l4-1/drain')
+    print(f'  curl -s -H "Authorization: Bearer $TOKEN" {url}/v1/audit')

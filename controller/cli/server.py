@@ -1,0 +1,67 @@
+"""`gpufabric controller serve | db upgrade | db current`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from controller.cli.common import ConfigOption, DatabaseOption, console, fail, settings_or_exit
+from controller.store.db import Database
+from controller.store.schema import SchemaError, schema_status, upgrade
+
+app = typer.Typer(help="Run and manage the controller service.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    database_url: DatabaseOption = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Bind port")] = None,
+    upgrade_schema: Annotated[
+        bool, typer.Option("--upgrade", help="Run `db upgrade` before serving (single-replica set-ups)")
+    ] = False,
+) -> None:
+    """Serve the REST API (uvicorn). Refuses to start unless the schema is current."""
+    import uvicorn
+
+    from controller.api.app import create_app
+    from controller.observability.logs import configure_logging
+
+    settings = settings_or_exit(config, database_url, bind_host=host, bind_port=port)
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    if upgrade_schema:
+        upgrade(db.engine)
+    try:
+        application = create_app(settings, db=db)
+    except SchemaError as exc:
+        raise fail(str(exc), 3) from None
+    uvicorn.run(application, host=settings.bind_host, port=settings.bind_port, log_config=None, access_log=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None, database_url: DatabaseOption = None) -> None:
+    """Create or migrate the schema to this version's head."""
+    settings = settings_or_exit(config, database_url)
+    db = Database(settings.database_url)
+    before = schema_status(db.engine)
+    if not before.known:
+        raise fail(f"schema revision {before.current} is newer than this gpufabric (head {before.head})", 3)
+    upgrade(db.engine)
+    after = schema_status(db.engine)
+    console.print(f"schema {before.current or '(empty)'} -> {after.current} ({db.engine.url.render_as_string()})")
+
+
+@db_app.command("current")
+def db_current(config: ConfigOption = None, database_url: DatabaseOption = None) -> None:
+    """Show the schema revision and whether this controller can run on it."""
+    settings = settings_or_exit(config, database_url)
+    status = schema_status(Database(settings.database_url).engine)
+    state = "current" if status.ok else ("unknown (newer)" if not status.known else "behind")
+    console.print(f"revision: {status.current or '(none)'}  head: {status.head}  {state}")
+    if not status.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,167 @@
+"""Start a controller on SQLite and the demo fleet's agents (one process each), and wait until ready."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from controller.api.app import create_app
+from controller.auth.tokens import Role, create_api_token
+from controller.demo.fleet import Fleet
+from controller.settings import Settings
+from controller.store.db import Database
+from controller.store.schema import upgrade
+from controller.testing import ServerThread
+
+# The agents are a separate program; the controller only starts it, it never imports it.
+AGENT_COMMAND = [sys.executable, "-c", "from agent.cli import main; main()"]
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+@dataclass
+class Demo:
+    fleet: Fleet
+    data_dir: Path
+    port: int = 0
+    agent_interval_s: float = 3.0
+    server: ServerThread | None = None
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    admin_token: str = ""
+    bootstrap_token: str = ""
+
+    def start_controller(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        settings = Settings(
+            data_dir=self.data_dir,
+            bind_port=self.port or 0,
+            heartbeat_timeout_s=max(30.0, self.agent_interval_s * 10),
+            report_interval_s=self.agent_interval_s,
+            sweep_interval_s=5.0,
+            log_json=True,
+        )
+        db = Database(settings.database_url)
+        upgrade(db.engine)
+        with db.session() as session:
+            _, self.admin_token = create_api_token(session, role=Role.admin, name="demo-admin", created_by="demo")
+            _, self.bootstrap_token = create_api_token(
+                session, role=Role.bootstrap, name="demo-agents", created_by="demo"
+            )
+        self.server = ServerThread(create_app(settings, db=db), port=self.port).start()
+        return self.server.url
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {self.admin_token}"}, timeout=30)
+
+    def configure(self) -> None:
+        """Backend and pools through the admin API, as an operator would."""
+        with self.client() as api:
+            b = self.fleet.backend
+            _ok(api.post("/v1/backends", json={"name": b.name, "kind": b.kind, "config": b.config}))
+            for pool in self.fleet.pools:
+                _ok(
+                    api.post(
+                        "/v1/pools", json={"name": pool.name, "description": pool.description, "policy": pool.policy}
+                    )
+                )
+
+    def start_agents(self) -> None:
+        logs = self.data_dir / "agents"
+        logs.mkdir(parents=True, exist_ok=True)
+        for host in self.fleet.hosts:
+            command = [
+                *AGENT_COMMAND, "run",
+                "--controller", self.url,
+                "--sim", host.spec,
+                "--sim-state", str(logs / f"{host.name}.sim-state.json"),
+                "--hostname", host.name,
+                "--state-file", str(logs / f"{host.name}.agent.json"),
+                "--bootstrap-token", self.bootstrap_token,
+                "--backend", self.fleet.backend.name,
+                "--interval", str(self.agent_interval_s),
+            ]  # fmt: skip
+            log = (logs / f"{host.name}.log").open("ab")
+            self.agents[host.name] = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            )
+
+    def assign_pools(self, timeout_s: float) -> None:
+        """Once each host registered, put it in its pool (and select its MIG config if it differs)."""
+        pools = {p.name: p for p in self.fleet.pools}
+        pending = {h.name: h for h in self.fleet.hosts if h.pool}
+        deadline = time.monotonic() + timeout_s
+        with self.client() as api:
+            while pending:
+                self._check_agents()
+                known = {h["hostname"] for h in api.get("/v1/hosts").json()}
+                for name in [n for n in pending if n in known]:
+                    host = pending.pop(name)
+                    _ok(api.put(f"/v1/hosts/{name}/pool", json={"pool": host.pool}))
+                    mig = pools[host.pool].policy.get("mig") if host.pool else None
+                    if host.mig_selected and mig:
+                        body = {"mig": {"config": mig["config"], "selected": host.mig_selected}}
+                        _ok(api.put(f"/v1/hosts/{name}/desired", json=body))
+                if pending and time.monotonic() > deadline:
+                    raise DemoError(f"hosts did not register in {timeout_s:.0f}s: {sorted(pending)}")
+                time.sleep(0.3)
+
+    def wait_ready(self, timeout_s: float) -> list[dict[str, Any]]:
+        """Until every host reported an inventory and applied its current desired state."""
+        deadline = time.monotonic() + timeout_s
+        with self.client() as api:
+            while True:
+                self._check_agents()
+                details = [api.get(f"/v1/hosts/{h.name}").json() for h in self.fleet.hosts]
+                waiting = [
+                    d.get("hostname", "?")
+                    for d in details
+                    if d.get("status") != "ready"
+                    or d.get("applied") is None
+                    or d["applied"]["revision"] != d["desired"]["revision"]
+                ]
+                if not waiting:
+                    return details
+                if time.monotonic() > deadline:
+                    raise DemoError(f"not ready after {timeout_s:.0f}s: {waiting} (logs in {self.data_dir / 'agents'})")
+                time.sleep(0.5)
+
+    def _check_agents(self) -> None:
+        for name, proc in self.agents.items():
+            if proc.poll() is not None:
+                log = self.data_dir / "agents" / f"{name}.log"
+                tail = log.read_text()[-1500:] if log.exists() else ""
+                raise DemoError(f"agent {name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for proc in self.agents.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.agents.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if self.server is not None:
+            self.server.stop()
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise DemoError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
+    return response.json() if response.content else None

@@ -1,0 +1,1 @@
+"""Fleet state: storing agent inventories, desired state per host and pool."""

@@ -1,0 +1,70 @@
+"""The job scheduler: APScheduler in a background thread, every job gated on leadership."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from controller.jobs.hooks import HookRegistry, JobContext
+from controller.jobs.leader import LeaderLeaseKeeper
+from controller.jobs.sweeper import sweep_unreachable
+from controller.observability.metrics import ApiMetrics
+
+log = logging.getLogger("gpufabric.jobs")
+
+
+class JobRunner:
+    def __init__(self, ctx: JobContext, hooks: HookRegistry, metrics: ApiMetrics) -> None:
+        self.ctx = ctx
+        self.hooks = hooks
+        self.metrics = metrics
+        settings = ctx.settings
+        self.leader = LeaderLeaseKeeper(ctx.db, settings.instance_id, lease_s=settings.leader_lease_s)
+        self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
+
+    def start(self) -> None:
+        settings = self.ctx.settings
+        self.scheduler.add_job(self._renew, "interval", seconds=max(1.0, settings.leader_lease_s / 3), id="leader")
+        self.scheduler.add_job(self.sweep, "interval", seconds=settings.sweep_interval_s, id="sweeper")
+        for key, hook in self.hooks.hooks.items():
+            self.scheduler.add_job(self._guarded(key, hook.run), "interval", seconds=hook.interval_s, id=key)
+        self._renew()
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        try:
+            self.leader.release()
+        except Exception:
+            log.exception("could not release the scheduler lease")
+
+    def _renew(self) -> None:
+        was = self.leader.is_leader()
+        try:
+            now = self.leader.try_acquire()
+        except Exception:
+            log.exception("leader lease renewal failed")
+            return
+        if now != was:
+            log.info("scheduler leadership %s", "acquired" if now else "lost", extra={"holder": self.leader.holder})
+
+    def sweep(self) -> list[str]:
+        if not self.leader.is_leader():
+            return []
+        names = sweep_unreachable(self.ctx.db, self.ctx.settings.heartbeat_timeout_s)
+        self.metrics.hosts_marked_unreachable.inc(len(names))
+        return names
+
+    def _guarded(self, key: str, run: Callable[[JobContext], None]) -> Callable[[], None]:
+        def job() -> None:
+            if not self.leader.is_leader():
+                return
+            try:
+                run(self.ctx)
+            except Exception:
+                log.exception("hook %s failed", key)
+
+        return job

@@ -1,0 +1,42 @@
+"""Heartbeat sweeper: hosts silent for longer than the timeout become ``unreachable``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from controller import audit
+from controller.store.db import Database
+from controller.store.models import Host
+
+log = logging.getLogger("gpufabric.jobs.sweeper")
+
+
+def sweep_unreachable(db: Database, timeout_s: float, *, now: datetime | None = None) -> list[str]:
+    """Mark hosts unreachable whose last report is older than ``timeout_s``; returns their names."""
+    now = now or datetime.now(UTC)
+    cutoff = now - timedelta(seconds=timeout_s)
+    with db.session() as session:
+        hosts = list(
+            session.scalars(
+                select(Host)
+                .where(Host.status != "unreachable")
+                .where((Host.last_seen < cutoff) | (Host.last_seen.is_(None) & (Host.registered_at < cutoff)))
+                .with_for_update(skip_locked=True, of=Host)
+            )
+        )
+        for host in hosts:
+            host.status = "unreachable"
+            audit.record(
+                session,
+                None,
+                "host.unreachable",
+                host.hostname,
+                detail={"last_seen": host.last_seen.isoformat() if host.last_seen else None, "timeout_s": timeout_s},
+            )
+    names = [h.hostname for h in hosts]
+    if names:
+        log.warning("marked %d host(s) unreachable", len(names), extra={"hosts": names[:50]})
+    return names

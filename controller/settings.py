@@ -1,0 +1,81 @@
+"""Controller settings: ``GPUFABRIC_*`` environment variables over a YAML/TOML config file over defaults."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+    YamlConfigSettingsSource,
+)
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gpufabric"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUFABRIC_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the SQLite file lives")
+    database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite:///<data_dir>/controller.db")
+    bind_host: str = "127.0.0.1"
+    bind_port: int = 8080
+    public_url: str = Field(default="", description="URL agents and users reach; default from bind")
+    heartbeat_timeout_s: float = Field(default=90.0, gt=0, description="Silence after which a host is unreachable")
+    report_interval_s: float = Field(default=30.0, gt=0, description="Interval told to agents")
+    sweep_interval_s: float = Field(default=15.0, gt=0)
+    scheduler_enabled: bool = True
+    leader_lease_s: float = Field(default=30.0, gt=0, description="Scheduler leadership lease across replicas")
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
+    log_level: str = "INFO"
+    log_json: bool = True
+    db_pool_size: int = 10
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'controller.db'}"
+        if not self.public_url:
+            host = "127.0.0.1" if self.bind_host in ("0.0.0.0", "::") else self.bind_host
+            self.public_url = f"http://{host}:{self.bind_port}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from (highest first) ``overrides``, ``GPUFABRIC_*`` env, ``config_file`` (.yaml/.yml/.toml)."""
+    if config_file is not None and not config_file.is_file():
+        raise FileNotFoundError(f"config file {config_file} does not exist")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if config_file is not None:
+                if config_file.suffix == ".toml":
+                    sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+                else:
+                    sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+            return tuple(sources)
+
+    return Settings.model_validate(_FileSettings(**overrides).model_dump())

@@ -1,0 +1,1 @@
+"""The controller's store: SQLAlchemy models, sessions and Alembic migrations."""
