@@ -1,0 +1,1 @@
+"""MIG packing benchmark: requests served before the first refusal, engine vs first-fit vs exact optimum."""

@@ -1,0 +1,180 @@
+"""The placement engine's in-memory model: hosts, devices and what is claimed on them.
+
+Plain slotted dataclasses, not pydantic: the index holds 100,000 hosts and the hot path touches them per
+decision. The store builds these from its rows (including which claims hold what), hands them to
+``Engine.upsert_host`` and stays the source of truth; the engine never persists anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from controller.placement import mig
+
+BackendKind = Literal["static", "ironic", "nova", "eks"]
+HostState = Literal["ready", "drained", "quarantined", "unreachable"]
+Validation = Literal["validated", "unvalidated", "failed"]
+SliceKind = Literal["gpu", "mig", "timeslice", "mps", "vgpu"]
+# How a GPU is configured decides what it can be given as: a whole GPU, MIG instances, shared replicas
+# (time-slicing or MPS) or vGPUs. A GPU is in exactly one mode at a time.
+DeviceMode = Literal["whole", "mig", "timeslice", "mps", "vgpu"]
+DeviceHealth = Literal["healthy", "degraded", "unhealthy", "quarantined", "unknown"]
+DeviceAdmin = Literal["active", "drained", "quarantined"]
+
+# An offer key names one kind of free capacity: ("gpu", model, ""), ("mig", model, profile) for free existing
+# instances, ("mig+", model, profile) for instances that could be created on demand, ("timeslice"|"mps",
+# model, ""), ("vgpu", model, vgpu_type).
+OfferKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class MigSlot:
+    """One MIG GPU instance on a device, existing or (``pending``) created by a claim but not yet reported."""
+
+    profile: str
+    start: int
+    size: int
+    uuid: str | None = None
+    claimed_by: str | None = None
+    pending: bool = False
+    # Created on demand for a claim: destroyed again when that claim is released.
+    ephemeral: bool = False
+
+
+@dataclass(slots=True)
+class VgpuOffer:
+    framebuffer_mib: int
+    max_instances: int
+
+
+@dataclass(slots=True)
+class Device:
+    uuid: str
+    index: int
+    model: str
+    memory_mib: int
+    health: DeviceHealth = "healthy"
+    admin_state: DeviceAdmin = "active"
+    mode: DeviceMode = "whole"
+    mig_instances: list[MigSlot] = field(default_factory=list)
+    replicas: int = 0  # timeslice / mps replicas offered by this GPU
+    vgpu_types: dict[str, VgpuOffer] = field(default_factory=dict)
+    # Allocation state (rebuilt by the store from its claims; updated by Engine.claim/release).
+    claimed_by: str | None = None  # whole GPU
+    share_claims: dict[str, int] = field(default_factory=dict)  # claim id -> replicas
+    vgpu_claims: dict[str, tuple[str, int]] = field(default_factory=dict)  # claim id -> (type, instances)
+
+    @property
+    def usable(self) -> bool:
+        return self.health == "healthy" and self.admin_state == "active"
+
+    def mig_layout(self) -> mig.Layout:
+        return tuple(sorted((m.start, m.size, m.profile) for m in self.mig_instances))
+
+    def share_free(self) -> int:
+        return self.replicas - sum(self.share_claims.values())
+
+    def vgpu_in_use(self) -> tuple[str | None, int]:
+        """Most GPUs run one vGPU type at a time: the type in use (if any) and how many instances."""
+        vtype: str | None = None
+        used = 0
+        for t, n in self.vgpu_claims.values():
+            vtype = t
+            used += n
+        return vtype, used
+
+    def vgpu_free(self, vtype: str) -> int:
+        offer = self.vgpu_types.get(vtype)
+        if offer is None:
+            return 0
+        in_use, used = self.vgpu_in_use()
+        if in_use is not None and in_use != vtype:
+            return 0
+        return offer.max_instances - used
+
+    def is_idle(self) -> bool:
+        return (
+            self.claimed_by is None
+            and not self.share_claims
+            and not self.vgpu_claims
+            and not any(m.claimed_by for m in self.mig_instances)
+        )
+
+
+@dataclass(slots=True)
+class Host:
+    id: str
+    backend_id: str
+    backend_kind: BackendKind
+    region: str
+    az: str
+    placement_group: str | None = None
+    pool: str | None = None
+    state: HostState = "ready"
+    validation: Validation = "unvalidated"
+    labels: dict[str, str] = field(default_factory=dict)
+    cost: float = 1.0
+    # The pool's policy allows creating MIG instances on demand on this host's MIG-enabled GPUs.
+    on_demand_mig: bool = False
+    devices: list[Device] = field(default_factory=list)
+
+    def device(self, uuid: str) -> Device | None:
+        for d in self.devices:
+            if d.uuid == uuid:
+                return d
+        return None
+
+    def domain(self, topology: str) -> str | None:
+        """The value hosts must share for a topology constraint (None = no such domain recorded)."""
+        if topology == "same-placement-group":
+            return self.placement_group
+        if topology == "same-az":
+            return self.az
+        if topology == "same-region":
+            return self.region
+        return self.id
+
+
+def device_offers(host: Host, d: Device) -> dict[OfferKey, int]:
+    """Free capacity of one device by offer key (empty if the device cannot be placed on)."""
+    out: dict[OfferKey, int] = {}
+    if not d.usable:
+        return out
+    if d.mode == "whole":
+        if d.claimed_by is None:
+            out[("gpu", d.model, "")] = 1
+    elif d.mode == "mig":
+        for m in d.mig_instances:
+            if m.claimed_by is None and not m.pending:
+                k = ("mig", d.model, m.profile)
+                out[k] = out.get(k, 0) + 1
+        if host.on_demand_mig:
+            geom = mig.geometry(d.model)
+            if geom is not None:
+                layout = d.mig_layout()
+                for p in geom.profiles:
+                    n = mig.creatable(d.model, layout, p)
+                    if n:
+                        out[("mig+", d.model, p)] = n
+    elif d.mode in ("timeslice", "mps"):
+        free = d.share_free()
+        if free > 0:
+            out[(d.mode, d.model, "")] = free
+    elif d.mode == "vgpu":
+        for t in d.vgpu_types:
+            free = d.vgpu_free(t)
+            if free > 0:
+                out[("vgpu", d.model, t)] = free
+    return out
+
+
+def host_offers(host: Host) -> dict[OfferKey, int]:
+    """Free capacity of a host by offer key; a host that is not ``ready`` offers nothing."""
+    out: dict[OfferKey, int] = {}
+    if host.state != "ready":
+        return out
+    for d in host.devices:
+        for k, n in device_offers(host, d).items():
+            out[k] = out.get(k, 0) + n
+    return out

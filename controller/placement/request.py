@@ -1,0 +1,105 @@
+"""The request language tenants use to ask for GPU slices (validated with pydantic at the boundary)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from controller.placement.model import SliceKind
+
+Topology = Literal["same-host", "same-placement-group", "same-az", "same-region", "any"]
+Policy = Literal["pack", "spread"]
+
+
+class SliceRequest(BaseModel):
+    """``count`` slices of one kind, on every node of the request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: SliceKind
+    count: int = Field(1, ge=1, le=1024, description="Slices of this kind per node")
+    model: str | None = Field(
+        None, description='GPU model short name ("H100-80GB") or its family prefix ("H100"), case-insensitive'
+    )
+    min_memory_gib: float | None = Field(
+        None, gt=0, description="Memory of each slice: GPU memory, MIG profile memory or vGPU framebuffer"
+    )
+    profile: str | None = Field(None, description='MIG profile, e.g. "3g.40gb" (kind mig only)')
+    vgpu_type: str | None = Field(None, description='vGPU type name, e.g. "NVIDIA A16-4Q" (kind vgpu only)')
+
+    @model_validator(mode="after")
+    def _check(self) -> SliceRequest:
+        if self.profile is not None and self.kind != "mig":
+            raise ValueError(f"profile {self.profile!r} is only valid with kind 'mig', not {self.kind!r}")
+        if self.vgpu_type is not None and self.kind != "vgpu":
+            raise ValueError(f"vgpu_type {self.vgpu_type!r} is only valid with kind 'vgpu', not {self.kind!r}")
+        if self.kind == "mig" and self.profile is None and self.min_memory_gib is None:
+            raise ValueError("a 'mig' slice needs a profile (e.g. '3g.40gb') or min_memory_gib")
+        return self
+
+    @field_validator("profile")
+    @classmethod
+    def _strip_mig_prefix(cls, v: str | None) -> str | None:
+        return None if v is None else v.removeprefix("MIG ").strip()
+
+    @property
+    def min_memory_mib(self) -> int:
+        return 0 if self.min_memory_gib is None else int(self.min_memory_gib * 1024)
+
+    def describe(self) -> str:
+        what: str = self.kind
+        if self.profile:
+            what += f":{self.profile}"
+        if self.vgpu_type:
+            what += f":{self.vgpu_type}"
+        if self.model:
+            what += f" {self.model}"
+        if self.min_memory_gib:
+            what += f" >= {self.min_memory_gib:g} GiB"
+        return f"{self.count} x {what}"
+
+
+class PlacementRequest(BaseModel):
+    """What a tenant asks for. ``slices`` are per node; ``nodes`` distinct hosts each get all of them.
+
+    ``topology`` constrains how the nodes relate (all-or-nothing): ``same-host`` (one node),
+    ``same-placement-group`` (rack / EC2 cluster placement group), ``same-az``, ``same-region`` or ``any``.
+    ``backends`` and ``regions``/``azs`` both restrict and, in list order, express preference.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    slices: list[SliceRequest] = Field(min_length=1, max_length=16)
+    nodes: int = Field(1, ge=1, le=1024)
+    topology: Topology = "any"
+    backends: list[str] | None = Field(
+        None, min_length=1, description="Backend ids or kinds (static, ironic, nova, eks), most preferred first"
+    )
+    regions: list[str] | None = Field(None, min_length=1)
+    azs: list[str] | None = Field(None, min_length=1)
+    require_validated: bool = Field(False, description="Only hosts whose last NCCL validation passed")
+    policy: Policy | None = Field(None, description="pack (default) or spread; overrides the engine default")
+    duration: timedelta | None = Field(None, description="Lease duration (ISO 8601 or seconds); carried through")
+
+    @model_validator(mode="after")
+    def _check(self) -> PlacementRequest:
+        if self.topology == "same-host" and self.nodes != 1:
+            raise ValueError(f"topology 'same-host' means one node; got nodes={self.nodes}")
+        if self.duration is not None and self.duration.total_seconds() <= 0:
+            raise ValueError("duration must be positive")
+        return self
+
+    def describe(self) -> str:
+        per_node = " + ".join(s.describe() for s in self.slices)
+        if self.nodes == 1:
+            return per_node
+        return f"{self.nodes} nodes x ({per_node}), {self.topology}"
+
+
+def parse_request(data: PlacementRequest | dict[str, Any]) -> PlacementRequest:
+    """Validate a request body; raises ``pydantic.ValidationError`` with one message per problem."""
+    if isinstance(data, PlacementRequest):
+        return data
+    return PlacementRequest.model_validate(data)
