@@ -22,7 +22,8 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from agent import __version__
 from agent.converge import apply_desired
-from agent.discovery import collect_inventory
+from agent.health import HealthMonitor
+from agent.node_inventory import node_inventory, sharing_from_document
 from agent.state import AgentState
 from drivers.contract.inventory import Inventory
 from drivers.contract.protocol import (
@@ -184,7 +185,18 @@ class AgentRunner:
     # ---- one cycle --------------------------------------------------------------------------
 
     def _collect(self) -> tuple[Inventory, str]:
-        inventory = collect_inventory(hostname=self.hostname, simulated=self.config.sim is not None)
+        # NVML is opened per cycle, so the monitor (and its XID event set) lives for one cycle; its
+        # state file keeps sticky reasons and timestamps across cycles and restarts.
+        monitor = HealthMonitor(state_path=self.config.state_file.parent / "health-state.json")
+        try:
+            inventory = node_inventory(
+                hostname=self.hostname,
+                simulated=self.config.sim is not None,
+                monitor=monitor,
+                sharing=sharing_from_document(self.state.sharing),
+            )
+        finally:
+            monitor.close()
         return inventory, inventory_content_hash(inventory)
 
     def _send(self, inventory: Inventory, content_hash: str, *, force_report: bool) -> ReportReply:
@@ -205,6 +217,8 @@ class AgentRunner:
                 self.state.applied = apply_desired(
                     reply.desired, sim_host=sim_host, state_dir=self.config.state_file.parent / "sharing"
                 )
+                if self.state.applied.ok:
+                    self.state.sharing = reply.desired.sharing.config if reply.desired.sharing else None
                 self.state.save(self.config.state_file)
                 level = logging.INFO if self.state.applied.ok else logging.WARNING
                 log.log(level, "applied %s: %s", reply.desired.revision, self.state.applied.message)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -28,6 +29,8 @@ class AgentState(BaseModel):
     generation: int = 0
     last_reported_hash: str | None = None
     applied: AppliedState | None = None
+    # The sharing config of the applied desired state: the slice offers reported depend on it.
+    sharing: dict[str, Any] | None = None
     finished_tasks: list[str] = []
 
     @classmethod

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any
 
+import typer
 from rich.table import Table
 
 from agent.cli.common import (
@@ -18,13 +20,15 @@ from agent.cli.common import (
     print_json,
 )
 from agent.discovery import (
-    collect_inventory,
     gpu_handles,
     gpu_instance_profiles,
     mig_mode,
     possible_placements,
     profile_display_name,
 )
+from agent.health import HealthMonitor
+from agent.node_inventory import node_inventory
+from agent.sharing import SharingError, load_config_file, select_config
 from drivers.contract.inventory import Gpu, Inventory
 
 with warnings.catch_warnings():
@@ -81,10 +85,45 @@ def render_inventory(inv: Inventory) -> None:
         console.print(topo)
 
 
-def inventory(sim: SimOption = None, sim_state: SimStateOption = None, json: JsonOption = False) -> None:
-    """Discover the GPUs on this host through NVML and print the inventory."""
+SharingConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--sharing-config",
+        exists=True,
+        dir_okay=False,
+        help="Device-plugin config (time-slicing / MPS) the host runs; the slice offers follow it.",
+    ),
+]
+SharingNameOption = Annotated[
+    str | None, typer.Option("--sharing-name", help="Config name when the file holds several (a ConfigMap).")
+]
+
+
+def inventory(
+    sim: SimOption = None,
+    sim_state: SimStateOption = None,
+    json: JsonOption = False,
+    sharing_config: SharingConfigOption = None,
+    sharing_name: SharingNameOption = None,
+) -> None:
+    """Discover the GPUs on this host through NVML and print the inventory (with health and slice offers)."""
+    sharing = None
+    if sharing_config is not None:
+        try:
+            _, sharing = select_config(load_config_file(sharing_config), sharing_name)
+        except SharingError as exc:
+            raise fail(str(exc), 2) from None
     with nvml_or_exit(sim, sim_state) as host:
-        inv = collect_inventory(hostname=host.hostname if host is not None else None, simulated=host is not None)
+        monitor = HealthMonitor()
+        try:
+            inv = node_inventory(
+                hostname=host.hostname if host is not None else None,
+                simulated=host is not None,
+                monitor=monitor,
+                sharing=sharing,
+            )
+        finally:
+            monitor.close()
     if json:
         print_json(inv)
     else:

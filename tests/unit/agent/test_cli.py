@@ -128,3 +128,37 @@ def test_sim_commands_change_what_nvml_reports(tmp_path: Path) -> None:
     assert inv.gpus[0].processes == []
     bad = run("sim", "reset-gpu", "--sim", "h100-8x", "--gpu", "9", "--sim-state", state)
     assert bad.returncode == 1 and "no GPU 9" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_inventory_carries_health_states() -> None:
+    proc = run("inventory", "--sim", "ecc-faulty", "--json")
+    assert proc.returncode == 0, proc.stderr
+    inv = Inventory.model_validate_json(proc.stdout)
+    healthy, faulty = inv.gpus
+    assert healthy.health.state == "healthy"
+    assert faulty.health.state in ("unhealthy", "quarantined")
+    assert faulty.health.reasons and all(r.code for r in faulty.health.reasons)
+    assert inv.health.healthy == 1 and inv.health.healthy + inv.health.unhealthy + inv.health.quarantined == 2
+
+
+def test_inventory_slice_offers_follow_the_sharing_config(tmp_path: Path) -> None:
+    plain = Inventory.model_validate_json(run("inventory", "--sim", "l4-4x", "--json").stdout)
+    assert [(s.kind, s.count) for s in plain.gpus[0].slices] == [("gpu", 1)]
+    config = tmp_path / "ts.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}}
+        )
+    )
+    proc = run("inventory", "--sim", "l4-4x", "--json", "--sharing-config", str(config))
+    assert proc.returncode == 0, proc.stderr
+    shared = Inventory.model_validate_json(proc.stdout)
+    assert all([(s.kind, s.count) for s in g.slices] == [("timeslice", 4)] for g in shared.gpus)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 1}]}}}
+        )
+    )
+    proc = run("inventory", "--sim", "l4-4x", "--sharing-config", str(bad))
+    assert proc.returncode == 2 and "replicas" in proc.stderr and "Traceback" not in proc.stderr
