@@ -25,6 +25,7 @@ from agent.converge import apply_desired
 from agent.health import HealthMonitor
 from agent.node_inventory import node_inventory, sharing_from_document
 from agent.state import AgentState
+from agent.tasks.nccl import run_nccl_test
 from drivers.contract.inventory import Inventory
 from drivers.contract.protocol import (
     Heartbeat,
@@ -56,7 +57,7 @@ def _ping(task: Task) -> TaskResult:
 
 
 # Task kinds this agent runs; other modules (e.g. the NCCL runner) add theirs here.
-TASK_HANDLERS: dict[str, TaskHandler] = {"ping": _ping}
+TASK_HANDLERS: dict[str, TaskHandler] = {"ping": _ping, "nccl-test": run_nccl_test}
 
 
 @dataclass

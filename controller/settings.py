@@ -39,7 +39,15 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}")
     log_level: str = "INFO"
     log_json: bool = True
-    db_pool_size: int = 10
+    db_pool_size: int = Field(default=20, description="Persistent PostgreSQL connections per process")
+    auth_cache_ttl_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="Cache successful token lookups this long (bound on revocation by another process); 0: off",
+    )
+    last_seen_flush_s: float = Field(
+        default=1.0, ge=0, description="Batch heartbeat last_seen writes at this interval; 0: write in the request"
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

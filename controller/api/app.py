@@ -13,14 +13,21 @@ from fastapi.routing import APIRoute
 from controller import __version__
 from controller.api.deps import declared_roles, role_names
 from controller.api.problems import PROBLEM_BASE, PROBLEM_TYPES, install_problem_handlers
-from controller.api.routes import agents, audit_log, backends, devices, hosts, pools, system, tokens
+from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
+from controller.auth.cache import AUTH_CACHE
+from controller.backends import eks_sync
+from controller.fleet.ingest import LastSeenBuffer
 from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
 from controller.jobs.scheduler import JobRunner
+from controller.leases.metrics import LeaseCollector
+from controller.leases.service import LeaseService
 from controller.observability.metrics import ApiMetrics
 from controller.observability.middleware import RequestContextMiddleware
 from controller.settings import Settings
 from controller.store.db import Database
 from controller.store.schema import require_current_schema
+from controller.validation import api as validation_api
+from controller.validation import wiring as validation_wiring
 
 ROUTERS = [
     system.router,
@@ -31,6 +38,9 @@ ROUTERS = [
     hosts.router,
     devices.router,
     audit_log.router,
+    leases.router,
+    quotas.router,
+    validation_api.router,
 ]
 
 
@@ -40,12 +50,25 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
     registry = hooks or default_hooks.copy()
+    # This replica's placement index, built from the store; see controller.leases.service.
+    leases_service = LeaseService(db).load()
+    metrics.registry.register(LeaseCollector(leases_service))
+    if "lease-expiry:leases" not in registry.hooks:
+
+        def expire_leases(_ctx: JobContext) -> None:
+            leases_service.expire()
+
+        registry.register("lease-expiry", "leases", expire_leases, interval_s=15.0)
+    validation_wiring.install(registry, leases_service.hosts_changed)
+    eks_sync.install(registry, leases_service, db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runner = None
         if settings.scheduler_enabled:
-            runner = JobRunner(JobContext(db=db, settings=settings), registry, metrics)
+            runner = JobRunner(
+                JobContext(db=db, settings=settings), registry, metrics, on_unreachable=leases_service.hosts_changed
+            )
             runner.start()
         app.state.jobs = runner
         try:
@@ -53,6 +76,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
         finally:
             if runner is not None:
                 runner.shutdown()
+            app.state.last_seen.close()  # write buffered heartbeat times (controller.fleet.ingest)
 
     app = FastAPI(
         title="gpufabric controller",
@@ -64,6 +88,9 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     app.state.db = db
     app.state.metrics = metrics
     app.state.hooks = registry
+    app.state.leases = leases_service
+    app.state.last_seen = LastSeenBuffer(db, settings.last_seen_flush_s)
+    AUTH_CACHE.ttl_s = settings.auth_cache_ttl_s
     app.state.jobs = None
     install_problem_handlers(app)
     for router in ROUTERS:

@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from controller.api.problems import Problem
-from controller.auth.tokens import Principal, Role, authenticate
+from controller.auth.cache import AUTH_CACHE, token_digest
+from controller.auth.tokens import Principal, Role, authenticate, key_id_of
 from controller.settings import Settings
 from controller.store.db import Database
 
@@ -38,14 +40,20 @@ class Require:
             raise ValueError("a route must allow at least one role")
         self.roles = frozenset(roles)
 
-    def __call__(self, request: Request) -> Principal:
+    async def __call__(self, request: Request) -> Principal:
+        # async: a cache hit (the common case, see controller.auth.cache) costs no thread hop and no
+        # database session; a miss looks the token up in the threadpool.
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise Problem(401, "unauthorized", "send `Authorization: Bearer <token>`")
-        db = get_db(request)
-        with db.session() as session:
-            principal = authenticate(session, token.strip())
+        digest = token_digest(token)
+        principal = AUTH_CACHE.get(digest)
+        if principal is None:
+            principal = await run_in_threadpool(_lookup, get_db(request), token)
+            if principal is not None:
+                AUTH_CACHE.put(digest, principal, key_id_of(token))
         if principal is None:
             raise Problem(401, "unauthorized", "the token is unknown or revoked")
         if principal.role not in self.roles:
@@ -56,6 +64,11 @@ class Require:
             raise Problem(403, "forbidden", f"this credential is valid for host {principal.hostname} only")
         request.state.principal = principal
         return principal
+
+
+def _lookup(db: Database, token: str) -> Principal | None:
+    with db.session() as session:
+        return authenticate(session, token)
 
 
 def declared_roles(route: BaseRoute) -> frozenset[Role] | None:

@@ -28,6 +28,10 @@ PROBLEM_TYPES: dict[str, str] = {
     "stale-generation": "Inventory generation is stale",
     "unsupported-protocol": "Unsupported protocol version",
     "bad-request": "Bad request",
+    "no-capacity": "No capacity for this request",
+    "quota-exceeded": "Over quota",
+    "idempotency-key-reused": "Idempotency key reused with a different request",
+    "placement-conflict": "Lost every claim attempt to concurrent requests; retry",
     "internal-error": "Internal error",
     "unavailable": "Service unavailable",
 }
@@ -64,7 +68,7 @@ def conflict(detail: str, **ext: Any) -> Problem:
 
 
 def problem_response(
-    request: Request, status: int, slug: str, detail: str, headers: dict[str, str] | None = None, **ext: Any
+    request: Request, status: int, slug: str, detail: str, headers: dict[str, str] | None = None, /, **ext: Any
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + slug,

@@ -72,6 +72,11 @@ def _split(token: str) -> tuple[str, str, str] | None:
     return parts[0], parts[1], parts[2]
 
 
+def key_id_of(token: str) -> str:
+    parts = _split(token)
+    return parts[1] if parts else ""
+
+
 def create_api_token(
     session: Session, *, role: Role, name: str, tenant: str | None = None, created_by: str = ""
 ) -> tuple[ApiToken, str]:

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
 
+from controller.backends.eks_config import EksConfig
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -35,12 +37,6 @@ class NovaConfig(_Config):
     auth_url: HttpUrl | None = None
     region: str | None = None
     placement_endpoint: HttpUrl | None = None
-
-
-class EksConfig(_Config):
-    cluster: str = Field(min_length=1)
-    region: str = Field(min_length=1)
-    endpoint_url: HttpUrl | None = Field(default=None, description="Override for tests (moto)")
 
 
 @dataclass

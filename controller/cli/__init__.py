@@ -9,6 +9,7 @@ from controller.cli import demo as _demo
 from controller.cli import eks as _eks
 from controller.cli import nccl as _nccl
 from controller.cli import server as _server
+from controller.cli import validate as _validate
 
 app = typer.Typer(
     name="gpufabric",
@@ -25,6 +26,7 @@ app.command("demo")(_demo.demo)
 # --- sub-apps ---
 app.add_typer(_eks.app, name="eks")
 app.add_typer(_nccl.app, name="nccl")
+app.add_typer(_validate.app, name="validate")
 
 
 def main() -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -52,6 +53,7 @@ def demo(
         run.assign_pools(timeout)
         details = run.wait_ready(timeout)
         _print_ready(url, run.admin_token, details, time.monotonic() - started)
+        _print_lease(url, run.tenant_lease())
         if exit_after_ready:
             return
         console.print("\nrunning; Ctrl-C to stop")
@@ -64,6 +66,21 @@ def demo(
         console.print("stopping")
     finally:
         run.stop()
+
+
+def _print_lease(url: str, shown: dict[str, Any]) -> None:
+    lease, released = shown["lease"], shown["released"]
+    result = lease.get("result") or {}
+    print("\na tenant lease (token for tenant demo-tenant created by the demo):")
+    print(f"  export TENANT_TOKEN={shown['token']}")
+    print(
+        f"  curl -s -X POST -H \"Authorization: Bearer $TENANT_TOKEN\" -H 'Idempotency-Key: my-key-1' "
+        f"-H 'Content-Type: application/json' {url}/v1/leases -d '{json.dumps(shown['request'])}'"
+    )
+    print(f"  -> lease {lease['id']}: {lease['state']} on {result.get('host')}, "
+          f"CUDA_VISIBLE_DEVICES={result.get('cuda_visible_devices')}")  # fmt: skip
+    print(f'  curl -s -X DELETE -H "Authorization: Bearer $TENANT_TOKEN" {url}/v1/leases/{lease["id"]}')
+    print(f"  -> {released['state']} ({' -> '.join(t['to_state'] for t in released['transitions'])})")
 
 
 def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed: float) -> None:

@@ -2,8 +2,9 @@
 
 `import-eksctl FILE` reads an eksctl ClusterConfig and shows its nodegroups with GPU facts. Without
 `--apply` nothing changes in AWS; with `--apply` the managed nodegroups that do not exist yet are
-created (`--dry-run` shows that plan instead). Exit codes: 2 for an unreadable or invalid file, 1 when
-an AWS call fails.
+created (`--dry-run` shows that plan instead). `--register --controller URL --token T` posts the result
+as an ``eks`` backend through the admin API. Exit codes: 2 for an unreadable or invalid file, 1 when
+an AWS call or the registration fails.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import sys
 from typing import Annotated
 
+import httpx
 import typer
 from rich import box
 from rich.table import Table
@@ -58,8 +60,33 @@ def import_eksctl(
             "or from the built-in table",
         ),
     ] = False,
+    register: Annotated[
+        bool, typer.Option("--register", help="Register the cluster as an eks backend (POST /v1/backends)")
+    ] = False,
+    controller: Annotated[
+        str | None, typer.Option("--controller", envvar="GPUFABRIC_CONTROLLER_URL", help="Controller URL")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="GPUFABRIC_TOKEN", help="Admin API token")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Backend name (default: the cluster name)")] = None,
+    kube_api_url: Annotated[
+        str | None, typer.Option("--kube-api-url", help="Kubernetes API URL the controller uses")
+    ] = None,
+    kube_token: Annotated[
+        str | None, typer.Option("--kube-token", envvar="GPUFABRIC_KUBE_TOKEN", help="Bearer token for it")
+    ] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="kubeconfig path on the controller host (instead of the URL)")
+    ] = None,
+    kube_context: Annotated[str | None, typer.Option("--kube-context", help="Context in --kubeconfig")] = None,
+    at_max: Annotated[
+        str, typer.Option("--at-max", help="A lease that needs a node past maxSize: fail | wait")
+    ] = "fail",
 ) -> None:
     """Read an eksctl ClusterConfig: nodegroups, sizes, EFA, placement, reservations, GPU facts."""
+    if register and not (controller and token):
+        raise fail("--register needs --controller URL and --token T (an admin token)", 2)
+    if at_max not in ("fail", "wait"):
+        raise fail(f"--at-max must be fail or wait, not {at_max!r}", 2)
     try:
         cluster = load_eksctl(file)
     except EksctlConfigError as exc:
@@ -90,8 +117,22 @@ def import_eksctl(
         except EksError as exc:
             raise fail(str(exc), 1) from None
 
+    registered: dict[str, object] | None = None
+    if register:
+        assert controller and token
+        extra: dict[str, object] = {
+            "kube_api_url": kube_api_url,
+            "kube_token": kube_token,
+            "kubeconfig": kubeconfig,
+            "kube_context": kube_context,
+            "at_max": at_max,
+        }
+        registered = _register(controller, token, name or config.cluster, config, extra)
+
     if as_json:
         sys.stdout.write(json.dumps(config.summary(), indent=2) + "\n")
+        if registered is not None:
+            sys.stderr.write(f"registered backend {registered['name']} (eks)\n")
         for result in results:
             # Keep stdout the exact JSON document; the apply log goes to stderr.
             sys.stderr.write(f"{result.nodegroup}: {result.action} {result.detail}".rstrip() + "\n")
@@ -99,6 +140,35 @@ def import_eksctl(
     _print_table(config)
     for result in results:
         console.print(f"{result.nodegroup}: [bold]{result.action}[/] {result.detail}", highlight=False)
+    if registered is not None:
+        console.print(f"registered backend [bold]{registered['name']}[/] (eks) at {controller}", highlight=False)
+
+
+def _register(
+    controller: str, token: str, name: str, config: EksBackendConfig, extra: dict[str, object]
+) -> dict[str, object]:
+    body = {
+        "name": name,
+        "kind": "eks",
+        "config": {**config.model_dump(mode="json", exclude_none=True), **{k: v for k, v in extra.items() if v}},
+    }
+    try:
+        response = httpx.post(
+            controller.rstrip("/") + "/v1/backends",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the controller at {controller}: {exc}", 1) from None
+    if response.status_code != 201:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise fail(f"registering backend {name}: {response.status_code} {detail}", 1)
+    out: dict[str, object] = response.json()
+    return out
 
 
 def _print_table(config: EksBackendConfig) -> None:

@@ -79,6 +79,18 @@ class Demo:
                     )
                 )
 
+    def tenant_lease(self) -> dict[str, Any]:
+        """A tenant token, one lease through the tenant API (2 x H100 on one host), then its release."""
+        with self.client() as api:
+            token = _ok(api.post("/v1/tokens", json={"role": "tenant", "tenant": "demo-tenant", "name": "demo"}))
+        tenant_token = token["token"]
+        request = {"slices": [{"kind": "gpu", "count": 2, "model": "H100"}], "topology": "same-host"}
+        headers = {"Authorization": f"Bearer {tenant_token}", "Idempotency-Key": "demo-lease-1"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as tenant:
+            lease = _ok(tenant.post("/v1/leases", json=request))
+            released = _ok(tenant.delete(f"/v1/leases/{lease['id']}"))
+        return {"request": request, "lease": lease, "released": released, "token": tenant_token}
+
     def start_agents(self) -> None:
         logs = self.data_dir / "agents"
         logs.mkdir(parents=True, exist_ok=True)

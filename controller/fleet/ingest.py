@@ -1,15 +1,36 @@
-"""Store an agent's inventory: the host row, one row per GPU, one row per MIG instance.
+"""Agent report ingest: store an inventory (host row, one row per GPU, one per MIG instance) and
+buffer heartbeat ``last_seen`` stamps.
 
 Rows are matched by GPU UUID and MIG GPU-instance id so their ids stay stable across reports
-(placement claims refer to them); rows for GPUs or instances that vanished are deleted.
+(placement claims refer to them); rows for GPUs or instances that vanished are deleted. Columns are
+only assigned when their value differs, so the ORM issues no UPDATE for an unchanged device or MIG
+instance (``devices.updated_at`` moves only when the device row changed).
+
+Heartbeats do not write ``hosts.last_seen`` themselves: :class:`LastSeenBuffer` keeps the newest
+stamp per host in memory and writes them all every ``last_seen_flush_s`` (default 1 s) in one
+batched, monotonic UPDATE (``last_seen`` never moves backwards). The database lags a heartbeat by at
+most that interval plus one flush, far below ``heartbeat_timeout_s``, so the unreachable sweeper
+stays correct; status changes (``unreachable``/``registered`` -> ``ready``) are still written in the
+request. ``last_seen_flush_s: 0`` writes through.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
 from datetime import datetime
+from typing import Any
 
+from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy.orm import object_session, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
+
+from controller.store.db import Database
 from controller.store.models import Device, Host, MigInstance
 from drivers.contract.inventory import Gpu, Inventory
+
+log = logging.getLogger("gpufabric.ingest")
 
 _HEALTH_ORDER = ["healthy", "degraded", "unhealthy", "quarantined"]
 
@@ -29,6 +50,16 @@ def store_inventory(host: Host, inventory: Inventory, content_hash: str, generat
     host.agent_version = inventory.host.agent_version
     host.simulated = inventory.host.simulated
     host.health = host_health(inventory)
+    session = object_session(host)
+    if session is not None and host.id is not None and "devices" not in host.__dict__:
+        # two queries (devices, then their MIG instances) instead of 1 + one per GPU
+        devices = session.scalars(
+            select(Device)
+            .where(Device.host_id == host.id)
+            .options(selectinload(Device.mig_instances))
+            .order_by(Device.index)
+        ).all()
+        set_committed_value(host, "devices", list(devices))
     by_uuid = {d.uuid: d for d in host.devices}
     seen: set[str] = set()
     for gpu in inventory.gpus:
@@ -43,23 +74,35 @@ def store_inventory(host: Host, inventory: Inventory, content_hash: str, generat
             host.devices.remove(device)
 
 
+def _set(obj: Any, **values: Any) -> bool:
+    """Assign only the attributes whose value differs; True if any did."""
+    changed = False
+    for key, value in values.items():
+        if getattr(obj, key) != value:
+            setattr(obj, key, value)
+            changed = True
+    return changed
+
+
 def _update_device(device: Device, gpu: Gpu, now: datetime) -> None:
-    device.index = gpu.index
-    device.model = gpu.name
-    device.architecture = gpu.architecture
-    device.memory_mib = gpu.memory_total_mib
-    device.health = gpu.health.state
-    device.mig_mode = gpu.mig.state
-    device.pci_bus_id = gpu.pci.bus_id
-    device.slices = [s.model_dump(mode="json") for s in gpu.slices]
-    device.details = {
-        "compute_capability": gpu.compute_capability,
-        "nvlink": gpu.nvlink.model_dump(mode="json"),
-        "health": gpu.health.model_dump(mode="json"),
-        "vgpu": gpu.vgpu.model_dump(mode="json") if gpu.vgpu else None,
-        "compute_mode": gpu.compute_mode,
-    }
-    device.updated_at = now
+    changed = _set(
+        device,
+        index=gpu.index,
+        model=gpu.name,
+        architecture=gpu.architecture,
+        memory_mib=gpu.memory_total_mib,
+        health=gpu.health.state,
+        mig_mode=gpu.mig.state,
+        pci_bus_id=gpu.pci.bus_id,
+        slices=[s.model_dump(mode="json") for s in gpu.slices],
+        details={
+            "compute_capability": gpu.compute_capability,
+            "nvlink": gpu.nvlink.model_dump(mode="json"),
+            "health": gpu.health.model_dump(mode="json"),
+            "vgpu": gpu.vgpu.model_dump(mode="json") if gpu.vgpu else None,
+            "compute_mode": gpu.compute_mode,
+        },
+    )
     by_gi = {m.gpu_instance_id: m for m in device.mig_instances}
     seen: set[int] = set()
     for inst in gpu.mig_instances:
@@ -68,14 +111,109 @@ def _update_device(device: Device, gpu: Gpu, now: datetime) -> None:
         if row is None:
             row = MigInstance(gpu_instance_id=inst.gpu_instance_id)
             device.mig_instances.append(row)
-        row.uuid = inst.uuid
-        row.profile = inst.profile
-        row.profile_id = inst.profile_id
-        row.placement_start = inst.placement.start
-        row.placement_size = inst.placement.size
-        row.memory_mib = inst.memory_mib
-        row.sm_count = inst.sm_count
-        row.busy = bool(inst.processes)
+            changed = True
+        changed |= _set(
+            row,
+            uuid=inst.uuid,
+            profile=inst.profile,
+            profile_id=inst.profile_id,
+            placement_start=inst.placement.start,
+            placement_size=inst.placement.size,
+            memory_mib=inst.memory_mib,
+            sm_count=inst.sm_count,
+            busy=bool(inst.processes),
+        )
     for row in list(device.mig_instances):
         if row.gpu_instance_id not in seen:
             device.mig_instances.remove(row)
+            changed = True
+    if changed or device.updated_at is None:
+        device.updated_at = now
+
+
+class LastSeenBuffer:
+    """Newest heartbeat time per host id, written to ``hosts.last_seen`` in batches (see module doc)."""
+
+    BATCH = 1000
+
+    def __init__(self, db: Database, interval_s: float = 1.0) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self._pending: dict[int, datetime] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flushed = 0
+        table: Table = Host.__table__  # type: ignore[assignment]
+        self._update = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .where(or_(table.c.last_seen.is_(None), table.c.last_seen < bindparam("b_seen")))
+            .values(last_seen=bindparam("b_seen"))
+        )
+
+    @property
+    def write_through(self) -> bool:
+        return self.interval_s <= 0
+
+    def touch(self, host_id: int, at: datetime) -> None:
+        with self._lock:
+            current = self._pending.get(host_id)
+            if current is None or at > current:
+                self._pending[host_id] = at
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(
+                    target=_flush_loop,
+                    args=(weakref.ref(self), self._stop, self.interval_s),
+                    daemon=True,
+                    name="gpufabric-last-seen",
+                )
+                self._thread.start()
+
+    def pending(self, host_id: int) -> datetime | None:
+        with self._lock:
+            return self._pending.get(host_id)
+
+    def flush(self) -> int:
+        """Write every pending stamp; returns how many hosts. On failure the stamps are kept for the next try."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        rows = [{"b_id": k, "b_seen": v} for k, v in sorted(batch.items())]
+        try:
+            for i in range(0, len(rows), self.BATCH):
+                with self.db.engine.begin() as conn:
+                    conn.execute(self._update, rows[i : i + self.BATCH])
+        except BaseException:
+            with self._lock:
+                for k, v in batch.items():
+                    current = self._pending.get(k)
+                    if current is None or v > current:
+                        self._pending[k] = v
+            raise
+        self.flushed += len(rows)
+        return len(rows)
+
+    def close(self) -> None:
+        """Stop the flusher and write what is pending (app shutdown)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
+        try:
+            self.flush()
+        except Exception:
+            log.exception("could not write buffered heartbeat times at shutdown")
+
+
+def _flush_loop(ref: weakref.ref[LastSeenBuffer], stop: threading.Event, interval_s: float) -> None:
+    while not stop.wait(interval_s):
+        buffer = ref()
+        if buffer is None:
+            return
+        try:
+            buffer.flush()
+        except Exception:
+            log.exception("could not write buffered heartbeat times; retrying")
+        del buffer

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -16,8 +16,15 @@ log = logging.getLogger("gpufabric.jobs")
 
 
 class JobRunner:
-    def __init__(self, ctx: JobContext, hooks: HookRegistry, metrics: ApiMetrics) -> None:
+    def __init__(
+        self,
+        ctx: JobContext,
+        hooks: HookRegistry,
+        metrics: ApiMetrics,
+        on_unreachable: Callable[[Iterable[str]], None] | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.on_unreachable = on_unreachable
         self.hooks = hooks
         self.metrics = metrics
         settings = ctx.settings
@@ -56,6 +63,11 @@ class JobRunner:
             return []
         names = sweep_unreachable(self.ctx.db, self.ctx.settings.heartbeat_timeout_s)
         self.metrics.hosts_marked_unreachable.inc(len(names))
+        if names and self.on_unreachable is not None:
+            try:
+                self.on_unreachable(names)
+            except Exception:
+                log.exception("could not update the placement index for unreachable hosts")
         return names
 
     def _guarded(self, key: str, run: Callable[[JobContext], None]) -> Callable[[], None]:

@@ -21,7 +21,12 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # Sync routes run in anyio's threadpool (40 threads): pool_size + max_overflow covers it, and
+        # LIFO reuse keeps the hot connections warm (overflow connections are closed when returned
+        # to a full pool, so a pool much smaller than the concurrency churns connections).
+        kwargs.update(
+            pool_size=pool_size, max_overflow=max(pool_size, 40 - pool_size), pool_pre_ping=True, pool_use_lifo=True
+        )
     engine = create_engine(parsed, **kwargs)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)

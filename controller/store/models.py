@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -75,6 +75,9 @@ class Host(Base):
     inventory_hash: Mapped[str | None] = mapped_column(String(64))
     inventory: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     inventory_at: Mapped[datetime | None] = mapped_column()
+    # Bumped with every write that changes what placement may do on this host (claims, releases, admin state,
+    # pool policy), so a replica can tell which hosts its in-memory index must reload.
+    placement_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     backend: Mapped[Backend | None] = relationship(lazy="joined")
     pool: Mapped[Pool | None] = relationship(lazy="joined")
@@ -210,3 +213,87 @@ class LeaderLease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(160))
     expires_at: Mapped[datetime] = mapped_column()
+
+
+# --- leases, claims and quotas (migration 0002) ------------------------------------------------------------
+
+
+class Lease(Base):
+    """A tenant's placed request. ``state`` follows ``controller.leases.state.TRANSITIONS``."""
+
+    __tablename__ = "leases"
+    __table_args__ = (UniqueConstraint("tenant", "idempotency_key", name="uq_leases_tenant_idempotency_key"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]] = mapped_column()
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    backend: Mapped[str] = mapped_column(String(32), default="")
+    # Engine allocations (controller.placement.Allocation as dicts); MIG UUIDs are filled in when the agent
+    # reports instances created on demand.
+    allocations: Mapped[list[Any]] = mapped_column(default=list)
+    placement: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LeaseTransition(Base):
+    __tablename__ = "lease_transitions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lease_id: Mapped[str] = mapped_column(ForeignKey("leases.id", ondelete="CASCADE"), index=True)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SliceClaim(Base):
+    """One claimed unit. The partial unique index on (resource, slot) over live rows is what makes a claim
+    atomic across controller replicas: a second live row for the same unit cannot be committed.
+
+    ``resource`` is ``gpu:<uuid>`` (slot 0), ``share:<uuid>`` (slot = replica), ``vgpu:<uuid>`` (slot =
+    instance) or ``mig:<uuid>`` (slot = memory slice, so overlapping MIG placements conflict too).
+    """
+
+    __tablename__ = "slice_claims"
+    __table_args__ = (
+        Index(
+            "uq_slice_claims_live",
+            "resource",
+            "slot",
+            unique=True,
+            postgresql_where=text("released_at IS NULL"),
+            sqlite_where=text("released_at IS NULL"),
+        ),
+        Index("ix_slice_claims_host_live", "host_id", "released_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lease_id: Mapped[str] = mapped_column(ForeignKey("leases.id", ondelete="CASCADE"), index=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id", ondelete="CASCADE"))
+    device_uuid: Mapped[str] = mapped_column(String(96))
+    resource: Mapped[str] = mapped_column(String(128))
+    slot: Mapped[int] = mapped_column(Integer)
+    allocation: Mapped[int] = mapped_column(Integer, doc="Index into Lease.allocations")
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(128))
+    claimed_at: Mapped[datetime] = mapped_column()
+    released_at: Mapped[datetime | None] = mapped_column()
+
+
+class Quota(Base):
+    """A tenant's limit on live units of one slice kind (and optionally one GPU model)."""
+
+    __tablename__ = "quotas"
+    __table_args__ = (UniqueConstraint("tenant", "kind", "model", name="uq_quotas_tenant_kind_model"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str] = mapped_column(String(128), default="*")
+    limit: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

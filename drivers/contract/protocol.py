@@ -66,10 +66,25 @@ class SharingDesired(_Model):
     config: dict[str, Any]
 
 
+class LeasedSlice(_Model):
+    """A slice of this host that a tenant's lease holds (informational; additive in protocol v1)."""
+
+    lease: str
+    tenant: str
+    device_uuid: str
+    kind: str
+    units: int = 1
+    profile: str | None = None
+    mig_uuid: str | None = None
+
+
 class DesiredState(_Model):
     revision: str = Field(description="Content hash of this desired state; the agent echoes it when applied")
     mig: MigDesired | None = None
     sharing: SharingDesired | None = None
+    # Not part of ``revision``: nothing for the agent to apply. MIG instances created on demand for a lease
+    # are part of ``mig`` (and so of the revision).
+    leases: list[LeasedSlice] = Field(default_factory=list)
 
 
 class Task(_Model):

@@ -48,12 +48,14 @@ def test_roles_cannot_reach_each_others_routes(controller: Controller) -> None:
     # DELETEs last: an admin deleting roles-host would revoke the agent credential under test.
     operations = sorted(
         ((path, method, op) for path, ops in schema["paths"].items() for method, op in ops.items()),
-        key=lambda item: item[1] == "delete",
+        key=lambda item: (item[1] == "delete", item[1] == "delete" and "{host}" in item[0]),
     )
+    walked: set[tuple[str, str]] = set()
     for path, method, op in operations:
         if path in UNAUTHENTICATED:
             continue
         url = _fill(path, "roles-host")
+        walked.add((method, path))
         for _ in (0,):
             allowed = set(op["x-gpufabric-roles"])
             for role, token in tokens.items():
@@ -72,6 +74,18 @@ def test_roles_cannot_reach_each_others_routes(controller: Controller) -> None:
                     response = client.request(method.upper(), url, json={})
                 assert_problem(response, 403, "forbidden")
     assert checked > 100
+    # The tenant surface (leases, dry-run) and the admin quota routes are walked with every role too.
+    for method, path in [
+        ("post", "/v1/leases"),
+        ("get", "/v1/leases"),
+        ("get", "/v1/leases/{lease_id}"),
+        ("delete", "/v1/leases/{lease_id}"),
+        ("post", "/v1/placements:dry-run"),
+        ("get", "/v1/quotas"),
+        ("get", "/v1/quotas/{tenant}"),
+        ("put", "/v1/quotas/{tenant}"),
+    ]:
+        assert (method, path) in walked, (method, path)
 
 
 @pytest.mark.parametrize("token", ["", "Bearer", "Bearer nonsense", "Bearer gft_abc_def", "Basic Zm9vOmJhcg=="])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import socketserver
 import sys
@@ -44,6 +45,10 @@ def _load(spec: str) -> Callable[..., Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # This script's directory (tests/services) holds openstack.py, which would shadow the openstacksdk package
+    # that some services import (nova.utils does).
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     argv = list(sys.argv[1:] if argv is None else argv)
     app_args: list[str] = []
     if "--" in argv:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from controller import audit
 from controller.api.deps import Require, get_db, get_settings
 from controller.api.problems import Problem, not_found
 from controller.auth.tokens import Principal, Role, issue_agent_credential
 from controller.fleet.desired import effective_desired, pending_tasks
-from controller.fleet.ingest import store_inventory
+from controller.fleet.ingest import LastSeenBuffer, store_inventory
 from controller.observability.metrics import ApiMetrics
 from controller.settings import Settings
 from controller.store.db import Database
@@ -49,7 +49,8 @@ def _metrics(request: Request) -> ApiMetrics:
 
 
 def _host(session: Session, principal: Principal) -> Host:
-    host = session.get(Host, principal.host_id)
+    # The stored inventory document (kilobytes of JSON) is not needed to answer a report: defer it.
+    host = session.get(Host, principal.host_id, options=[defer(Host.inventory)])
     if host is None:
         raise not_found(f"host {principal.hostname}")
     return host
@@ -67,6 +68,12 @@ def _record_applied(session: Session, host_id: int, applied: AppliedState | None
         )
     else:
         row.revision, row.ok, row.message, row.at = applied.revision, applied.ok, applied.message, applied.at
+
+
+def _json(reply: ReportReply) -> Response:
+    # The reply is built from validated parts; returning it as a model would make FastAPI dump and
+    # re-validate it against response_model before serialising (the declared model stays in OpenAPI).
+    return Response(reply.model_dump_json(), media_type="application/json")
 
 
 def _reply(session: Session, host: Host, settings: Settings, **fields: object) -> ReportReply:
@@ -124,7 +131,7 @@ def report_inventory(
     principal: Principal = Depends(Require(Role.agent)),
     db: Database = Depends(get_db),
     settings: Settings = Depends(get_settings),
-) -> ReportReply:
+) -> Response:
     """Store the host's inventory. A generation below the stored one is refused (409); an inventory
     whose content hash equals the stored one only refreshes ``last_seen``."""
     metrics = _metrics(request)
@@ -156,7 +163,9 @@ def report_inventory(
         _record_applied(session, row.id, body.applied)
         reply = _reply(session, row, settings, outcome=outcome)
     metrics.reports.labels("inventory", outcome).inc()
-    return reply
+    if outcome == "stored":
+        request.app.state.leases.host_changed(host)  # placement index + leases waiting for MIG instances
+    return _json(reply)
 
 
 @router.post("/{host}/heartbeat", response_model=ReportReply)
@@ -167,21 +176,30 @@ def heartbeat(
     principal: Principal = Depends(Require(Role.agent)),
     db: Database = Depends(get_db),
     settings: Settings = Depends(get_settings),
-) -> ReportReply:
-    """Mark the host alive and answer with its desired state; ``inventory_wanted`` asks for a report."""
+) -> Response:
+    """Mark the host alive and answer with its desired state; ``inventory_wanted`` asks for a report.
+
+    One read transaction; ``last_seen`` goes to the batched :class:`LastSeenBuffer` unless the host's
+    status changes (then it is written here, with the status)."""
     _check_protocol(body.protocol_version)
+    buffer: LastSeenBuffer = request.app.state.last_seen
     with db.session() as session:
         row = _host(session, principal)
-        row.last_seen = datetime.now(UTC)
-        if row.inventory_hash is not None:
+        now = datetime.now(UTC)
+        if row.inventory_hash is not None and row.status != "ready":
             row.status = "ready"
+            row.last_seen = now
+        elif buffer.write_through:
+            row.last_seen = now
+        else:
+            buffer.touch(row.id, now)
         _record_applied(session, row.id, body.applied)
         wanted = row.inventory_hash is None or (
             body.inventory_hash is not None and body.inventory_hash != row.inventory_hash
         )
         reply = _reply(session, row, settings, inventory_wanted=wanted)
     _metrics(request).reports.labels("heartbeat", "ok").inc()
-    return reply
+    return _json(reply)
 
 
 @router.post("/{host}/tasks/{task_id}/result", response_model=Task)

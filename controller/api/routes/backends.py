@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import select
 
 from controller import audit
@@ -10,6 +12,7 @@ from controller.api.deps import Require, get_db
 from controller.api.problems import Problem, conflict, not_found
 from controller.api.schemas import BackendIn, BackendOut
 from controller.auth.tokens import Principal, Role
+from controller.backends import eks_checks, eks_sync
 from controller.backends.registry import InvalidBackendConfig, UnknownBackendKind, validate_config
 from controller.store.db import Database
 from controller.store.models import Backend, Host
@@ -64,3 +67,44 @@ def delete_backend(name: str, principal: Principal = Depends(ADMIN), db: Databas
             raise conflict(f"backend {name} still has hosts")
         session.delete(row)
     return Response(status_code=204)
+
+
+def _eks_backend(db: Database, name: str) -> None:
+    with db.session() as session:
+        row = session.scalar(select(Backend).where(Backend.name == name))
+        if row is None:
+            raise not_found(f"backend {name}")
+        if row.kind != "eks":
+            raise Problem(
+                422, "validation-error", f"backend {name} is {row.kind}; checks and sync are for eks backends"
+            )
+
+
+@router.get("/{name}/checks")
+def backend_checks(
+    name: str,
+    pods_per_node: int | None = Query(
+        None, ge=1, description="Expected pods per node for the subnet check (default: full nodes, the worst case)"
+    ),
+    _: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
+) -> dict[str, Any]:
+    """EKS networking findings per nodegroup: pods per node, subnet IP headroom at maxSize, cross-AZ leases."""
+    _eks_backend(db, name)
+    with db.session() as session:
+        row = session.scalar(select(Backend).where(Backend.name == name))
+        assert row is not None
+        return eks_checks.backend_checks(session, row, pods_per_node)
+
+
+@router.post("/{name}/sync")
+def sync_backend(
+    name: str, request: Request, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> dict[str, Any]:
+    """Sync an EKS backend now (the backend-sync job does it periodically): nodes become hosts, headroom,
+    leases waiting for a node move onto it and are provisioned again."""
+    _eks_backend(db, name)
+    report = eks_sync.run_sync(db, name, request.app.state.leases)
+    with db.session() as session:
+        audit.record(session, principal, "backend.sync", name, "ok", {"changed": sorted(set(report.changed))[:50]})
+    return report.as_dict()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
@@ -69,30 +69,45 @@ def show_device(uuid: str, _: Principal = Depends(ADMIN), db: Database = Depends
         return device_out(device, device.host.hostname)
 
 
-def _set_state(db: Database, principal: Principal, uuid: str, state: str, reason: str) -> DeviceOut:
+def _set_state(request: Request, db: Database, principal: Principal, uuid: str, state: str, reason: str) -> DeviceOut:
     action = {"active": "device.undrain", "drained": "device.drain", "quarantined": "device.quarantine"}[state]
     with audit.mutation(db, principal, action, uuid, {"reason": reason}) as (session, _):
         device = _device(session, uuid)
         device.admin_state = state
-        return device_out(device, device.host.hostname)
+        device.host.placement_version += 1
+        out = device_out(device, device.host.hostname)
+    request.app.state.leases.host_changed(out.host)
+    return out
 
 
 @router.post("/{uuid}/drain", response_model=DeviceOut)
 def drain_device(
-    uuid: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    uuid: str,
+    request: Request,
+    body: AdminStateIn | None = None,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> DeviceOut:
-    return _set_state(db, principal, uuid, "drained", body.reason if body else "")
+    return _set_state(request, db, principal, uuid, "drained", body.reason if body else "")
 
 
 @router.post("/{uuid}/undrain", response_model=DeviceOut)
 def undrain_device(
-    uuid: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    uuid: str,
+    request: Request,
+    body: AdminStateIn | None = None,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> DeviceOut:
-    return _set_state(db, principal, uuid, "active", body.reason if body else "")
+    return _set_state(request, db, principal, uuid, "active", body.reason if body else "")
 
 
 @router.post("/{uuid}/quarantine", response_model=DeviceOut)
 def quarantine_device(
-    uuid: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    uuid: str,
+    request: Request,
+    body: AdminStateIn | None = None,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> DeviceOut:
-    return _set_state(db, principal, uuid, "quarantined", body.reason if body else "")
+    return _set_state(request, db, principal, uuid, "quarantined", body.reason if body else "")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -79,16 +79,28 @@ def show_host(host: str, _: Principal = Depends(ADMIN), db: Database = Depends(g
 
 
 @router.delete("/{host}", status_code=204)
-def forget_host(host: str, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> Response:
+def forget_host(
+    host: str, request: Request, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> Response:
     """Forget a host (its agent must register again)."""
     with audit.mutation(db, principal, "host.delete", host) as (session, _):
         session.delete(get_host(session, host))
+    placement_changed(request, host)
     return Response(status_code=204)
+
+
+def placement_changed(request: Request, hostname: str) -> None:
+    """Reload one host into this replica's placement index after a write that changes what can go there."""
+    request.app.state.leases.host_changed(hostname)
 
 
 @router.put("/{host}/pool", response_model=HostDetail)
 def assign_pool(
-    host: str, body: HostPoolIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    host: str,
+    body: HostPoolIn,
+    request: Request,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> HostDetail:
     with audit.mutation(db, principal, "host.assign-pool", host, {"pool": body.pool}) as (session, _):
         row = get_host(session, host)
@@ -99,8 +111,11 @@ def assign_pool(
             if pool is None:
                 raise not_found(f"pool {body.pool}")
             row.pool = pool
+        row.placement_version += 1
         session.flush()
-        return host_detail(session, row)
+        detail = host_detail(session, row)
+    placement_changed(request, host)
+    return detail
 
 
 @router.put("/{host}/desired", response_model=HostDetail)
@@ -135,36 +150,53 @@ def set_desired(
         return host_detail(session, row)
 
 
-def _set_admin_state(db: Database, principal: Principal, host: str, state: str, reason: str) -> HostDetail:
+def _set_admin_state(
+    request: Request, db: Database, principal: Principal, host: str, state: str, reason: str
+) -> HostDetail:
     action = {"active": "host.undrain", "drained": "host.drain", "quarantined": "host.quarantine"}[state]
     with audit.mutation(db, principal, action, host, {"reason": reason}) as (session, _):
         row = get_host(session, host)
         row.admin_state = state
-        return host_detail(session, row)
+        row.placement_version += 1
+        detail = host_detail(session, row)
+    placement_changed(request, host)
+    return detail
 
 
 @router.post("/{host}/drain", response_model=HostDetail)
 def drain_host(
-    host: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    host: str,
+    request: Request,
+    body: AdminStateIn | None = None,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> HostDetail:
     """No new placements on this host; existing ones stay."""
-    return _set_admin_state(db, principal, host, "drained", body.reason if body else "")
+    return _set_admin_state(request, db, principal, host, "drained", body.reason if body else "")
 
 
 @router.post("/{host}/undrain", response_model=HostDetail)
 def undrain_host(
-    host: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    host: str,
+    request: Request,
+    body: AdminStateIn | None = None,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> HostDetail:
     """Return a drained or quarantined host to service."""
-    return _set_admin_state(db, principal, host, "active", body.reason if body else "")
+    return _set_admin_state(request, db, principal, host, "active", body.reason if body else "")
 
 
 @router.post("/{host}/quarantine", response_model=HostDetail)
 def quarantine_host(
-    host: str, body: AdminStateIn | None = None, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    host: str,
+    request: Request,
+    body: AdminStateIn | None = None,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> HostDetail:
     """Take the host out of service as faulty (e.g. a failed NCCL validation)."""
-    return _set_admin_state(db, principal, host, "quarantined", body.reason if body else "")
+    return _set_admin_state(request, db, principal, host, "quarantined", body.reason if body else "")
 
 
 @router.get("/{host}/tasks", response_model=list[TaskOut])

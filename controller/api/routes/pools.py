@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
-from sqlalchemy import func, select
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from controller import audit
@@ -76,7 +76,7 @@ def get_pool(name: str, _: Principal = Depends(ADMIN), db: Database = Depends(ge
 
 @router.put("/{name}/policy", response_model=PoolOut)
 def set_pool_policy(
-    name: str, body: PoolPolicy, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    name: str, body: PoolPolicy, request: Request, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
 ) -> PoolOut:
     """Replace the pool's policy; hosts in the pool converge to it unless they override a field."""
     policy = checked_policy(body)
@@ -86,8 +86,14 @@ def set_pool_policy(
     ):
         pool = _pool(session, name)
         pool.policy = policy.model_dump(mode="json")
+        # on_demand_mig changes what placement may do on every host of the pool.
+        session.execute(
+            update(Host).where(Host.pool_id == pool.id).values(placement_version=Host.placement_version + 1)
+        )
         hosts = session.scalar(select(func.count()).select_from(Host).where(Host.pool_id == pool.id)) or 0
-        return _out(pool, hosts)
+        out = _out(pool, hosts)
+    request.app.state.leases.sync(force=True)
+    return out
 
 
 @router.delete("/{name}", status_code=204)

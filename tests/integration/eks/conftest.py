@@ -121,3 +121,7 @@ def kube_cluster(kube: KubeEmulator) -> Iterator[KubeGpuCluster]:
     gpu_cluster = KubeGpuCluster.from_configuration(kube_configuration(kube.url))
     yield gpu_cluster
     gpu_cluster.close()
+
+
+# The controller fixtures (SQLite and PostgreSQL) for the end-to-end lease tests.
+from tests.controller.conftest import controller, database_url, migrated_db  # noqa: E402, F401

@@ -1,0 +1,442 @@
+"""Ingest benchmark: many synthetic agents reporting inventories and heartbeats to one controller.
+
+    python -m bench.ingest --db sqlite --db postgres --hosts 3000 --duration 30 --procs 1 --concurrency 64
+
+The controller is the real thing, in its own process: a fresh database is migrated and a bootstrap
+token minted with the CLI (``gpufabric controller db upgrade`` / ``gpufabric admin token create``),
+then ``gpufabric controller serve`` runs it (one uvicorn process). ``--hosts``
+synthetic 8-GPU hosts register through the API with their own credentials and send a first full
+inventory (setup, not measured). The load generators are separate processes (``--procs``), each an
+asyncio loop with keep-alive connections (aiohttp), ``--concurrency`` in-flight requests in all.
+
+The mix follows the agent protocol (``agent/runner.py``): each request picks the next host of the
+process's share and sends
+
+* a heartbeat carrying the unchanged inventory hash (``--heartbeat-pct``, default 94 %),
+* a full inventory report with unchanged content, as an agent does after a restart (4 %),
+* a full report whose content changed (2 %): one GPU's health flips, so host and one device row change.
+
+Closed loop by default (saturation throughput at that concurrency); ``--rate R`` paces the offered
+load to R requests/s in total (open loop, latency measured from the scheduled send time). Prints and
+records sustained reports/s and p50/p99 per kind in ``bench/results/ingest.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+KINDS = ("heartbeat", "report_unchanged", "report_changed")
+
+
+def inventory_doc(hostname: str, variant: int) -> dict[str, Any]:
+    """An 8-GPU H100 host; odd variants have GPU 0 degraded (a content change)."""
+    from drivers.contract.inventory import Gpu, GpuHealth, HostIdentity, Inventory, MigState, PciInfo
+
+    inv = Inventory(
+        host=HostIdentity(hostname=hostname, agent_version="bench", simulated=True),
+        driver_version="570.00",
+        cuda_driver_version="12.8",
+        gpus=[
+            Gpu(
+                index=i,
+                uuid=f"GPU-{hostname}-{i}",
+                name="NVIDIA H100 80GB HBM3",
+                pci=PciInfo(bus_id=f"00000000:{i + 16:02X}:00.0", device_id="0x233010DE"),
+                architecture="hopper",
+                compute_capability="9.0",
+                memory_total_mib=81559,
+                mig=MigState(capable=True, current=False, state="disabled"),
+                health=GpuHealth(state="degraded" if (i == 0 and variant % 2) else "healthy"),
+            )
+            for i in range(8)
+        ],
+    )
+    return inv.model_dump(mode="json")
+
+
+HOST_MARK = "__HOST__"
+
+
+def dict_hash(doc: dict[str, Any]) -> str:
+    """``inventory_content_hash`` of a model-dumped inventory, without building the model."""
+    from drivers.contract.protocol import _VOLATILE_GPU_FIELDS
+
+    data = {k: v for k, v in doc.items() if k != "collected_at"}
+    data["gpus"] = [{k: v for k, v in g.items() if k not in _VOLATILE_GPU_FIELDS} for g in data["gpus"]]
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---- controller process -------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str]) -> str:
+    exe = shutil.which("gpufabric", path=str(Path(sys.executable).parent)) or "gpufabric"
+    out = subprocess.run([exe, *args], env=env, check=True, capture_output=True, text=True)
+    return out.stdout
+
+
+@dataclass
+class Controller:
+    url: str
+    proc: subprocess.Popen[bytes]
+    bootstrap: str
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def start_controller(database_url: str, port: int, env_extra: dict[str, str]) -> Controller:
+    env = {
+        **os.environ,
+        "GPUFABRIC_DATABASE_URL": database_url,
+        "GPUFABRIC_LOG_LEVEL": "WARNING",
+        "GPUFABRIC_HEARTBEAT_TIMEOUT_S": "600",
+        **env_extra,
+    }
+    _cli("controller", "db", "upgrade", env=env)
+    token = json.loads(
+        _cli("admin", "token", "create", "--role", "agent-bootstrap", "--name", "bench", "--json", env=env)
+    )
+    exe = shutil.which("gpufabric", path=str(Path(sys.executable).parent)) or "gpufabric"
+    cmd = [exe, "controller", "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("controller did not start")
+        time.sleep(0.1)
+    return Controller(url=url, proc=proc, bootstrap=token["token"])
+
+
+# ---- setup: register hosts through the API ------------------------------------------------------
+
+
+async def _register_all(url: str, bootstrap: str, names: list[str], docs: dict[str, bytes]) -> dict[str, str]:
+    import aiohttp
+
+    creds: dict[str, str] = {}
+    sem = asyncio.Semaphore(16)
+
+    async def one(session: aiohttp.ClientSession, name: str) -> None:
+        async with sem:
+            body = {"hostname": name, "agent_version": "bench"}
+            async with session.post(
+                f"{url}/v1/agents/register", json=body, headers={"Authorization": f"Bearer {bootstrap}"}
+            ) as r:
+                assert r.status == 201, await r.text()
+                creds[name] = (await r.json())["credential"]
+            async with session.put(
+                f"{url}/v1/agents/{name}/inventory",
+                data=docs[name],
+                headers={"Authorization": f"Bearer {creds[name]}", "Content-Type": "application/json"},
+            ) as r:
+                assert r.status == 200, await r.text()
+
+    async with aiohttp.ClientSession() as session:
+        await asyncio.gather(*(one(session, n) for n in names))
+    return creds
+
+
+# ---- load generator process ---------------------------------------------------------------------
+
+
+@dataclass
+class Share:
+    url: str
+    hosts: list[tuple[str, str]]  # (hostname, credential)
+    concurrency: int
+    duration: float
+    rate: float  # 0: closed loop
+    mix: tuple[float, float]  # cumulative thresholds: heartbeat, report_unchanged
+    seed: int
+
+
+def _load_process(share: Share, out: Any) -> None:
+    out.put(asyncio.run(_load(share)))
+
+
+async def _load(share: Share) -> dict[str, Any]:
+    import aiohttp
+
+    rnd = random.Random(share.seed)
+    templates = {v: json.dumps(inventory_doc(HOST_MARK, v)) for v in (0, 1)}
+    state = {name: {"gen": 1, "variant": 0} for name, _ in share.hosts}
+    hashes = {
+        (name, v): dict_hash(json.loads(templates[v].replace(HOST_MARK, name)))
+        for name, _ in share.hosts
+        for v in (0, 1)
+    }
+    lat: dict[str, list[float]] = {k: [] for k in KINDS}
+    errors: dict[str, int] = {}
+    order = list(share.hosts)
+    rnd.shuffle(order)
+    cursor = [0]
+    busy: set[str] = set()
+
+    def body_for(name: str, kind: str) -> tuple[str, str, bytes]:
+        st = state[name]
+        if kind == "heartbeat":
+            doc = {"generation": st["gen"], "inventory_hash": hashes[(name, st["variant"])]}
+            return "POST", f"/v1/agents/{name}/heartbeat", json.dumps(doc).encode()
+        if kind == "report_changed":
+            st["variant"] ^= 1
+        st["gen"] += 1
+        inv = templates[st["variant"]].replace(HOST_MARK, name)
+        return "PUT", f"/v1/agents/{name}/inventory", f'{{"generation":{st["gen"]},"inventory":{inv}}}'.encode()
+
+    timeout = aiohttp.ClientTimeout(total=60)
+    connector = aiohttp.TCPConnector(limit=share.concurrency, force_close=False)
+    started = time.perf_counter()
+    stop_at = started + share.duration
+    interval = share.concurrency / share.rate if share.rate else 0.0
+
+    async def worker(session: aiohttp.ClientSession, idx: int) -> None:
+        next_at = started + (interval * idx / share.concurrency if interval else 0.0)
+        while True:
+            if interval:
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            t_sched = next_at if interval else time.perf_counter()
+            if t_sched >= stop_at:
+                return
+            # next host not in flight (one request per host at a time, as an agent does)
+            while True:
+                name, cred = order[cursor[0] % len(order)]
+                cursor[0] += 1
+                if name not in busy:
+                    break
+            busy.add(name)
+            p = rnd.random()
+            kind = "heartbeat" if p < share.mix[0] else "report_unchanged" if p < share.mix[1] else "report_changed"
+            method, path, data = body_for(name, kind)
+            headers = {"Authorization": f"Bearer {cred}", "Content-Type": "application/json"}
+            try:
+                async with session.request(method, share.url + path, data=data, headers=headers) as r:
+                    await r.read()
+                    status = r.status
+            except aiohttp.ClientError as exc:
+                status = type(exc).__name__  # type: ignore[assignment]
+            done = time.perf_counter()
+            busy.discard(name)
+            if done <= stop_at + 5:
+                lat[kind].append(done - t_sched)
+            if status != 200:
+                errors[f"{kind}:{status}"] = errors.get(f"{kind}:{status}", 0) + 1
+            if interval:
+                next_at += interval
+
+    async with aiohttp.ClientSession(base_url=None, connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(worker(session, i) for i in range(share.concurrency)))
+    return {"latencies": lat, "errors": errors, "elapsed": time.perf_counter() - started}
+
+
+# ---- one run ------------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of the controller process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pct(xs: list[float], p: float) -> float:
+    return round(1000 * xs[min(len(xs) - 1, int(p * len(xs)))], 2) if xs else 0.0
+
+
+def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra: dict[str, str]) -> dict[str, Any]:
+    from controller.testing import free_port
+
+    ctl = start_controller(database_url, free_port(), env_extra)
+    try:
+        names = [f"bench-{i:06d}" for i in range(args.hosts)]
+        template = json.dumps(inventory_doc(HOST_MARK, 0))
+        docs = {n: f'{{"generation":1,"inventory":{template.replace(HOST_MARK, n)}}}'.encode() for n in names}
+        t0 = time.perf_counter()
+        creds = asyncio.run(_register_all(ctl.url, ctl.bootstrap, names, docs))
+        setup_s = time.perf_counter() - t0
+        hb = args.heartbeat_pct / 100
+        mix = (hb, hb + args.unchanged_report_pct / 100)
+        per_proc = max(1, args.concurrency // args.procs)
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        hosts = [(n, creds[n]) for n in names]
+        procs = [
+            ctx.Process(
+                target=_load_process,
+                args=(
+                    Share(
+                        url=ctl.url,
+                        hosts=hosts[i :: args.procs],
+                        concurrency=per_proc,
+                        duration=args.duration,
+                        rate=args.rate / args.procs if args.rate else 0.0,
+                        mix=mix,
+                        seed=i,
+                    ),
+                    out,
+                ),
+            )
+            for i in range(args.procs)
+        ]
+        profiler = None
+        if args.profile:
+            profiler = subprocess.Popen(
+                [
+                    shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy",
+                    "record",
+                    "--pid",
+                    str(ctl.proc.pid),
+                    "--subprocesses",
+                    "--duration",
+                    str(int(args.duration)),
+                    "--format",
+                    "raw",
+                    "--output",
+                    f"{args.profile}-{label}.txt",
+                    "--nonblocking",
+                    "--gil",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        load_before = [round(x, 2) for x in os.getloadavg()]
+        cpu0 = _cpu_seconds(ctl.proc.pid)
+        for p in procs:
+            p.start()
+        parts = [out.get() for _ in procs]
+        cpu_s = _cpu_seconds(ctl.proc.pid) - cpu0
+        for p in procs:
+            p.join()
+        if profiler is not None:
+            profiler.wait(timeout=60)
+    finally:
+        ctl.stop()
+    lat: dict[str, list[float]] = {k: sorted(x for part in parts for x in part["latencies"][k]) for k in KINDS}
+    errors: dict[str, int] = {}
+    for part in parts:
+        for k, v in part["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+    elapsed = max(part["elapsed"] for part in parts)
+    every = sorted(x for k in KINDS for x in lat[k])
+    return {
+        "database": label,
+        "hosts": args.hosts,
+        "server_cpu_s": round(cpu_s, 2),
+        "server_cpu_ms_per_report": round(1000 * cpu_s / max(1, len(every)), 2),
+        "reports_per_server_cpu_s": round(len(every) / cpu_s, 1) if cpu_s else None,
+        "loadavg_before": load_before,
+        "load_procs": args.procs,
+        "concurrency": per_proc * args.procs,
+        "offered_rate": args.rate or None,
+        "duration_s": round(elapsed, 1),
+        "setup_s": round(setup_s, 1),
+        "requests": len(every),
+        "reports_per_s": round(len(every) / elapsed, 1),
+        "p50_ms": _pct(every, 0.5),
+        "p99_ms": _pct(every, 0.99),
+        "per_kind": {
+            k: {"count": len(lat[k]), "p50_ms": _pct(lat[k], 0.5), "p99_ms": _pct(lat[k], 0.99)} for k in KINDS
+        },
+        "errors": errors,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import sqlalchemy
+
+    return {
+        "nproc": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlalchemy": sqlalchemy.__version__,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", action="append", choices=["sqlite", "postgres"], help="repeatable; default both")
+    parser.add_argument("--postgres", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    parser.add_argument("--hosts", type=int, default=3000)
+    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--concurrency", type=int, default=64, help="in-flight requests in total")
+    parser.add_argument("--rate", type=float, default=0.0, help="offered requests/s (open loop); 0 = closed loop")
+    parser.add_argument("--heartbeat-pct", type=float, default=94.0)
+    parser.add_argument("--unchanged-report-pct", type=float, default=4.0)
+    parser.add_argument("--profile", help="py-spy the controller; raw stacks to PREFIX-<db>.txt")
+    parser.add_argument("--no-record", action="store_true", help="do not write bench/results/ingest.*")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the controller process")
+    args = parser.parse_args()
+    env_extra = dict(e.split("=", 1) for e in args.env)
+    results = []
+    for label in args.db or ["sqlite", "postgres"]:
+        if label == "sqlite":
+            with tempfile.TemporaryDirectory() as tmp:
+                results.append(run_once(f"sqlite:///{tmp}/bench.db", "sqlite", args, env_extra))
+        else:
+            from sqlalchemy import create_engine, text
+            from sqlalchemy.engine import make_url
+
+            schema = f"bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(args.postgres)
+            with admin.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+            url = make_url(args.postgres).update_query_dict({"options": f"-csearch_path={schema}"})
+            try:
+                results.append(run_once(url.render_as_string(hide_password=False), "postgresql", args, env_extra))
+            finally:
+                with admin.begin() as conn:
+                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+                admin.dispose()
+        print(json.dumps(results[-1]), flush=True)
+    lines = [
+        f"| {r['database']} | {r['hosts']} | {r['load_procs']}x{r['concurrency']} | "
+        f"{r['reports_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['server_cpu_ms_per_report']} | "
+        + " | ".join(f"{r['per_kind'][k]['p50_ms']} / {r['per_kind'][k]['p99_ms']}" for k in KINDS)
+        + f" | {sum(r['errors'].values())} |"
+        for r in results
+    ]
+    print("\n".join(lines))
+    if not args.no_record:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        command = "python -m bench.ingest " + " ".join(sys.argv[1:])
+        (RESULTS / "ingest.json").write_text(
+            json.dumps({"command": command, "machine": _machine(), "results": results}, indent=2) + "\n"
+        )
+
+
+if __name__ == "__main__":
+    main()

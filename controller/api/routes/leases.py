@@ -1,0 +1,201 @@
+"""Tenants: leases (placed GPU slices) and dry-run placement. Admins see and release every tenant's leases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from controller.api.deps import Require, get_db
+from controller.api.problems import Problem
+from controller.auth.tokens import Principal, Role
+from controller.leases.errors import LeaseError
+from controller.leases.service import LeaseService
+from controller.leases.state import STATES
+from controller.store.db import Database
+from controller.store.models import Lease, LeaseTransition
+
+router = APIRouter(tags=["leases"])
+TENANT_OR_ADMIN = Require(Role.tenant, Role.admin)
+
+REQUEST_EXAMPLE = {"slices": [{"kind": "gpu", "count": 2, "model": "H100"}], "topology": "same-host"}
+
+
+class TransitionOut(BaseModel):
+    from_state: str | None
+    to_state: str
+    reason: str
+    at: datetime
+
+
+class LeaseOut(BaseModel):
+    id: str
+    tenant: str
+    state: str
+    reason: str
+    backend: str
+    request: dict[str, Any]
+    allocations: list[dict[str, Any]]
+    placement: dict[str, Any]
+    result: dict[str, Any] | None
+    expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    created_by: str
+    idempotency_key: str | None
+    transitions: list[TransitionOut] = []
+
+
+def service(request: Request) -> LeaseService:
+    svc: LeaseService = request.app.state.leases
+    return svc
+
+
+def as_problem(exc: LeaseError) -> Problem:
+    return Problem(exc.status, exc.slug, exc.detail, **exc.extensions)
+
+
+def tenant_of(principal: Principal, tenant: str | None) -> str:
+    if principal.role is Role.tenant:
+        assert principal.tenant is not None
+        if tenant is not None and tenant != principal.tenant:
+            raise Problem(403, "forbidden", f"a tenant token of {principal.tenant} cannot act for {tenant}")
+        return principal.tenant
+    if not tenant:
+        raise Problem(422, "validation-error", "an admin must name the tenant (?tenant=...)")
+    return tenant
+
+
+def lease_out(db: Database, lease_id: str, *, with_transitions: bool = True) -> LeaseOut:
+    with db.session() as session:
+        lease = session.get(Lease, lease_id)
+        if lease is None:
+            raise Problem(404, "not-found", f"lease {lease_id} not found")
+        out = _out(lease)
+        if with_transitions:
+            rows = session.scalars(
+                select(LeaseTransition).where(LeaseTransition.lease_id == lease_id).order_by(LeaseTransition.id)
+            )
+            out.transitions = [
+                TransitionOut(from_state=t.from_state, to_state=t.to_state, reason=t.reason, at=t.at) for t in rows
+            ]
+        return out
+
+
+def _out(lease: Lease) -> LeaseOut:
+    return LeaseOut(
+        id=lease.id,
+        tenant=lease.tenant,
+        state=lease.state,
+        reason=lease.reason,
+        backend=lease.backend,
+        request=lease.request,
+        allocations=lease.allocations,
+        placement=lease.placement,
+        result=lease.result,
+        expires_at=lease.expires_at,
+        created_at=lease.created_at,
+        updated_at=lease.updated_at,
+        created_by=lease.created_by,
+        idempotency_key=lease.idempotency_key,
+    )
+
+
+def _visible(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
+    out = lease_out(db, lease_id)
+    if principal.role is Role.tenant and out.tenant != principal.tenant:
+        raise Problem(404, "not-found", f"lease {lease_id} not found")  # no hint that it exists
+    return out
+
+
+@router.post("/v1/leases", response_model=LeaseOut, status_code=201)
+def create_lease(
+    response: Response,
+    body: dict[str, Any] = Body(..., examples=[REQUEST_EXAMPLE]),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=256),
+    tenant: str | None = Query(None, description="Admins only: the tenant the lease is for"),
+    principal: Principal = Depends(TENANT_OR_ADMIN),
+    db: Database = Depends(get_db),
+    svc: LeaseService = Depends(service),
+) -> LeaseOut:
+    """Place, claim and provision a request (see docs/placement.md for the request language).
+
+    201 with the lease (``ready``, or ``provisioning`` while an agent creates a MIG instance); the same
+    ``Idempotency-Key`` with the same body answers 200 with the same lease, with another body 422.
+    Nothing fits: 409 ``no-capacity`` with per-filter counts and the nearest fit; over quota: 403
+    ``quota-exceeded`` naming the quota."""
+    who = tenant_of(principal, tenant)
+    try:
+        lease_id, created = svc.create(body, who, principal, idempotency_key)
+    except LeaseError as exc:
+        raise as_problem(exc) from None
+    if not created:
+        response.status_code = 200
+    response.headers["Location"] = f"/v1/leases/{lease_id}"
+    return lease_out(db, lease_id)
+
+
+@router.get("/v1/leases", response_model=list[LeaseOut])
+def list_leases(
+    tenant: str | None = Query(None, description="Admins: only this tenant's leases"),
+    state: str | None = Query(None, description=" | ".join(STATES)),
+    limit: int = Query(200, ge=1, le=5000),
+    offset: int = Query(0, ge=0),
+    principal: Principal = Depends(TENANT_OR_ADMIN),
+    db: Database = Depends(get_db),
+) -> list[LeaseOut]:
+    """A tenant sees its own leases only; an admin sees every tenant's."""
+    stmt = select(Lease)
+    if principal.role is Role.tenant:
+        stmt = stmt.where(Lease.tenant == principal.tenant)
+    elif tenant:
+        stmt = stmt.where(Lease.tenant == tenant)
+    if state:
+        if state not in STATES:
+            raise Problem(422, "validation-error", f"state must be one of {', '.join(STATES)}")
+        stmt = stmt.where(Lease.state == state)
+    stmt = stmt.order_by(Lease.created_at.desc(), Lease.id).limit(limit).offset(offset)
+    with db.session() as session:
+        return [_out(lease) for lease in session.scalars(stmt)]
+
+
+@router.get("/v1/leases/{lease_id}", response_model=LeaseOut)
+def show_lease(
+    lease_id: str, principal: Principal = Depends(TENANT_OR_ADMIN), db: Database = Depends(get_db)
+) -> LeaseOut:
+    """State, every transition (with time and reason), allocations, and the backend's result when ready."""
+    return _visible(db, principal, lease_id)
+
+
+@router.delete("/v1/leases/{lease_id}", response_model=LeaseOut)
+def release_lease(
+    lease_id: str,
+    principal: Principal = Depends(TENANT_OR_ADMIN),
+    db: Database = Depends(get_db),
+    svc: LeaseService = Depends(service),
+) -> LeaseOut:
+    """Release: ``releasing`` then ``released``; the capacity returns. Releasing a released lease is a no-op."""
+    _visible(db, principal, lease_id)
+    try:
+        svc.release(lease_id, principal)
+    except LeaseError as exc:
+        raise as_problem(exc) from None
+    return lease_out(db, lease_id)
+
+
+@router.post("/v1/placements:dry-run")
+def dry_run(
+    body: dict[str, Any] = Body(..., examples=[REQUEST_EXAMPLE]),
+    tenant: str | None = Query(None, description="Admins only: decide as this tenant (quotas)"),
+    principal: Principal = Depends(TENANT_OR_ADMIN),
+    svc: LeaseService = Depends(service),
+) -> dict[str, Any]:
+    """Where the request would go, with scores and the filter funnel; claims nothing."""
+    who = tenant_of(principal, tenant) if principal.role is Role.tenant or tenant else "admin"
+    try:
+        return svc.dry_run(body, who)
+    except LeaseError as exc:
+        raise as_problem(exc) from None

@@ -1,0 +1,133 @@
+"""In-process cache of successful token lookups (token digest -> principal), bounded in age.
+
+Every agent request authenticates; without the cache each one costs a database round trip before the
+handler's own. Correctness rules:
+
+* Only successful lookups are cached, keyed by sha256 of the *whole* token, so a wrong secret never
+  hits and a freshly issued credential works at once.
+* An entry lives at most ``ttl_s`` (``GPUFABRIC_AUTH_CACHE_TTL_S``, default 60 s, twice the default report interval
+  so an agent's credential is looked up about once a minute; 0 disables the cache).
+  That is the bound after which a credential revoked *elsewhere* (another worker or replica, the
+  ``gpufabric admin token revoke`` CLI, a bulk SQL delete) stops working.
+* Revocations committed through the ORM *in this process* take effect at once: a session listener
+  notes ``ApiToken``/``AgentCredential`` rows whose ``revoked_at`` changed or that were deleted, and
+  deleted ``Host`` rows, and drops their entries after the commit (and before it, so a concurrent
+  lookup cannot keep the old answer beyond the TTL).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from controller.store.models import AgentCredential, ApiToken, Host
+
+if TYPE_CHECKING:
+    from controller.auth.tokens import Principal
+
+DEFAULT_TTL_S = 60.0
+DEFAULT_MAX_ENTRIES = 200_000
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class AuthCache:
+    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._lock = threading.Lock()
+        # digest -> (principal, key_id, expires at (monotonic))
+        self._entries: OrderedDict[str, tuple[Principal, str, float]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, digest: str) -> Principal | None:
+        if self.ttl_s <= 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None or entry[2] <= now:
+                if entry is not None:
+                    del self._entries[digest]
+                self.misses += 1
+                return None
+            self.hits += 1
+            return entry[0]
+
+    def put(self, digest: str, principal: Principal, key_id: str) -> None:
+        if self.ttl_s <= 0:
+            return
+        with self._lock:
+            self._entries[digest] = (principal, key_id, time.monotonic() + self.ttl_s)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def invalidate(
+        self, *, key_ids: set[str] | frozenset[str] = frozenset(), host_ids: set[int] | frozenset[int] = frozenset()
+    ) -> None:
+        if not key_ids and not host_ids:
+            return
+        with self._lock:
+            doomed = [
+                d
+                for d, (p, k, _) in self._entries.items()
+                if k in key_ids or (p.host_id is not None and p.host_id in host_ids)
+            ]
+            for d in doomed:
+                del self._entries[d]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+AUTH_CACHE = AuthCache()
+"""The process's cache (one per process: every app in it shares the invalidation listener)."""
+
+_PENDING = "gpufabric_auth_invalidate"
+
+
+def _collect(session: Session, _flush_context: Any, _instances: Any) -> None:
+    key_ids: set[str] = set()
+    host_ids: set[int] = set()
+    for obj in session.deleted:
+        if isinstance(obj, ApiToken | AgentCredential):
+            key_ids.add(obj.key_id)
+        elif isinstance(obj, Host):
+            host_ids.add(obj.id)
+    for obj in session.dirty:
+        if isinstance(obj, ApiToken | AgentCredential) and obj.revoked_at is not None:
+            key_ids.add(obj.key_id)
+    if key_ids or host_ids:
+        AUTH_CACHE.invalidate(key_ids=key_ids, host_ids=host_ids)
+        pending = session.info.setdefault(_PENDING, (set(), set()))
+        pending[0].update(key_ids)
+        pending[1].update(host_ids)
+
+
+def _apply(session: Session) -> None:
+    pending = session.info.pop(_PENDING, None)
+    if pending:
+        AUTH_CACHE.invalidate(key_ids=pending[0], host_ids=pending[1])
+
+
+def _drop(session: Session, *_: Any) -> None:
+    session.info.pop(_PENDING, None)
+
+
+event.listen(Session, "before_flush", _collect)
+event.listen(Session, "after_commit", _apply)
+event.listen(Session, "after_soft_rollback", _drop)

@@ -1,0 +1,159 @@
+"""From store rows to the placement engine's model, with the claims the store holds applied."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+from controller.placement import Allocation, Host, MigSlot, VgpuOffer
+from controller.placement import Device as PlacementDevice
+from controller.store.models import Device
+from controller.store.models import Host as HostRow
+
+_REGION_LABELS = ("region", "topology.kubernetes.io/region", "gpufabric.dev/region")
+_AZ_LABELS = ("az", "zone", "topology.kubernetes.io/zone", "gpufabric.dev/az")
+_GROUP_LABELS = ("placement-group", "gpufabric.dev/placement-group", "rack")
+_BACKEND_KINDS = {"static", "ironic", "nova", "eks"}
+
+
+@cache
+def short_model(nvml_name: str) -> str:
+    """The catalog's short model name ("H100-80GB") for an NVML name; the name itself if unknown."""
+    from drivers.nvml.catalog import load_catalog
+
+    try:
+        return load_catalog().product(nvml_name).model
+    except KeyError:
+        return nvml_name
+
+
+def _label(labels: dict[str, Any], keys: Iterable[str]) -> str | None:
+    for k in keys:
+        v = labels.get(k)
+        if v:
+            return str(v)
+    return None
+
+
+def host_state(row: HostRow) -> str:
+    if row.admin_state in ("drained", "quarantined"):
+        return row.admin_state
+    return "ready" if row.status == "ready" else "unreachable"
+
+
+def to_placement_host(row: HostRow) -> Host:
+    labels = dict(row.labels or {})
+    backend_config = row.backend.config if row.backend is not None else {}
+    kind = row.backend.kind if row.backend is not None else "static"
+    policy = row.pool.policy if row.pool is not None else {}
+    host = Host(
+        id=row.hostname,
+        backend_id=row.backend.name if row.backend is not None else "static",
+        backend_kind=kind if kind in _BACKEND_KINDS else "static",  # type: ignore[arg-type]
+        region=_label(labels, _REGION_LABELS) or str(backend_config.get("region") or "default"),
+        az=_label(labels, _AZ_LABELS) or str(backend_config.get("zone") or "default"),
+        placement_group=_label(labels, _GROUP_LABELS),
+        pool=row.pool.name if row.pool is not None else None,
+        state=host_state(row),  # type: ignore[arg-type]
+        validation=labels.get("gpufabric.dev/validation", "unvalidated"),  # type: ignore[arg-type]
+        labels={str(k): str(v) for k, v in labels.items()},
+        cost=float(labels.get("gpufabric.dev/cost", 1.0)),
+        on_demand_mig=bool(policy.get("on_demand_mig")),
+    )
+    host.devices = [to_placement_device(d) for d in row.devices]
+    return host
+
+
+def to_placement_device(row: Device) -> PlacementDevice:
+    health = row.health if row.health in ("healthy", "degraded", "unhealthy", "quarantined") else "unknown"
+    device = PlacementDevice(
+        uuid=row.uuid,
+        index=row.index,
+        model=short_model(row.model),
+        memory_mib=row.memory_mib,
+        health=health,  # type: ignore[arg-type]
+        admin_state=row.admin_state,  # type: ignore[arg-type]
+    )
+    vgpu = (row.details or {}).get("vgpu") or {}
+    own = [s for s in (row.slices or []) if s.get("parent_uuid") == row.uuid]
+    share_kinds = {s["kind"] for s in own if s.get("kind") in ("timeslice", "mps")}
+    if row.mig_mode == "enabled":
+        device.mode = "mig"
+        device.mig_instances = [
+            MigSlot(m.profile, m.placement_start, m.placement_size, m.uuid) for m in row.mig_instances
+        ]
+    elif share_kinds:
+        kind = "mps" if "mps" in share_kinds else "timeslice"
+        device.mode = kind  # type: ignore[assignment]
+        device.replicas = sum(int(s.get("count", 0)) for s in own if s.get("kind") == kind)
+    elif vgpu.get("supported"):
+        device.mode = "vgpu"
+        device.vgpu_types = {
+            t["name"].removeprefix("NVIDIA ").strip(): VgpuOffer(t["framebuffer_mib"], t["max_instances"])
+            for t in vgpu["supported"]
+        }
+    return device
+
+
+def apply_claim(host: Host, claim_id: str, allocations: Iterable[Allocation]) -> None:
+    """Mark what a live claim holds on ``host`` (a host freshly built from the store)."""
+    for a in allocations:
+        if a.host_id != host.id:
+            continue
+        d = host.device(a.device_uuid)
+        if d is None:
+            continue
+        if a.kind == "gpu":
+            d.claimed_by = claim_id
+        elif a.kind in ("timeslice", "mps"):
+            d.share_claims[claim_id] = d.share_claims.get(claim_id, 0) + a.units
+        elif a.kind == "vgpu":
+            _, n = d.vgpu_claims.get(claim_id, (a.vgpu_type or "", 0))
+            d.vgpu_claims[claim_id] = (a.vgpu_type or "", n + a.units)
+        elif a.placement is not None and a.profile is not None:
+            slot = next((m for m in d.mig_instances if a.mig_uuid and m.uuid == a.mig_uuid), None)
+            if slot is None:
+                slot = next(
+                    (m for m in d.mig_instances if (m.start, m.size, m.profile) == (*a.placement, a.profile)), None
+                )
+            if slot is not None:
+                slot.claimed_by = claim_id
+                slot.ephemeral = a.create
+            elif a.create:
+                d.mig_instances.append(
+                    MigSlot(a.profile, a.placement[0], a.placement[1], None, claim_id, pending=True, ephemeral=True)
+                )
+
+
+def allocation_to_dict(a: Allocation) -> dict[str, Any]:
+    return {
+        "host": a.host_id,
+        "device": a.device_uuid,
+        "kind": a.kind,
+        "model": a.model,
+        "units": a.units,
+        "slice_index": a.slice_index,
+        "profile": a.profile,
+        "placement": {"start": a.placement[0], "size": a.placement[1]} if a.placement else None,
+        "mig_uuid": a.mig_uuid,
+        "create": a.create,
+        "vgpu_type": a.vgpu_type,
+    }
+
+
+def allocation_from_dict(d: dict[str, Any]) -> Allocation:
+    p = d.get("placement")
+    return Allocation(
+        host_id=d["host"],
+        device_uuid=d["device"],
+        kind=d["kind"],
+        model=d["model"],
+        units=int(d.get("units", 1)),
+        slice_index=int(d.get("slice_index", 0)),
+        profile=d.get("profile"),
+        placement=(int(p["start"]), int(p["size"])) if p else None,
+        mig_uuid=d.get("mig_uuid"),
+        create=bool(d.get("create")),
+        vgpu_type=d.get("vgpu_type"),
+    )

@@ -1,0 +1,29 @@
+"""Prometheus counters of this replica's lease service (created, refused, claim conflicts retried, released)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from controller.leases.service import LeaseService
+
+
+class LeaseCollector(Collector):
+    def __init__(self, service: LeaseService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        s = self.service.stats
+        for name, doc, value in (
+            ("gpufabric_leases_created", "Leases claimed by this replica", s.created),
+            ("gpufabric_lease_refusals", "Requests refused (no capacity or quota) by this replica", s.refused),
+            (
+                "gpufabric_lease_claim_conflicts_retried",
+                "Claims lost to a concurrent request or replica and decided again",
+                s.conflicts_retried,
+            ),
+            ("gpufabric_leases_released", "Leases released by this replica", s.released),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)

@@ -1,0 +1,675 @@
+"""The lease service: this replica's placement engine, atomic claims in the store, provisioning, release.
+
+Every replica has its own engine; the store arbitrates. A claim is one transaction that inserts the lease,
+its transitions and one ``slice_claims`` row per claimed unit; the partial unique index on live
+``(resource, slot)`` rows refuses a unit claimed twice, whichever replica claimed it first. The loser rolls
+back, reloads the hosts involved from the store and decides again (``MAX_ATTEMPTS`` times, then 409).
+
+Keeping the index current: writes on this replica update it directly (claims, releases, inventory ingest,
+drain/quarantine); writes made by other replicas are picked up by :meth:`LeaseService.sync`, which compares
+each host's ``placement_version``/inventory hash/state with what the index was built from. It runs before a
+refusal is returned and at most every ``SYNC_INTERVAL_S`` before a decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import ColumnElement, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from controller import audit
+from controller.auth.tokens import Principal
+from controller.backends import static as _static  # noqa: F401  (registers the static provisioner)
+from controller.backends.base import LeaseInfo, ProvisionFailed, provisioner_for
+from controller.leases.errors import (
+    IdempotencyKeyReused,
+    InvalidLeaseRequest,
+    LeaseNotFound,
+    LeaseRefused,
+    PlacementContended,
+)
+from controller.leases.fleet import (
+    allocation_from_dict,
+    allocation_to_dict,
+    apply_claim,
+    to_placement_host,
+)
+from controller.leases.state import HOLDING, TERMINAL, transition
+from controller.placement import (
+    Allocation,
+    Claim,
+    ClaimConflict,
+    Decision,
+    Engine,
+    PlacementRequest,
+    Refusal,
+    parse_request,
+)
+from controller.store.db import Database
+from controller.store.models import Device, Lease, Quota, SliceClaim
+from controller.store.models import Host as HostRow
+
+log = logging.getLogger("gpufabric.leases")
+
+MAX_ATTEMPTS = 8
+SYNC_INTERVAL_S = 1.0
+REFUSAL_SYNC_INTERVAL_S = 0.2
+
+
+class _StoreConflict(Exception):
+    pass
+
+
+class _IdempotencyRace(Exception):
+    pass
+
+
+@dataclass
+class Stats:
+    created: int = 0
+    refused: int = 0
+    conflicts_retried: int = 0
+    released: int = 0
+
+
+def request_hash(req: PlacementRequest) -> str:
+    canonical = json.dumps(req.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class LeaseService:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.engine = Engine(quota=self._quota_check)
+        self.stats = Stats()
+        self._signatures: dict[int, tuple[Any, ...]] = {}
+        self._names: dict[int, str] = {}
+        self._sync_lock = threading.Lock()
+        self._last_sync = 0.0
+        self._quota_ctx = threading.local()
+
+    # --- building and keeping the index current ------------------------------------------------------------
+
+    def load(self) -> LeaseService:
+        """Build the index from the store: every host, device, MIG instance and live claim."""
+        with self._sync_lock:
+            self._refresh(None)
+            self._last_sync = time.monotonic()
+        return self
+
+    def _now_expr(self, session: Session) -> ColumnElement[datetime] | datetime:
+        # clock_timestamp() is the time the statement runs, not the transaction start: claim/release
+        # intervals of one unit then never overlap in the history the invariant checker reads.
+        if session.get_bind().dialect.name == "postgresql":
+            return func.clock_timestamp()  # type: ignore[return-value]
+        return datetime.now(UTC)
+
+    def _refresh(self, host_ids: Iterable[int] | None) -> None:
+        """Reload hosts (all if None) from the store, with their live claims, into the engine."""
+        with self.db.session() as session:
+            stmt = select(HostRow).options(selectinload(HostRow.devices).selectinload(Device.mig_instances))
+            ids = None if host_ids is None else sorted(set(host_ids))
+            if ids is not None:
+                if not ids:
+                    return
+                stmt = stmt.where(HostRow.id.in_(ids))
+            rows = list(session.scalars(stmt).unique())
+            hosts = {r.hostname: to_placement_host(r) for r in rows}
+            live = select(SliceClaim.lease_id).where(SliceClaim.released_at.is_(None))
+            if ids is not None:
+                live = live.where(SliceClaim.host_id.in_(ids))
+            leases = list(session.scalars(select(Lease).where(Lease.id.in_(live.distinct()))))
+            claims = []
+            for lease in leases:
+                allocs = [allocation_from_dict(a) for a in lease.allocations]
+                for h in {a.host_id for a in allocs}:
+                    if h in hosts:
+                        apply_claim(hosts[h], lease.id, allocs)
+                claims.append(Claim(lease.id, lease.tenant, allocs, []))
+            found = {r.id for r in rows}
+            for r in rows:
+                self.engine.upsert_host(hosts[r.hostname])
+                self._signatures[r.id] = _signature(r)
+                self._names[r.id] = r.hostname
+            if ids is None:
+                gone = set(self._names) - found
+            else:
+                gone = set(ids) - found
+            for hid in gone:
+                name = self._names.pop(hid, None)
+                self._signatures.pop(hid, None)
+                if name is not None and name in self.engine.index.hosts:
+                    self.engine.remove_host(name)
+            for c in claims:
+                self.engine.adopt(c)
+
+    def sync(self, *, force: bool = False, min_interval_s: float = SYNC_INTERVAL_S) -> int:
+        """Reload the hosts whose store state differs from what the index holds; returns how many."""
+        if not force and time.monotonic() - self._last_sync < min_interval_s:
+            return 0
+        with self._sync_lock:
+            if not force and time.monotonic() - self._last_sync < min_interval_s:
+                return 0
+            with self.db.session() as session:
+                rows = session.execute(
+                    select(
+                        HostRow.id,
+                        HostRow.placement_version,
+                        HostRow.inventory_hash,
+                        HostRow.status,
+                        HostRow.admin_state,
+                        HostRow.pool_id,
+                    )
+                ).all()
+            current = {r[0]: tuple(r[1:]) for r in rows}
+            changed = [hid for hid, sig in current.items() if self._signatures.get(hid) != sig]
+            changed += [hid for hid in self._signatures if hid not in current]
+            if changed:
+                self._refresh(changed)
+            self._last_sync = time.monotonic()
+            return len(changed)
+
+    def host_changed(self, hostname: str) -> None:
+        """After a write to one host (inventory, admin state, pool): reload it and finish pending leases."""
+        with self.db.session() as session:
+            hid = session.scalar(select(HostRow.id).where(HostRow.hostname == hostname))
+        if hid is None:
+            if hostname in self.engine.index.hosts:
+                self.engine.remove_host(hostname)
+            return
+        self._refresh([hid])
+        self._complete_pending(hid)
+
+    def hosts_changed(self, hostnames: Iterable[str]) -> None:
+        for name in hostnames:
+            self.host_changed(name)
+
+    # --- quotas --------------------------------------------------------------------------------------------
+
+    def _quota_check(self, tenant: str, kind: str, model: str, units: int) -> str | None:
+        ctx: dict[tuple[str, str], tuple[int, int]] | None = getattr(self._quota_ctx, "limits", None)
+        if not ctx:
+            return None
+        for key in ((kind, model), (kind, "*")):
+            entry = ctx.get(key)
+            if entry is not None and entry[1] + units > entry[0]:
+                return f"{kind}:{key[1]} (limit {entry[0]}, in use {entry[1]}, asked {units})"
+        return None
+
+    def _load_quota(self, tenant: str) -> None:
+        with self.db.session() as session:
+            quotas = list(session.scalars(select(Quota).where(Quota.tenant == tenant)))
+            limits: dict[tuple[str, str], tuple[int, int]] = {}
+            if quotas:
+                usage = usage_by_kind_model(session, tenant)
+                for q in quotas:
+                    used = (
+                        sum(n for (k, _m), n in usage.items() if k == q.kind)
+                        if q.model == "*"
+                        else usage.get((q.kind, q.model), 0)
+                    )
+                    limits[(q.kind, q.model)] = (q.limit, used)
+        self._quota_ctx.limits = limits
+
+    # --- deciding and claiming -----------------------------------------------------------------------------
+
+    def parse(self, body: dict[str, Any]) -> PlacementRequest:
+        try:
+            return parse_request(body)
+        except ValidationError as exc:
+            errors = [
+                {
+                    "loc": [str(p) for p in e.get("loc", ())],
+                    "msg": str(e.get("msg", "")),
+                    "type": str(e.get("type", "")),
+                }
+                for e in exc.errors()
+            ]
+            first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+            where = ".".join(first["loc"])
+            message = f"{where}: {first['msg']}" if where else str(first["msg"])
+            raise InvalidLeaseRequest(message, errors=errors) from None
+
+    def _decide(self, req: PlacementRequest, tenant: str, *, dry_run: bool = False, explain: bool = False) -> Decision:
+        self.sync()
+        self._load_quota(tenant)
+        try:
+            out = self.engine.decide(req, tenant, dry_run=dry_run, explain=explain)
+            if isinstance(out, Refusal) and self.sync(min_interval_s=REFUSAL_SYNC_INTERVAL_S):
+                out = self.engine.decide(req, tenant, dry_run=dry_run, explain=explain)
+        finally:
+            self._quota_ctx.limits = None
+        if isinstance(out, Refusal):
+            raise LeaseRefused(out)
+        return out
+
+    def dry_run(self, body: dict[str, Any], tenant: str) -> dict[str, Any]:
+        req = self.parse(body)
+        decision = self._decide(req, tenant, dry_run=True, explain=True)
+        out: dict[str, Any] = {"fits": True, "request": req.describe(), "claimed": False, **decision.summary()}
+        f = decision.funnel
+        if f is not None:
+            out["candidates"] = {"hosts": f.hosts, "devices": f.devices, "fitting_hosts": f.fitting_hosts}
+            out["filters"] = [
+                {"filter": c.name, "removed_hosts": c.removed_hosts, "removed_devices": c.removed_devices}
+                for c in f.filters
+                if c.removed_hosts or c.removed_devices
+            ]
+        return out
+
+    def find_idempotent(self, tenant: str, key: str | None, req_hash: str) -> Lease | None:
+        if key is None:
+            return None
+        with self.db.session() as session:
+            lease = session.scalar(select(Lease).where(Lease.tenant == tenant, Lease.idempotency_key == key))
+        if lease is not None and lease.request_hash != req_hash:
+            raise IdempotencyKeyReused(
+                f"Idempotency-Key {key!r} was used for a different request (lease {lease.id}); use a new key",
+                lease=lease.id,
+            )
+        return lease
+
+    def create(
+        self, body: dict[str, Any], tenant: str, principal: Principal | None, idempotency_key: str | None = None
+    ) -> tuple[str, bool]:
+        """Place, claim and provision a lease; returns ``(lease id, created)`` (False: idempotent replay)."""
+        req = self.parse(body)
+        req_hash = request_hash(req)
+        existing = self.find_idempotent(tenant, idempotency_key, req_hash)
+        if existing is not None:
+            return existing.id, False
+        lease_id = uuidlib.uuid4().hex
+        decision: Decision | None = None
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                decision = self._decide(req, tenant)
+            except LeaseRefused as exc:
+                self.stats.refused += 1
+                with self.db.session() as session:
+                    audit.record(
+                        session, principal, "lease.create", tenant, "failed",
+                        {"request": req.describe(), "error": exc.detail, "status": exc.status},
+                    )  # fmt: skip
+                raise
+            try:
+                claim = self.engine.claim(decision, lease_id)
+            except ClaimConflict:
+                self.stats.conflicts_retried += 1
+                continue
+            try:
+                self._store_claim(lease_id, tenant, idempotency_key, req, req_hash, decision, principal)
+            except _StoreConflict:
+                self.engine.release(claim)
+                self.stats.conflicts_retried += 1
+                self._refresh(self._ids_of(decision.host_ids))
+                continue
+            except _IdempotencyRace:
+                self.engine.release(claim)
+                again = self.find_idempotent(tenant, idempotency_key, req_hash)
+                if again is None:  # pragma: no cover - the unique constraint said it exists
+                    raise PlacementContended("idempotency key race; retry") from None
+                return again.id, False
+            except BaseException:
+                self.engine.release(claim)
+                raise
+            self.stats.created += 1
+            self._provision(lease_id)
+            return lease_id, True
+        raise PlacementContended(
+            f"{req.describe()}: every one of {MAX_ATTEMPTS} attempts lost its claim to a concurrent request; retry",
+            attempts=MAX_ATTEMPTS,
+        )
+
+    def _ids_of(self, hostnames: Iterable[str]) -> list[int]:
+        by_name = {n: i for i, n in self._names.items()}
+        return [by_name[n] for n in hostnames if n in by_name]
+
+    def _claim_rows(
+        self, session: Session, lease_id: str, tenant: str, allocs: list[Allocation]
+    ) -> list[dict[str, Any]]:
+        by_name = {n: i for i, n in self._names.items()}
+        rows: list[dict[str, Any]] = []
+        for i, a in enumerate(allocs):
+            hid = by_name.get(a.host_id)
+            if hid is None:
+                raise _StoreConflict(f"host {a.host_id} is gone")
+            resource, slots = self._slots(session, a)
+            rows += [
+                {
+                    "lease_id": lease_id,
+                    "tenant": tenant,
+                    "host_id": hid,
+                    "device_uuid": a.device_uuid,
+                    "resource": resource,
+                    "slot": s,
+                    "allocation": i,
+                    "kind": a.kind,
+                    "model": a.model,
+                }
+                for s in slots
+            ]
+        return rows
+
+    def _slots(self, session: Session, a: Allocation) -> tuple[str, list[int]]:
+        if a.kind == "gpu":
+            return f"gpu:{a.device_uuid}", [0]
+        if a.kind == "mig":
+            assert a.placement is not None
+            return f"mig:{a.device_uuid}", list(range(a.placement[0], a.placement[0] + a.placement[1]))
+        host = self.engine.index.hosts.get(a.host_id)
+        d = host.device(a.device_uuid) if host else None
+        if d is None:
+            raise _StoreConflict(f"device {a.device_uuid} is gone")
+        if a.kind == "vgpu":
+            resource = f"vgpu:{a.device_uuid}"
+            offer = d.vgpu_types.get(a.vgpu_type or "")
+            total = offer.max_instances if offer else 0
+        else:
+            resource = f"share:{a.device_uuid}"
+            total = d.replicas
+        used = set(
+            session.scalars(
+                select(SliceClaim.slot).where(SliceClaim.resource == resource, SliceClaim.released_at.is_(None))
+            )
+        )
+        free = [s for s in range(total) if s not in used][: a.units]
+        if len(free) < a.units:
+            raise _StoreConflict(f"{resource}: {len(free)} free, {a.units} needed")
+        return resource, free
+
+    def _store_claim(
+        self,
+        lease_id: str,
+        tenant: str,
+        key: str | None,
+        req: PlacementRequest,
+        req_hash: str,
+        decision: Decision,
+        principal: Principal | None,
+    ) -> None:
+        allocs = decision.allocations
+        hosts = decision.host_ids
+        backend = decision.nodes[0].host.backend_kind if decision.nodes else "static"
+        now = datetime.now(UTC)
+        try:
+            with self.db.session() as session:
+                lease = Lease(
+                    id=lease_id,
+                    tenant=tenant,
+                    idempotency_key=key,
+                    request_hash=req_hash,
+                    request=req.model_dump(mode="json"),
+                    backend=backend,
+                    allocations=[allocation_to_dict(a) for a in allocs],
+                    placement=decision.summary(),
+                    created_by=principal.actor if principal else "system",
+                    created_at=now,
+                    expires_at=now + req.duration if req.duration else None,
+                )
+                transition(session, lease, "requested", at=now)
+                session.add(lease)
+                try:
+                    session.flush()
+                except IntegrityError:
+                    raise _IdempotencyRace() from None
+                transition(session, lease, "placing", f"{len(allocs)} allocations on {', '.join(hosts)}", at=now)
+                rows = self._claim_rows(session, lease_id, tenant, allocs)
+                session.execute(insert(SliceClaim).values(claimed_at=self._now_expr(session)), rows)
+                ids = sorted({r["host_id"] for r in rows})
+                session.execute(
+                    update(HostRow)
+                    .where(HostRow.id.in_(ids))
+                    .values(placement_version=HostRow.placement_version + 1)
+                    .execution_options(synchronize_session=False)
+                )
+                transition(session, lease, "provisioning", f"claimed {len(rows)} units", at=now)
+                audit.record(
+                    session, principal, "lease.create", lease_id, "ok",
+                    {"tenant": tenant, "request": req.describe(), "hosts": hosts},
+                )  # fmt: skip
+        except IntegrityError as exc:
+            raise _StoreConflict(str(exc.orig)) from None
+        self._bump_signatures(ids)
+
+    def _bump_signatures(self, ids: Iterable[int]) -> None:
+        # Our own write: the index already reflects it, so it must not count as a foreign change at sync.
+        for hid in ids:
+            sig = self._signatures.get(hid)
+            if sig is not None:
+                self._signatures[hid] = (sig[0] + 1, *sig[1:])
+
+    # --- provisioning ----------------------------------------------------------------------------------------
+
+    def _provision(self, lease_id: str) -> None:
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id)
+            if lease is None or lease.state != "provisioning":
+                return
+            allocs = [allocation_from_dict(a) for a in lease.allocations]
+            info = _lease_info(lease, allocs)
+            try:
+                outcome = provisioner_for(lease.backend or "static").provision(info, allocs)
+            except ProvisionFailed as exc:
+                self._fail_and_release(session, lease, f"provisioning failed: {exc}")
+                return
+            if outcome.state == "ready":
+                lease.result = outcome.result
+                transition(session, lease, "ready", "provisioned")
+            else:
+                lease.reason = outcome.message
+                lease.updated_at = datetime.now(UTC)
+
+    def _fail_and_release(self, session: Session, lease: Lease, reason: str) -> None:
+        transition(session, lease, "failed", reason)
+        ids = self._release_claims(session, lease.id)
+        session.flush()
+        session.commit()
+        self._engine_release(lease.id)
+        self._bump_signatures(ids)
+
+    def _release_claims(self, session: Session, lease_id: str) -> list[int]:
+        ids = sorted(
+            set(
+                session.scalars(
+                    select(SliceClaim.host_id).where(SliceClaim.lease_id == lease_id, SliceClaim.released_at.is_(None))
+                )
+            )
+        )
+        if ids:
+            session.execute(
+                update(HostRow)
+                .where(HostRow.id.in_(ids))
+                .values(placement_version=HostRow.placement_version + 1)
+                .execution_options(synchronize_session=False)
+            )
+        session.execute(
+            update(SliceClaim)
+            .where(SliceClaim.lease_id == lease_id, SliceClaim.released_at.is_(None))
+            .values(released_at=self._now_expr(session))
+            .execution_options(synchronize_session=False)
+        )
+        return ids
+
+    def _engine_release(self, lease_id: str) -> None:
+        if lease_id in self.engine.claims:
+            self.engine.release(lease_id)
+
+    def _complete_pending(self, host_id: int) -> None:
+        """Bind MIG instances the agent created for ``provisioning`` leases on this host, then provision them."""
+        with self.db.session() as session:
+            hostname = session.scalar(select(HostRow.hostname).where(HostRow.id == host_id))
+            live = select(SliceClaim.lease_id).where(SliceClaim.host_id == host_id, SliceClaim.released_at.is_(None))
+            pending = [
+                lease.id
+                for lease in session.scalars(
+                    select(Lease).where(Lease.id.in_(live.distinct()), Lease.state == "provisioning")
+                )
+                if any(a.get("create") and not a.get("mig_uuid") and a["host"] == hostname for a in lease.allocations)
+            ]
+        changed = False
+        for lease_id in pending:
+            changed |= self._bind_instances(lease_id, host_id)
+            self._provision(lease_id)
+        if changed:
+            self._refresh([host_id])
+
+    def _bind_instances(self, lease_id: str, host_id: int) -> bool:
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id)
+            host = session.scalar(
+                select(HostRow)
+                .where(HostRow.id == host_id)
+                .options(selectinload(HostRow.devices).selectinload(Device.mig_instances))
+            )
+            if lease is None or host is None or lease.state != "provisioning":
+                return False
+            taken = _claimed_mig_uuids(session, host_id, exclude=lease_id)
+            allocs = [dict(a) for a in lease.allocations]
+            bound = False
+            for i, a in enumerate(allocs):
+                if not (a.get("create") and not a.get("mig_uuid") and a["host"] == host.hostname):
+                    continue
+                device = next((d for d in host.devices if d.uuid == a["device"]), None)
+                if device is None:
+                    continue
+                want = (a["placement"]["start"], a["placement"]["size"])
+                candidates = [
+                    m for m in device.mig_instances if m.profile == a["profile"] and m.uuid and m.uuid not in taken
+                ]
+                # The agent plans placements itself; usually where the engine chose, else any new instance.
+                candidates.sort(key=lambda m: (m.placement_start, m.placement_size) != want)
+                if not candidates:
+                    continue
+                m = candidates[0]
+                taken.add(m.uuid or "")
+                a["mig_uuid"] = m.uuid
+                if (m.placement_start, m.placement_size) != want:
+                    a["placement"] = {"start": m.placement_start, "size": m.placement_size}
+                    session.execute(
+                        update(SliceClaim)
+                        .where(
+                            SliceClaim.lease_id == lease_id,
+                            SliceClaim.allocation == i,
+                            SliceClaim.released_at.is_(None),
+                        )
+                        .values(released_at=self._now_expr(session))
+                        .execution_options(synchronize_session=False)
+                    )
+                    session.execute(
+                        insert(SliceClaim).values(claimed_at=self._now_expr(session)),
+                        [
+                            {
+                                "lease_id": lease_id, "tenant": lease.tenant, "host_id": host_id,
+                                "device_uuid": a["device"], "resource": f"mig:{a['device']}", "slot": s,
+                                "allocation": i, "kind": "mig", "model": a["model"],
+                            }
+                            for s in range(m.placement_start, m.placement_start + m.placement_size)
+                        ],
+                    )  # fmt: skip
+                bound = True
+            if bound:
+                lease.allocations = allocs
+                session.execute(
+                    update(HostRow)
+                    .where(HostRow.id == host_id)
+                    .values(placement_version=HostRow.placement_version + 1)
+                    .execution_options(synchronize_session=False)
+                )
+            return bound
+
+    # --- releasing and expiry --------------------------------------------------------------------------------
+
+    def release(self, lease_id: str, principal: Principal | None, reason: str = "released by the tenant") -> None:
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id)
+            if lease is None:
+                raise LeaseNotFound(f"lease {lease_id} not found")
+            if lease.state in TERMINAL or lease.state == "releasing":
+                return
+            if lease.state not in HOLDING:
+                raise PlacementContended(f"lease {lease_id} is {lease.state}; retry")
+            transition(session, lease, "releasing", reason)
+            allocs = [allocation_from_dict(a) for a in lease.allocations]
+            info = _lease_info(lease, allocs)
+        try:
+            provisioner_for(lease.backend or "static").release(info)
+        except Exception as exc:
+            # The backend may still hold the resources: keep the claims, so nobody else is given them.
+            with self.db.session() as session:
+                row = session.get(Lease, lease_id)
+                assert row is not None
+                transition(session, row, "failed", f"release failed: {exc}")
+                audit.record(session, principal, "lease.release", lease_id, "failed", {"error": str(exc)})
+            return
+        with self.db.session() as session:
+            row = session.get(Lease, lease_id)
+            assert row is not None
+            ids = self._release_claims(session, lease_id)
+            transition(session, row, "released", reason)
+            audit.record(session, principal, "lease.release", lease_id, "ok", {"tenant": row.tenant, "reason": reason})
+        self.stats.released += 1
+        self._engine_release(lease_id)
+        self._bump_signatures(ids)
+
+    def expire(self, now: datetime | None = None) -> list[str]:
+        """Release every lease whose ``duration`` is over; returns their ids (the lease-expiry hook)."""
+        now = now or datetime.now(UTC)
+        with self.db.session() as session:
+            ids = list(
+                session.scalars(
+                    select(Lease.id).where(
+                        Lease.expires_at.is_not(None), Lease.expires_at <= now, Lease.state.in_(HOLDING)
+                    )
+                )
+            )
+        for lid in ids:
+            try:
+                self.release(lid, None, "expired: its duration is over")
+            except Exception:
+                log.exception("could not expire lease %s", lid)
+        return ids
+
+
+def _signature(row: HostRow) -> tuple[Any, ...]:
+    return (row.placement_version, row.inventory_hash, row.status, row.admin_state, row.pool_id)
+
+
+def _lease_info(lease: Lease, allocs: list[Allocation]) -> LeaseInfo:
+    return LeaseInfo(lease.id, lease.tenant, lease.request, sorted({a.host_id for a in allocs}))
+
+
+def _claimed_mig_uuids(session: Session, host_id: int, *, exclude: str) -> set[str]:
+    live = select(SliceClaim.lease_id).where(SliceClaim.host_id == host_id, SliceClaim.released_at.is_(None))
+    out: set[str] = set()
+    for lease in session.scalars(select(Lease).where(Lease.id.in_(live.distinct()), Lease.id != exclude)):
+        out |= {a["mig_uuid"] for a in lease.allocations if a.get("mig_uuid")}
+    return out
+
+
+def usage_by_kind_model(session: Session, tenant: str) -> dict[tuple[str, str], int]:
+    """Live units per (kind, model) for a tenant; MIG counts instances, not memory slices."""
+    rows = session.execute(
+        select(SliceClaim.kind, SliceClaim.model, SliceClaim.lease_id, SliceClaim.allocation, func.count())
+        .where(SliceClaim.tenant == tenant, SliceClaim.released_at.is_(None))
+        .group_by(SliceClaim.kind, SliceClaim.model, SliceClaim.lease_id, SliceClaim.allocation)
+    ).all()
+    out: dict[tuple[str, str], int] = {}
+    for kind, model, _lid, _alloc, n in rows:
+        out[(kind, model)] = out.get((kind, model), 0) + (1 if kind == "mig" else int(n))
+    return out
+
+
+def expiry_after(duration_s: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=duration_s)

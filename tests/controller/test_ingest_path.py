@@ -1,0 +1,130 @@
+"""Functional guards for the optimised ingest path: the auth cache, the batched heartbeat ``last_seen``
+and device rows left alone by unchanged reports (see controller/fleet/ingest.py, controller/auth/cache.py)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from controller.auth.cache import AUTH_CACHE
+from controller.fleet.ingest import LastSeenBuffer
+from controller.jobs.sweeper import sweep_unreachable
+from controller.store.models import AgentCredential, Device, Host
+from drivers.contract.protocol import Heartbeat, inventory_content_hash
+
+from .conftest import Controller
+from .helpers import assert_problem, register, report, synthetic_inventory
+
+
+def _heartbeat(client: httpx.Client, hostname: str, credential: str, generation: int = 1) -> httpx.Response:
+    inv = synthetic_inventory(hostname)
+    body = Heartbeat(generation=generation, inventory_hash=inventory_content_hash(inv)).model_dump(mode="json")
+    return client.post(f"/v1/agents/{hostname}/heartbeat", json=body, headers={"Authorization": f"Bearer {credential}"})
+
+
+@pytest.fixture
+def short_auth_ttl() -> Iterator[float]:
+    before = AUTH_CACHE.ttl_s
+    AUTH_CACHE.ttl_s = 0.5
+    try:
+        yield 0.5
+    finally:
+        AUTH_CACHE.ttl_s = before
+
+
+def test_rotated_credential_refused_at_once(controller: Controller) -> None:
+    with controller.client() as client:
+        old = register(client, controller.bootstrap_token, "rot-1")
+        assert report(client, old, synthetic_inventory("rot-1"), 1).status_code == 200
+        assert _heartbeat(client, "rot-1", old).status_code == 200  # now cached
+        new = register(client, controller.bootstrap_token, "rot-1")  # rotation revokes `old` in this process
+        assert_problem(_heartbeat(client, "rot-1", old), 401, "unauthorized")
+        assert _heartbeat(client, "rot-1", new).status_code == 200
+        # a wrong secret with a cached key id never hits the cache
+        key_prefix = new.rsplit("_", 1)[0]
+        assert_problem(_heartbeat(client, "rot-1", key_prefix + "_" + "x" * 43), 401, "unauthorized")
+
+
+def test_credential_revoked_elsewhere_refused_within_ttl(controller: Controller, short_auth_ttl: float) -> None:
+    with controller.client() as client:
+        cred = register(client, controller.bootstrap_token, "rev-1")
+        assert report(client, cred, synthetic_inventory("rev-1"), 1).status_code == 200
+        assert _heartbeat(client, "rev-1", cred).status_code == 200
+        # Another process (CLI, another worker) revokes it: plain SQL, no ORM event in this process.
+        with controller.db.engine.begin() as conn:
+            conn.execute(update(AgentCredential).values(revoked_at=datetime.now(UTC)))
+        time.sleep(short_auth_ttl + 0.1)
+        assert_problem(_heartbeat(client, "rev-1", cred), 401, "unauthorized")
+
+
+def test_deleted_host_credential_refused_at_once(controller: Controller) -> None:
+    with controller.client() as client, controller.admin() as api:
+        cred = register(client, controller.bootstrap_token, "del-1")
+        assert report(client, cred, synthetic_inventory("del-1"), 1).status_code == 200
+        assert _heartbeat(client, "del-1", cred).status_code == 200
+        assert api.delete("/v1/hosts/del-1").status_code == 204
+        assert_problem(_heartbeat(client, "del-1", cred), 401, "unauthorized")
+
+
+def test_heartbeat_last_seen_reaches_the_sweeper(controller: Controller) -> None:
+    buffer: LastSeenBuffer = controller.server.app.state.last_seen
+    with controller.client() as client:
+        cred = register(client, controller.bootstrap_token, "hb-1")
+        assert report(client, cred, synthetic_inventory("hb-1"), 1).status_code == 200
+        stale = datetime.now(UTC) - timedelta(seconds=600)
+        with controller.db.engine.begin() as conn:
+            conn.execute(update(Host).where(Host.hostname == "hb-1").values(last_seen=stale))
+        before = datetime.now(UTC)
+        assert _heartbeat(client, "hb-1", cred).status_code == 200
+        buffer.flush()  # what the flusher thread does every last_seen_flush_s
+        with controller.db.session() as session:
+            seen = session.scalar(select(Host.last_seen).where(Host.hostname == "hb-1"))
+        assert seen is not None and seen >= before - timedelta(seconds=1)
+        assert "hb-1" not in sweep_unreachable(controller.db, 60)
+        # An older stamp never moves last_seen backwards.
+        with controller.db.session() as session:
+            host_id = session.scalar(select(Host.id).where(Host.hostname == "hb-1"))
+        assert host_id is not None
+        buffer.touch(host_id, stale)
+        buffer.flush()
+        with controller.db.session() as session:
+            assert session.scalar(select(Host.last_seen).where(Host.id == host_id)) == seen
+
+
+def test_heartbeat_of_unreachable_host_is_ready_at_once(controller: Controller) -> None:
+    with controller.client() as client, controller.admin() as api:
+        cred = register(client, controller.bootstrap_token, "hb-2")
+        assert report(client, cred, synthetic_inventory("hb-2"), 1).status_code == 200
+        later = datetime.now(UTC) + timedelta(seconds=600)
+        assert sweep_unreachable(controller.db, 60, now=later) == ["hb-2"]
+        assert _heartbeat(client, "hb-2", cred).status_code == 200  # no flush needed for a status change
+        assert api.get("/v1/hosts/hb-2").json()["status"] == "ready"
+
+
+def test_unchanged_report_leaves_device_rows_alone(controller: Controller) -> None:
+    def devices() -> dict[str, tuple[int, datetime, str]]:
+        with controller.db.session() as session:
+            return {d.uuid: (d.id, d.updated_at, d.health) for d in session.scalars(select(Device))}
+
+    with controller.client() as client:
+        cred = register(client, controller.bootstrap_token, "inv-1")
+        assert report(client, cred, synthetic_inventory("inv-1", gpus=4), 1).json()["outcome"] == "stored"
+        first = devices()
+        assert len(first) == 4
+        time.sleep(0.01)
+        assert report(client, cred, synthetic_inventory("inv-1", gpus=4), 2).json()["outcome"] == "unchanged"
+        assert devices() == first
+        # a content change rewrites the host; device rows whose values are unchanged keep their stamp
+        changed = synthetic_inventory("inv-1", gpus=4)
+        changed.gpus[0].health.state = "degraded"
+        assert report(client, cred, changed, 3).json()["outcome"] == "stored"
+        after = devices()
+        assert {u: v[0] for u, v in after.items()} == {u: v[0] for u, v in first.items()}  # ids stable
+        assert after["GPU-inv-1-0"][2] == "degraded" and after["GPU-inv-1-0"][1] > first["GPU-inv-1-0"][1]
+        for uuid in ("GPU-inv-1-1", "GPU-inv-1-2", "GPU-inv-1-3"):
+            assert after[uuid] == first[uuid]

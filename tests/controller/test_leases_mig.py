@@ -1,0 +1,87 @@
+"""On-demand MIG end to end: a simulated a100-80gb-4x agent in a pool whose policy enables MIG (no instances)
+and allows on-demand creation. A lease for a 3g.40gb stays ``provisioning`` until the agent, told through its
+desired state, creates the instance and reports it; then it is ``ready`` with the MIG UUID. Releasing it
+removes the instance from the desired state and the agent destroys it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.runner import AgentConfig, AgentRunner
+from tests.controller.conftest import Controller
+from tests.controller.helpers import assert_problem
+
+MIG_ENABLED = {
+    "version": "v1",
+    "mig-configs": {"all-enabled": [{"devices": "all", "mig-enabled": True, "mig-devices": {}}]},
+}
+
+
+def test_on_demand_mig_lease_end_to_end(controller: Controller, tmp_path: Path) -> None:
+    agent = AgentRunner(
+        AgentConfig(
+            controller_url=controller.url,
+            state_file=tmp_path / "agent" / "state.json",
+            bootstrap_token=controller.bootstrap_token,
+            sim="a100-80gb-4x",
+            sim_state=tmp_path / "sim-state.json",
+            hostname="mig-a100",
+        )
+    )
+    agent.cycle()
+    with controller.admin() as admin:
+        policy = {"mig": {"config": MIG_ENABLED, "selected": "all-enabled"}, "on_demand_mig": True}
+        assert admin.post("/v1/pools", json={"name": "mig-pool", "policy": policy}).status_code == 201
+        assert admin.put("/v1/hosts/mig-a100/pool", json={"pool": "mig-pool"}).status_code == 200
+    agent.cycle()
+    with controller.admin() as admin:
+        devices = admin.get("/v1/hosts/mig-a100").json()["devices"]
+        assert all(d["mig_mode"] == "enabled" and not d["mig_instances"] for d in devices)
+
+    request = {"slices": [{"kind": "mig", "profile": "3g.40gb", "model": "A100"}]}
+    with controller.client(controller.tenant_token) as api:
+        dry = api.post("/v1/placements:dry-run", json=request).json()
+        assert dry["actions"] and dry["actions"][0]["action"] == "create-mig-instance"
+        created = api.post("/v1/leases", json=request, headers={"Idempotency-Key": "mig-1"})
+        assert created.status_code == 201, created.text
+        lease = created.json()
+        assert lease["state"] == "provisioning" and "waiting for the agent" in lease["reason"]
+        alloc = lease["allocations"][0]
+        assert alloc["create"] is True and alloc["mig_uuid"] is None and alloc["profile"] == "3g.40gb"
+        # The same GPU memory cannot be promised twice while the instance is pending: 4 GPUs x 2 x 3g.40gb.
+        others = [api.post("/v1/leases", json=request) for _ in range(7)]
+        assert all(r.status_code == 201 for r in others), [r.text for r in others]
+        assert_problem(api.post("/v1/leases", json=request), 409, "no-capacity")
+        for r in others:
+            assert api.delete(f"/v1/leases/{r.json()['id']}").json()["state"] == "released"
+
+    reply = agent.cycle()  # the desired state now asks for the instance; the agent creates and reports it
+    assert reply.desired.mig is not None and reply.desired.mig.selected == "all-enabled+leases"
+    assert [s.lease for s in reply.desired.leases] == [lease["id"]]
+    agent.cycle()
+    with controller.client(controller.tenant_token) as api:
+        ready = api.get(f"/v1/leases/{lease['id']}").json()
+    assert ready["state"] == "ready", ready
+    mig_uuid = ready["allocations"][0]["mig_uuid"]
+    assert mig_uuid.startswith("MIG-")
+    assert ready["result"]["cuda_visible_devices"] == mig_uuid
+    assert ready["result"]["nodes"][0]["mig_devices"] == [mig_uuid]
+    assert [t["to_state"] for t in ready["transitions"]][-2:] == ["provisioning", "ready"]
+    with controller.admin() as admin:
+        devices = admin.get("/v1/hosts/mig-a100").json()["devices"]
+        instances = [m for d in devices for m in d["mig_instances"]]
+        assert [(m["profile"], m["uuid"]) for m in instances] == [("3g.40gb", mig_uuid)]
+        assert next(d for d in devices if d["uuid"] == alloc["device"])["mig_instances"][0]["uuid"] == mig_uuid
+
+    with controller.client(controller.tenant_token) as api:
+        assert api.delete(f"/v1/leases/{lease['id']}").json()["state"] == "released"
+    reply = agent.cycle()
+    assert reply.desired.leases == []
+    agent.cycle()
+    with controller.admin() as admin:
+        devices = admin.get("/v1/hosts/mig-a100").json()["devices"]
+        assert all(not d["mig_instances"] for d in devices), devices
+    with controller.client(controller.tenant_token) as api:
+        # Full capacity again: eight 3g.40gb across the four GPUs.
+        plan = api.post("/v1/placements:dry-run", json={"slices": [{"kind": "mig", "profile": "3g.40gb", "count": 8}]})
+        assert plan.status_code == 200, plan.text
