@@ -21,20 +21,34 @@ from agent.mig.config import MigError
 from agent.sharing.apply import apply_sharing
 from agent.sharing.config import parse_config
 from agent.sharing.errors import SharingError
+from drivers.contract.inventory import Inventory
 from drivers.contract.protocol import AppliedState, DesiredState, MigDesired, SharingDesired
 
 log = logging.getLogger("gpufabric.agent.converge")
 
 
-def _apply_mig(mig: MigDesired, sim_host: Any | None) -> tuple[bool, str]:
+def leased_instances(desired: DesiredState, inventory: Inventory) -> dict[int, set[int]]:
+    """GPU index -> GPU-instance ids that the desired state's leases hold (found by MIG UUID)."""
+    held = {s.mig_uuid for s in desired.leases if s.mig_uuid}
+    out: dict[int, set[int]] = {}
+    for gpu in inventory.gpus:
+        for m in gpu.mig_instances:
+            if m.uuid and m.uuid in held:
+                out.setdefault(gpu.index, set()).add(m.gpu_instance_id)
+    return out
+
+
+def _apply_mig(mig: MigDesired, sim_host: Any | None, leased: dict[int, set[int]]) -> tuple[bool, str]:
     document = yaml.safe_dump(mig.config, sort_keys=False)
-    report: MigApplyReport = apply_mig_document(document, mig.selected, source="controller desired state")
+    report: MigApplyReport = apply_mig_document(
+        document, mig.selected, source="controller desired state", leased=leased
+    )
     if report.pending_reset and sim_host is not None:
         for gpu in report.gpus:
             if gpu.status == "pending-reset":
                 log.info("simulated host: resetting GPU %d to apply its MIG mode change", gpu.index)
                 sim_host.reset_gpu(gpu.index)
-        report = apply_mig_document(document, mig.selected, source="controller desired state")
+        report = apply_mig_document(document, mig.selected, source="controller desired state", leased=leased)
     if report.converged:
         changed = sum(1 for g in report.gpus if g.status == "changed")
         return True, f"mig {mig.selected}: converged ({changed} GPU(s) changed)"
@@ -52,13 +66,19 @@ def _apply_sharing(sharing: SharingDesired, state_dir: Path) -> tuple[bool, str]
     return True, f"sharing {report.strategy}: {'changed' if report.changed else 'unchanged'}"
 
 
-def apply_desired(desired: DesiredState, *, sim_host: Any | None, state_dir: Path) -> AppliedState:
-    """Apply MIG then sharing; never raises for a config the host cannot take — it says so instead."""
+def apply_desired(
+    desired: DesiredState, *, sim_host: Any | None, state_dir: Path, inventory: Inventory | None = None
+) -> AppliedState:
+    """Apply MIG then sharing; never raises for a config the host cannot take — it says so instead.
+
+    ``inventory`` (this cycle's) finds the MIG instances the desired state's leases hold, which are kept.
+    """
     messages: list[str] = []
     ok = True
     if desired.mig is not None:
         try:
-            step_ok, message = _apply_mig(desired.mig, sim_host)
+            leased = leased_instances(desired, inventory) if inventory is not None else {}
+            step_ok, message = _apply_mig(desired.mig, sim_host, leased)
         except MigError as exc:
             step_ok, message = False, f"mig {desired.mig.selected}: {exc}"
         ok &= step_ok

@@ -216,7 +216,10 @@ class AgentRunner:
             if self.state.applied is None or self.state.applied.revision != reply.desired.revision:
                 log.info("converging on desired state %s", reply.desired.revision)
                 self.state.applied = apply_desired(
-                    reply.desired, sim_host=sim_host, state_dir=self.config.state_file.parent / "sharing"
+                    reply.desired,
+                    sim_host=sim_host,
+                    state_dir=self.config.state_file.parent / "sharing",
+                    inventory=inventory,
                 )
                 if self.state.applied.ok:
                     self.state.sharing = reply.desired.sharing.config if reply.desired.sharing else None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ctypes
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -166,8 +166,12 @@ def observe_gpu(index: int, handle: Any) -> ObservedGpu:
     return gpu
 
 
-def observe(handles: Sequence[Any] | None = None) -> list[ObservedGpu]:
+def observe(handles: Sequence[Any] | None = None, leased: Mapping[int, Set[int]] | None = None) -> list[ObservedGpu]:
     """Observe every GPU (``handles`` in index order; default: all GPUs NVML sees).
+
+    ``leased`` maps a GPU index to the GPU-instance ids a controller lease holds: the planner keeps those
+    like instances with running processes, so releasing one lease never destroys another lease's instance
+    of the same profile.
 
     NVML lists GPU-instance profiles only while MIG mode is on. A GPU with MIG off borrows the
     table of another GPU of the same model on this host that has it on, so a config can be
@@ -175,6 +179,10 @@ def observe(handles: Sequence[Any] | None = None) -> list[ObservedGpu]:
     """
     handles = gpu_handles() if handles is None else handles
     gpus = [observe_gpu(i, h) for i, h in enumerate(handles)]
+    for gpu in gpus:
+        held = (leased or {}).get(gpu.index, set())
+        for gi in gpu.instances:
+            gi.leased = gi.gpu_instance_id in held
     for gpu in gpus:
         if gpu.mig_capable and gpu.profiles is None:
             donor = next((g for g in gpus if g.pci_device_id == gpu.pci_device_id and g.profiles), None)
@@ -321,7 +329,12 @@ def _run_gpu(handle: Any, plan: GpuPlan, log: list[ExecutedOperation]) -> str | 
 
 
 def converge_mig(
-    config: MigPartedConfig, name: str, *, force: bool = False, handles: Sequence[Any] | None = None
+    config: MigPartedConfig,
+    name: str,
+    *,
+    force: bool = False,
+    handles: Sequence[Any] | None = None,
+    leased: Mapping[int, Set[int]] | None = None,
 ) -> MigApplyReport:
     """Bring every GPU to config ``name``, then report what was done and what the GPUs now hold.
 
@@ -334,7 +347,7 @@ def converge_mig(
     executed: dict[int, list[ExecutedOperation]] = {i: [] for i in range(len(handles))}
     errors: dict[int, str] = {}
     for _ in range(MAX_ROUNDS):
-        plan = plan_mig(config, name, observe(handles), force=force)
+        plan = plan_mig(config, name, observe(handles, leased), force=force)
         work = [
             g
             for g in plan.gpus
@@ -348,7 +361,7 @@ def converge_mig(
             error = _run_gpu(handles[gpu_plan.index], gpu_plan, executed[gpu_plan.index])
             if error:
                 errors[gpu_plan.index] = error
-    final_gpus = observe(handles)
+    final_gpus = observe(handles, leased)
     final = plan_mig(config, name, final_gpus, force=force)
     results = []
     for gpu, gpu_plan in zip(final_gpus, final.gpus, strict=True):
@@ -381,7 +394,13 @@ def converge_mig(
 
 
 def apply_mig_document(
-    document: str, name: str, *, force: bool = False, source: str = "<desired state>"
+    document: str,
+    name: str,
+    *,
+    force: bool = False,
+    source: str = "<desired state>",
+    leased: Mapping[int, Set[int]] | None = None,
 ) -> MigApplyReport:
-    """Controller entry point: a mig-parted document (text, as the controller sends it) + selected name."""
-    return converge_mig(parse_mig_config(document, source), name, force=force)
+    """Controller entry point: a mig-parted document (text, as the controller sends it) + selected name;
+    ``leased``: GPU index -> GPU-instance ids held by leases (kept, see :func:`observe`)."""
+    return converge_mig(parse_mig_config(document, source), name, force=force, leased=leased)

@@ -60,15 +60,18 @@ class ObservedGi(_Model):
     placement: Placement
     compute_instances: list[ObservedCi] = Field(default_factory=list)
     processes: list[int] = Field(default_factory=list, description="PIDs running on this instance")
+    leased: bool = Field(False, description="a controller lease holds this instance (kept like a busy one)")
 
     @property
     def busy(self) -> bool:
-        return bool(self.processes)
+        return bool(self.processes) or self.leased
 
     def describe(self) -> str:
         text = f"GI {self.gpu_instance_id} ({self.profile} at {_span(self.placement)})"
         if self.processes:
             text += f" with running processes (pid {', '.join(str(p) for p in self.processes)})"
+        if self.leased:
+            text += " held by a lease"
         return text
 
 

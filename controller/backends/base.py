@@ -4,7 +4,12 @@ The lease service calls ``provision`` after the store has claimed the allocation
 gives them back. ``provision`` may be called again for a lease that is still ``provisioning`` (e.g. after the
 host's agent reported a MIG instance created on demand); it must be idempotent. It answers ``ready`` with
 what the tenant needs, ``pending`` while something outside (an agent, a cloud) still has to act, or raises
-:class:`ProvisionFailed`, after which the lease fails and its claims are released.
+:class:`ProvisionFailed`, after which the lease fails and its claims are released, or :class:`TryElsewhere`
+(e.g. Nova's "No valid host"), after which the lease service releases the claims, excludes the hosts it was
+given and places the lease again (up to ``MAX_CANDIDATES`` times) before the lease fails.
+
+A backend is made per use by its factory, which is given the store (:class:`controller.store.db.Database`):
+backends that keep per-lease records (EKS nodegroups, Ironic nodes, Nova servers) read and write through it.
 """
 
 from __future__ import annotations
@@ -14,10 +19,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from controller.placement import Allocation
+from controller.store.db import Database
 
 
 class ProvisionFailed(Exception):
     """The backend could not provide the claimed allocations (the lease fails with this message)."""
+
+
+class TryElsewhere(ProvisionFailed):
+    """These hosts cannot take the lease now (capacity gone, no valid host): place it again without them.
+
+    ``hosts`` names the placement hosts to exclude (default: every host the lease was given).
+    """
+
+    def __init__(self, message: str, hosts: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.hosts = hosts
 
 
 @dataclass(frozen=True)
@@ -48,25 +65,27 @@ class ProvisioningBackend(Protocol):
     def release(self, lease: LeaseInfo) -> None: ...
 
 
-_PROVISIONERS: dict[str, Callable[[], ProvisioningBackend]] = {}
+ProvisionerFactory = Callable[[Database], ProvisioningBackend]
+
+_PROVISIONERS: dict[str, ProvisionerFactory] = {}
 
 
 class NoProvisioner(ProvisionFailed):
     pass
 
 
-def register_provisioner(kind: str, factory: Callable[[], ProvisioningBackend]) -> None:
+def register_provisioner(kind: str, factory: ProvisionerFactory) -> None:
     _PROVISIONERS[kind] = factory
 
 
-def provisioner_for(kind: str) -> ProvisioningBackend:
+def provisioner_for(kind: str, db: Database) -> ProvisioningBackend:
     try:
         factory = _PROVISIONERS[kind]
     except KeyError:
         raise NoProvisioner(
             f"no provisioning for backend kind {kind!r} yet (available: {', '.join(sorted(_PROVISIONERS))})"
         ) from None
-    return factory()
+    return factory(db)
 
 
 def provisioner_kinds() -> list[str]:

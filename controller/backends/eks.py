@@ -383,17 +383,4 @@ def waiting_leases(session: Session) -> list[str]:
     return list(session.scalars(select(Lease.id).where(Lease.backend == "eks", Lease.state == "provisioning")))
 
 
-_BOUND: dict[str, Database] = {}
-
-
-def bind(db: Database) -> None:
-    """Point the ``eks`` provisioner at this app's store (the backend interface's factory takes no arguments)."""
-    _BOUND["db"] = db
-    register_provisioner("eks", _factory)
-
-
-def _factory() -> EksBackend:
-    db = _BOUND.get("db")
-    if db is None:
-        raise EksBackendError("the eks backend is not bound to a store (controller.backends.eks.bind)")
-    return EksBackend(db)
+register_provisioner("eks", EksBackend)

@@ -57,7 +57,7 @@ class LeaseHooks(Protocol):
 
     def hosts_changed(self, hostnames: Any) -> None: ...
 
-    def _provision(self, lease_id: str) -> None: ...
+    def reprovision(self, lease_id: str) -> None: ...
 
 
 @dataclass
@@ -487,16 +487,14 @@ def run_sync(db: Database, name: str, leases: LeaseHooks | None = None) -> SyncR
         waiting = eks_backend.waiting_leases(session)
     for lease_id in waiting:
         try:
-            # The lease service's own step (re-entrant by the backend contract); see the report to the lead.
-            leases._provision(lease_id)
+            leases.reprovision(lease_id)
         except Exception:
             log.exception("provisioning lease %s again failed", lease_id)
     return report
 
 
 def install(registry: HookRegistry, leases: LeaseHooks, db: Database) -> None:
-    """Bind the ``eks`` provisioner to this app's store and register the backend-sync hook (once)."""
-    eks_backend.bind(db)
+    """Register the EKS backend-sync hook (once)."""
     if "backend-sync:eks" in registry.hooks:
         return
 

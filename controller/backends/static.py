@@ -61,4 +61,4 @@ class StaticBackend:
         return None
 
 
-register_provisioner("static", StaticBackend)
+register_provisioner("static", lambda _db: StaticBackend())

@@ -47,3 +47,10 @@ class PlacementContended(LeaseError):
 class InvalidLeaseRequest(LeaseError):
     status = 422
     slug = "validation-error"
+
+
+class QuotaExceeded(LeaseError):
+    """The store's quota check after the claim: the tenant's usage (with a concurrent lease) is over a quota."""
+
+    status = 403
+    slug = "quota-exceeded"

@@ -32,13 +32,14 @@ from sqlalchemy.orm import Session, selectinload
 from controller import audit
 from controller.auth.tokens import Principal
 from controller.backends import static as _static  # noqa: F401  (registers the static provisioner)
-from controller.backends.base import LeaseInfo, ProvisionFailed, provisioner_for
+from controller.backends.base import LeaseInfo, ProvisionFailed, TryElsewhere, provisioner_for
 from controller.leases.errors import (
     IdempotencyKeyReused,
     InvalidLeaseRequest,
     LeaseNotFound,
     LeaseRefused,
     PlacementContended,
+    QuotaExceeded,
 )
 from controller.leases.fleet import (
     allocation_from_dict,
@@ -64,6 +65,8 @@ from controller.store.models import Host as HostRow
 log = logging.getLogger("gpufabric.leases")
 
 MAX_ATTEMPTS = 8
+# How many times a lease whose backend said "try elsewhere" (e.g. Nova's No valid host) is placed again.
+MAX_CANDIDATES = 3
 SYNC_INTERVAL_S = 1.0
 REFUSAL_SYNC_INTERVAL_S = 0.2
 
@@ -242,13 +245,21 @@ class LeaseService:
             message = f"{where}: {first['msg']}" if where else str(first["msg"])
             raise InvalidLeaseRequest(message, errors=errors) from None
 
-    def _decide(self, req: PlacementRequest, tenant: str, *, dry_run: bool = False, explain: bool = False) -> Decision:
+    def _decide(
+        self,
+        req: PlacementRequest,
+        tenant: str,
+        *,
+        dry_run: bool = False,
+        explain: bool = False,
+        exclude: frozenset[str] = frozenset(),
+    ) -> Decision:
         self.sync()
         self._load_quota(tenant)
         try:
-            out = self.engine.decide(req, tenant, dry_run=dry_run, explain=explain)
+            out = self.engine.decide(req, tenant, dry_run=dry_run, explain=explain, exclude=exclude)
             if isinstance(out, Refusal) and self.sync(min_interval_s=REFUSAL_SYNC_INTERVAL_S):
-                out = self.engine.decide(req, tenant, dry_run=dry_run, explain=explain)
+                out = self.engine.decide(req, tenant, dry_run=dry_run, explain=explain, exclude=exclude)
         finally:
             self._quota_ctx.limits = None
         if isinstance(out, Refusal):
@@ -412,8 +423,8 @@ class LeaseService:
                     request_hash=req_hash,
                     request=req.model_dump(mode="json"),
                     backend=backend,
-                    allocations=[allocation_to_dict(a) for a in allocs],
-                    placement=decision.summary(),
+                    allocations=[],
+                    placement={},
                     created_by=principal.actor if principal else "system",
                     created_at=now,
                     expires_at=now + req.duration if req.duration else None,
@@ -425,16 +436,7 @@ class LeaseService:
                 except IntegrityError:
                     raise _IdempotencyRace() from None
                 transition(session, lease, "placing", f"{len(allocs)} allocations on {', '.join(hosts)}", at=now)
-                rows = self._claim_rows(session, lease_id, tenant, allocs)
-                session.execute(insert(SliceClaim).values(claimed_at=self._now_expr(session)), rows)
-                ids = sorted({r["host_id"] for r in rows})
-                session.execute(
-                    update(HostRow)
-                    .where(HostRow.id.in_(ids))
-                    .values(placement_version=HostRow.placement_version + 1)
-                    .execution_options(synchronize_session=False)
-                )
-                transition(session, lease, "provisioning", f"claimed {len(rows)} units", at=now)
+                ids = self._insert_claims(session, lease, decision, at=now)
                 audit.record(
                     session, principal, "lease.create", lease_id, "ok",
                     {"tenant": tenant, "request": req.describe(), "hosts": hosts},
@@ -442,6 +444,53 @@ class LeaseService:
         except IntegrityError as exc:
             raise _StoreConflict(str(exc.orig)) from None
         self._bump_signatures(ids)
+
+    def _insert_claims(self, session: Session, lease: Lease, decision: Decision, *, at: datetime) -> list[int]:
+        """Claim ``decision`` for ``lease`` (state ``placing``) in this transaction, check the tenant's quotas
+        against the store and move the lease to ``provisioning``; returns the host ids whose version moved."""
+        allocs = decision.allocations
+        rows = self._claim_rows(session, lease.id, lease.tenant, allocs)
+        session.execute(insert(SliceClaim).values(claimed_at=self._now_expr(session)), rows)
+        ids = sorted({r["host_id"] for r in rows})
+        session.execute(
+            update(HostRow)
+            .where(HostRow.id.in_(ids))
+            .values(placement_version=HostRow.placement_version + 1)
+            .execution_options(synchronize_session=False)
+        )
+        self._enforce_quotas(session, lease.tenant)
+        lease.allocations = [allocation_to_dict(a) for a in allocs]
+        kept = {k: v for k, v in (lease.placement or {}).items() if k in ("tried_hosts", "failed_attempts")}
+        lease.placement = {**decision.summary(), **kept}
+        lease.backend = decision.nodes[0].host.backend_kind if decision.nodes else "static"
+        transition(session, lease, "provisioning", f"claimed {len(rows)} units", at=at)
+        return ids
+
+    def _enforce_quotas(self, session: Session, tenant: str) -> None:
+        """The store's word on quotas, after this transaction's claims: the engine's check ran on usage read
+        before the decision, which a concurrent claim by the same tenant (on any replica) may have changed.
+
+        The tenant's quota rows are locked (``FOR UPDATE`` on PostgreSQL; SQLite serialises writers) so two
+        claims by one tenant are counted one after the other; the loser's transaction is rolled back whole.
+        """
+        quotas = list(session.scalars(select(Quota).where(Quota.tenant == tenant).order_by(Quota.id).with_for_update()))
+        if not quotas:
+            return
+        usage = usage_by_kind_model(session, tenant)
+        for q in quotas:
+            used = (
+                sum(n for (k, _m), n in usage.items() if k == q.kind)
+                if q.model == "*"
+                else usage.get((q.kind, q.model), 0)
+            )
+            if used > q.limit:
+                name = f"{q.kind}:{q.model}"
+                raise QuotaExceeded(
+                    f"the request would exceed quota {name} (limit {q.limit}, {used} with this request); "
+                    "a concurrent lease of this tenant took the rest",
+                    quota=name,
+                    limit=q.limit,
+                )
 
     def _bump_signatures(self, ids: Iterable[int]) -> None:
         # Our own write: the index already reflects it, so it must not count as a foreign change at sync.
@@ -452,7 +501,13 @@ class LeaseService:
 
     # --- provisioning ----------------------------------------------------------------------------------------
 
+    def reprovision(self, lease_id: str) -> None:
+        """Ask the lease's backend again (idempotent): for a ``provisioning`` lease after something outside
+        moved (an agent reported, a node registered, the controller restarted); any other state is left alone."""
+        self._provision(lease_id)
+
     def _provision(self, lease_id: str) -> None:
+        relocate: TryElsewhere | None = None
         with self.db.session() as session:
             lease = session.get(Lease, lease_id)
             if lease is None or lease.state != "provisioning":
@@ -460,16 +515,91 @@ class LeaseService:
             allocs = [allocation_from_dict(a) for a in lease.allocations]
             info = _lease_info(lease, allocs)
             try:
-                outcome = provisioner_for(lease.backend or "static").provision(info, allocs)
+                outcome = provisioner_for(lease.backend or "static", self.db).provision(info, allocs)
+            except TryElsewhere as exc:
+                relocate = exc
             except ProvisionFailed as exc:
                 self._fail_and_release(session, lease, f"provisioning failed: {exc}")
                 return
-            if outcome.state == "ready":
-                lease.result = outcome.result
-                transition(session, lease, "ready", "provisioned")
             else:
-                lease.reason = outcome.message
-                lease.updated_at = datetime.now(UTC)
+                if outcome.state == "ready":
+                    lease.result = outcome.result
+                    transition(session, lease, "ready", "provisioned")
+                else:
+                    lease.reason = outcome.message
+                    lease.updated_at = datetime.now(UTC)
+                return
+        self._relocate(lease_id, relocate)
+
+    def _relocate(self, lease_id: str, why: TryElsewhere) -> None:
+        """The backend could not use the hosts it was given: give the claims back and place the lease again,
+        without those hosts (and the ones tried before); after ``MAX_CANDIDATES`` tries, or when nothing else
+        fits, the lease fails with every reason on record."""
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id)
+            if lease is None or lease.state != "provisioning":
+                return
+            given = sorted({a["host"] for a in lease.allocations})
+            placement = dict(lease.placement or {})
+            tried = sorted(set(placement.get("tried_hosts", [])) | set(why.hosts or given))
+            attempts = [*placement.get("failed_attempts", []), {"hosts": given, "reason": str(why)}]
+            placement.update(tried_hosts=tried, failed_attempts=attempts)
+            lease.placement = placement
+            req = parse_request(lease.request)
+            tenant = lease.tenant
+            ids = self._release_claims(session, lease_id)
+            if len(attempts) >= MAX_CANDIDATES:
+                transition(session, lease, "failed", f"provisioning failed on {len(attempts)} candidates; last: {why}")
+                session.flush()
+                session.commit()
+                self._engine_release(lease_id)
+                self._bump_signatures(ids)
+                return
+            transition(session, lease, "placing", f"{', '.join(given)}: {why}; trying another candidate")
+        self._engine_release(lease_id)
+        self._bump_signatures(ids)
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                decision = self._decide(req, tenant, exclude=frozenset(tried))
+            except LeaseRefused as exc:
+                self._fail_placing(lease_id, f"provisioning failed on {', '.join(given)} ({why}); {exc.detail}")
+                return
+            try:
+                claim = self.engine.claim(decision, lease_id)
+            except ClaimConflict:
+                self.stats.conflicts_retried += 1
+                continue
+            try:
+                with self.db.session() as session:
+                    lease = session.get(Lease, lease_id)
+                    if lease is None or lease.state != "placing":
+                        self.engine.release(claim)
+                        return
+                    ids = self._insert_claims(session, lease, decision, at=datetime.now(UTC))
+            except IntegrityError:
+                self.engine.release(claim)
+                self.stats.conflicts_retried += 1
+                self._refresh(self._ids_of(decision.host_ids))
+                continue
+            except QuotaExceeded as exc:
+                self.engine.release(claim)
+                self._fail_placing(lease_id, exc.detail)
+                return
+            except BaseException:
+                self.engine.release(claim)
+                raise
+            self._bump_signatures(ids)
+            self._provision(lease_id)
+            return
+        self._fail_placing(
+            lease_id, f"every one of {MAX_ATTEMPTS} attempts to place it again lost to a concurrent claim"
+        )
+
+    def _fail_placing(self, lease_id: str, reason: str) -> None:
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id)
+            if lease is not None and lease.state == "placing":
+                transition(session, lease, "failed", reason)
 
     def _fail_and_release(self, session: Session, lease: Lease, reason: str) -> None:
         transition(session, lease, "failed", reason)
@@ -604,7 +734,7 @@ class LeaseService:
             allocs = [allocation_from_dict(a) for a in lease.allocations]
             info = _lease_info(lease, allocs)
         try:
-            provisioner_for(lease.backend or "static").release(info)
+            provisioner_for(lease.backend or "static", self.db).release(info)
         except Exception as exc:
             # The backend may still hold the resources: keep the claims, so nobody else is given them.
             with self.db.session() as session:

@@ -3,8 +3,9 @@
 ::
 
     requested -> placing -> provisioning -> ready -> releasing -> released
-                    |            |  \\____________________/^         |
-                    v            v   (cancel while provisioning)     v
+                    |   ^        |  \\____________________/^         |
+                    |   +--------+  (cancel while provisioning)      |
+                    v   (try the next candidate)                     v
                   failed       failed                              failed
 
 ``failed`` carries a reason. Anything not in :data:`TRANSITIONS` raises :class:`IllegalTransition`.
@@ -27,7 +28,8 @@ TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
     "requested": frozenset({"placing"}),
     "placing": frozenset({"provisioning", "failed"}),
     # provisioning -> releasing: the tenant releases a lease still waiting for its MIG instance.
-    "provisioning": frozenset({"ready", "failed", "releasing"}),
+    # provisioning -> placing: the backend could not use these hosts (e.g. No valid host); place it again.
+    "provisioning": frozenset({"ready", "failed", "releasing", "placing"}),
     "ready": frozenset({"releasing"}),
     "releasing": frozenset({"released", "failed"}),
     "released": frozenset(),

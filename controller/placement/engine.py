@@ -312,10 +312,12 @@ class Engine:
         *,
         dry_run: bool = False,
         explain: bool = False,
+        exclude: frozenset[str] = frozenset(),
     ) -> Decision | Refusal:
         """Where ``request`` would go for ``tenant`` (no change to the index), or why it cannot go anywhere.
 
         ``explain`` also runs the exhaustive filter funnel on success (for the dry-run API; costs a full scan).
+        ``exclude`` names hosts not to use (a backend already failed to provision the request there).
         """
         req = parse_request(request)
         with self._lock:
@@ -323,9 +325,12 @@ class Engine:
             demands = resolve(req, self.index, tenant, self.quota)
             chosen: tuple[list[HostPlan], str | None] | None = None
             if all(d.keys for d in demands):
-                chosen = self._search(req, demands, policy)
+                chosen = self._search(req, demands, policy, exclude)
             if chosen is None:
-                return self._refuse(req, tenant, demands, policy)
+                refusal = self._refuse(req, tenant, demands, policy)
+                if exclude:
+                    refusal.detail += f"; {len(exclude)} host(s) already tried: {', '.join(sorted(exclude))}"
+                return refusal
             nodes, domain = chosen
             decision = Decision(
                 req, tenant, policy, nodes, dry_run, {n.host.id: self.index.version[n.host.id] for n in nodes}, domain
@@ -359,7 +364,7 @@ class Engine:
         return min(demands, key=size)
 
     def _search(
-        self, req: PlacementRequest, demands: list[Demand], policy: str
+        self, req: PlacementRequest, demands: list[Demand], policy: str, exclude: frozenset[str] = frozenset()
     ) -> tuple[list[HostPlan], str | None] | None:
         primary = self._primary(req, demands)
         spread = policy == "spread"
@@ -369,7 +374,7 @@ class Engine:
             if hid in plans:
                 return plans[hid]
             host = self.index.hosts[hid]
-            p = self._plan_host(host, demands, policy) if host_passes(host, req) else None
+            p = self._plan_host(host, demands, policy) if hid not in exclude and host_passes(host, req) else None
             plans[hid] = p
             return p
 

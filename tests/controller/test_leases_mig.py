@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.runner import AgentConfig, AgentRunner
 from tests.controller.conftest import Controller
 from tests.controller.helpers import assert_problem
@@ -85,3 +87,53 @@ def test_on_demand_mig_lease_end_to_end(controller: Controller, tmp_path: Path) 
         # Full capacity again: eight 3g.40gb across the four GPUs.
         plan = api.post("/v1/placements:dry-run", json={"slices": [{"kind": "mig", "profile": "3g.40gb", "count": 8}]})
         assert plan.status_code == 200, plan.text
+
+
+def _mig_agent(controller: Controller, tmp_path: Path, hostname: str) -> AgentRunner:
+    agent = AgentRunner(
+        AgentConfig(
+            controller_url=controller.url,
+            state_file=tmp_path / "agent" / "state.json",
+            bootstrap_token=controller.bootstrap_token,
+            sim="a100-80gb-4x",
+            sim_state=tmp_path / "sim-state.json",
+            hostname=hostname,
+        )
+    )
+    agent.cycle()
+    with controller.admin() as admin:
+        policy = {"mig": {"config": MIG_ENABLED, "selected": "all-enabled"}, "on_demand_mig": True}
+        assert admin.post("/v1/pools", json={"name": "mig-pool", "policy": policy}).status_code == 201
+        assert admin.put(f"/v1/hosts/{hostname}/pool", json={"pool": "mig-pool"}).status_code == 200
+    agent.cycle()
+    return agent
+
+
+@pytest.mark.parametrize("released", [0, 1])
+def test_releasing_one_on_demand_instance_keeps_the_other_leases_instance(
+    controller: Controller, tmp_path: Path, released: int
+) -> None:
+    """Two leases hold instances of the same profile on one GPU; releasing either one must destroy exactly
+    that lease's instance: the agent is told which instances leases hold and keeps them."""
+    agent = _mig_agent(controller, tmp_path, "mig-keep")
+    request = {"slices": [{"kind": "mig", "profile": "1g.10gb", "model": "A100"}]}
+    with controller.client(controller.tenant_token) as api:
+        ids = [api.post("/v1/leases", json=request).json()["id"] for _ in range(2)]
+        agent.cycle()
+        agent.cycle()
+        leases = [api.get(f"/v1/leases/{i}").json() for i in ids]
+        assert [lease["state"] for lease in leases] == ["ready", "ready"], leases
+        devices = {lease["allocations"][0]["device"] for lease in leases}
+        assert len(devices) == 1, "packing puts both on one GPU"
+        uuids = [lease["allocations"][0]["mig_uuid"] for lease in leases]
+        assert api.delete(f"/v1/leases/{ids[released]}").json()["state"] == "released"
+    kept = uuids[1 - released]
+    reply = agent.cycle()
+    assert [s.mig_uuid for s in reply.desired.leases] == [kept]
+    agent.cycle()
+    with controller.admin() as admin:
+        host = admin.get("/v1/hosts/mig-keep").json()
+    instances = [m["uuid"] for d in host["devices"] for m in d["mig_instances"]]
+    assert instances == [kept], f"released {uuids[released]}, expected only {kept} left; found {instances}"
+    with controller.client(controller.tenant_token) as api:
+        assert api.get(f"/v1/leases/{ids[1 - released]}").json()["state"] == "ready"
