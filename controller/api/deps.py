@@ -91,3 +91,9 @@ def utcnow() -> datetime:
 
 def role_names(roles: Iterable[Role]) -> list[str]:
     return sorted(r.value for r in roles)
+
+
+def placement_changed(request: Request, hostname: str) -> None:
+    """Reload one host into this replica's placement index after a write that changes what can go there, and
+    finish leases waiting on it (MIG instances created on demand)."""
+    request.app.state.leases.host_changed(hostname)

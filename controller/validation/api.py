@@ -88,6 +88,18 @@ def _mpi_runner(request: Request) -> service.MpiRunnerFactory:
     return factory
 
 
+def _reconciled(request: Request, db: Database, validation_id: str) -> ValidationOut:
+    service.reconcile(db, validation_id, mpi_runner=_mpi_runner(request))
+    with db.session() as session:
+        out = validation_out(_load(session, validation_id))
+    if out.status not in service.ACTIVE:
+        # The verdict and the hosts' gate state were committed together, maybe by the scheduler thread or
+        # another replica: reload those hosts into this replica's placement index before answering, so a
+        # placement made after this response already honours the verdict.
+        request.app.state.leases.hosts_changed(out.hosts)
+    return out
+
+
 @router.post("", response_model=ValidationOut, status_code=201)
 def create(
     body: ValidationIn, request: Request, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
@@ -97,9 +109,7 @@ def create(
         validation_id = service.create_audited(db, principal, body)
     except service.ValidationRequestError as exc:
         raise Problem(exc.status, "not-found" if exc.status == 404 else "validation-error", str(exc)) from None
-    service.reconcile(db, validation_id, mpi_runner=_mpi_runner(request))
-    with db.session() as session:
-        return validation_out(_load(session, validation_id))
+    return _reconciled(request, db, validation_id)
 
 
 @router.get("", response_model=list[ValidationSummary])
@@ -301,6 +311,4 @@ def show(
     validation_id: str, request: Request, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)
 ) -> ValidationOut:
     """Status, each run (agent task or MPIJob), the parsed table, average busbw and the verdict with evidence."""
-    service.reconcile(db, validation_id, mpi_runner=_mpi_runner(request))
-    with db.session() as session:
-        return validation_out(_load(session, validation_id))
+    return _reconciled(request, db, validation_id)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
 from controller import audit
-from controller.api.deps import Require, get_db, get_settings
+from controller.api.deps import Require, get_db, get_settings, placement_changed
 from controller.api.problems import Problem, not_found
 from controller.auth.tokens import Principal, Role, issue_agent_credential
 from controller.fleet.desired import effective_desired, pending_tasks
@@ -164,7 +164,7 @@ def report_inventory(
         reply = _reply(session, row, settings, outcome=outcome)
     metrics.reports.labels("inventory", outcome).inc()
     if outcome == "stored":
-        request.app.state.leases.host_changed(host)  # placement index + leases waiting for MIG instances
+        placement_changed(request, host)  # placement index + leases waiting for MIG instances
     return _json(reply)
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from controller import audit
-from controller.api.deps import Require, get_db
+from controller.api.deps import Require, get_db, placement_changed
 from controller.api.problems import not_found
 from controller.api.schemas import AdminStateIn, DeviceOut
 from controller.api.views import device_out
@@ -76,7 +76,7 @@ def _set_state(request: Request, db: Database, principal: Principal, uuid: str, 
         device.admin_state = state
         device.host.placement_version += 1
         out = device_out(device, device.host.hostname)
-    request.app.state.leases.host_changed(out.host)
+    placement_changed(request, out.host)
     return out
 
 

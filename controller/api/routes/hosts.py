@@ -10,7 +10,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from controller import audit
-from controller.api.deps import Require, get_db
+from controller.api.deps import Require, get_db, placement_changed
 from controller.api.problems import Problem, not_found
 from controller.api.schemas import AdminStateIn, DesiredIn, HostDetail, HostOut, HostPoolIn, TaskIn, TaskOut
 from controller.api.views import host_detail, host_out, task_out
@@ -87,11 +87,6 @@ def forget_host(
         session.delete(get_host(session, host))
     placement_changed(request, host)
     return Response(status_code=204)
-
-
-def placement_changed(request: Request, hostname: str) -> None:
-    """Reload one host into this replica's placement index after a write that changes what can go there."""
-    request.app.state.leases.host_changed(hostname)
 
 
 @router.put("/{host}/pool", response_model=HostDetail)
