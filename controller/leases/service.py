@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,6 +77,10 @@ class _StoreConflict(Exception):
 
 class _IdempotencyRace(Exception):
     pass
+
+
+class _LeaseMoved(Exception):
+    """The lease left ``placing`` while this replica was placing it again."""
 
 
 @dataclass
@@ -302,42 +306,61 @@ class LeaseService:
         if existing is not None:
             return existing.id, False
         lease_id = uuidlib.uuid4().hex
-        decision: Decision | None = None
+        try:
+            self._place_and_claim(
+                lease_id,
+                req,
+                tenant,
+                frozenset(),
+                lambda d: self._store_claim(lease_id, tenant, idempotency_key, req, req_hash, d, principal),
+            )
+        except LeaseRefused as exc:
+            self.stats.refused += 1
+            with self.db.session() as session:
+                audit.record(
+                    session, principal, "lease.create", tenant, "failed",
+                    {"request": req.describe(), "error": exc.detail, "status": exc.status},
+                )  # fmt: skip
+            raise
+        except _IdempotencyRace:
+            again = self.find_idempotent(tenant, idempotency_key, req_hash)
+            if again is None:  # pragma: no cover - the unique constraint said it exists
+                raise PlacementContended("idempotency key race; retry") from None
+            return again.id, False
+        self.stats.created += 1
+        self._provision(lease_id)
+        return lease_id, True
+
+    def _place_and_claim(
+        self,
+        lease_id: str,
+        req: PlacementRequest,
+        tenant: str,
+        exclude: frozenset[str],
+        store: Callable[[Decision], None],
+    ) -> Decision:
+        """Decide, claim in this replica's index, then ``store`` the claim; a claim lost to a concurrent one
+        (in the index: ``ClaimConflict``; in the store: ``_StoreConflict``) is decided again, up to
+        ``MAX_ATTEMPTS`` times. ``LeaseRefused`` and whatever ``store`` raises otherwise propagate, with the
+        index claim given back."""
         for _attempt in range(MAX_ATTEMPTS):
-            try:
-                decision = self._decide(req, tenant)
-            except LeaseRefused as exc:
-                self.stats.refused += 1
-                with self.db.session() as session:
-                    audit.record(
-                        session, principal, "lease.create", tenant, "failed",
-                        {"request": req.describe(), "error": exc.detail, "status": exc.status},
-                    )  # fmt: skip
-                raise
+            decision = self._decide(req, tenant, exclude=exclude)
             try:
                 claim = self.engine.claim(decision, lease_id)
             except ClaimConflict:
                 self.stats.conflicts_retried += 1
                 continue
             try:
-                self._store_claim(lease_id, tenant, idempotency_key, req, req_hash, decision, principal)
+                store(decision)
             except _StoreConflict:
                 self.engine.release(claim)
                 self.stats.conflicts_retried += 1
                 self._refresh(self._ids_of(decision.host_ids))
                 continue
-            except _IdempotencyRace:
-                self.engine.release(claim)
-                again = self.find_idempotent(tenant, idempotency_key, req_hash)
-                if again is None:  # pragma: no cover - the unique constraint said it exists
-                    raise PlacementContended("idempotency key race; retry") from None
-                return again.id, False
             except BaseException:
                 self.engine.release(claim)
                 raise
-            self.stats.created += 1
-            self._provision(lease_id)
-            return lease_id, True
+            return decision
         raise PlacementContended(
             f"{req.describe()}: every one of {MAX_ATTEMPTS} attempts lost its claim to a concurrent request; retry",
             attempts=MAX_ATTEMPTS,
@@ -558,42 +581,29 @@ class LeaseService:
             transition(session, lease, "placing", f"{', '.join(given)}: {why}; trying another candidate")
         self._engine_release(lease_id)
         self._bump_signatures(ids)
-        for _attempt in range(MAX_ATTEMPTS):
-            try:
-                decision = self._decide(req, tenant, exclude=frozenset(tried))
-            except LeaseRefused as exc:
-                self._fail_placing(lease_id, f"provisioning failed on {', '.join(given)} ({why}); {exc.detail}")
-                return
-            try:
-                claim = self.engine.claim(decision, lease_id)
-            except ClaimConflict:
-                self.stats.conflicts_retried += 1
-                continue
+
+        def store(decision: Decision) -> None:
             try:
                 with self.db.session() as session:
                     lease = session.get(Lease, lease_id)
                     if lease is None or lease.state != "placing":
-                        self.engine.release(claim)
-                        return
-                    ids = self._insert_claims(session, lease, decision, at=datetime.now(UTC))
-            except IntegrityError:
-                self.engine.release(claim)
-                self.stats.conflicts_retried += 1
-                self._refresh(self._ids_of(decision.host_ids))
-                continue
-            except QuotaExceeded as exc:
-                self.engine.release(claim)
-                self._fail_placing(lease_id, exc.detail)
-                return
-            except BaseException:
-                self.engine.release(claim)
-                raise
-            self._bump_signatures(ids)
-            self._provision(lease_id)
+                        raise _LeaseMoved()
+                    moved = self._insert_claims(session, lease, decision, at=datetime.now(UTC))
+            except IntegrityError as exc:
+                raise _StoreConflict(str(exc.orig)) from None
+            self._bump_signatures(moved)
+
+        try:
+            self._place_and_claim(lease_id, req, tenant, frozenset(tried), store)
+        except LeaseRefused as exc:
+            self._fail_placing(lease_id, f"provisioning failed on {', '.join(given)} ({why}); {exc.detail}")
             return
-        self._fail_placing(
-            lease_id, f"every one of {MAX_ATTEMPTS} attempts to place it again lost to a concurrent claim"
-        )
+        except (QuotaExceeded, PlacementContended) as exc:
+            self._fail_placing(lease_id, exc.detail)
+            return
+        except _LeaseMoved:
+            return  # released (or moved on) meanwhile by someone else
+        self._provision(lease_id)
 
     def _fail_placing(self, lease_id: str, reason: str) -> None:
         with self.db.session() as session:

@@ -20,22 +20,7 @@ MIG_ENABLED = {
 
 
 def test_on_demand_mig_lease_end_to_end(controller: Controller, tmp_path: Path) -> None:
-    agent = AgentRunner(
-        AgentConfig(
-            controller_url=controller.url,
-            state_file=tmp_path / "agent" / "state.json",
-            bootstrap_token=controller.bootstrap_token,
-            sim="a100-80gb-4x",
-            sim_state=tmp_path / "sim-state.json",
-            hostname="mig-a100",
-        )
-    )
-    agent.cycle()
-    with controller.admin() as admin:
-        policy = {"mig": {"config": MIG_ENABLED, "selected": "all-enabled"}, "on_demand_mig": True}
-        assert admin.post("/v1/pools", json={"name": "mig-pool", "policy": policy}).status_code == 201
-        assert admin.put("/v1/hosts/mig-a100/pool", json={"pool": "mig-pool"}).status_code == 200
-    agent.cycle()
+    agent = _mig_agent(controller, tmp_path, "mig-a100")
     with controller.admin() as admin:
         devices = admin.get("/v1/hosts/mig-a100").json()["devices"]
         assert all(d["mig_mode"] == "enabled" and not d["mig_instances"] for d in devices)
