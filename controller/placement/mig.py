@@ -115,32 +115,77 @@ def creatable(model: str, layout: Layout, profile: str) -> int:
 
 @lru_cache(maxsize=1 << 16)
 def potential(model: str, layout: Layout) -> int:
-    """How much the GPU can still take: the sum over base profiles of compute slices x free placements.
+    """How much the GPU can still take: the sum over base profiles of compute slices x instances still creatable.
 
-    Creating an instance lowers the potential by the placements it blocks, weighted by their size, so the
-    placement with the smallest drop is the one that keeps the most (and the largest) future options open.
+    ``creatable`` (not merely free placements) so that two overlapping placements of a profile count once: on an
+    A100 a 1g.10gb at 2 blocks the 2g.10gb at 2 and nothing else, whatever its neighbours.
     """
     geom = geometry(model)
     if geom is None:
         return 0
-    return sum(
-        p.slices * len(free_placements(model, layout, p.name)) for p in geom.profiles.values() if not p.is_variant
-    )
+    return sum(p.slices * creatable(model, layout, p.name) for p in geom.profiles.values() if not p.is_variant)
+
+
+@lru_cache(maxsize=1 << 16)
+def dead_slices(model: str, layout: Layout) -> int:
+    """Free memory slices that no placement of any profile can use any more (until something is destroyed).
+
+    E.g. on an A100 a 1g.5gb at slice 6 leaves slice 7 free but unusable: only 1g.10gb at 6, 3g at 4 and 7g
+    reach it, and each of them overlaps slice 6.
+    """
+    geom = geometry(model)
+    if geom is None:
+        return 0
+    mask = _occupancy(model, layout)[0]
+    usable = 0
+    for p in geom.profiles.values():
+        if not p.is_variant:
+            for s, n in free_placements(model, layout, p.name):
+                usable |= _mask(s, n)
+    return sum(1 for m in range(geom.memory_slices) if not (mask | usable) >> m & 1)
+
+
+@cache
+def _cost_scales(model: str) -> tuple[int, int]:
+    """Multipliers that make ``placement_cost`` lexicographic: (empty GPU opened, dead slices, potential lost)."""
+    geom = geometry(model)
+    per_dead = potential(model, ()) + 1
+    per_empty = per_dead * ((geom.memory_slices if geom else 8) + 1)
+    return per_empty, per_dead
+
+
+@lru_cache(maxsize=1 << 16)
+def placement_cost(model: str, layout: Layout, profile: str, start: int, size: int) -> int:
+    """What creating ``profile`` at ``start`` costs the GPU's future capacity (lower is better).
+
+    Lexicographic, encoded in one integer so the host weigher can compare hosts with it:
+
+    1. opening an empty GPU (best fit: a 7g needs a whole GPU, so small instances go where something already is);
+    2. memory slices the new instance leaves dead (free, but usable by no placement: wasted until a release);
+    3. the drop in ``potential`` (compute slices x instances still creatable, summed over profiles): the
+       placement that keeps the most and the largest instances creatable, e.g. a small instance in the half
+       that already holds small ones rather than in the free half a 3g/4g still needs.
+    """
+    per_empty, per_dead = _cost_scales(model)
+    after = add(layout, start, size, profile)
+    dead = max(0, dead_slices(model, after) - dead_slices(model, layout))
+    loss = max(0, potential(model, layout) - potential(model, after))
+    return (per_empty if not layout else 0) + dead * per_dead + loss
 
 
 def best_placement(model: str, layout: Layout, profile: str) -> tuple[int, int, int] | None:
-    """The free placement of ``profile`` that fragments least: ``(loss, start, size)`` or ``None``."""
-    free = free_placements(model, layout, profile)
-    if not free:
-        return None
-    before = potential(model, layout)
+    """The free placement of ``profile`` that costs least (``placement_cost``): ``(cost, start, size)`` or ``None``.
+
+    Ties go to the highest start, packing small instances towards the top so the low half (the only place of a
+    4g on 8-slice GPUs) stays free longest.
+    """
     best: tuple[int, int, int] | None = None
-    for s, size in free:
-        loss = before - potential(model, add(layout, s, size, profile))
-        cand = (loss, -s, size)
+    for s, size in free_placements(model, layout, profile):
+        cand = (placement_cost(model, layout, profile, s, size), -s, size)
         if best is None or cand < best:
             best = cand
-    assert best is not None
+    if best is None:
+        return None
     return best[0], -best[1], best[2]
 
 

@@ -63,7 +63,8 @@ def test_least_fragmentation_where_first_fit_fragments() -> None:
     # The engine:
     e = Engine([mig_host("m", model, 1, [], on_demand=True)])
     d1 = decide(e, {"slices": [{"kind": "mig", "profile": "1g.5gb"}]})
-    assert d1.allocations[0].placement == (6, 1)
+    # The high half (keeping the low half for a 4g), but not slice 6, which would leave slice 7 dead.
+    assert d1.allocations[0].placement == (5, 1)
     e.claim(d1)
     d2 = decide(e, {"slices": [{"kind": "mig", "profile": "4g.20gb"}]})
     assert d2.allocations[0].placement == (0, 4)
@@ -99,3 +100,42 @@ def test_several_instances_on_one_host_do_not_overlap() -> None:
     assert d.allocations[0].placement == (6, 1)
     e.claim(d)
     assert isinstance(e.decide({"slices": [{"kind": "mig", "profile": "1g.5gb"}]}, "t"), Refusal)
+
+
+def _served(e: Engine, profiles: list[str]) -> int:
+    n = 0
+    for p in profiles:
+        d = e.decide({"slices": [{"kind": "mig", "profile": p}]}, "t")
+        if not isinstance(d, Decision):
+            break
+        e.claim(d)
+        n += 1
+    return n
+
+
+def test_no_dead_slice_keeps_room_for_a_1g10gb_where_the_old_choice_refused_it() -> None:
+    """1g.5gb, 1g.5gb, 4g.20gb, 1g.10gb on one A100-40GB.
+
+    The former choice (least drop in free placements) put the 1g.5gbs at slices 6 and 5: slice 7 was left free
+    but unusable, and the 1g.10gb (placements 0, 2, 4, 6, two slices each) was refused. Counting dead slices
+    puts them at 5 and 4, and the 1g.10gb takes 6-7.
+    """
+    seq = ["1g.5gb", "1g.5gb", "4g.20gb", "1g.10gb"]
+    e = Engine([mig_host("m", "A100-40GB", 1, [], on_demand=True)])
+    assert _served(e, seq) == 4
+    layout = e.index.hosts["m"].devices[0].mig_layout()
+    assert layout == ((0, 4, "4g.20gb"), (4, 1, "1g.5gb"), (5, 1, "1g.5gb"), (6, 2, "1g.10gb"))
+    assert mig.dead_slices("A100-40GB", layout) == 0
+    assert mig.dead_slices("A100-40GB", ((6, 1, "1g.5gb"),)) == 1
+
+
+def test_placement_cost_is_lexicographic_empty_gpu_then_dead_slices_then_potential() -> None:
+    m = "A100-40GB"
+    used: mig.Layout = ((4, 4, "3g.20gb"),)
+    # Any placement on an empty GPU costs more than the worst one on a GPU already in use.
+    worst_used = max(mig.placement_cost(m, used, "1g.5gb", s, 1) for s, _ in mig.free_placements(m, used, "1g.5gb"))
+    best_empty = min(mig.placement_cost(m, (), "1g.5gb", s, 1) for s in range(7))
+    assert worst_used < best_empty
+    # On one GPU, a dead slice outweighs any drop in potential.
+    assert mig.placement_cost(m, (), "1g.5gb", 6, 1) > mig.placement_cost(m, (), "1g.5gb", 0, 1)
+    assert mig.best_placement(m, (), "1g.5gb") == (mig.placement_cost(m, (), "1g.5gb", 5, 1), 5, 1)
