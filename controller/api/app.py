@@ -15,7 +15,7 @@ from controller.api.deps import declared_roles, role_names
 from controller.api.problems import PROBLEM_BASE, PROBLEM_TYPES, install_problem_handlers
 from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
 from controller.auth.cache import AUTH_CACHE
-from controller.backends import eks_sync
+from controller.backends import eks_sync, openstack_sync
 from controller.fleet.ingest import LastSeenBuffer
 from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
 from controller.jobs.scheduler import JobRunner
@@ -61,6 +61,8 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
         registry.register("lease-expiry", "leases", expire_leases, interval_s=15.0)
     validation_wiring.install(registry, leases_service.hosts_changed)
     eks_sync.install(registry, leases_service, db)
+    openstack_sync.install(registry, leases_service, db)
+    metrics.registry.register(openstack_sync.OpenStackCollector(db))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -16,8 +16,6 @@ provisions those leases again (see ``controller.backends.eks``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -39,9 +37,10 @@ from controller.backends.eks import (
     is_headroom,
 )
 from controller.backends.eks_config import EksConfig, NodegroupSharing
+from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.store.db import Database
-from controller.store.models import Backend, Device, Host, Lease, SliceClaim
+from controller.store.models import Backend, Host, Lease, SliceClaim
 from drivers.eks import PLACEMENT_GROUP_LABEL, EksError, EksNodegroupConfig
 from drivers.eks.kube import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL, KubeGpuCluster, KubeGpuHost
 
@@ -139,32 +138,6 @@ def device_docs(
     return docs
 
 
-def _apply_devices(host: Host, docs: list[dict[str, Any]], now: datetime) -> None:
-    by_uuid = {d.uuid: d for d in host.devices}
-    seen = set()
-    for doc in docs:
-        seen.add(doc["uuid"])
-        row = by_uuid.get(doc["uuid"])
-        if row is None:
-            row = Device(uuid=doc["uuid"], index=doc["index"], model=doc["model"], memory_mib=doc["memory_mib"])
-            host.devices.append(row)
-        row.index = doc["index"]
-        row.model = doc["model"]
-        row.memory_mib = doc["memory_mib"]
-        row.health = "healthy"
-        row.mig_mode = "disabled"
-        row.slices = doc["slices"]
-        row.details = {"source": "kubernetes"}
-        row.updated_at = now
-    for row in list(host.devices):
-        if row.uuid not in seen:
-            host.devices.remove(row)
-
-
-def _digest(doc: Any) -> str:
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def node_labels(node: KubeGpuHost, ng: EksNodegroupConfig | None) -> dict[str, str]:
     labels = {k: v for k, v in node.labels.items() if k.startswith(_KEPT_LABEL_PREFIXES)}
     labels[SOURCE_LABEL] = "node"
@@ -185,10 +158,6 @@ def node_labels(node: KubeGpuHost, ng: EksNodegroupConfig | None) -> dict[str, s
 
 
 # -- the sync ------------------------------------------------------------------------------------------------
-
-
-def _live_claim_hosts(session: Session) -> set[int]:
-    return set(session.scalars(select(SliceClaim.host_id).where(SliceClaim.released_at.is_(None)).distinct()))
 
 
 def sync_backend(
@@ -229,7 +198,7 @@ def sync_backend(
             scaling = {}
     now = datetime.now(UTC)
     with db.session() as session:
-        busy = _live_claim_hosts(session)
+        busy = live_claim_hosts(session)
         hosts = {
             h.hostname: h
             for h in session.scalars(
@@ -278,8 +247,7 @@ def _upsert_node(
     node_ok = node.ready and not node.unschedulable
     if not agent_owned:
         docs = device_docs(node.name, node, ng, config.sharing.get(node.nodegroup or ""))
-        _apply_devices(host, docs, now)
-        host.inventory_hash = _digest(docs)
+        host.inventory_hash = apply_devices(host, docs, now)
         host.health = "healthy" if docs else "unknown"
         host.last_seen = now
         host.status = "ready" if node_ok else "unreachable"
@@ -352,8 +320,7 @@ def _sync_headroom(
             docs = device_docs(host.hostname, None, ng, config.sharing.get(ng.name))
             before = (dict(host.labels or {}), host.inventory_hash, host.status)
             host.labels = labels
-            _apply_devices(host, docs, now)
-            host.inventory_hash = _digest(docs)
+            host.inventory_hash = apply_devices(host, docs, now)
             host.status = "ready"
             host.health = "healthy"
             host.last_seen = now
@@ -395,7 +362,7 @@ def bind_waiting(db: Database, backend_name: str) -> dict[str, str]:
     used: set[int] = set()
     for lease_id, headroom_id in waiting:  # rows unpack like tuples
         with db.session() as session:
-            busy = _live_claim_hosts(session)
+            busy = live_claim_hosts(session)
             placeholder = session.get(Host, headroom_id)
             if placeholder is None:
                 continue

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from controller.backends.eks_config import EksConfig
+from controller.backends.openstack_config import IronicConfig, NovaConfig
 
 
 class _Config(BaseModel):
@@ -23,20 +24,6 @@ class StaticConfig(_Config):
 
     region: str | None = None
     zone: str | None = None
-
-
-class IronicConfig(_Config):
-    auth_url: HttpUrl | None = None
-    endpoint: HttpUrl | None = Field(default=None, description="Ironic API for standalone (noauth) use")
-    cloud: str | None = Field(default=None, description="clouds.yaml entry")
-    region: str | None = None
-
-
-class NovaConfig(_Config):
-    cloud: str | None = None
-    auth_url: HttpUrl | None = None
-    region: str | None = None
-    placement_endpoint: HttpUrl | None = None
 
 
 @dataclass

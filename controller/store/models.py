@@ -297,3 +297,16 @@ class Quota(Base):
     model: Mapped[str] = mapped_column(String(128), default="*")
     limit: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# --- OpenStack reconciliation (migration 0004) ----------------------------------------------------------------
+
+
+class BackendReport(Base):
+    """The last sync/reconcile report of a backend (orphans, Placement mismatches, interrupted leases): what
+    ``GET /v1/backends/{name}/reconcile`` returns and what the mismatch gauges are read from, on every replica."""
+
+    __tablename__ = "backend_reports"
+    backend_id: Mapped[int] = mapped_column(ForeignKey("backends.id", ondelete="CASCADE"), primary_key=True)
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -249,13 +249,17 @@ class IronicDriver:
 
     # ------------------------------------------------------------------------------------------- provision
 
-    def provision(self, request: IronicDeployRequest) -> ProvisionedNode:
+    def provision(self, request: IronicDeployRequest, wait: bool = True) -> ProvisionedNode:
         """Deploy ``request.node`` for the lease and wait (your poll policy) until ``active``.
 
         Idempotent: a node already ``active`` with this lease's tag is returned as is; one deploying for it is waited
         for. A node that belongs to another lease, is in maintenance, or is not ``available`` raises
         ``ProvisioningFailed`` without being touched. A failed deploy or a timeout puts the node into maintenance with
         the reason and raises ``ProvisioningFailed`` / ``ProvisioningTimeout``.
+
+        ``wait=False`` starts the deploy (or looks at the one running for this lease) and returns at once with the
+        node's current ``provision_state``; call again to follow it. A deploy of this lease that ended in a failure
+        state puts the node into maintenance and raises ``ProvisioningFailed``; the deadline is then the caller's.
         """
         node = self._get(request.node)
         owner = (node.extra or {}).get(LEASE_TAG) or (node.instance_info or {}).get(LEASE_TAG)
@@ -264,7 +268,11 @@ class IronicDriver:
         if owner == request.lease_id and node.provision_state == "active":
             return self._provisioned(node, request.lease_id)
         if owner == request.lease_id and node.provision_state in DEPLOYING_STATES - {"available"}:
-            return self._wait_active(node.id, request)
+            return self._wait_active(node.id, request) if wait else self._in_progress(node, request.lease_id)
+        if owner == request.lease_id and node.provision_state in FAILED_STATES:
+            reason = node.last_error or f"deploy ended in {node.provision_state}"
+            self.fail_node(node.id, f"gpufabric lease {request.lease_id}: deploy failed: {reason}")
+            raise ProvisioningFailed(node.id, reason, node.provision_state)
         if node.is_maintenance:
             raise ProvisioningFailed(
                 node.id, f"node is in maintenance: {node.maintenance_reason or 'no reason given'}", node.provision_state
@@ -291,7 +299,16 @@ class IronicDriver:
         except OpenStackCallFailed as e:
             self._untag(node.id)
             raise ProvisioningFailed(node.id, f"deploy refused: {e.message}", node.provision_state) from e
+        if not wait:
+            return self._in_progress(self._get(node.id), request.lease_id)
         return self._wait_active(node.id, request)
+
+    def _in_progress(self, node: Any, lease_id: str) -> ProvisionedNode:
+        if node.provision_state == "active":
+            return self._provisioned(node, lease_id)
+        return ProvisionedNode(
+            node_id=node.id, name=node.name or node.id, lease_id=lease_id, provision_state=node.provision_state or ""
+        )
 
     def _wait_active(self, node_id: str, request: IronicDeployRequest) -> ProvisionedNode:
         def done(n: Any) -> bool:

@@ -129,6 +129,8 @@ class NovaBootRequest(_Model):
     key_name: str | None = None
     networks: Literal["none", "auto"] | list[dict[str, str]] = "none"
     availability_zone: str | None = None
+    # The compute node to boot on (compute API 2.74, admin): the scheduler still checks it, with Placement.
+    hypervisor_hostname: str | None = None
     poll: PollPolicy = PollPolicy(interval_s=2.0, timeout_s=900.0)
 
 

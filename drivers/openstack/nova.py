@@ -237,22 +237,29 @@ class NovaDriver:
 
     # ------------------------------------------------------------------------------------------- servers
 
-    def _find_existing(self, request: NovaBootRequest) -> Any | None:
+    def find(self, lease_id: str, name: str) -> Any | None:
+        """The server named ``name`` tagged for ``lease_id`` (None if there is none)."""
         for server in self._call(
-            "servers", lambda: list(self.compute.servers(details=True, name=f"^{re.escape(request.name)}$"))
+            "servers", lambda: list(self.compute.servers(details=True, name=f"^{re.escape(name)}$"))
         ):
-            if (server.metadata or {}).get(LEASE_TAG) == request.lease_id:
+            if (server.metadata or {}).get(LEASE_TAG) == lease_id:
                 return server
         return None
 
-    def provision(self, request: NovaBootRequest) -> ProvisionedServer:
+    def _find_existing(self, request: NovaBootRequest) -> Any | None:
+        return self.find(request.lease_id, request.name)
+
+    def provision(self, request: NovaBootRequest, wait: bool = True) -> ProvisionedServer:
         """Boot a server with the flavor for the lease and wait (your poll policy) until ACTIVE.
 
         Idempotent: a server of this lease with the same name is reused (waited for) instead of booting another.
         ERROR with "No valid host" -> the server is deleted and ``NoValidHost`` raised; any other ERROR or the
         deadline -> the server is deleted and ``ProvisioningFailed`` / ``ProvisioningTimeout`` raised.
+
+        ``wait=False`` boots (or finds) the server and returns at once with its current status (``BUILD``); an ERROR
+        is handled as above. Call again to follow it; the deadline is then the caller's.
         """
-        server = self._find_existing(request)
+        server: Any = self._find_existing(request)
         if server is None:
             kwargs: dict[str, Any] = {
                 "name": request.name,
@@ -267,6 +274,8 @@ class NovaDriver:
                 kwargs["key_name"] = request.key_name
             if request.availability_zone:
                 kwargs["availability_zone"] = request.availability_zone
+            if request.hypervisor_hostname:
+                kwargs["hypervisor_hostname"] = request.hypervisor_hostname
             server = self._call("create_server", lambda: self.compute.create_server(**kwargs))
         server_id = server.id
 
@@ -280,24 +289,27 @@ class NovaDriver:
                 raise cls(server_id, fault, status)
             return False
 
+        policy = request.poll if wait else PollPolicy(interval_s=request.poll.interval_s, timeout_s=1e-9)
         try:
-            server = poll(
-                lambda: self._call("get_server", lambda: self.compute.get_server(server_id)), done, request.poll
-            )
+            server = poll(lambda: self._call("get_server", lambda: self.compute.get_server(server_id)), done, policy)
+        except PollTimeout as e:
+            if wait:
+                status = getattr(e.last, "status", None)
+                self._delete_quietly(server_id, request.poll)
+                raise ProvisioningTimeout(
+                    server_id,
+                    f"server did not become ACTIVE within {request.poll.timeout_s:g} s (last {status})",
+                    status,
+                ) from None
+            server = e.last  # still building: return its current status
         except ProvisioningFailed:
             self._delete_quietly(server_id, request.poll)
             raise
-        except PollTimeout as e:
-            status = getattr(e.last, "status", None)
-            self._delete_quietly(server_id, request.poll)
-            raise ProvisioningTimeout(
-                server_id, f"server did not become ACTIVE within {request.poll.timeout_s:g} s (last {status})", status
-            ) from None
         return ProvisionedServer(
             server_id=server.id,
             name=server.name,
             lease_id=request.lease_id,
-            status=server.status,
+            status=server.status or "",
             flavor_id=request.flavor_id,
             host=getattr(server, "compute_host", None) or getattr(server, "hypervisor_hostname", None),
             addresses=_addresses(server),

@@ -12,7 +12,7 @@ from controller.api.deps import Require, get_db
 from controller.api.problems import Problem, conflict, not_found
 from controller.api.schemas import BackendIn, BackendOut
 from controller.auth.tokens import Principal, Role
-from controller.backends import eks_checks, eks_sync
+from controller.backends import eks_checks, eks_sync, openstack_sync
 from controller.backends.registry import InvalidBackendConfig, UnknownBackendKind, validate_config
 from controller.store.db import Database
 from controller.store.models import Backend, Host
@@ -97,14 +97,69 @@ def backend_checks(
         return eks_checks.backend_checks(session, row, pods_per_node)
 
 
+def _backend_kind(db: Database, name: str) -> str:
+    with db.session() as session:
+        row = session.scalar(select(Backend).where(Backend.name == name))
+        if row is None:
+            raise not_found(f"backend {name}")
+        return row.kind
+
+
+def _openstack_backend(db: Database, name: str) -> None:
+    kind = _backend_kind(db, name)
+    if kind not in openstack_sync.KINDS:
+        raise Problem(422, "validation-error", f"backend {name} is {kind}; reconcile is for ironic and nova backends")
+
+
 @router.post("/{name}/sync")
 def sync_backend(
     name: str, request: Request, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
 ) -> dict[str, Any]:
-    """Sync an EKS backend now (the backend-sync job does it periodically): nodes become hosts, headroom,
-    leases waiting for a node move onto it and are provisioned again."""
+    """Sync a backend now (the backend-sync job does it periodically). EKS: nodes become hosts, headroom,
+    leases waiting for a node move onto it and are provisioned again. Ironic / Nova: GPU nodes and compute hosts
+    (devices from Placement) become hosts."""
+    kind = _backend_kind(db, name)
+    if kind in openstack_sync.KINDS:
+        result = openstack_sync.sync_backend(db, name, request.app.state.leases)
+        with db.session() as session:
+            audit.record(
+                session, principal, "backend.sync", name, "ok" if not result.errors else "failed",
+                {"changed": sorted(set(result.changed))[:50], "errors": result.errors[:10]},
+            )  # fmt: skip
+        return {"backend": name, "kind": kind, **result.as_dict()}
     _eks_backend(db, name)
     report = eks_sync.run_sync(db, name, request.app.state.leases)
     with db.session() as session:
         audit.record(session, principal, "backend.sync", name, "ok", {"changed": sorted(set(report.changed))[:50]})
     return report.as_dict()
+
+
+@router.get("/{name}/reconcile")
+def get_reconcile_report(name: str, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> dict[str, Any]:
+    """The last reconcile report of an ironic / nova backend: sync, interrupted leases, orphans, missing
+    resources, Placement mismatches."""
+    _openstack_backend(db, name)
+    report = openstack_sync.last_report(db, name)
+    if report is None:
+        raise not_found(f"reconcile report of backend {name} (none yet: POST to run one)")
+    return report
+
+
+@router.post("/{name}/reconcile")
+def run_reconcile(
+    name: str, request: Request, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> dict[str, Any]:
+    """Reconcile an ironic / nova backend now (the backend-sync job does it every reconcile_interval_s)."""
+    _openstack_backend(db, name)
+    report = openstack_sync.reconcile_backend(db, name, request.app.state.leases)
+    with db.session() as session:
+        audit.record(
+            session, principal, "backend.reconcile", name, "ok" if not report["errors"] else "failed",
+            {
+                "orphans": len(report.get("orphans", [])),
+                "mismatches": len((report.get("placement") or {}).get("mismatches", [])),
+                "interrupted": len(report.get("interrupted", [])),
+                "errors": report["errors"][:10],
+            },
+        )  # fmt: skip
+    return report

@@ -3,6 +3,7 @@ tests/integration/conftest.py, and helpers that put Ironic fake-hardware nodes i
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,7 +12,12 @@ from typing import Any
 import pytest
 
 from drivers.openstack import IronicDriver, OpenStackAuth, PlacementReader, connect
+from tests.integration.conftest import REQUIRE_ENV, _required
 from tests.services import openstack
+
+# Tests that use Nova carry this mark: with ``--dist loadgroup`` (pyproject addopts) they all run on one xdist worker,
+# so Nova (about a minute to start, one deployment per machine at a time) starts once per run.
+NOVA_GROUP = pytest.mark.xdist_group("nova")
 
 FAST = 0.05  # seconds between Ironic state polls in tests (fake-hardware transitions take 0.1-0.3 s)
 
@@ -111,3 +117,43 @@ def _settle(conn: Any, node_id: str, timeout: float = 30.0) -> Any:
         if node.provision_state not in ("deploying", "wait call-back") or time.monotonic() > deadline:
             return node
         time.sleep(FAST)
+
+
+@pytest.fixture(scope="session")
+def nova(
+    placement_service: openstack.Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[openstack.NovaDeployment]:
+    """A real Nova 34 (API, conductor, scheduler, a compute with the fake GPU driver) on this session's Placement."""
+    try:
+        venv = openstack.create_nova_venv()
+    except openstack.VenvBuildError as e:
+        if e.offline and not _required():
+            pytest.skip(f"Nova virtualenv unavailable (no network?); set {REQUIRE_ENV}=1 to make this a failure")
+        pytest.fail(str(e), pytrace=False)
+    try:
+        deployment = openstack.start_nova(tmp_path_factory.mktemp("nova"), placement_service.url, venv)
+    except openstack.BackingServiceUnavailable as e:
+        if not _required():
+            pytest.skip(f"{e}; set {REQUIRE_ENV}=1 to make this a failure")
+        pytest.fail(f"{e} ({REQUIRE_ENV}={os.environ.get(REQUIRE_ENV)!r})", pytrace=False)
+    except openstack.ServiceError as e:
+        pytest.fail(f"Nova did not start: {e}", pytrace=False)
+    print(f"nova started in {deployment.started_in_s:.1f} s: {deployment.timings}")
+    try:
+        yield deployment
+    finally:
+        openstack.stop_nova(deployment)
+
+
+def ensure_flavor(conn: Any, name: str, specs: dict[str, str]) -> Any:
+    """The flavor ``name`` (made with ``specs`` if missing): Nova tests share one deployment per run."""
+    for flavor in conn.compute.flavors(details=True, is_public=None):
+        if flavor.name == name:
+            return flavor
+    flavor = conn.compute.create_flavor(name=name, vcpus=1, ram=512, disk=1)
+    conn.compute.create_flavor_extra_specs(flavor, specs)
+    return flavor
+
+
+# The controller fixtures (SQLite, and PostgreSQL with GPUFABRIC_TEST_POSTGRES_URL) for the end-to-end lease tests.
+from tests.controller.conftest import controller, database_url, migrated_db  # noqa: E402, F401

@@ -1,16 +1,13 @@
 """drivers.openstack.nova against a real Nova 34 (API, conductor, scheduler, compute with the fake GPU driver of
 tests/services/nova_shims) on MariaDB and RabbitMQ, with the real Placement of this session.
 
-One test function on purpose: Nova takes about a minute to start, and under ``pytest -n 2`` two test functions could
-land on both workers and start it twice (the deployments are serialised by a machine-wide lock, see
-tests/services/openstack.py).
+Nova takes about a minute to start: the session fixture ``nova`` (conftest) starts it once per worker, and every test
+that uses it carries ``NOVA_GROUP`` (one xdist group, so ``--dist loadgroup`` keeps them on one worker).
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,7 +25,7 @@ from drivers.openstack import (
     flavor_capacity,
     match_flavor,
 )
-from tests.integration.conftest import REQUIRE_ENV, _required
+from tests.integration.openstack.conftest import NOVA_GROUP, ensure_flavor
 from tests.services import openstack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,37 +33,11 @@ IMAGE = "5e1b7c86-5d1f-4d3c-9f6a-0c1d2e3f4a5b"
 POLL = PollPolicy(interval_s=0.2, timeout_s=90)
 
 
-@pytest.fixture(scope="module")
-def nova(
-    placement_service: openstack.Service, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[openstack.NovaDeployment]:
-    try:
-        venv = openstack.create_nova_venv()
-    except openstack.VenvBuildError as e:
-        if e.offline and not _required():
-            pytest.skip(f"Nova virtualenv unavailable (no network?); set {REQUIRE_ENV}=1 to make this a failure")
-        pytest.fail(str(e), pytrace=False)
-    try:
-        deployment = openstack.start_nova(tmp_path_factory.mktemp("nova"), placement_service.url, venv)
-    except openstack.BackingServiceUnavailable as e:
-        if not _required():
-            pytest.skip(f"{e}; set {REQUIRE_ENV}=1 to make this a failure")
-        pytest.fail(f"{e} ({REQUIRE_ENV}={os.environ.get(REQUIRE_ENV)!r})", pytrace=False)
-    except openstack.ServiceError as e:
-        pytest.fail(f"Nova did not start: {e}", pytrace=False)
-    print(f"nova started in {deployment.started_in_s:.1f} s: {deployment.timings}")
-    try:
-        yield deployment
-    finally:
-        openstack.stop_nova(deployment)
-
-
 def _flavor(conn: Any, name: str, specs: dict[str, str]) -> Any:
-    flavor = conn.compute.create_flavor(name=name, vcpus=1, ram=512, disk=1)
-    conn.compute.create_flavor_extra_specs(flavor, specs)
-    return flavor
+    return ensure_flavor(conn, name, specs)
 
 
+@NOVA_GROUP
 def test_vgpu_and_pci_flavors_boot_exhaustion_is_no_valid_host_and_delete(
     nova: openstack.NovaDeployment, placement_conn: Any
 ) -> None:
