@@ -106,6 +106,7 @@ class LeaseService:
         self._sync_lock = threading.Lock()
         self._last_sync = 0.0
         self._quota_ctx = threading.local()
+        self._provision_locks = [threading.RLock() for _ in range(64)]
 
     # --- building and keeping the index current ------------------------------------------------------------
 
@@ -530,27 +531,38 @@ class LeaseService:
         self._provision(lease_id)
 
     def _provision(self, lease_id: str) -> None:
-        relocate: TryElsewhere | None = None
-        with self.db.session() as session:
-            lease = session.get(Lease, lease_id)
-            if lease is None or lease.state != "provisioning":
-                return
-            allocs = [allocation_from_dict(a) for a in lease.allocations]
-            info = _lease_info(lease, allocs)
+        """Call the lease's backend with no store transaction open (a cloud deploy may take a while), then
+        record the outcome if the lease is still ``provisioning`` (row-locked: a concurrent release wins or
+        waits, never interleaves). One provisioning at a time per lease in this process."""
+        with self._provision_locks[hash(lease_id) % len(self._provision_locks)]:
+            with self.db.session() as session:
+                lease = session.get(Lease, lease_id)
+                if lease is None or lease.state != "provisioning":
+                    return
+                allocs = [allocation_from_dict(a) for a in lease.allocations]
+                info = _lease_info(lease, allocs)
+                backend = lease.backend or "static"
             try:
-                outcome = provisioner_for(lease.backend or "static", self.db).provision(info, allocs)
+                outcome = provisioner_for(backend, self.db).provision(info, allocs)
             except TryElsewhere as exc:
                 relocate = exc
             except ProvisionFailed as exc:
-                self._fail_and_release(session, lease, f"provisioning failed: {exc}")
+                with self.db.session() as session:
+                    lease = session.get(Lease, lease_id, with_for_update=True)
+                    if lease is not None and lease.state == "provisioning":
+                        self._fail_and_release(session, lease, f"provisioning failed: {exc}")
                 return
             else:
-                if outcome.state == "ready":
-                    lease.result = outcome.result
-                    transition(session, lease, "ready", "provisioned")
-                else:
-                    lease.reason = outcome.message
-                    lease.updated_at = datetime.now(UTC)
+                with self.db.session() as session:
+                    lease = session.get(Lease, lease_id, with_for_update=True)
+                    if lease is None or lease.state != "provisioning":
+                        return  # released meanwhile; the backend's release (or the reconciler) cleans up
+                    if outcome.state == "ready":
+                        lease.result = outcome.result
+                        transition(session, lease, "ready", "provisioned")
+                    else:
+                        lease.reason = outcome.message
+                        lease.updated_at = datetime.now(UTC)
                 return
         self._relocate(lease_id, relocate)
 
@@ -559,7 +571,7 @@ class LeaseService:
         without those hosts (and the ones tried before); after ``MAX_CANDIDATES`` tries, or when nothing else
         fits, the lease fails with every reason on record."""
         with self.db.session() as session:
-            lease = session.get(Lease, lease_id)
+            lease = session.get(Lease, lease_id, with_for_update=True)
             if lease is None or lease.state != "provisioning":
                 return
             given = sorted({a["host"] for a in lease.allocations})
@@ -733,7 +745,7 @@ class LeaseService:
 
     def release(self, lease_id: str, principal: Principal | None, reason: str = "released by the tenant") -> None:
         with self.db.session() as session:
-            lease = session.get(Lease, lease_id)
+            lease = session.get(Lease, lease_id, with_for_update=True)
             if lease is None:
                 raise LeaseNotFound(f"lease {lease_id} not found")
             if lease.state in TERMINAL or lease.state == "releasing":

@@ -465,12 +465,36 @@ def test_cli_run_wait_and_show(controller: Controller, agent: AgentFactory) -> N
     cli = CliRunner()
     common = ["--controller", controller.url, "--token", controller.admin_token]
 
-    timer = threading.Timer(1.0, node.cycle)
-    timer.start()
-    result = cli.invoke(
-        app, ["validate", "run", "--hosts", "cli-host", "--wait", "--interval", "0.2", "--json", *common]
-    )
-    timer.join()
+    # The agent keeps cycling (as its loop would) until the CLI has its verdict: one cycle at a fixed delay
+    # could run before the validation exists on a slow machine, leaving the CLI waiting for its timeout.
+    done = threading.Event()
+
+    def agent_loop() -> None:
+        while not done.wait(0.3):
+            node.cycle()
+
+    loop = threading.Thread(target=agent_loop, daemon=True)
+    loop.start()
+    try:
+        result = cli.invoke(
+            app,
+            [
+                "validate",
+                "run",
+                "--hosts",
+                "cli-host",
+                "--wait",
+                "--interval",
+                "0.2",
+                "--timeout",
+                "300",
+                "--json",
+                *common,
+            ],
+        )
+    finally:
+        done.set()
+        loop.join()
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["status"] == "passed"
