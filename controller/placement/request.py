@@ -11,6 +11,7 @@ from controller.placement.model import SliceKind
 
 Topology = Literal["same-host", "same-placement-group", "same-az", "same-region", "any"]
 Policy = Literal["pack", "spread"]
+_SSH_KEY_TYPES = ("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
 
 
 class SliceRequest(BaseModel):
@@ -82,6 +83,25 @@ class PlacementRequest(BaseModel):
     require_validated: bool = Field(False, description="Only hosts whose last NCCL validation passed")
     policy: Policy | None = Field(None, description="pack (default) or spread; overrides the engine default")
     duration: timedelta | None = Field(None, description="Lease duration (ISO 8601 or seconds); carried through")
+    ssh_public_keys: list[str] | None = Field(
+        None,
+        max_length=16,
+        description="OpenSSH public keys for machines the lease provisions (Ironic nodes, Nova servers); "
+        "not used for placement",
+    )
+
+    @field_validator("ssh_public_keys")
+    @classmethod
+    def _check_keys(cls, keys: list[str] | None) -> list[str] | None:
+        if keys is None:
+            return None
+        out = []
+        for i, key in enumerate(keys):
+            parts = key.strip().split()
+            if len(parts) < 2 or not parts[0].startswith(_SSH_KEY_TYPES) or len(key) > 16384:
+                raise ValueError(f"ssh_public_keys[{i}] is not an OpenSSH public key ('<type> <base64> [comment]')")
+            out.append(key.strip())
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> PlacementRequest:
