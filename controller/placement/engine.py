@@ -13,20 +13,24 @@ from __future__ import annotations
 
 import threading
 import uuid as uuidlib
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from controller.placement import mig
 from controller.placement.filters import (
+    DOMAIN_ATTR,
     Demand,
     Funnel,
     QuotaCheck,
     explain,
+    explain_exhaustive,
     host_passes,
     memory_ok,
     model_matches,
     resolve,
+    topology_reason,
 )
 from controller.placement.index import Index
 from controller.placement.model import (
@@ -42,7 +46,6 @@ from controller.placement.model import (
 from controller.placement.request import PlacementRequest, parse_request
 from controller.placement.weighers import WeigherConfig, topology_score, weigh
 
-_DOMAIN_ATTR = {"same-placement-group": "placement_group", "same-az": "az", "same-region": "region"}
 _KIND_MODE = {"gpu": "whole", "mig": "mig", "timeslice": "timeslice", "mps": "mps", "vgpu": "vgpu"}
 
 
@@ -316,7 +319,7 @@ class Engine:
     ) -> Decision | Refusal:
         """Where ``request`` would go for ``tenant`` (no change to the index), or why it cannot go anywhere.
 
-        ``explain`` also runs the exhaustive filter funnel on success (for the dry-run API; costs a full scan).
+        ``explain`` also runs the filter funnel on success (for the dry-run API; O(signature groups), see filters).
         ``exclude`` names hosts not to use (a backend already failed to provision the request there).
         """
         req = parse_request(request)
@@ -370,11 +373,20 @@ class Engine:
         spread = policy == "spread"
         plans: dict[str, HostPlan | None] = {}
 
+        offers = self.index.offers
+        need = [(d.keys, d.count) for d in demands]
+
+        def room(hid: str) -> bool:
+            """The host's free units (summed over each demand's offer keys) bound what ``_plan_host`` can take."""
+            o = offers.get(hid)
+            return o is not None and all(sum(o.get(k, 0) for k in keys) >= count for keys, count in need)
+
         def plan(hid: str) -> HostPlan | None:
             if hid in plans:
                 return plans[hid]
             host = self.index.hosts[hid]
-            p = self._plan_host(host, demands, policy) if hid not in exclude and host_passes(host, req) else None
+            ok = hid not in exclude and room(hid) and host_passes(host, req)
+            p = self._plan_host(host, demands, policy) if ok else None
             plans[hid] = p
             return p
 
@@ -399,15 +411,48 @@ class Engine:
             ranked = self._rank(found, req, policy)
             return ranked[: req.nodes], None
 
-        attr = _DOMAIN_ATTR[req.topology]
+        attr = DOMAIN_ATTR[req.topology]
+
+        def some_domain_large_enough() -> bool:
+            """Whether any domain has req.nodes hosts with free units of the primary demand (O(domains))."""
+            min_units = primary.min_units()
+            per_domain: dict[str, int] = {}
+            for key in primary.keys:
+                for value, db in self.index.domains.get((key, attr), {}).items():
+                    n = per_domain[value] = per_domain.get(value, 0) + db.count(min_units)
+                    if n >= req.nodes:
+                        return True
+            return False
+
+        def n_domains() -> int:
+            return max(len(self.index.domains.get((key, attr), {})) for key in primary.keys)
+
         visited: set[str] = set()
+        bounded = False
         groups: list[tuple[str, list[HostPlan], int]] = []
         extra = max(2, self.candidates // 2)
         for key in primary.keys:
             for hid in self._stream(req, primary, spread, key):
                 host = self.index.hosts[hid]
                 dom = host.domain(req.topology)
-                if dom is None or dom in visited or plan(hid) is None:
+                if dom is None or dom in visited:
+                    continue
+                # Bucket counts bound the domain's candidates: skip it without planning a host if they are too
+                # few (a gang no domain can hold is then refused in O(domains), not O(hosts)).
+                in_domain = 0
+                for k2 in primary.keys:
+                    b = self.index.bucket(k2, attr, dom)
+                    if b is not None:
+                        in_domain += b.count(primary.min_units())
+                if in_domain < req.nodes:
+                    visited.add(dom)
+                    # Many domains too small and no gang yet: if none is large enough, stop walking hosts.
+                    if not bounded and not groups and len(visited) >= max(64, n_domains() // 16):
+                        bounded = True
+                        if not some_domain_large_enough():
+                            return None
+                    continue
+                if plan(hid) is None:
                     continue
                 visited.add(dom)
                 members: list[HostPlan] = []
@@ -584,27 +629,23 @@ class Engine:
     # --- refusing --------------------------------------------------------------------------------------
 
     def _funnel(self, req: PlacementRequest, demands: list[Demand], policy: str) -> Funnel:
+        """Why hosts cannot take the request, per filter, from the index's signature groups (not a host walk)."""
+
+        def fits(h: Host) -> bool:
+            return self._plan_host(h, demands, policy) is not None
+
+        return explain(req, demands, self.index, fits)
+
+    def _funnel_exhaustive(self, req: PlacementRequest, demands: list[Demand], policy: str) -> Funnel:
+        """Every filter over every host: the reference ``_funnel`` must agree with (tests only; O(fleet))."""
+
         def fits(h: Host) -> bool:
             return self._plan_host(h, demands, policy) is not None
 
         def topology_ok(hosts: list[Host]) -> str | None:
-            if len(hosts) < req.nodes and (req.nodes == 1 or req.topology == "any"):
-                return f"{len(hosts)} hosts fit, {req.nodes} needed"
-            if req.nodes == 1 or req.topology == "any":
-                return None
-            by: dict[str, int] = {}
-            for h in hosts:
-                dom = h.domain(req.topology)
-                if dom is not None:
-                    by[dom] = by.get(dom, 0) + 1
-            if by and max(by.values()) >= req.nodes:
-                return None
-            if not by:
-                return f"no fitting host has a {_DOMAIN_ATTR[req.topology]}"
-            dom, n = max(by.items(), key=lambda x: x[1])
-            return f"no {_DOMAIN_ATTR[req.topology]} has {req.nodes} fitting hosts; the best, {dom}, has {n}"
+            return topology_reason(req, len(hosts), lambda: Counter(h.domain(req.topology) for h in hosts))
 
-        return explain(req, demands, self.index.hosts.values(), fits, topology_ok)
+        return explain_exhaustive(req, demands, self.index.hosts.values(), fits, topology_ok)
 
     def _refuse(self, req: PlacementRequest, tenant: str, demands: list[Demand], policy: str) -> Refusal:
         funnel = self._funnel(req, demands, policy)

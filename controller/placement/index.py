@@ -5,13 +5,21 @@ key by how many units they have free. The same is kept per placement group, AZ a
 restricted to an AZ, or a gang that must share a placement group, walks only that domain. A decision walks
 buckets lazily in pack (fewest free first) or spread order and stops once it has enough candidates, so it
 does not scan 100,000 hosts for a common request.
+
+For refusals (``filters.explain``) hosts are also grouped by what the filters read: a *coarse* group per
+host-level signature (state, backend, region, AZ, validation, on-demand MIG, GPU shape) and, inside it, a
+*fine* group per device signature (each GPU's mode, model, memory, health, admin state and free state).
+A 100,000-host fleet has a few hundred coarse groups, so the funnel evaluates groups rather than hosts.
+Each group also keeps its members in index order (a lazily cleaned heap of ``(seq, host)``) so the funnel's
+examples and nearest fit are the first ones in host order, as an exhaustive walk would report them.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Iterator
 
-from controller.placement.model import Host, OfferKey, host_offers
+from controller.placement.model import Device, Host, OfferKey, host_offers
 
 DOMAINS = ("placement_group", "az", "region")
 
@@ -55,10 +63,136 @@ class Bucket:
                 yield from level
 
     def count(self, min_units: int = 1) -> int:
-        return sum(len(h) for u, h in self.levels.items() if u >= min_units)
+        n = 0
+        for u, h in self.levels.items():
+            if u >= min_units:
+                n += len(h)
+        return n
 
     def __len__(self) -> int:
         return self.count(1)
+
+
+# What the filters and ``Engine._plan_host`` read of a host (besides its devices, and its placement group,
+# which only the topology check reads): state, backend, region, AZ, validation, on-demand MIG, (mode, model)
+# shared by all its GPUs (None if mixed) and the number of GPUs.
+CoarseKey = tuple[str, str, str, str, str, str, bool, tuple[str, str] | None, int]
+# One signature per GPU, in device order.
+FineKey = tuple[tuple[object, ...], ...]
+
+
+def coarse_key(host: Host) -> CoarseKey:
+    shape: tuple[str, str] | None = None
+    if host.devices:
+        d0 = host.devices[0]
+        shape = (d0.mode, d0.model)
+        for d in host.devices:
+            if d.mode != shape[0] or d.model != shape[1]:
+                shape = None
+                break
+    return (
+        host.state,
+        host.backend_id,
+        host.backend_kind,
+        host.region,
+        host.az,
+        host.validation,
+        host.on_demand_mig,
+        shape,
+        len(host.devices),
+    )
+
+
+def device_signature(host: Host, d: Device) -> tuple[object, ...]:
+    """Everything the device filters, ``device_free_units`` and ``Engine._plan_host`` read of a GPU.
+
+    The free state is reduced to what decides whether (not where) something fits: free whole GPU, free
+    replicas, offered vGPU types and the type/instances in use, and for MIG the layout (claimed or not: it
+    decides what can be created), the profiles of free instances and whether the pool allows on-demand MIG.
+    """
+    mode = d.mode
+    state: object
+    if mode == "whole":
+        state = d.claimed_by is None
+    elif mode == "mig":
+        free = sorted(m.profile for m in d.mig_instances if m.claimed_by is None and not m.pending)
+        state = (host.on_demand_mig, d.mig_layout(), tuple(free))
+    elif mode in ("timeslice", "mps"):
+        state = d.share_free()
+    elif mode == "vgpu":
+        state = (
+            tuple((t, v.framebuffer_mib, v.max_instances) for t, v in d.vgpu_types.items()),
+            d.vgpu_in_use(),
+        )
+    else:
+        state = None
+    return (d.index, mode, d.model, d.memory_mib, d.health, d.admin_state, state)
+
+
+class Group:
+    """Hosts sharing a signature, with their index order (``seq``) kept in a lazily cleaned min-heap."""
+
+    __slots__ = ("by_domain", "heap", "members")
+
+    def __init__(self, domains: bool = False) -> None:
+        self.members: dict[str, int] = {}  # host id -> seq
+        self.heap: list[tuple[int, str]] = []
+        # Fine groups: members per placement group / AZ / region value (for gang refusals).
+        self.by_domain: tuple[dict[str | None, int], ...] | None = ({}, {}, {}) if domains else None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, host_id: str, seq: int, doms: tuple[str | None, str, str] | None = None) -> None:
+        self.members[host_id] = seq
+        if len(self.heap) > 2 * len(self.members) + 16:
+            self.heap = [(q, h) for h, q in self.members.items()]
+            heapq.heapify(self.heap)
+        else:
+            heapq.heappush(self.heap, (seq, host_id))
+        if self.by_domain is not None and doms is not None:
+            for c, v in zip(self.by_domain, doms, strict=True):
+                c[v] = c.get(v, 0) + 1
+
+    def remove(self, host_id: str, doms: tuple[str | None, str, str] | None = None) -> None:
+        del self.members[host_id]
+        if self.by_domain is not None and doms is not None:
+            for c, v in zip(self.by_domain, doms, strict=True):
+                n = c[v] - 1
+                if n:
+                    c[v] = n
+                else:
+                    del c[v]
+
+    def domain_counts(self, attr: str) -> dict[str | None, int]:
+        """Members per value of ``attr`` (one of ``DOMAINS``); fine groups only."""
+        assert self.by_domain is not None
+        return self.by_domain[DOMAINS.index(attr)]
+
+    def any(self) -> str:
+        return next(iter(self.members))
+
+    def _valid(self, entry: tuple[int, str]) -> bool:
+        return self.members.get(entry[1]) == entry[0]
+
+    def first_seq(self) -> int:
+        """The smallest seq among the members (the group must not be empty)."""
+        heap = self.heap
+        while not self._valid(heap[0]):
+            heapq.heappop(heap)
+        return heap[0][0]
+
+    def first(self, k: int) -> list[tuple[int, str]]:
+        """The ``k`` first members in index order, as ``(seq, host id)``."""
+        heap = self.heap
+        out: list[tuple[int, str]] = []
+        while heap and len(out) < k:
+            e = heapq.heappop(heap)
+            if self._valid(e) and (not out or out[-1] != e):
+                out.append(e)
+        for e in out:
+            heapq.heappush(heap, e)
+        return out
 
 
 class Index:
@@ -69,11 +203,23 @@ class Index:
         self.offers: dict[str, dict[OfferKey, int]] = {}
         self.buckets: dict[OfferKey, Bucket] = {}
         self.domain_buckets: dict[tuple[OfferKey, str, str], Bucket] = {}
+        # The same buckets by (key, domain kind): value -> bucket, so a gang can rule out domains without hosts.
+        self.domains: dict[tuple[OfferKey, str], dict[str, Bucket]] = {}
         self.keys_by_kind: dict[str, set[OfferKey]] = {}
         # Memory per model and per (model, vGPU type), so the memory filter can drop whole buckets.
         self.model_memory: dict[str, int] = {}
         self.vgpu_memory: dict[tuple[str, str], int] = {}
         self.version: dict[str, int] = {}
+        # Signature groups for the refusal funnel (see the module docstring). ``seq`` numbers hosts in the
+        # order of ``hosts`` (insertion order; a host keeps its place when it is replaced).
+        self.seq: dict[str, int] = {}
+        self._next_seq = 0
+        # host -> (coarse key, fine key, (placement group, AZ, region))
+        self.group_of: dict[str, tuple[CoarseKey, FineKey, tuple[str | None, str, str]]] = {}
+        self.coarse: dict[CoarseKey, Group] = {}
+        self.fine: dict[CoarseKey, dict[FineKey, Group]] = {}
+        self.n_devices = 0
+        self._dev_sigs: dict[tuple[object, ...], tuple[object, ...]] = {}
         for h in hosts:
             self.upsert(h)
 
@@ -84,15 +230,21 @@ class Index:
         old = self.hosts.get(host.id)
         if old is not None:
             self._unindex(old)
+        else:
+            self.seq[host.id] = self._next_seq
+            self._next_seq += 1
         self.hosts[host.id] = host
         self._index(host)
+        self._classify(host)
         self.version[host.id] = self.version.get(host.id, 0) + 1
 
     def remove(self, host_id: str) -> Host | None:
         host = self.hosts.pop(host_id, None)
         if host is not None:
             self._unindex(host)
+            self._unclassify(host_id)
             self.version.pop(host_id, None)
+            self.seq.pop(host_id, None)
         return host
 
     def refresh(self, host_id: str) -> None:
@@ -108,6 +260,7 @@ class Index:
                 if old.get(k) != n:
                     self._bucket_add(host, k, n)
             self.offers[host_id] = new
+        self._classify(host)
         self.version[host_id] = self.version.get(host_id, 0) + 1
 
     def _index(self, host: Host) -> None:
@@ -124,6 +277,62 @@ class Index:
     def _unindex(self, host: Host) -> None:
         for k, n in self.offers.pop(host.id, {}).items():
             self._bucket_remove(host, k, n)
+
+    def _classify(self, host: Host) -> None:
+        """Put the host in the coarse and fine groups of its current signature (moving it if it changed)."""
+        ck = coarse_key(host)
+        sigs = self._dev_sigs
+        fine: list[tuple[object, ...]] = []
+        for d in host.devices:
+            if d.mode == "whole":  # the common case, inlined: the index is built and refreshed through here
+                sig: tuple[object, ...] = (
+                    d.index,
+                    "whole",
+                    d.model,
+                    d.memory_mib,
+                    d.health,
+                    d.admin_state,
+                    d.claimed_by is None,
+                )
+            else:
+                sig = device_signature(host, d)
+            fine.append(sigs.setdefault(sig, sig))
+        fk = tuple(fine)
+        doms = (host.placement_group, host.az, host.region)
+        cur = self.group_of.get(host.id)
+        if cur is not None:
+            if cur[0] == ck and cur[1] == fk and cur[2] == doms:
+                return
+            self._unclassify(host.id)
+        seq = self.seq[host.id]
+        self.group_of[host.id] = (ck, fk, doms)
+        cg = self.coarse.get(ck)
+        if cg is None:
+            cg = self.coarse[ck] = Group()
+            self.fine[ck] = {}
+        cg.add(host.id, seq)
+        fines = self.fine[ck]
+        fg = fines.get(fk)
+        if fg is None:
+            fg = fines[fk] = Group(domains=True)
+        fg.add(host.id, seq, doms)
+        self.n_devices += len(host.devices)
+
+    def _unclassify(self, host_id: str) -> None:
+        cur = self.group_of.pop(host_id, None)
+        if cur is None:
+            return
+        ck, fk, doms = cur
+        cg = self.coarse[ck]
+        cg.remove(host_id)
+        fines = self.fine[ck]
+        fines[fk].remove(host_id, doms)
+        if not fines[fk]:
+            del fines[fk]
+        if not cg:
+            del self.coarse[ck]
+            del self.fine[ck]
+        self.n_devices -= ck[8]
 
     def _domain_values(self, host: Host) -> Iterator[tuple[str, str]]:
         if host.placement_group:
@@ -142,6 +351,7 @@ class Index:
             db = self.domain_buckets.get(dk)
             if db is None:
                 db = self.domain_buckets[dk] = Bucket()
+                self.domains.setdefault((key, dom), {})[val] = db
             db.add(host.id, units)
 
     def _bucket_remove(self, host: Host, key: OfferKey, units: int) -> None:
@@ -150,6 +360,10 @@ class Index:
             self.domain_buckets[(key, dom, val)].remove(host.id, units)
 
     # --- queries ---------------------------------------------------------------------------------------
+
+    def domains_of(self, host_id: str) -> tuple[str | None, str, str]:
+        """(placement group, AZ, region) of a host, as grouped."""
+        return self.group_of[host_id][2]
 
     def bucket(self, key: OfferKey, domain: str | None = None, value: str | None = None) -> Bucket | None:
         if domain is None:
