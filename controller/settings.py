@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite:///<data_dir>/controller.db")
     bind_host: str = "127.0.0.1"
     bind_port: int = 8080
+    keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description="Idle HTTP keep-alive; keep it above any client or load balancer idle timeout (ALB: 60 s) so the "
+        "server never closes a connection a client is about to reuse",
+    )
     public_url: str = Field(default="", description="URL agents and users reach; default from bind")
     heartbeat_timeout_s: float = Field(default=90.0, gt=0, description="Silence after which a host is unreachable")
     report_interval_s: float = Field(default=30.0, gt=0, description="Interval told to agents")

@@ -24,8 +24,6 @@ import logging
 import time
 from typing import Any
 
-from sqlalchemy import select
-
 from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
 from controller.backends.openstack_common import (
     IRONIC_NODE_LABEL,
@@ -33,13 +31,13 @@ from controller.backends.openstack_common import (
     bootstrap_for,
     connection,
     lease_hosts,
+    release_configs,
     revoke_bootstrap,
     seconds_provisioning,
 )
 from controller.backends.openstack_config import IronicConfig
 from controller.placement import Allocation
 from controller.store.db import Database
-from controller.store.models import Backend
 from drivers.openstack import (
     AgentBootstrap,
     IronicDeployRequest,
@@ -226,7 +224,8 @@ class IronicBackend:
 
     def release(self, lease: LeaseInfo) -> None:
         """Undeploy every node tagged for the lease (found in Ironic, so a half-done deploy is found too)."""
-        for config in self._configs(lease):
+        for config in release_configs(self.db, lease.hosts, self.kind):
+            assert isinstance(config, IronicConfig)
             driver = ironic_driver(config)
             errors = []
             for tagged in driver.tagged():
@@ -239,15 +238,6 @@ class IronicBackend:
             if errors:
                 raise OpenStackBackendError("Ironic undeploy failed: " + "; ".join(errors))
         revoke_bootstrap(self.db, lease.id)
-
-    def _configs(self, lease: LeaseInfo) -> list[IronicConfig]:
-        """The backend configs to look in: the lease's hosts' backend, else every ironic backend."""
-        with self.db.session() as session:
-            try:
-                return [lease_hosts(session, lease.hosts, self.kind).config]
-            except OpenStackBackendError:
-                rows = session.scalars(select(Backend).where(Backend.kind == self.kind))
-                return [IronicConfig.model_validate(b.config) for b in rows]
 
 
 register_provisioner("ironic", IronicBackend)

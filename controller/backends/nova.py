@@ -21,8 +21,6 @@ import logging
 import time
 from typing import Any, Literal
 
-from sqlalchemy import select
-
 from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
 from controller.backends.openstack_common import (
     HYPERVISOR_LABEL,
@@ -30,13 +28,13 @@ from controller.backends.openstack_common import (
     bootstrap_for,
     connection,
     lease_hosts,
+    release_configs,
     revoke_bootstrap,
     seconds_provisioning,
 )
 from controller.backends.openstack_config import NovaConfig
 from controller.placement import Allocation
 from controller.store.db import Database
-from controller.store.models import Backend
 from drivers.openstack import (
     GpuFlavor,
     NoMatchingFlavor,
@@ -235,7 +233,8 @@ class NovaBackend:
 
     def release(self, lease: LeaseInfo) -> None:
         errors = []
-        for config in self._configs(lease):
+        for config in release_configs(self.db, lease.hosts, self.kind):
+            assert isinstance(config, NovaConfig)
             try:
                 self._delete_servers(config, lease.id)
             except OpenStackError as exc:
@@ -243,14 +242,6 @@ class NovaBackend:
         if errors:
             raise OpenStackBackendError("Nova delete failed: " + "; ".join(errors))
         revoke_bootstrap(self.db, lease.id)
-
-    def _configs(self, lease: LeaseInfo) -> list[NovaConfig]:
-        with self.db.session() as session:
-            try:
-                return [lease_hosts(session, lease.hosts, self.kind).config]
-            except OpenStackBackendError:
-                rows = session.scalars(select(Backend).where(Backend.kind == self.kind))
-                return [NovaConfig.model_validate(b.config) for b in rows]
 
 
 register_provisioner("nova", NovaBackend)

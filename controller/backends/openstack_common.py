@@ -83,6 +83,16 @@ def backend_config(backend: Backend) -> IronicConfig | NovaConfig:
     return model.model_validate(backend.config)
 
 
+def release_configs(db: Database, hostnames: Iterable[str], kind: str) -> list[IronicConfig | NovaConfig]:
+    """The backend configs to release a lease in: its hosts' backend, else (hosts gone from the store) every
+    backend of ``kind``, whose tagged resources are then searched for the lease."""
+    with db.session() as session:
+        try:
+            return [lease_hosts(session, hostnames, kind).config]
+        except OpenStackBackendError:
+            return [backend_config(b) for b in session.scalars(select(Backend).where(Backend.kind == kind))]
+
+
 def provisioning_since(session: Session, lease_id: str) -> datetime:
     """When the lease last entered ``provisioning`` (the start of its deploy / boot deadline)."""
     at = session.scalar(

@@ -40,7 +40,14 @@ def serve(
         application = create_app(settings, db=db)
     except SchemaError as exc:
         raise fail(str(exc), 3) from None
-    uvicorn.run(application, host=settings.bind_host, port=settings.bind_port, log_config=None, access_log=False)
+    uvicorn.run(
+        application,
+        host=settings.bind_host,
+        port=settings.bind_port,
+        log_config=None,
+        access_log=False,
+        timeout_keep_alive=settings.keep_alive_s,
+    )
 
 
 @db_app.command("upgrade")

@@ -223,12 +223,7 @@ class LeaseService:
             if quotas:
                 usage = usage_by_kind_model(session, tenant)
                 for q in quotas:
-                    used = (
-                        sum(n for (k, _m), n in usage.items() if k == q.kind)
-                        if q.model == "*"
-                        else usage.get((q.kind, q.model), 0)
-                    )
-                    limits[(q.kind, q.model)] = (q.limit, used)
+                    limits[(q.kind, q.model)] = (q.limit, quota_used(q, usage))
         self._quota_ctx.limits = limits
 
     # --- deciding and claiming -----------------------------------------------------------------------------
@@ -502,11 +497,7 @@ class LeaseService:
             return
         usage = usage_by_kind_model(session, tenant)
         for q in quotas:
-            used = (
-                sum(n for (k, _m), n in usage.items() if k == q.kind)
-                if q.model == "*"
-                else usage.get((q.kind, q.model), 0)
-            )
+            used = quota_used(q, usage)
             if used > q.limit:
                 name = f"{q.kind}:{q.model}"
                 raise QuotaExceeded(
@@ -821,6 +812,13 @@ def usage_by_kind_model(session: Session, tenant: str) -> dict[tuple[str, str], 
     for kind, model, _lid, _alloc, n in rows:
         out[(kind, model)] = out.get((kind, model), 0) + (1 if kind == "mig" else int(n))
     return out
+
+
+def quota_used(q: Quota, usage: dict[tuple[str, str], int]) -> int:
+    """A quota's usage: its kind and model, or every model of its kind for ``*``."""
+    if q.model == "*":
+        return sum(n for (k, _m), n in usage.items() if k == q.kind)
+    return usage.get((q.kind, q.model), 0)
 
 
 def expiry_after(duration_s: float) -> datetime:
