@@ -67,6 +67,8 @@ log = logging.getLogger("gpufabric.leases")
 MAX_ATTEMPTS = 8
 # How many times a lease whose backend said "try elsewhere" (e.g. Nova's No valid host) is placed again.
 MAX_CANDIDATES = 3
+# A lease still ``placing`` after this long was interrupted while moving to its next candidate.
+STALE_PLACING_S = 300.0
 SYNC_INTERVAL_S = 1.0
 REFUSAL_SYNC_INTERVAL_S = 0.2
 
@@ -782,6 +784,19 @@ class LeaseService:
                 self.release(lid, None, "expired: its duration is over")
             except Exception:
                 log.exception("could not expire lease %s", lid)
+        self.fail_stale_placing(now)
+        return ids
+
+    def fail_stale_placing(self, now: datetime | None = None) -> list[str]:
+        """Fail leases left ``placing`` (they hold nothing) for longer than ``STALE_PLACING_S``: only a move to
+        the next candidate commits that state, so one still there was interrupted (a controller restart)."""
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=STALE_PLACING_S)
+        with self.db.session() as session:
+            ids = list(session.scalars(select(Lease.id).where(Lease.state == "placing", Lease.updated_at <= cutoff)))
+        for lid in ids:
+            self._fail_placing(
+                lid, "placing it on the next candidate was interrupted (controller restart?); it holds nothing"
+            )
         return ids
 
 

@@ -15,7 +15,7 @@ from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.static import StaticBackend
 from controller.jobs.hooks import JobContext
 from controller.leases.errors import QuotaExceeded
-from controller.leases.service import MAX_CANDIDATES, LeaseService
+from controller.leases.service import MAX_CANDIDATES, STALE_PLACING_S, LeaseService
 from controller.placement import Allocation
 from controller.store.models import Lease, SliceClaim
 from tests.controller.conftest import Controller
@@ -153,3 +153,23 @@ def test_the_lease_expiry_job_releases_expired_leases(controller: Controller) ->
         assert expired["state"] == "released" and expired["reason"].startswith("expired")
         assert api.get(f"/v1/leases/{keep['id']}").json()["state"] == "ready"
     assert live_claims(controller) == 1
+
+
+def test_a_lease_left_placing_by_an_interrupted_move_is_failed_by_the_expiry_job(controller: Controller) -> None:
+    fleet(controller, hosts=1)
+    with controller.client(controller.tenant_token) as api:
+        lease = create(api, {"slices": [{"kind": "gpu"}]}).json()
+        assert api.delete(f"/v1/leases/{lease['id']}").json()["state"] == "released"
+    # As a controller that died between releasing the claims and placing the lease again leaves it.
+    with controller.db.session() as session:
+        session.execute(
+            update(Lease)
+            .where(Lease.id == lease["id"])
+            .values(state="placing", updated_at=datetime.now(UTC) - timedelta(seconds=STALE_PLACING_S + 1))
+        )
+    hook = controller.server.app.state.hooks.hooks["lease-expiry:leases"]
+    hook.run(JobContext(db=controller.db, settings=controller.settings))
+    with controller.client(controller.tenant_token) as api:
+        stale = api.get(f"/v1/leases/{lease['id']}").json()
+    assert stale["state"] == "failed" and "interrupted" in stale["reason"]
+    assert live_claims(controller) == 0
