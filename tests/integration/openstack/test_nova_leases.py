@@ -74,8 +74,10 @@ def _wait_server(conn: Any, server_id: str, status: str) -> Any:
         time.sleep(0.2)
 
 
-def _wait_gone(conn: Any, server_id: str) -> None:
+def _wait_gone(conn: Any, server_id: str, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s  # a bound so a broken delete fails the test instead of hanging it
     while any(s.id == server_id for s in conn.compute.servers(all_projects=True)):
+        assert time.monotonic() < deadline, f"server {server_id} still exists after {timeout_s:.0f} s"
         time.sleep(0.2)
 
 
@@ -143,6 +145,16 @@ def test_nova_vgpu_lease_exhaustion_moves_to_ironic_mismatch_and_orphan_reported
             assert report["placement"]["checked"] and report["placement"]["mismatches"] == [], report["placement"]
             assert report["orphans"] == [] and report["missing"] == []
 
+            # A whole PCI A100 lands on the compute too: a server with the PCI-passthrough flavor; released cleanly.
+            pci = lease(tenant, {"slices": [{"kind": "gpu", "count": 1, "model": "A100-80GB"}], "backends": ["nova"]})
+            assert pci["state"] == "ready", pci
+            assert pci["result"]["backend"] == "nova" and pci["result"]["host"] == nova.host
+            pci_server = admin_conn.compute.get_server(pci["result"]["server_id"])
+            assert pci_server.status == "ACTIVE" and pci_server.flavor["original_name"] == pci_flavor.name
+            response = tenant.delete(f"/v1/leases/{pci['id']}")
+            assert response.status_code == 200 and response.json()["state"] == "released", response.text
+            _wait_gone(admin_conn, pci_server.id)
+
             # Both PCI A100s are used outside gpufabric (one server tagged for a lease gpufabric does not know).
             for i, metadata in enumerate(({LEASE_TAG: "ghost-lease"}, {})):
                 made = admin_conn.compute.create_server(
@@ -200,7 +212,9 @@ def test_nova_vgpu_lease_exhaustion_moves_to_ironic_mismatch_and_orphan_reported
                     )
                 )
             )
+            deadline = time.monotonic() + 180
             while reader.view().host_gpu_usage()[nova.host]["VGPU"].used:  # the compute frees it as it deletes
+                assert time.monotonic() < deadline, "Placement still shows the VGPU used after 180 s"
                 time.sleep(0.2)
             print(f"vGPU lease ready in {boot_s:.1f} s; No valid host -> Ironic node ready in {move_s:.1f} s")
     finally:
