@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from sqlalchemy import select
+
+from controller.api.routes.backends import masked
+from controller.store.models import Backend
 from tests.controller.conftest import Controller
 from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
 
@@ -117,3 +121,28 @@ def test_problem_json_for_validation_404_and_request_id(controller: Controller) 
         assert anon.get("/readyz").json()["status"] == "ready"
         metrics = anon.get("/metrics").text
         assert 'gpufabric_http_request_duration_seconds_count{method="GET",route="/v1/hosts",status="200"}' in metrics
+
+
+def test_backend_credentials_are_stored_but_never_shown(controller: Controller) -> None:
+    config = {
+        "auth": {"method": "password", "password": "hunter2", "username": "gf", "nested": [{"token": "t"}]},
+        "kube_token": "sa-token",
+        "kube_api_url": "https://k8s.test",
+        "tenant_ssh_keys": {"acme": ["ssh-ed25519 AAAA acme"]},
+        "token": None,
+    }
+    assert masked(config) == {
+        "auth": {"method": "password", "password": "***", "username": "gf", "nested": [{"token": "***"}]},
+        "kube_token": "***",
+        "kube_api_url": "https://k8s.test",
+        "tenant_ssh_keys": {"acme": ["ssh-ed25519 AAAA acme"]},
+        "token": None,
+    }
+    with controller.admin() as api:
+        made = api.post("/v1/backends", json={"name": "lab", "kind": "static", "config": {"token": "s3cret"}})
+        assert made.status_code == 201, made.text
+        assert made.json()["config"]["token"] == "***"
+        assert api.get("/v1/backends").json()[0]["config"]["token"] == "***"
+    with controller.db.session() as session:
+        stored = session.scalar(select(Backend).where(Backend.name == "lab"))
+        assert stored is not None and stored.config["token"] == "s3cret"

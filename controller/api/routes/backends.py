@@ -21,8 +21,24 @@ router = APIRouter(prefix="/v1/backends", tags=["backends"])
 ADMIN = Require(Role.admin)
 
 
+# Config fields that hold credentials: stored as given (the controller needs them to connect), never shown.
+SECRET_FIELDS = frozenset(
+    {"password", "token", "application_credential_secret", "kube_token", "aws_secret_access_key", "aws_session_token"}
+)
+MASK = "***"
+
+
+def masked(config: Any) -> Any:
+    """``config`` with every credential field (at any depth) replaced by ``***``."""
+    if isinstance(config, dict):
+        return {k: MASK if k in SECRET_FIELDS and v else masked(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [masked(v) for v in config]
+    return config
+
+
 def _out(b: Backend) -> BackendOut:
-    return BackendOut(name=b.name, kind=b.kind, config=b.config, created_at=b.created_at)
+    return BackendOut(name=b.name, kind=b.kind, config=masked(b.config), created_at=b.created_at)
 
 
 @router.get("", response_model=list[BackendOut])

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from controller.api.app import create_app
 from controller.auth.tokens import Role
 from controller.backends import openstack_sync
-from controller.store.models import ApiToken
+from controller.store.models import ApiToken, Backend
 from controller.testing import ServerThread
 from drivers.openstack import LEASE_TAG, AgentBootstrap, IronicDeployRequest, IronicDriver, PollPolicy
 from tests.controller.conftest import Controller
@@ -130,7 +130,7 @@ def test_bad_ironic_and_nova_config_is_a_422_naming_the_field(controller: Contro
             problem = assert_problem(response, 422, "validation-error")
             assert f"{kind} config: {field}" in problem["detail"], (field, problem)
         assert api.get("/v1/backends").json() == []
-        # A good one is stored without masking its secrets (the controller needs them to connect).
+        # A good one is stored as given (the controller needs its secrets to connect) and shown masked.
         good = {
             "auth": {"method": "admin_token", "token": "s3cret", "endpoints": {"placement": "http://p.test"}},
             "controller_url": "https://gpufabric.test",
@@ -138,7 +138,11 @@ def test_bad_ironic_and_nova_config_is_a_422_naming_the_field(controller: Contro
         }
         response = api.post("/v1/backends", json={"name": "cloud", "kind": "nova", "config": good})
         assert response.status_code == 201, response.text
-        assert response.json()["config"]["auth"]["token"] == "s3cret"
+        assert response.json()["config"]["auth"]["token"] == "***"
+        assert api.get("/v1/backends/cloud").json()["config"]["auth"]["token"] == "***"
+        with controller.db.session() as session:
+            stored = session.scalar(select(Backend).where(Backend.name == "cloud"))
+            assert stored is not None and stored.config["auth"]["token"] == "s3cret"
         assert response.json()["config"]["orphans"] == "report"
         assert_problem(api.get("/v1/backends/cloud/reconcile"), 404, "not-found")
 
