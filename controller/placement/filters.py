@@ -306,6 +306,19 @@ class Funnel:
     nearest_fit: NearestFit | None
 
 
+def _shape_stage(
+    shape: tuple[str, str], demands: list[Demand], cache: dict[tuple[str, str], tuple[int, str] | None]
+) -> tuple[int, str] | None:
+    """For hosts whose GPUs are all one model in one mode: the furthest filter stage any demand's kind/model
+    check lets them reach and why they stop there, or ``None`` when some demand passes it (look at the GPUs)."""
+    if shape not in cache:
+        stages = [kind_model_stage(shape[0], shape[1], dm) for dm in demands]
+        cache[shape] = (
+            None if any(st is None for st in stages) else max((st for st in stages if st), key=lambda x: x[0])
+        )
+    return cache[shape]
+
+
 def explain_exhaustive(
     req: PlacementRequest,
     demands: list[Demand],
@@ -329,12 +342,7 @@ def explain_exhaustive(
         # Most hosts hold one model in one mode: if that cannot serve any demand, skip the per-GPU walk.
         shape = _shape(host)
         if shape is not None:
-            if shape not in shape_cache:
-                stages = [kind_model_stage(shape[0], shape[1], dm) for dm in demands]
-                shape_cache[shape] = (
-                    None if any(st is None for st in stages) else max((st for st in stages if st), key=lambda x: x[0])
-                )
-            early = shape_cache[shape]
+            early = _shape_stage(shape, demands, shape_cache)
             if early is not None:
                 rank0 = (0.0, -len(failures))
                 if best is None or rank0 > best[:2]:
@@ -588,12 +596,7 @@ def explain(
         shape = ck[7]
         early: tuple[int, str] | None = None
         if shape is not None:
-            if shape not in shape_cache:
-                stages = [kind_model_stage(shape[0], shape[1], dm) for dm in demands]
-                shape_cache[shape] = (
-                    None if any(st is None for st in stages) else max((st for st in stages if st), key=lambda x: x[0])
-                )
-            early = shape_cache[shape]
+            early = _shape_stage(shape, demands, shape_cache)
         if early is not None:
             # No GPU of these hosts can serve any demand: count the whole group without looking at GPUs.
             n = len(cgroup)
