@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     last_seen_flush_s: float = Field(
         default=1.0, ge=0, description="Batch heartbeat last_seen writes at this interval; 0: write in the request"
     )
+    change_poll_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="How often a replica polls the store's host change feed for other replicas' writes (bounds how "
+        "late a desired-state change made on one replica reaches agents heartbeating to another)",
+    )
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

@@ -17,6 +17,7 @@ from controller.api.routes import agents, audit_log, backends, devices, hosts, l
 from controller.auth.cache import AUTH_CACHE
 from controller.backends import eks_sync, openstack_sync
 from controller.fleet.ingest import LastSeenBuffer
+from controller.fleet.replies import AgentReplyCache
 from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
 from controller.jobs.scheduler import JobRunner
 from controller.leases.metrics import LeaseCollector
@@ -46,7 +47,7 @@ ROUTERS = [
 
 def create_app(settings: Settings, *, db: Database | None = None, hooks: HookRegistry | None = None) -> FastAPI:
     """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current."""
-    db = db or Database(settings.database_url, pool_size=settings.db_pool_size)
+    db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
     registry = hooks or default_hooks.copy()
@@ -92,6 +93,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     app.state.hooks = registry
     app.state.leases = leases_service
     app.state.last_seen = LastSeenBuffer(db, settings.last_seen_flush_s)
+    app.state.agent_replies = AgentReplyCache(db)
     AUTH_CACHE.ttl_s = settings.auth_cache_ttl_s
     app.state.jobs = None
     install_problem_handlers(app)

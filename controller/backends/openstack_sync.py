@@ -309,7 +309,6 @@ def write_hosts(db: Database, backend_name: str, docs: list[HostDoc], result: Sy
             host.last_seen = now
             host.inventory_hash = apply_devices(host, doc.devices, now)
             if before != (host.backend_id, host.labels, host.status, host.inventory_hash):
-                host.placement_version = (host.placement_version or 0) + 1
                 result.changed.append(doc.name)
             if not doc.placeable:
                 result.unreachable.append(doc.name)
@@ -320,7 +319,6 @@ def write_hosts(db: Database, backend_name: str, docs: list[HostDoc], result: Sy
             if host.id in busy:
                 if host.status != "unreachable":
                     host.status = "unreachable"
-                    host.placement_version += 1
                     result.changed.append(host.hostname)
                 result.unreachable.append(host.hostname)
             else:

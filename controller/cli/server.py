@@ -33,7 +33,7 @@ def serve(
 
     settings = settings_or_exit(config, database_url, bind_host=host, bind_port=port)
     configure_logging(settings.log_level, json_logs=settings.log_json)
-    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    db = Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     if upgrade_schema:
         upgrade(db.engine)
     try:

@@ -7,11 +7,14 @@ only assigned when their value differs, so the ORM issues no UPDATE for an uncha
 instance (``devices.updated_at`` moves only when the device row changed).
 
 Heartbeats do not write ``hosts.last_seen`` themselves: :class:`LastSeenBuffer` keeps the newest
-stamp per host in memory and writes them all every ``last_seen_flush_s`` (default 1 s) in one
-batched, monotonic UPDATE (``last_seen`` never moves backwards). The database lags a heartbeat by at
-most that interval plus one flush, far below ``heartbeat_timeout_s``, so the unreachable sweeper
-stays correct; status changes (``unreachable``/``registered`` -> ``ready``) are still written in the
-request. ``last_seen_flush_s: 0`` writes through.
+stamp per host in memory (and the generation of an unchanged full report) and writes them all every
+``last_seen_flush_s`` (default 1 s) in one monotonic statement (``last_seen`` and ``inventory_generation``
+never move backwards; on PostgreSQL one ``UPDATE ... FROM unnest(...)`` that locks its rows in id order, the
+order every other multi-host writer uses). The database lags a heartbeat by at most that interval plus one
+flush, far below ``heartbeat_timeout_s``, so the unreachable sweeper stays correct. A crash loses at most that
+window of last-seen stamps, never a desired-state or lease write (those are written in their request).
+Status changes (``unreachable``/``registered`` -> ``ready``) are written in the request.
+``last_seen_flush_s: 0`` writes through.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, text, update
 from sqlalchemy.orm import object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -132,18 +135,19 @@ def _update_device(device: Device, gpu: Gpu, now: datetime) -> None:
 
 
 class LastSeenBuffer:
-    """Newest heartbeat time per host id, written to ``hosts.last_seen`` in batches (see module doc)."""
+    """Newest heartbeat time (and reported generation) per host id, written in batches (see module doc)."""
 
-    BATCH = 1000
+    BATCH = 5000
 
     def __init__(self, db: Database, interval_s: float = 1.0) -> None:
         self.db = db
         self.interval_s = interval_s
-        self._pending: dict[int, datetime] = {}
+        self._pending: dict[int, tuple[datetime, int]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.flushed = 0
+        self.flushes = 0
         table: Table = Host.__table__  # type: ignore[assignment]
         self._update = (
             update(table)
@@ -151,16 +155,24 @@ class LastSeenBuffer:
             .where(or_(table.c.last_seen.is_(None), table.c.last_seen < bindparam("b_seen")))
             .values(last_seen=bindparam("b_seen"))
         )
+        self._update_generation = (
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .where(table.c.inventory_generation < bindparam("b_gen"))
+            .values(inventory_generation=bindparam("b_gen"))
+        )
 
     @property
     def write_through(self) -> bool:
         return self.interval_s <= 0
 
-    def touch(self, host_id: int, at: datetime) -> None:
+    def touch(self, host_id: int, at: datetime, generation: int = 0) -> None:
         with self._lock:
             current = self._pending.get(host_id)
-            if current is None or at > current:
-                self._pending[host_id] = at
+            if current is None:
+                self._pending[host_id] = (at, generation)
+            else:
+                self._pending[host_id] = (max(at, current[0]), max(generation, current[1]))
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(
                     target=_flush_loop,
@@ -172,7 +184,14 @@ class LastSeenBuffer:
 
     def pending(self, host_id: int) -> datetime | None:
         with self._lock:
-            return self._pending.get(host_id)
+            entry = self._pending.get(host_id)
+        return entry[0] if entry else None
+
+    def pending_generation(self, host_id: int) -> int:
+        """The generation of an unchanged report not yet written (0 if none): the stale check counts it."""
+        with self._lock:
+            entry = self._pending.get(host_id)
+        return entry[1] if entry else 0
 
     def flush(self) -> int:
         """Write every pending stamp; returns how many hosts. On failure the stamps are kept for the next try."""
@@ -180,20 +199,34 @@ class LastSeenBuffer:
             batch, self._pending = self._pending, {}
         if not batch:
             return 0
-        rows = [{"b_id": k, "b_seen": v} for k, v in sorted(batch.items())]
+        items = sorted(batch.items())
         try:
-            for i in range(0, len(rows), self.BATCH):
+            for i in range(0, len(items), self.BATCH):
+                chunk = items[i : i + self.BATCH]
                 with self.db.engine.begin() as conn:
-                    conn.execute(self._update, rows[i : i + self.BATCH])
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(
+                            _PG_FLUSH,
+                            {
+                                "ids": [k for k, _ in chunk],
+                                "seen": [v[0] for _, v in chunk],
+                                "gen": [v[1] for _, v in chunk],
+                            },
+                        )
+                    else:
+                        conn.execute(self._update, [{"b_id": k, "b_seen": v[0]} for k, v in chunk])
+                        gens = [{"b_id": k, "b_gen": v[1]} for k, v in chunk if v[1]]
+                        if gens:
+                            conn.execute(self._update_generation, gens)
         except BaseException:
             with self._lock:
                 for k, v in batch.items():
                     current = self._pending.get(k)
-                    if current is None or v > current:
-                        self._pending[k] = v
+                    self._pending[k] = v if current is None else (max(v[0], current[0]), max(v[1], current[1]))
             raise
-        self.flushed += len(rows)
-        return len(rows)
+        self.flushed += len(items)
+        self.flushes += 1
+        return len(items)
 
     def close(self) -> None:
         """Stop the flusher and write what is pending (app shutdown)."""
@@ -205,6 +238,20 @@ class LastSeenBuffer:
             self.flush()
         except Exception:
             log.exception("could not write buffered heartbeat times at shutdown")
+
+
+# One statement per flush. The locking sub-select takes the rows in id order, the order every multi-host writer
+# uses (controller.store.changes), so a flush never deadlocks with a lease or admin transaction.
+_PG_FLUSH = text(
+    """
+    UPDATE hosts AS h
+    SET last_seen = GREATEST(COALESCE(h.last_seen, v.seen), v.seen),
+        inventory_generation = GREATEST(h.inventory_generation, v.gen)
+    FROM unnest(CAST(:ids AS integer[]), CAST(:seen AS timestamptz[]), CAST(:gen AS integer[])) AS v(id, seen, gen)
+    WHERE h.id = v.id
+      AND h.id IN (SELECT id FROM hosts WHERE id = ANY(CAST(:ids AS integer[])) ORDER BY id FOR NO KEY UPDATE)
+    """
+)
 
 
 def _flush_loop(ref: weakref.ref[LastSeenBuffer], stop: threading.Event, interval_s: float) -> None:

@@ -6,9 +6,11 @@ its transitions and one ``slice_claims`` row per claimed unit; the partial uniqu
 back, reloads the hosts involved from the store and decides again (``MAX_ATTEMPTS`` times, then 409).
 
 Keeping the index current: writes on this replica update it directly (claims, releases, inventory ingest,
-drain/quarantine); writes made by other replicas are picked up by :meth:`LeaseService.sync`, which compares
-each host's ``placement_version``/inventory hash/state with what the index was built from. It runs before a
-refusal is returned and at most every ``SYNC_INTERVAL_S`` before a decision.
+drain/quarantine); every other change reaches it through the store's host change feed
+(:mod:`controller.store.changes`): each committed change names its hosts and their new ``change_seq``, and
+:meth:`LeaseService.sync` reloads only those hosts (O(changes), not O(hosts)). It runs before a refusal is
+returned (polling the feed first) and at most every ``SYNC_INTERVAL_S`` before a decision. A full comparison of
+every host's signature runs at most every ``FULL_SYNC_INTERVAL_S`` as a safety net (and notices deleted hosts).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from controller.placement import (
     Refusal,
     parse_request,
 )
+from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Device, Lease, Quota, SliceClaim
 from controller.store.models import Host as HostRow
@@ -70,6 +73,7 @@ MAX_CANDIDATES = 3
 # A lease still ``placing`` after this long was interrupted while moving to its next candidate.
 STALE_PLACING_S = 300.0
 SYNC_INTERVAL_S = 1.0
+FULL_SYNC_INTERVAL_S = 60.0
 REFUSAL_SYNC_INTERVAL_S = 0.2
 
 
@@ -107,6 +111,11 @@ class LeaseService:
         self._names: dict[int, str] = {}
         self._sync_lock = threading.Lock()
         self._last_sync = 0.0
+        self._last_full_sync = 0.0
+        # change_seq of each host as loaded into the index, and hosts changed since (from the change feed)
+        self._loaded_seq: dict[int, int] = {}
+        self._dirty: dict[int, int] = {}
+        self._dirty_lock = threading.Lock()
         self._quota_ctx = threading.local()
         self._provision_locks = [threading.RLock() for _ in range(64)]
 
@@ -114,10 +123,17 @@ class LeaseService:
 
     def load(self) -> LeaseService:
         """Build the index from the store: every host, device, MIG instance and live claim."""
+        self.db.changes.subscribe(self._on_host_changes)
         with self._sync_lock:
             self._refresh(None)
-            self._last_sync = time.monotonic()
+            self._last_sync = self._last_full_sync = time.monotonic()
         return self
+
+    def _on_host_changes(self, changed: dict[int, int]) -> None:
+        with self._dirty_lock:
+            for hid, seq in changed.items():
+                if seq > self._loaded_seq.get(hid, -1) and seq > self._dirty.get(hid, -1):
+                    self._dirty[hid] = seq
 
     def _now_expr(self, session: Session) -> ColumnElement[datetime] | datetime:
         # clock_timestamp() is the time the statement runs, not the transaction start: claim/release
@@ -153,6 +169,10 @@ class LeaseService:
                 self.engine.upsert_host(hosts[r.hostname])
                 self._signatures[r.id] = _signature(r)
                 self._names[r.id] = r.hostname
+                with self._dirty_lock:
+                    self._loaded_seq[r.id] = r.change_seq
+                    if self._dirty.get(r.id, -1) <= r.change_seq:
+                        self._dirty.pop(r.id, None)
             if ids is None:
                 gone = set(self._names) - found
             else:
@@ -160,36 +180,53 @@ class LeaseService:
             for hid in gone:
                 name = self._names.pop(hid, None)
                 self._signatures.pop(hid, None)
+                with self._dirty_lock:
+                    self._loaded_seq.pop(hid, None)
+                    self._dirty.pop(hid, None)
                 if name is not None and name in self.engine.index.hosts:
                     self.engine.remove_host(name)
             for c in claims:
                 self.engine.adopt(c)
 
     def sync(self, *, force: bool = False, min_interval_s: float = SYNC_INTERVAL_S) -> int:
-        """Reload the hosts whose store state differs from what the index holds; returns how many."""
+        """Reload the hosts changed in the store since the index loaded them; returns how many.
+
+        ``force`` polls the change feed first (other replicas' commits up to now), else what the feed's poller
+        has delivered is used."""
         if not force and time.monotonic() - self._last_sync < min_interval_s:
             return 0
         with self._sync_lock:
             if not force and time.monotonic() - self._last_sync < min_interval_s:
                 return 0
-            with self.db.session() as session:
-                rows = session.execute(
-                    select(
-                        HostRow.id,
-                        HostRow.placement_version,
-                        HostRow.inventory_hash,
-                        HostRow.status,
-                        HostRow.admin_state,
-                        HostRow.pool_id,
-                    )
-                ).all()
-            current = {r[0]: tuple(r[1:]) for r in rows}
-            changed = [hid for hid, sig in current.items() if self._signatures.get(hid) != sig]
-            changed += [hid for hid in self._signatures if hid not in current]
+            if force:
+                self.db.changes.poll()
+            with self._dirty_lock:
+                changed = set(self._dirty)
+            if time.monotonic() - self._last_full_sync >= FULL_SYNC_INTERVAL_S:
+                changed.update(self._full_scan())
+                self._last_full_sync = time.monotonic()
             if changed:
                 self._refresh(changed)
             self._last_sync = time.monotonic()
             return len(changed)
+
+    def _full_scan(self) -> list[int]:
+        """Hosts whose signature differs from the index's, and hosts deleted from the store."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(
+                    HostRow.id,
+                    HostRow.placement_version,
+                    HostRow.inventory_hash,
+                    HostRow.status,
+                    HostRow.admin_state,
+                    HostRow.pool_id,
+                )
+            ).all()
+        current = {r[0]: tuple(r[1:]) for r in rows}
+        changed = [hid for hid, sig in current.items() if self._signatures.get(hid) != sig]
+        changed += [hid for hid in self._signatures if hid not in current]
+        return changed
 
     def host_changed(self, hostname: str) -> None:
         """After a write to one host (inventory, admin state, pool): reload it and finish pending leases."""
@@ -473,12 +510,7 @@ class LeaseService:
         rows = self._claim_rows(session, lease.id, lease.tenant, allocs)
         session.execute(insert(SliceClaim).values(claimed_at=self._now_expr(session)), rows)
         ids = sorted({r["host_id"] for r in rows})
-        session.execute(
-            update(HostRow)
-            .where(HostRow.id.in_(ids))
-            .values(placement_version=HostRow.placement_version + 1)
-            .execution_options(synchronize_session=False)
-        )
+        mark_hosts_changed(session, ids)
         self._enforce_quotas(session, lease.tenant)
         lease.allocations = [allocation_to_dict(a) for a in allocs]
         kept = {k: v for k, v in (lease.placement or {}).items() if k in ("tried_hosts", "failed_attempts")}
@@ -510,11 +542,23 @@ class LeaseService:
                 )
 
     def _bump_signatures(self, ids: Iterable[int]) -> None:
-        # Our own write: the index already reflects it, so it must not count as a foreign change at sync.
-        for hid in ids:
-            sig = self._signatures.get(hid)
-            if sig is not None:
-                self._signatures[hid] = (sig[0] + 1, *sig[1:])
+        """Our own write, just committed on this thread: the index already reflects it, so it must not count as
+        a change to reload, unless another writer changed the host since the index loaded it."""
+        stamp = self.db.changes.last_commit_stamp()
+        if stamp is None:
+            return
+        seq, previous = stamp
+        with self._dirty_lock:
+            for hid in ids:
+                before = previous.get(hid)
+                if before is None or before > self._loaded_seq.get(hid, -1):
+                    continue  # someone else's change came first: leave it to sync
+                self._loaded_seq[hid] = seq
+                if self._dirty.get(hid, -1) <= seq:
+                    self._dirty.pop(hid, None)
+                sig = self._signatures.get(hid)
+                if sig is not None:
+                    self._signatures[hid] = (sig[0] + 1, *sig[1:])
 
     # --- provisioning ----------------------------------------------------------------------------------------
 
@@ -633,12 +677,7 @@ class LeaseService:
             )
         )
         if ids:
-            session.execute(
-                update(HostRow)
-                .where(HostRow.id.in_(ids))
-                .values(placement_version=HostRow.placement_version + 1)
-                .execution_options(synchronize_session=False)
-            )
+            mark_hosts_changed(session, ids)
         session.execute(
             update(SliceClaim)
             .where(SliceClaim.lease_id == lease_id, SliceClaim.released_at.is_(None))
@@ -726,12 +765,7 @@ class LeaseService:
                 bound = True
             if bound:
                 lease.allocations = allocs
-                session.execute(
-                    update(HostRow)
-                    .where(HostRow.id == host_id)
-                    .values(placement_version=HostRow.placement_version + 1)
-                    .execution_options(synchronize_session=False)
-                )
+                mark_hosts_changed(session, [host_id])
             return bound
 
     # --- releasing and expiry --------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from controller.store.changes import HostChangeFeed
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
@@ -46,10 +48,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Database:
     """The engine and session factory one controller process uses."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, change_poll_s: float = 0.5) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Every session of this database stamps host changes at commit; see controller.store.changes.
+        self.changes = HostChangeFeed(self.engine, self._sessions, poll_interval_s=change_poll_s)
 
     @property
     def dialect(self) -> str:
@@ -67,4 +71,5 @@ class Database:
                 raise
 
     def dispose(self) -> None:
+        self.changes.close()
         self.engine.dispose()

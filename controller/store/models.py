@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -57,6 +57,7 @@ class Pool(Base):
 
 class Host(Base):
     __tablename__ = "hosts"
+    __table_args__ = (Index("ix_hosts_status_last_seen", "status", "last_seen"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     hostname: Mapped[str] = mapped_column(String(253), unique=True)
     backend_id: Mapped[int | None] = mapped_column(ForeignKey("backends.id", ondelete="SET NULL"), index=True)
@@ -78,6 +79,9 @@ class Host(Base):
     # Bumped with every write that changes what placement may do on this host (claims, releases, admin state,
     # pool policy), so a replica can tell which hosts its in-memory index must reload.
     placement_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The fleet clock's value at this host's last change (controller.store.changes): replicas poll
+    # ``change_seq > cursor`` to learn which hosts' desired state, tasks or placement inputs changed.
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
 
     backend: Mapped[Backend | None] = relationship(lazy="joined")
     pool: Mapped[Pool | None] = relationship(lazy="joined")
@@ -204,6 +208,14 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(16))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     request_id: Mapped[str] = mapped_column(String(64), default="")
+
+
+class FleetClock(Base):
+    """Named monotonic counters; ``hosts`` stamps ``Host.change_seq`` (see controller.store.changes)."""
+
+    __tablename__ = "fleet_clock"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
 
 
 class LeaderLease(Base):

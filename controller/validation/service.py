@@ -497,7 +497,6 @@ def _finalize(session: Session, validation: Validation) -> list[tuple[Host, str]
             labels = dict(host.labels or {})
             labels[VALIDATION_LABEL] = gate.engine_validation(state)
             host.labels = labels
-            host.placement_version = (host.placement_version or 0) + 1
             notify.append((host, state))
     audit.record(
         session,

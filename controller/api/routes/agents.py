@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
+from starlette.concurrency import run_in_threadpool
 
 from controller import audit
 from controller.api.deps import Require, get_db, get_settings, placement_changed
 from controller.api.problems import Problem, not_found
 from controller.auth.tokens import Principal, Role, issue_agent_credential
-from controller.fleet.desired import effective_desired, pending_tasks
 from controller.fleet.ingest import LastSeenBuffer, store_inventory
+from controller.fleet.replies import AgentReplyCache, ReplyEntry, applied_key
 from controller.observability.metrics import ApiMetrics
 from controller.settings import Settings
 from controller.store.db import Database
@@ -43,11 +44,6 @@ def _check_protocol(version: str) -> None:
         )
 
 
-def _metrics(request: Request) -> ApiMetrics:
-    metrics: ApiMetrics = request.app.state.metrics
-    return metrics
-
-
 def _host(session: Session, principal: Principal) -> Host:
     # The stored inventory document (kilobytes of JSON) is not needed to answer a report: defer it.
     host = session.get(Host, principal.host_id, options=[defer(Host.inventory)])
@@ -70,21 +66,25 @@ def _record_applied(session: Session, host_id: int, applied: AppliedState | None
         row.revision, row.ok, row.message, row.at = applied.revision, applied.ok, applied.message, applied.at
 
 
-def _json(reply: ReportReply) -> Response:
-    # The reply is built from validated parts; returning it as a model would make FastAPI dump and
-    # re-validate it against response_model before serialising (the declared model stays in OpenAPI).
-    return Response(reply.model_dump_json(), media_type="application/json")
+def _host_id(principal: Principal) -> int:
+    if principal.host_id is None:  # Require(Role.agent) only lets agent credentials through, and they name a host
+        raise Problem(403, "forbidden", "this credential is not bound to a host")
+    return principal.host_id
 
 
-def _reply(session: Session, host: Host, settings: Settings, **fields: object) -> ReportReply:
-    return ReportReply(
-        hostname=host.hostname,
-        generation=host.inventory_generation,
-        desired=effective_desired(session, host),
-        tasks=pending_tasks(session, host.id),
-        report_interval_s=settings.report_interval_s,
-        **fields,  # type: ignore[arg-type]
-    )
+def _json(body: bytes) -> Response:
+    # The reply is built from cached, already-serialised parts (controller.fleet.replies); returning a model
+    # would make FastAPI dump and re-validate it (the declared response_model stays in the OpenAPI document).
+    return Response(body, media_type="application/json")
+
+
+def _entry(request: Request, host_id: int) -> ReplyEntry:
+    """This host's reply entry, rebuilt from the store when something changed since (threadpool)."""
+    replies: AgentReplyCache = request.app.state.agent_replies
+    entry = replies.load(host_id)
+    if entry is None:
+        raise not_found(f"host id {host_id}")
+    return entry
 
 
 @router.post("/register", response_model=RegisterResponse, status_code=201)
@@ -124,28 +124,56 @@ def register(
 
 
 @router.put("/{host}/inventory", response_model=ReportReply)
-def report_inventory(
+async def report_inventory(
     host: str,
     body: InventoryReport,
     request: Request,
     principal: Principal = Depends(Require(Role.agent)),
-    db: Database = Depends(get_db),
-    settings: Settings = Depends(get_settings),
 ) -> Response:
     """Store the host's inventory. A generation below the stored one is refused (409); an inventory
-    whose content hash equals the stored one only refreshes ``last_seen``."""
-    metrics = _metrics(request)
+    whose content hash equals the stored one only refreshes ``last_seen`` (buffered, no store write)."""
+    state = request.app.state
+    metrics: ApiMetrics = state.metrics
     _check_protocol(body.protocol_version)
     if body.inventory.host.hostname != host:
         metrics.reports.labels("inventory", "rejected").inc()
         raise Problem(400, "bad-request", f"inventory is for {body.inventory.host.hostname!r}, not {host!r}")
     content_hash = inventory_content_hash(body.inventory)
+    replies: AgentReplyCache = state.agent_replies
+    host_id = _host_id(principal)
+    entry = replies.fresh(host_id)
+    if (
+        entry is not None
+        and not entry.needs_status_write
+        and content_hash == entry.inventory_hash
+        and body.generation >= entry.generation
+        and (body.applied is None or applied_key(body.applied) == entry.applied)
+        and not state.last_seen.write_through
+    ):
+        state.last_seen.touch(host_id, datetime.now(UTC), body.generation)
+        replies.note_generation(host_id, body.generation)
+        metrics.reports.labels("inventory", "unchanged").inc()
+        return _json(entry.reply(state.settings.report_interval_s, generation=body.generation, outcome="unchanged"))
+    outcome, reply = await run_in_threadpool(_store_report, request, principal, body, content_hash)
+    metrics.reports.labels("inventory", outcome).inc()
+    if outcome == "stored":
+        await run_in_threadpool(placement_changed, request, host)  # placement index + leases waiting for MIG
+    return _json(reply)
+
+
+def _store_report(
+    request: Request, principal: Principal, body: InventoryReport, content_hash: str
+) -> tuple[str, bytes]:
+    db: Database = request.app.state.db
+    settings: Settings = request.app.state.settings
+    buffer: LastSeenBuffer = request.app.state.last_seen
     now = datetime.now(UTC)
     with db.session() as session:
         row = _host(session, principal)
-        stored_gen, stored_hash = row.inventory_generation, row.inventory_hash
+        stored_gen = max(row.inventory_generation, buffer.pending_generation(row.id))
+        stored_hash = row.inventory_hash
         if body.generation < stored_gen or (body.generation == stored_gen and content_hash != stored_hash):
-            metrics.reports.labels("inventory", "stale").inc()
+            request.app.state.metrics.reports.labels("inventory", "stale").inc()
             raise Problem(
                 409,
                 "stale-generation",
@@ -161,27 +189,46 @@ def report_inventory(
         row.last_seen = now
         row.status = "ready"
         _record_applied(session, row.id, body.applied)
-        reply = _reply(session, row, settings, outcome=outcome)
-    metrics.reports.labels("inventory", outcome).inc()
-    if outcome == "stored":
-        placement_changed(request, host)  # placement index + leases waiting for MIG instances
-    return _json(reply)
+    entry = _entry(request, _host_id(principal))
+    return outcome, entry.reply(settings.report_interval_s, outcome=outcome)
 
 
 @router.post("/{host}/heartbeat", response_model=ReportReply)
-def heartbeat(
+async def heartbeat(
     host: str,
     body: Heartbeat,
     request: Request,
     principal: Principal = Depends(Require(Role.agent)),
-    db: Database = Depends(get_db),
-    settings: Settings = Depends(get_settings),
 ) -> Response:
     """Mark the host alive and answer with its desired state; ``inventory_wanted`` asks for a report.
 
-    One read transaction; ``last_seen`` goes to the batched :class:`LastSeenBuffer` unless the host's
-    status changes (then it is written here, with the status)."""
+    An unchanged heartbeat touches no store: ``last_seen`` goes to the batched :class:`LastSeenBuffer` and the
+    reply comes from the host's cached entry (:mod:`controller.fleet.replies`). A status change or a new
+    applied state is written in the request (threadpool)."""
     _check_protocol(body.protocol_version)
+    state = request.app.state
+    replies: AgentReplyCache = state.agent_replies
+    buffer: LastSeenBuffer = state.last_seen
+    host_id = _host_id(principal)
+    entry = replies.fresh(host_id)
+    if (
+        entry is None
+        or entry.needs_status_write
+        or buffer.write_through
+        or (body.applied is not None and applied_key(body.applied) != entry.applied)
+    ):
+        entry = await run_in_threadpool(_heartbeat_write, request, principal, body)
+    else:
+        buffer.touch(host_id, datetime.now(UTC))
+    wanted = entry.inventory_hash is None or (
+        body.inventory_hash is not None and body.inventory_hash != entry.inventory_hash
+    )
+    state.metrics.reports.labels("heartbeat", "ok").inc()
+    return _json(entry.reply(state.settings.report_interval_s, inventory_wanted=wanted))
+
+
+def _heartbeat_write(request: Request, principal: Principal, body: Heartbeat) -> ReplyEntry:
+    db: Database = request.app.state.db
     buffer: LastSeenBuffer = request.app.state.last_seen
     with db.session() as session:
         row = _host(session, principal)
@@ -194,12 +241,11 @@ def heartbeat(
         else:
             buffer.touch(row.id, now)
         _record_applied(session, row.id, body.applied)
-        wanted = row.inventory_hash is None or (
-            body.inventory_hash is not None and body.inventory_hash != row.inventory_hash
-        )
-        reply = _reply(session, row, settings, inventory_wanted=wanted)
-    _metrics(request).reports.labels("heartbeat", "ok").inc()
-    return _json(reply)
+    host_id = _host_id(principal)
+    entry = _entry(request, host_id)
+    if body.applied is not None:
+        request.app.state.agent_replies.note_applied(host_id, body.applied)
+    return entry
 
 
 @router.post("/{host}/tasks/{task_id}/result", response_model=Task)

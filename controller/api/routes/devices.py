@@ -74,7 +74,6 @@ def _set_state(request: Request, db: Database, principal: Principal, uuid: str, 
     with audit.mutation(db, principal, action, uuid, {"reason": reason}) as (session, _):
         device = _device(session, uuid)
         device.admin_state = state
-        device.host.placement_version += 1
         out = device_out(device, device.host.hostname)
     placement_changed(request, out.host)
     return out

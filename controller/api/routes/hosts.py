@@ -106,7 +106,6 @@ def assign_pool(
             if pool is None:
                 raise not_found(f"pool {body.pool}")
             row.pool = pool
-        row.placement_version += 1
         session.flush()
         detail = host_detail(session, row)
     placement_changed(request, host)
@@ -152,7 +151,6 @@ def _set_admin_state(
     with audit.mutation(db, principal, action, host, {"reason": reason}) as (session, _):
         row = get_host(session, host)
         row.admin_state = state
-        row.placement_version += 1
         detail = host_detail(session, row)
     placement_changed(request, host)
     return detail

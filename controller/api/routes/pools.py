@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from controller import audit
@@ -12,6 +12,7 @@ from controller.api.problems import Problem, conflict, not_found
 from controller.api.schemas import PoolIn, PoolOut, PoolPolicy
 from controller.auth.tokens import Principal, Role
 from controller.fleet.policy import PolicyError, validate_mig, validate_sharing
+from controller.store.changes import mark_pool_changed
 from controller.store.db import Database
 from controller.store.models import Host, Pool
 
@@ -86,10 +87,9 @@ def set_pool_policy(
     ):
         pool = _pool(session, name)
         pool.policy = policy.model_dump(mode="json")
-        # on_demand_mig changes what placement may do on every host of the pool.
-        session.execute(
-            update(Host).where(Host.pool_id == pool.id).values(placement_version=Host.placement_version + 1)
-        )
+        # The policy is every pool host's desired state and on_demand_mig changes what placement may do there:
+        # the change feed stamps all of them at commit (controller.store.changes).
+        mark_pool_changed(session, pool.id)
         hosts = session.scalar(select(func.count()).select_from(Host).where(Host.pool_id == pool.id)) or 0
         out = _out(pool, hosts)
     request.app.state.leases.sync(force=True)

@@ -1,0 +1,159 @@
+"""What an agent's heartbeat is answered with, cached per host so an unchanged heartbeat costs no store access.
+
+An entry holds the host's reply parts (desired state and pending tasks, serialised once) and the few columns a
+heartbeat is checked against (status, inventory hash and generation, the applied state last recorded). It is
+keyed by the host's ``change_seq`` (:mod:`controller.store.changes`): every write that can change a reply
+(pool policy, overrides, leases, tasks, status, inventory) stamps the host, this replica hears of it at once
+(its own commits) or within one poll of the change feed (other replicas), and the next heartbeat rebuilds the
+entry from the store. An entry is only ever as old as the stamp it was built at, because the stamp is read
+before everything else.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+
+import orjson
+from sqlalchemy import select
+from sqlalchemy.orm import Session, defer
+
+from controller.fleet.desired import effective_desired, pending_tasks
+from controller.store.db import Database
+from controller.store.models import AppliedStatus, Host
+from drivers.contract.protocol import PROTOCOL_VERSION, AppliedState
+
+
+def applied_key(applied: AppliedState | AppliedStatus | None) -> tuple[str, bool, str, float] | None:
+    if applied is None:
+        return None
+    return (applied.revision, bool(applied.ok), applied.message, _epoch(applied.at))
+
+
+def _epoch(at: datetime) -> float:
+    return at.timestamp()
+
+
+@dataclass
+class ReplyEntry:
+    seq: int
+    host_id: int
+    hostname: str
+    status: str
+    generation: int
+    inventory_hash: str | None
+    applied: tuple[str, bool, str, float] | None
+    desired_json: bytes
+    tasks_json: bytes
+
+    @property
+    def needs_status_write(self) -> bool:
+        """A host that has reported an inventory but is not ``ready`` becomes ready on its next report."""
+        return self.inventory_hash is not None and self.status != "ready"
+
+    def reply(
+        self,
+        report_interval_s: float,
+        *,
+        generation: int | None = None,
+        inventory_wanted: bool = False,
+        outcome: str | None = None,
+    ) -> bytes:
+        """The ``ReportReply`` document (same fields and order as the model's JSON)."""
+        return orjson.dumps(
+            {
+                "protocol_version": PROTOCOL_VERSION,
+                "hostname": self.hostname,
+                "outcome": outcome,
+                "generation": self.generation if generation is None else generation,
+                "inventory_wanted": inventory_wanted,
+                "desired": orjson.Fragment(self.desired_json),
+                "tasks": orjson.Fragment(self.tasks_json),
+                "report_interval_s": report_interval_s,
+            }
+        )
+
+
+class AgentReplyCache:
+    """One replica's reply entries, kept current by the host change feed."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._entries: dict[int, ReplyEntry] = {}
+        self._heard: dict[int, int] = {}  # newest change_seq heard of per host
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.loads = 0
+        db.changes.subscribe(self._on_changes)
+
+    def _on_changes(self, changed: dict[int, int]) -> None:
+        with self._lock:
+            for host_id, seq in changed.items():
+                if seq > self._heard.get(host_id, -1):
+                    self._heard[host_id] = seq
+                entry = self._entries.get(host_id)
+                if entry is not None and entry.seq < seq:
+                    del self._entries[host_id]
+
+    def fresh(self, host_id: int) -> ReplyEntry | None:
+        """The host's entry if nothing changed since it was built."""
+        entry = self._entries.get(host_id)
+        if entry is None or entry.seq < self._heard.get(host_id, -1):
+            return None
+        self.hits += 1
+        return entry
+
+    def load(self, host_id: int) -> ReplyEntry | None:
+        """Build the host's entry from the store (None if the host is gone)."""
+        with self.db.session() as session:
+            entry = build_entry(session, host_id)
+        if entry is None:
+            return None
+        self.loads += 1
+        with self._lock:
+            if entry.seq >= self._heard.get(entry.host_id, -1):
+                self._entries[host_id] = entry
+        return entry
+
+    def note_applied(self, host_id: int, applied: AppliedState) -> None:
+        """This replica wrote the host's applied state (it does not change the reply, so no stamp)."""
+        entry = self._entries.get(host_id)
+        if entry is not None:
+            entry.applied = applied_key(applied)
+
+    def note_generation(self, host_id: int, generation: int) -> None:
+        entry = self._entries.get(host_id)
+        if entry is not None and generation > entry.generation:
+            entry.generation = generation
+
+    def forget(self, host_id: int) -> None:
+        with self._lock:
+            self._entries.pop(host_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def build_entry(session: Session, host_id: int) -> ReplyEntry | None:
+    # The stamp first: whatever is read after it is at least that new.
+    seq = session.scalar(select(Host.change_seq).where(Host.id == host_id))
+    if seq is None:
+        return None
+    host = session.get(Host, host_id, options=[defer(Host.inventory)], populate_existing=True)
+    if host is None:
+        return None
+    desired = effective_desired(session, host)
+    tasks = pending_tasks(session, host.id)
+    applied = session.get(AppliedStatus, host.id)
+    return ReplyEntry(
+        seq=int(seq),
+        host_id=host.id,
+        hostname=host.hostname,
+        status=host.status,
+        generation=host.inventory_generation,
+        inventory_hash=host.inventory_hash,
+        applied=applied_key(applied),
+        desired_json=desired.model_dump_json().encode(),
+        tasks_json=b"[" + b",".join(t.model_dump_json().encode() for t in tasks) + b"]",
+    )
