@@ -54,6 +54,17 @@ class Settings(BaseSettings):
     last_seen_flush_s: float = Field(
         default=1.0, ge=0, description="Batch heartbeat last_seen writes at this interval; 0: write in the request"
     )
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Larger request bodies are refused with 413 (every route)"
+    )
+    agent_max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        description="Agent requests handled at once per worker process; more are answered 503 with Retry-After",
+    )
+    agent_retry_after_s: float = Field(
+        default=5.0, gt=0, description="Retry-After told to shed agents (spread over [value, 2 x value])"
+    )
     change_poll_s: float = Field(
         default=0.5,
         gt=0,

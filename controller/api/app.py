@@ -11,6 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from controller import __version__
+from controller.api.admission import AdmissionMiddleware
 from controller.api.deps import declared_roles, role_names
 from controller.api.problems import PROBLEM_BASE, PROBLEM_TYPES, install_problem_handlers
 from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
@@ -100,7 +101,14 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     for router in ROUTERS:
         app.include_router(router)
     _check_every_route_declares_roles(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    app.add_middleware(
+        AdmissionMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_request_body_bytes,
+        agent_max_in_flight=settings.agent_max_in_flight,
+        retry_after_s=settings.agent_retry_after_s,
+    )
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: shed requests get ids and metrics
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

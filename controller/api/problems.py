@@ -34,6 +34,8 @@ PROBLEM_TYPES: dict[str, str] = {
     "placement-conflict": "Lost every claim attempt to concurrent requests; retry",
     "internal-error": "Internal error",
     "unavailable": "Service unavailable",
+    "overloaded": "Too many agent requests in flight; retry after the Retry-After interval",
+    "payload-too-large": "Request body too large",
 }
 
 _STATUS_SLUG = {

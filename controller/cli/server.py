@@ -21,14 +21,27 @@ def serve(
     database_url: DatabaseOption = None,
     host: Annotated[str | None, typer.Option("--host", help="Bind address")] = None,
     port: Annotated[int | None, typer.Option("--port", help="Bind port")] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            envvar="GPUFABRIC_WORKERS",
+            help="Worker processes sharing the port (one per core; see docs/operations.md for sizing). The job "
+            "scheduler still runs in one of them, chosen by leader election.",
+        ),
+    ] = 1,
     upgrade_schema: Annotated[
         bool, typer.Option("--upgrade", help="Run `db upgrade` before serving (single-replica set-ups)")
     ] = False,
 ) -> None:
-    """Serve the REST API (uvicorn). Refuses to start unless the schema is current."""
+    """Serve the REST API (uvicorn with uvloop and httptools). Refuses to start unless the schema is current."""
+    import os
+
     import uvicorn
 
     from controller.api.app import create_app
+    from controller.api.asgi import WORKER_SETTINGS_ENV, worker_settings_json
     from controller.observability.logs import configure_logging
 
     settings = settings_or_exit(config, database_url, bind_host=host, bind_port=port)
@@ -36,18 +49,32 @@ def serve(
     db = Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     if upgrade_schema:
         upgrade(db.engine)
+    status = schema_status(db.engine)
+    if not status.ok:
+        db.dispose()
+        raise fail(
+            f"the database schema is at {status.current or '(empty)'}, this controller needs {status.head}: "
+            "run `gpufabric controller db upgrade`",
+            3,
+        )
+    common: dict[str, object] = {
+        "host": settings.bind_host,
+        "port": settings.bind_port,
+        "log_config": None,
+        "access_log": False,
+        "timeout_keep_alive": settings.keep_alive_s,
+    }
+    if workers > 1:
+        db.dispose()
+        given = "GPUFABRIC_INSTANCE_ID" in os.environ
+        os.environ[WORKER_SETTINGS_ENV] = worker_settings_json(settings, instance_id_given=given)
+        uvicorn.run("controller.api.asgi:create_worker_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        return
     try:
         application = create_app(settings, db=db)
     except SchemaError as exc:
         raise fail(str(exc), 3) from None
-    uvicorn.run(
-        application,
-        host=settings.bind_host,
-        port=settings.bind_port,
-        log_config=None,
-        access_log=False,
-        timeout_keep_alive=settings.keep_alive_s,
-    )
+    uvicorn.run(application, **common)  # type: ignore[arg-type]
 
 
 @db_app.command("upgrade")

@@ -22,8 +22,14 @@ def sweep_unreachable(db: Database, timeout_s: float, *, now: datetime | None = 
         hosts = list(
             session.scalars(
                 select(Host)
-                .where(Host.status != "unreachable")
-                .where((Host.last_seen < cutoff) | (Host.last_seen.is_(None) & (Host.registered_at < cutoff)))
+                # Only hosts that went silent: an index range scan on (status, last_seen), O(changes) per tick.
+                .where(
+                    ((Host.status == "ready") & (Host.last_seen < cutoff))
+                    | (
+                        (Host.status == "registered")
+                        & ((Host.last_seen < cutoff) | (Host.last_seen.is_(None) & (Host.registered_at < cutoff)))
+                    )
+                )
                 .with_for_update(skip_locked=True, of=Host)
             )
         )

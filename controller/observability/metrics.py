@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -72,5 +72,16 @@ class ApiMetrics:
         )
         self.hosts_marked_unreachable = Counter(
             "gpufabric_hosts_marked_unreachable", "Hosts the sweeper marked unreachable", registry=self.registry
+        )
+        self.agent_requests_shed = Counter(
+            "gpufabric_agent_requests_shed",
+            "Agent requests answered 503 + Retry-After because too many were in flight",
+            registry=self.registry,
+        )
+        self.agent_in_flight = Gauge(
+            "gpufabric_agent_requests_in_flight", "Agent requests being handled now", registry=self.registry
+        )
+        self.requests_too_large = Counter(
+            "gpufabric_requests_too_large", "Requests refused 413 for their body size", registry=self.registry
         )
         self.registry.register(FleetCollector(db))

@@ -49,7 +49,11 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(elapsed)
             if template not in ("/metrics", "/healthz"):
-                log.info(
+                # Agent reports that succeed are the bulk of the traffic (thousands a second on a large fleet):
+                # logged at DEBUG; their failures, sheds and every other route at INFO.
+                quiet = status < 300 and template.startswith("/v1/agents/")
+                log.log(
+                    logging.DEBUG if quiet else logging.INFO,
                     "%s %s %s",
                     scope["method"],
                     scope["path"],

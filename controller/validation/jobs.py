@@ -12,7 +12,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.triggers.cron import CronTrigger
-from sqlalchemy import select
+from sqlalchemy import exists, func, select
 
 from controller import audit
 from controller.jobs.hooks import HookRegistry, JobContext
@@ -87,14 +87,31 @@ def fire_due_schedules(db: Database, now: datetime | None = None) -> list[str]:
     return started
 
 
-def burn_in_tick(db: Database) -> list[str]:
+class BurnInCursor:
+    """The newest host change stamp the burn-in tick has looked at (``hosts.change_seq``): each tick looks only at
+    hosts changed since (registered, moved to a pool, their pool's policy changed), so it costs O(changes), not
+    O(hosts). A fresh cursor (a new leader) starts with one full pass."""
+
+    def __init__(self) -> None:
+        self.seq = -1
+
+
+def burn_in_tick(db: Database, cursor: BurnInCursor | None = None) -> list[str]:
     """Hold hosts that need a burn-in and start the burn-in validations that are due; returns started ids."""
+    cursor = cursor or BurnInCursor()
     started: list[str] = []
     with db.session() as session:
-        known = set(session.scalars(select(HostValidationState.host_id)))
-        for host in session.scalars(select(Host)):
-            if host.id not in known and gate.hold_for_burn_in(session, host):
+        newest = session.scalar(select(func.max(Host.change_seq))) or 0
+        candidates = session.scalars(
+            select(Host)
+            .where(Host.change_seq > cursor.seq)
+            .where(~exists().where(HostValidationState.host_id == Host.id))
+            .order_by(Host.id)
+        )
+        for host in candidates:
+            if gate.hold_for_burn_in(session, host):
                 log.info("host %s held until its burn-in validation passes", host.hostname)
+    cursor.seq = max(cursor.seq, newest)
     with db.session() as session:
         held = [
             (row[0], row[1])
@@ -125,11 +142,12 @@ def _schedules(ctx: JobContext) -> None:
     fire_due_schedules(ctx.db)
 
 
-def _burn_in(ctx: JobContext) -> None:
-    burn_in_tick(ctx.db)
-
-
 def register_validation_hooks(registry: HookRegistry) -> None:
     registry.register("periodic", "validation-reconcile", _reconcile, interval_s=RECONCILE_INTERVAL_S)
     registry.register("periodic", "validation-schedules", _schedules, interval_s=SCHEDULE_INTERVAL_S)
-    registry.register("periodic", "validation-burn-in", _burn_in, interval_s=BURN_IN_INTERVAL_S)
+    cursor = BurnInCursor()
+
+    def burn_in(ctx: JobContext) -> None:
+        burn_in_tick(ctx.db, cursor)
+
+    registry.register("periodic", "validation-burn-in", burn_in, interval_s=BURN_IN_INTERVAL_S)

@@ -1,0 +1,162 @@
+"""ASGI middleware that keeps the controller answering under load: a request body limit for every route and
+a bound on agent requests in flight.
+
+* **Body limit.** A request whose body is over ``max_body_bytes`` (default 1 MiB) is answered 413
+  problem+json before any handler reads it: by its ``Content-Length`` when it sends one, else by counting the
+  chunks as they arrive (the handler never sees a partial body).
+* **Agent admission.** At most ``agent_max_in_flight`` agent requests (``/v1/agents/...``) are handled at once
+  per worker process. Past that the controller answers 503 problem+json with ``Retry-After`` at once instead of
+  letting requests queue into client timeouts; the value is spread over ``[retry_after_s, 2 x retry_after_s]``
+  so a fleet that reconnects after an outage comes back spread out, and the agent honours it
+  (``agent/runner.py``). Tenant and admin routes are not shed: their volume is small and a human waits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Awaitable, Callable
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from controller.api.problems import PROBLEM_BASE, PROBLEM_MEDIA_TYPE, PROBLEM_TYPES
+from controller.observability.metrics import ApiMetrics
+
+AGENT_PREFIX = "/v1/agents/"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class AdmissionMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: ApiMetrics,
+        max_body_bytes: int,
+        agent_max_in_flight: int,
+        retry_after_s: float,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.agent_max_in_flight = agent_max_in_flight
+        self.retry_after_s = retry_after_s
+        self.rng = rng or random.Random()
+        self.agent_in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = _content_length(scope)
+        if length is not None and length > self.max_body_bytes:
+            await self._too_large(scope, send)
+            return
+        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                receive = await self._buffered(receive)
+            except _BodyTooLarge:
+                await self._too_large(scope, send)
+                return
+        if not scope["path"].startswith(AGENT_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if self.agent_in_flight >= self.agent_max_in_flight:
+            self.metrics.agent_requests_shed.inc()
+            retry = math.ceil(self.rng.uniform(self.retry_after_s, 2 * self.retry_after_s))
+            await _problem(
+                scope,
+                send,
+                503,
+                "overloaded",
+                f"{self.agent_in_flight} agent requests in flight (limit {self.agent_max_in_flight}); "
+                f"retry after {retry} s",
+                [(b"retry-after", str(retry).encode())],
+            )
+            return
+        self.agent_in_flight += 1
+        self.metrics.agent_in_flight.inc()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.agent_in_flight -= 1
+            self.metrics.agent_in_flight.dec()
+
+    async def _buffered(self, receive: Receive) -> Callable[[], Awaitable[Message]]:
+        """Read a body of unknown length up to the limit, then replay it to the app."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _BodyTooLarge()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
+
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        self.metrics.requests_too_large.inc()
+        await _problem(
+            scope,
+            send,
+            413,
+            "payload-too-large",
+            f"the request body is over the limit of {self.max_body_bytes} bytes (GPUFABRIC_MAX_REQUEST_BODY_BYTES)",
+            [(b"connection", b"close")],
+        )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _problem(
+    scope: Scope, send: Send, status: int, slug: str, detail: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    body = json.dumps(
+        {
+            "type": PROBLEM_BASE + slug,
+            "title": PROBLEM_TYPES[slug],
+            "status": status,
+            "detail": detail,
+            "instance": scope["path"],
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,294 @@
+"""The agent path at fleet scale: unchanged heartbeats touch no store, desired-state changes reach every replica
+within one report interval, a killed replica loses at most its buffered last-seen window, bad agent input is
+refused with 413/422/403 and changes nothing, and agents past the in-flight limit are told when to come back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import event, select
+
+from controller.api.admission import AdmissionMiddleware
+from controller.api.app import create_app
+from controller.auth.tokens import Role, create_api_token
+from controller.observability.metrics import ApiMetrics
+from controller.store.db import Database
+from controller.store.models import AppliedStatus, DesiredOverride, Host, Lease, SliceClaim
+from controller.store.schema import upgrade
+from controller.testing import ServerThread
+from drivers.contract.protocol import AppliedState, Heartbeat, inventory_content_hash
+
+from .conftest import Controller, make_settings
+from .helpers import assert_problem, register, report, synthetic_inventory
+from .test_lease_concurrency import _start_replica, postgres_database  # noqa: F401  (fixture)
+
+SHARING = {
+    "config": {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}}
+}
+BACKGROUND_THREADS = ("gpufabric-last-seen", "gpufabric-change-feed")
+
+
+def _heartbeat(client: httpx.Client, hostname: str, credential: str, **fields: Any) -> httpx.Response:
+    inv = synthetic_inventory(hostname)
+    body = Heartbeat(generation=1, inventory_hash=inventory_content_hash(inv), **fields).model_dump(mode="json")
+    return client.post(f"/v1/agents/{hostname}/heartbeat", json=body, headers={"Authorization": f"Bearer {credential}"})
+
+
+class StatementLog:
+    """Statements the engine runs on request threads (the batched flusher and the change-feed poller apart)."""
+
+    def __init__(self, db: Database) -> None:
+        self.statements: list[str] = []
+        self._db = db
+        event.listen(db.engine, "before_cursor_execute", self._on_execute)
+
+    def _on_execute(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if threading.current_thread().name not in BACKGROUND_THREADS:
+            self.statements.append(statement)
+
+    def close(self) -> None:
+        event.remove(self._db.engine, "before_cursor_execute", self._on_execute)
+
+
+def test_unchanged_heartbeat_touches_no_store(controller: Controller) -> None:
+    with controller.client() as client:
+        credential = register(client, controller.bootstrap_token, "quiet-host")
+        assert report(client, credential, synthetic_inventory("quiet-host"), generation=1).status_code == 200
+        applied = AppliedState(revision="r1", ok=True, message="", at=datetime.now(UTC))
+        first = _heartbeat(client, "quiet-host", credential, applied=applied)  # a new applied state: written
+        assert first.status_code == 200
+        log = StatementLog(controller.db)
+        try:
+            for _ in range(20):
+                reply = _heartbeat(client, "quiet-host", credential, applied=applied)
+                assert reply.status_code == 200 and reply.json()["inventory_wanted"] is False
+        finally:
+            log.close()
+        assert log.statements == [], log.statements[:5]
+        # ... and yet last_seen reaches the store within a flush
+        flushed = controller.server.app.state.last_seen.flush()  # type: ignore[attr-defined]
+        assert flushed == 1
+        with controller.db.session() as session:
+            assert session.get(AppliedStatus, session.scalar(select(Host.id).where(Host.hostname == "quiet-host")))
+
+
+def test_desired_change_is_seen_by_the_next_heartbeat_on_this_replica(controller: Controller) -> None:
+    with controller.client() as client, controller.admin() as api:
+        credential = register(client, controller.bootstrap_token, "own-host")
+        report(client, credential, synthetic_inventory("own-host"), generation=1)
+        before = _heartbeat(client, "own-host", credential).json()["desired"]
+        assert api.put("/v1/hosts/own-host/desired", json={"sharing": SHARING}).status_code == 200
+        after = _heartbeat(client, "own-host", credential).json()["desired"]
+        assert after["revision"] != before["revision"] and after["sharing"] == SHARING
+        # a task is answered at once too
+        assert api.post("/v1/hosts/own-host/tasks", json={"kind": "ping"}).status_code == 201
+        tasks = _heartbeat(client, "own-host", credential).json()["tasks"]
+        assert [t["kind"] for t in tasks] == ["ping"]
+
+
+@pytest.fixture
+def two_replicas(postgres_database: str, tmp_path: Path) -> Iterator[tuple[Controller, Controller]]:  # noqa: F811
+    dbs = [Database(postgres_database, pool_size=4) for _ in range(2)]
+    upgrade(dbs[0].engine)
+    with dbs[0].session() as session:
+        _, admin = create_api_token(session, role=Role.admin, name="admin")
+        _, tenant = create_api_token(session, role=Role.tenant, name="tenant", tenant="acme")
+        _, bootstrap = create_api_token(session, role=Role.bootstrap, name="bootstrap")
+    replicas = []
+    for i, db in enumerate(dbs):
+        settings = make_settings(postgres_database, tmp_path / f"r{i}")
+        server = ServerThread(create_app(settings, db=db)).start()
+        replicas.append(Controller(server.url, db, settings, admin, tenant, bootstrap, server))
+    try:
+        yield replicas[0], replicas[1]
+    finally:
+        for r in replicas:
+            r.server.stop()
+            r.db.dispose()
+
+
+@pytest.mark.postgres
+def test_replicas_serving_one_host_alternately_see_a_desired_change_within_one_interval(
+    two_replicas: tuple[Controller, Controller],
+) -> None:
+    a, b = two_replicas
+    with a.client() as ca, b.client() as cb, a.admin() as admin_a:
+        credential = register(ca, a.bootstrap_token, "shared-host")
+        report(ca, credential, synthetic_inventory("shared-host"), generation=1)
+        revisions = {_heartbeat(c, "shared-host", credential).json()["desired"]["revision"] for c in (ca, cb, ca, cb)}
+        assert len(revisions) == 1  # both replicas cache the same reply
+        (old,) = revisions
+        assert admin_a.put("/v1/hosts/shared-host/desired", json={"sharing": SHARING}).status_code == 200
+        changed_at = time.monotonic()
+        seen_on_b = None
+        while time.monotonic() - changed_at < b.settings.report_interval_s:
+            desired = _heartbeat(cb, "shared-host", credential).json()["desired"]
+            if desired["revision"] != old:
+                seen_on_b = time.monotonic() - changed_at
+                assert desired["sharing"] == SHARING
+                break
+            time.sleep(0.05)
+        assert seen_on_b is not None, "replica B never answered the new desired state"
+        # and replica A answers it at once (its own write)
+        assert _heartbeat(ca, "shared-host", credential).json()["desired"]["revision"] != old
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_replica_killed_mid_flush_loses_no_desired_state_or_lease_write(
+    postgres_database: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    db = Database(postgres_database, pool_size=2)
+    upgrade(db.engine)
+    with db.session() as session:
+        _, admin = create_api_token(session, role=Role.admin, name="admin")
+        _, tenant = create_api_token(session, role=Role.tenant, name="tenant", tenant="acme")
+        _, bootstrap = create_api_token(session, role=Role.bootstrap, name="bootstrap")
+    os.environ["GPUFABRIC_LAST_SEEN_FLUSH_S"] = "3600"  # nothing buffered is ever flushed before the kill
+    try:
+        proc, url = _start_replica(postgres_database, tmp_path, "doomed")
+    finally:
+        del os.environ["GPUFABRIC_LAST_SEEN_FLUSH_S"]
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            credential = register(client, bootstrap, "doomed-host")
+            assert report(client, credential, synthetic_inventory("doomed-host"), generation=1).status_code == 200
+            with db.session() as session:
+                reported_seen = session.scalar(select(Host.last_seen).where(Host.hostname == "doomed-host"))
+            headers = {"Authorization": f"Bearer {admin}"}
+            assert client.put("/v1/hosts/doomed-host/desired", json={"sharing": SHARING}, headers=headers).is_success
+            lease = client.post(
+                "/v1/leases",
+                json={"slices": [{"kind": "gpu", "count": 1}]},
+                headers={"Authorization": f"Bearer {tenant}"},
+            )
+            assert lease.status_code == 201, lease.text
+            for _ in range(5):  # buffered last_seen only
+                assert _heartbeat(client, "doomed-host", credential).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    with db.session() as session:
+        host = session.scalars(select(Host).where(Host.hostname == "doomed-host")).one()
+        override = session.get(DesiredOverride, host.id)
+        assert override is not None and override.sharing == SHARING
+        stored = session.get(Lease, lease.json()["id"])
+        assert stored is not None and stored.state == "ready"
+        live = session.scalars(select(SliceClaim).where(SliceClaim.released_at.is_(None))).all()
+        assert [c.lease_id for c in live] == [stored.id]
+        # only the buffered window is lost: last_seen is the report's, not a heartbeat's
+        assert host.last_seen == reported_seen
+    db.dispose()
+
+
+def test_agent_routes_refuse_oversized_malformed_and_foreign_input(controller: Controller) -> None:
+    limit = controller.settings.max_request_body_bytes
+    with controller.client() as client:
+        a = register(client, controller.bootstrap_token, "host-a")
+        b = register(client, controller.bootstrap_token, "host-b")
+        report(client, a, synthetic_inventory("host-a"), generation=1)
+        report(client, b, synthetic_inventory("host-b"), generation=1)
+        with controller.db.session() as session:
+            before = {h.hostname: (h.inventory_hash, h.inventory_generation) for h in session.scalars(select(Host))}
+        auth_a = {"Authorization": f"Bearer {a}"}
+        # over 1 MiB: 413, by Content-Length ...
+        big = b'{"generation": 1, "inventory_hash": "' + b"x" * (limit + 10) + b'"}'
+        body = assert_problem(
+            client.post(
+                "/v1/agents/host-a/heartbeat", content=big, headers={**auth_a, "content-type": "application/json"}
+            ),
+            413,
+            "payload-too-large",
+        )
+        assert str(limit) in body["detail"]
+        # ... and when chunked, with no Content-Length
+        chunks = iter([big[: limit // 2], big[limit // 2 :]])
+        assert_problem(
+            client.put("/v1/agents/host-a/inventory", content=chunks, headers=auth_a), 413, "payload-too-large"
+        )
+        # malformed: 422 naming the field
+        assert_problem(
+            client.post("/v1/agents/host-a/heartbeat", content=b"{not json", headers=auth_a), 422, "validation-error"
+        )
+        bad = assert_problem(
+            client.post("/v1/agents/host-a/heartbeat", json={"generation": -1}, headers=auth_a), 422, "validation-error"
+        )
+        assert "generation" in bad["detail"]
+        # host A's credential never writes host B
+        inv_b = synthetic_inventory("host-b", gpus=1)
+        for response in (
+            client.post("/v1/agents/host-b/heartbeat", json={"generation": 1}, headers=auth_a),
+            client.put(
+                "/v1/agents/host-b/inventory",
+                json={"generation": 9, "inventory": inv_b.model_dump(mode="json")},
+                headers=auth_a,
+            ),
+            client.post("/v1/agents/host-b/tasks/x/result", json={"status": "succeeded"}, headers=auth_a),
+        ):
+            assert_problem(response, 403, "forbidden")
+        # a report for B sent to A's own path is refused too
+        wrong = client.put(
+            "/v1/agents/host-a/inventory",
+            json={"generation": 9, "inventory": inv_b.model_dump(mode="json")},
+            headers=auth_a,
+        )
+        assert_problem(wrong, 400, "bad-request")
+        with controller.db.session() as session:
+            after = {h.hostname: (h.inventory_hash, h.inventory_generation) for h in session.scalars(select(Host))}
+        assert after == before
+        metrics = client.get("/metrics").text
+        assert "gpufabric_requests_too_large_total 2.0" in metrics
+
+
+def test_agents_past_the_in_flight_limit_get_503_with_retry_after(tmp_path: Path) -> None:
+    """The admission middleware through its ASGI interface: one agent request held in flight, the next shed."""
+    release = asyncio.Event()
+
+    async def slow_app(scope: Any, receive: Any, send: Any) -> None:
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    upgrade(db.engine)
+    metrics = ApiMetrics(db)
+    middleware = AdmissionMiddleware(
+        slow_app, metrics=metrics, max_body_bytes=1024 * 1024, agent_max_in_flight=1, retry_after_s=5,
+        rng=random.Random(7),
+    )  # fmt: skip
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://c") as client:
+            held = asyncio.create_task(client.post("/v1/agents/h/heartbeat", json={}))
+            while middleware.agent_in_flight == 0:
+                await asyncio.sleep(0)
+            shed = await client.post("/v1/agents/h/heartbeat", json={})
+            tenant = asyncio.create_task(client.get("/v1/leases"))  # other routes are never shed
+            for _ in range(50):
+                await asyncio.sleep(0)
+            assert not tenant.done()  # it is in the app, waiting like the held agent request
+            release.set()
+            return await held, shed, await tenant
+
+    held, shed, tenant = asyncio.run(scenario())
+    assert held.status_code == 200 and tenant.status_code == 200
+    assert shed.status_code == 503
+    assert shed.headers["content-type"] == "application/problem+json"
+    assert 5 <= int(shed.headers["retry-after"]) <= 10
+    assert shed.json()["type"].endswith("/overloaded")
+    assert middleware.agent_in_flight == 0
+    assert metrics.agent_requests_shed._value.get() == 1
+    db.dispose()
