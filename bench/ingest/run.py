@@ -108,20 +108,32 @@ class Controller:
             self.proc.kill()
 
 
-def start_controller(database_url: str, port: int, env_extra: dict[str, str]) -> Controller:
-    env = {
+def controller_env(database_url: str, env_extra: dict[str, str]) -> dict[str, str]:
+    return {
         **os.environ,
         "GPUFABRIC_DATABASE_URL": database_url,
         "GPUFABRIC_LOG_LEVEL": "WARNING",
         "GPUFABRIC_HEARTBEAT_TIMEOUT_S": "600",
         **env_extra,
     }
+
+
+def prepare_database(database_url: str, env_extra: dict[str, str]) -> str:
+    """Migrate with the CLI and mint a bootstrap token; returns the token."""
+    env = controller_env(database_url, env_extra)
     _cli("controller", "db", "upgrade", env=env)
     token = json.loads(
         _cli("admin", "token", "create", "--role", "agent-bootstrap", "--name", "bench", "--json", env=env)
     )
+    return str(token["token"])
+
+
+def start_controller(
+    database_url: str, port: int, env_extra: dict[str, str], bootstrap: str, workers: int
+) -> Controller:
+    env = controller_env(database_url, env_extra)
     exe = shutil.which("gpufabric", path=str(Path(sys.executable).parent)) or "gpufabric"
-    cmd = [exe, "controller", "serve", "--port", str(port)]
+    cmd = [exe, "controller", "serve", "--port", str(port), "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env)
     url = f"http://127.0.0.1:{port}"
     import httpx
@@ -136,7 +148,95 @@ def start_controller(database_url: str, port: int, env_extra: dict[str, str]) ->
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("controller did not start")
         time.sleep(0.1)
-    return Controller(url=url, proc=proc, bootstrap=token["token"])
+    return Controller(url=url, proc=proc, bootstrap=bootstrap)
+
+
+def bulk_register(database_url: str, names: list[str]) -> dict[str, str]:
+    """Register hosts through the store, as if each had registered and sent its first report: host rows with the
+    stored inventory (hash, status ready, last_seen now), their 8 device rows and an agent credential each. For
+    fleets of 100,000, where 100,000 HTTP registrations would take longer than the run."""
+    from sqlalchemy import insert, select
+
+    from controller.auth.tokens import AGENT_CREDENTIAL_PREFIX, issue
+    from controller.store.db import Database
+    from controller.store.models import AgentCredential, Device, Host
+
+    db = Database(database_url, pool_size=2)
+    now = datetime.now(UTC)
+    creds: dict[str, str] = {}
+    template = json.dumps(inventory_doc(HOST_MARK, 0))
+    try:
+        for i in range(0, len(names), 2000):
+            chunk = names[i : i + 2000]
+            with db.engine.begin() as conn:
+                rows = []
+                for name in chunk:
+                    doc = json.loads(template.replace(HOST_MARK, name))
+                    rows.append(
+                        {
+                            "hostname": name, "status": "ready", "admin_state": "active", "health": "healthy",
+                            "labels": {}, "agent_version": "bench", "simulated": True, "registered_at": now,
+                            "last_seen": now, "inventory_generation": 1, "inventory_hash": dict_hash(doc),
+                            "inventory": doc, "inventory_at": now, "placement_version": 0, "change_seq": 0,
+                        }
+                    )  # fmt: skip
+                conn.execute(insert(Host), rows)
+                ids = dict(conn.execute(select(Host.hostname, Host.id).where(Host.hostname.in_(chunk))).all())
+                devices, credentials = [], []
+                for name in chunk:
+                    for g in range(8):
+                        devices.append(
+                            {
+                                "host_id": ids[name], "uuid": f"GPU-{name}-{g}", "index": g,
+                                "model": "NVIDIA H100 80GB HBM3", "architecture": "hopper", "memory_mib": 81559,
+                                "health": "healthy", "admin_state": "active", "mig_mode": "disabled",
+                                "pci_bus_id": f"00000000:{g + 16:02X}:00.0", "slices": [], "details": {},
+                                "updated_at": now,
+                            }
+                        )  # fmt: skip
+                    issued = issue(AGENT_CREDENTIAL_PREFIX)
+                    credentials.append(
+                        {"key_id": issued.key_id, "secret_sha256": issued.secret_sha256, "host_id": ids[name],
+                         "created_at": now}
+                    )  # fmt: skip
+                    creds[name] = issued.token
+                conn.execute(insert(Device), devices)
+                conn.execute(insert(AgentCredential), credentials)
+    finally:
+        db.dispose()
+    return creds
+
+
+def _pg_xacts(database_url: str) -> int | None:
+    """Committed + rolled-back transactions of the bench database (pg_stat_database), None on SQLite."""
+    if not database_url.startswith("postgresql"):
+        return None
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_stat_clear_snapshot()"))
+            value = conn.execute(
+                text("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+            ).scalar()
+    finally:
+        engine.dispose()
+    return int(value or 0)
+
+
+def _unreachable(database_url: str) -> int:
+    from sqlalchemy import func, select
+
+    from controller.store.db import Database
+    from controller.store.models import Host
+
+    db = Database(database_url, pool_size=1)
+    try:
+        with db.session() as session:
+            return int(session.scalar(select(func.count()).select_from(Host).where(Host.status == "unreachable")) or 0)
+    finally:
+        db.dispose()
 
 
 # ---- setup: register hosts through the API ------------------------------------------------------
@@ -266,9 +366,24 @@ async def _load(share: Share) -> dict[str, Any]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """user + system CPU seconds of the controller process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """user + system CPU seconds of the controller process and its worker processes (Linux /proc)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = task / "children"
+        if children.exists():
+            out += [int(c) for c in children.read_text().split()]
+    return out + [g for c in out for g in _children(c)]
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -278,13 +393,17 @@ def _pct(xs: list[float], p: float) -> float:
 def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra: dict[str, str]) -> dict[str, Any]:
     from controller.testing import free_port
 
-    ctl = start_controller(database_url, free_port(), env_extra)
+    bootstrap = prepare_database(database_url, env_extra)
+    names = [f"bench-{i:06d}" for i in range(args.hosts)]
+    t0 = time.perf_counter()
+    if args.bulk_register:
+        creds = bulk_register(database_url, names)
+    ctl = start_controller(database_url, free_port(), env_extra, bootstrap, args.workers)
     try:
-        names = [f"bench-{i:06d}" for i in range(args.hosts)]
-        template = json.dumps(inventory_doc(HOST_MARK, 0))
-        docs = {n: f'{{"generation":1,"inventory":{template.replace(HOST_MARK, n)}}}'.encode() for n in names}
-        t0 = time.perf_counter()
-        creds = asyncio.run(_register_all(ctl.url, ctl.bootstrap, names, docs))
+        if not args.bulk_register:
+            template = json.dumps(inventory_doc(HOST_MARK, 0))
+            docs = {n: f'{{"generation":1,"inventory":{template.replace(HOST_MARK, n)}}}'.encode() for n in names}
+            creds = asyncio.run(_register_all(ctl.url, ctl.bootstrap, names, docs))
         setup_s = time.perf_counter() - t0
         hb = args.heartbeat_pct / 100
         mix = (hb, hb + args.unchanged_report_pct / 100)
@@ -333,14 +452,18 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
             )
         load_before = [round(x, 2) for x in os.getloadavg()]
         cpu0 = _cpu_seconds(ctl.proc.pid)
+        xacts0 = _pg_xacts(database_url)
         for p in procs:
             p.start()
         parts = [out.get() for _ in procs]
         cpu_s = _cpu_seconds(ctl.proc.pid) - cpu0
+        xacts1 = _pg_xacts(database_url)
+        load_after = [round(x, 2) for x in os.getloadavg()]
         for p in procs:
             p.join()
         if profiler is not None:
             profiler.wait(timeout=60)
+        unreachable = _unreachable(database_url)
     finally:
         ctl.stop()
     lat: dict[str, list[float]] = {k: sorted(x for part in parts for x in part["latencies"][k]) for k in KINDS}
@@ -350,9 +473,23 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
             errors[k] = errors.get(k, 0) + v
     elapsed = max(part["elapsed"] for part in parts)
     every = sorted(x for k in KINDS for x in lat[k])
+    cpu_ms_heartbeat, cpu_ms_changed = _cpu_split(cpu_s, lat, args)
     return {
-        "database": label,
+        # the keys of --json (issue 12), then the detail
         "hosts": args.hosts,
+        "duration_s": round(elapsed, 1),
+        "db": label,
+        "workers": args.workers,
+        "reports_per_s": round(len(every) / elapsed, 1),
+        "p50_ms": _pct(every, 0.5),
+        "p99_ms": _pct(every, 0.99),
+        "server_cpu_ms_per_heartbeat": cpu_ms_heartbeat,
+        "server_cpu_ms_per_changed_report": cpu_ms_changed,
+        "errors": sum(errors.values()),
+        "load_avg": load_after,
+        "db_xacts_per_s": round((xacts1 - xacts0) / elapsed, 1) if xacts0 is not None and xacts1 is not None else None,
+        "hosts_unreachable_at_end": unreachable,
+        "database": label,
         "server_cpu_s": round(cpu_s, 2),
         "server_cpu_ms_per_report": round(1000 * cpu_s / max(1, len(every)), 2),
         "reports_per_server_cpu_s": round(len(every) / cpu_s, 1) if cpu_s else None,
@@ -360,17 +497,32 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
         "load_procs": args.procs,
         "concurrency": per_proc * args.procs,
         "offered_rate": args.rate or None,
-        "duration_s": round(elapsed, 1),
         "setup_s": round(setup_s, 1),
         "requests": len(every),
-        "reports_per_s": round(len(every) / elapsed, 1),
-        "p50_ms": _pct(every, 0.5),
-        "p99_ms": _pct(every, 0.99),
         "per_kind": {
             k: {"count": len(lat[k]), "p50_ms": _pct(lat[k], 0.5), "p99_ms": _pct(lat[k], 0.99)} for k in KINDS
         },
-        "errors": errors,
+        "errors_by_kind": errors,
     }
+
+
+def _cpu_split(
+    cpu_s: float, lat: dict[str, list[float]], args: argparse.Namespace
+) -> tuple[float | None, float | None]:
+    """Server CPU per unchanged heartbeat and per changed report. A mixed run gives only the average; the split
+    comes from a heartbeat-only run (``--heartbeat-pct 100``: all CPU is heartbeats) and a mixed one: the changed
+    reports' share is what the mix adds over heartbeats alone (see bench/results/ingest.md)."""
+    count = sum(len(v) for v in lat.values())
+    if not count or not cpu_s:
+        return None, None
+    if args.heartbeat_pct >= 100:
+        return round(1000 * cpu_s / count, 3), None
+    if args.heartbeat_cpu_ms is None:
+        return None, None
+    hb_ms = args.heartbeat_cpu_ms
+    other = len(lat["report_unchanged"]) + len(lat["report_changed"])
+    rest_ms = 1000 * cpu_s - hb_ms * len(lat["heartbeat"])
+    return hb_ms, round(rest_ms / other, 3) if other else None
 
 
 def _machine() -> dict[str, Any]:
@@ -399,6 +551,16 @@ def main() -> None:
     parser.add_argument("--profile", help="py-spy the controller; raw stacks to PREFIX-<db>.txt")
     parser.add_argument("--no-record", action="store_true", help="do not write bench/results/ingest.*")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the controller process")
+    parser.add_argument("--workers", type=int, default=1, help="`gpufabric controller serve --workers N`")
+    parser.add_argument(
+        "--bulk-register", action="store_true", help="register the hosts through the store (100,000-host fleets)"
+    )
+    parser.add_argument(
+        "--heartbeat-cpu-ms",
+        type=float,
+        help="server CPU per heartbeat measured by a --heartbeat-pct 100 run; splits a mixed run's CPU",
+    )
+    parser.add_argument("--json", dest="json_path", help="also write the results (a list of objects) to this file")
     args = parser.parse_args()
     env_extra = dict(e.split("=", 1) for e in args.env)
     results = []
@@ -423,13 +585,16 @@ def main() -> None:
                 admin.dispose()
         print(json.dumps(results[-1]), flush=True)
     lines = [
-        f"| {r['database']} | {r['hosts']} | {r['load_procs']}x{r['concurrency']} | "
-        f"{r['reports_per_s']} | {r['p50_ms']} | {r['p99_ms']} | {r['server_cpu_ms_per_report']} | "
-        + " | ".join(f"{r['per_kind'][k]['p50_ms']} / {r['per_kind'][k]['p99_ms']}" for k in KINDS)
-        + f" | {sum(r['errors'].values())} |"
+        f"| {r['database']} | {r['hosts']} | {r['workers']} | {r['load_procs']}x{r['concurrency']} | "
+        f"{r['offered_rate'] or 'closed'} | {r['reports_per_s']} | {r['p50_ms']} | {r['p99_ms']} | "
+        f"{r['server_cpu_ms_per_report']} | {r['server_cpu_ms_per_heartbeat']} | "
+        f"{r['server_cpu_ms_per_changed_report']} | {r['db_xacts_per_s']} | {r['errors']} | "
+        f"{r['hosts_unreachable_at_end']} | {r['load_avg'][0]} |"
         for r in results
     ]
     print("\n".join(lines))
+    if args.json_path:
+        Path(args.json_path).write_text(json.dumps(results if len(results) > 1 else results[0], indent=2) + "\n")
     if not args.no_record:
         RESULTS.mkdir(parents=True, exist_ok=True)
         command = "python -m bench.ingest " + " ".join(sys.argv[1:])
