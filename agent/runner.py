@@ -4,21 +4,39 @@ Each cycle opens NVML, collects the inventory and reports it (or a heartbeat whe
 since the last accepted report). The reply carries the desired state; when its revision differs
 from what this host last applied, the agent converges (``agent.converge``) and reports again at
 once. If the controller cannot be reached the GPUs are left exactly as they are and the agent
-retries with exponential backoff, reporting again when the controller is back.
+retries with jittered exponential backoff, reporting again when the controller is back.
+
+A fleet must not arrive in lockstep (100,000 agents reconnecting after an outage, or a DaemonSet
+rollout): every wait is randomised. A busy controller answers 429/503 with ``Retry-After``; the
+agent waits at least that long (capped at ``max_backoff_s``) plus up to 10 % so retries spread out.
+Other failures back off with full jitter; the report interval is jittered by ``interval_jitter``
+and the first report can be delayed by a random ``startup_splay_s``.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
+import random
 import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, wait_random
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_when_event_set,
+)
+from tenacity.wait import wait_base
 
 from agent import __version__
 from agent.converge import apply_desired
@@ -49,7 +67,14 @@ class AgentError(RuntimeError):
 
 
 class ControllerUnreachable(RuntimeError):
-    """Transport error or 5xx: try again later; the GPUs are not touched."""
+    """Transport error, 429 or 5xx: try again later; the GPUs are not touched.
+
+    ``retry_after_s`` is the controller's ``Retry-After`` hint from the last response, if it sent one.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 def _ping(task: Task) -> TaskResult:
@@ -58,6 +83,80 @@ def _ping(task: Task) -> TaskResult:
 
 # Task kinds this agent runs; other modules (e.g. the NCCL runner) add theirs here.
 TASK_HANDLERS: dict[str, TaskHandler] = {"ping": _ping, "nccl-test": run_nccl_test}
+
+REQUEST_ATTEMPTS = 3
+# Without Retry-After, retries within one request wait uniform(0, min(cap, base * 2^n)).
+REQUEST_BACKOFF_BASE_S = 0.5
+REQUEST_BACKOFF_CAP_S = 4.0
+# Between failed cycles: uniform(floor, min(max_backoff_s, base * 2^failures)).
+CYCLE_BACKOFF_BASE_S = 1.0
+CYCLE_BACKOFF_FLOOR_S = 1.0
+# Added on top of Retry-After, as a fraction of it: agents told the same value still spread out.
+RETRY_AFTER_JITTER = 0.1
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """Seconds from a ``Retry-After`` header: delay-seconds or an HTTP-date (RFC 9110, 10.2.3).
+
+    Also accepts fractional seconds. None when absent or unparsable; a date in the past is 0.
+    """
+    text = (value or "").strip()
+    if not text:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        return _seconds_until_http_date(text, now)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _seconds_until_http_date(text: str, now: datetime) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+def full_jitter(rng: random.Random, exponent: int, *, base_s: float, cap_s: float, floor_s: float = 0.0) -> float:
+    """uniform(floor, min(cap, base * 2^exponent)): the "full jitter" backoff, never below ``floor_s``."""
+    ceiling = min(cap_s, base_s * 2.0 ** min(exponent, 32))
+    return rng.uniform(floor_s, max(floor_s, ceiling))
+
+
+def retry_after_delay(rng: random.Random, retry_after_s: float, *, cap_s: float) -> float:
+    """The controller's hint capped at ``cap_s``, plus up to ``RETRY_AFTER_JITTER`` of it; never less."""
+    delay = min(retry_after_s, cap_s)
+    return delay * (1.0 + rng.uniform(0.0, RETRY_AFTER_JITTER))
+
+
+def jittered_interval(rng: random.Random, interval_s: float, fraction: float) -> float:
+    """``interval_s`` scaled by uniform(1 - fraction, 1 + fraction); exactly ``interval_s`` for 0."""
+    if fraction <= 0:
+        return interval_s
+    return interval_s * rng.uniform(1.0 - fraction, 1.0 + fraction)
+
+
+class WaitRetryAfterOrFullJitter(wait_base):
+    """Tenacity wait: the last response's Retry-After when it had one, else exponential full jitter."""
+
+    def __init__(self, rng: random.Random, *, cap_s: float) -> None:
+        self.rng = rng
+        self.cap_s = cap_s
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        hint = error.retry_after_s if isinstance(error, ControllerUnreachable) else None
+        if hint is not None:
+            return retry_after_delay(self.rng, hint, cap_s=self.cap_s)
+        exponent = retry_state.attempt_number - 1
+        return full_jitter(self.rng, exponent, base_s=REQUEST_BACKOFF_BASE_S, cap_s=REQUEST_BACKOFF_CAP_S)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass
@@ -73,11 +172,38 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     request_timeout_s: float = 10.0
     max_backoff_s: float = 60.0
+    # Each wait between reports is interval * uniform(1 - j, 1 + j); 0 disables.
+    interval_jitter: float = 0.1
+    # ``run`` waits uniform(0, startup_splay_s) before its first cycle; 0 starts at once.
+    startup_splay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.interval_jitter < 1.0:
+            raise ValueError(f"interval_jitter must be in [0, 1), not {self.interval_jitter}")
+        if self.startup_splay_s < 0:
+            raise ValueError(f"startup_splay_s must not be negative, not {self.startup_splay_s}")
 
 
 class AgentRunner:
-    def __init__(self, config: AgentConfig, *, transport: httpx.BaseTransport | None = None) -> None:
+    """The agent loop. ``rng``, ``stop`` and ``clock`` are injectable so tests are deterministic.
+
+    Every wait (retries within a request, back-off, the report interval, the start-up splay) goes
+    through ``stop.wait``, so setting ``stop`` ends any of them at once.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        rng: random.Random | None = None,
+        stop: threading.Event | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
         self.config = config
+        self.rng = rng or random.Random()
+        self.stop = stop or threading.Event()
+        self.clock = clock
         self.hostname = config.hostname or socket.gethostname()
         self.state = AgentState.load(config.state_file)
         if self.state.controller_url != config.controller_url or self.state.hostname != self.hostname:
@@ -93,21 +219,33 @@ class AgentRunner:
     # ---- HTTP -------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, token: str | None, json: Any = None) -> httpx.Response:
+        """Send with retries; raises ControllerUnreachable (with the last Retry-After) when they run out."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         for attempt in Retrying(
             retry=retry_if_exception_type(ControllerUnreachable),
-            stop=stop_after_attempt(3),
-            wait=wait_exponential(multiplier=0.25, max=2) + wait_random(0, 0.25),
+            stop=stop_after_attempt(REQUEST_ATTEMPTS) | stop_when_event_set(self.stop),
+            wait=WaitRetryAfterOrFullJitter(self.rng, cap_s=self.config.max_backoff_s),
+            sleep=self._pause,
+            before_sleep=before_sleep_log(log, logging.INFO),
             reraise=True,
         ):
             with attempt:
-                try:
-                    response = self.client.request(method, path, headers=headers, json=json)
-                except httpx.TransportError as exc:
-                    raise ControllerUnreachable(f"{method} {path}: {exc}") from exc
-                if response.status_code >= 500:
-                    raise ControllerUnreachable(f"{method} {path}: HTTP {response.status_code}")
+                response = self._send_once(method, path, headers=headers, json=json)
         return response
+
+    def _send_once(self, method: str, path: str, *, headers: dict[str, str], json: Any) -> httpx.Response:
+        try:
+            response = self.client.request(method, path, headers=headers, json=json)
+        except httpx.TransportError as exc:
+            raise ControllerUnreachable(f"{method} {path}: {exc}") from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            hint = parse_retry_after(response.headers.get("Retry-After"), now=self.clock())
+            after = "" if hint is None else f" (Retry-After {hint:g}s)"
+            raise ControllerUnreachable(f"{method} {path}: HTTP {response.status_code}{after}", retry_after_s=hint)
+        return response
+
+    def _pause(self, seconds: float) -> None:
+        self.stop.wait(seconds)
 
     @staticmethod
     def _problem(response: httpx.Response) -> str:
@@ -255,23 +393,41 @@ class AgentRunner:
     # ---- loop -------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Cycle until ``stop`` is set. Controller outages back off exponentially up to ``max_backoff_s``."""
-        stop = stop or threading.Event()
+        """Cycle until ``stop`` is set. Failures back off with full jitter up to ``max_backoff_s``."""
+        if stop is not None:
+            self.stop = stop
+        self._startup_splay()
         failures = 0
-        while not stop.is_set():
+        while not self.stop.is_set():
             try:
                 self.cycle()
                 failures = 0
-                delay = self.report_interval_s
+                delay = jittered_interval(self.rng, self.report_interval_s, self.config.interval_jitter)
             except ControllerUnreachable as exc:
                 failures += 1
-                delay = min(self.config.max_backoff_s, 2.0 ** min(failures, 10))
+                delay = self._failure_backoff(failures, exc.retry_after_s)
                 log.warning("controller unreachable (%s); GPUs untouched; retrying in %.0fs", exc, delay)
             except AgentError:
                 raise
             except Exception:
                 failures += 1
-                delay = min(self.config.max_backoff_s, 2.0 ** min(failures, 10))
+                delay = self._failure_backoff(failures, None)
                 log.exception("agent cycle failed; retrying in %.0fs", delay)
-            stop.wait(delay)
+            self.stop.wait(delay)
         self.client.close()
+
+    def _startup_splay(self) -> None:
+        if self.config.startup_splay_s > 0:
+            delay = self.rng.uniform(0.0, self.config.startup_splay_s)
+            log.info("start-up splay: first report in %.1fs", delay)
+            self.stop.wait(delay)
+
+    def _failure_backoff(self, failures: int, retry_after_s: float | None) -> float:
+        """Full jitter, at least the floor, and at least the controller's Retry-After when it gave one."""
+        cap = self.config.max_backoff_s
+        delay = full_jitter(
+            self.rng, failures, base_s=CYCLE_BACKOFF_BASE_S, cap_s=cap, floor_s=min(CYCLE_BACKOFF_FLOOR_S, cap)
+        )
+        if retry_after_s is not None:
+            delay = max(delay, retry_after_delay(self.rng, retry_after_s, cap_s=cap))
+        return delay

@@ -26,6 +26,27 @@ def run(
     interval: Annotated[
         float | None, typer.Option("--interval", help="Seconds between reports (default: what the controller says)")
     ] = None,
+    interval_jitter: Annotated[
+        float,
+        typer.Option(
+            "--interval-jitter",
+            envvar="GPUFABRIC_AGENT_INTERVAL_JITTER",
+            min=0.0,
+            max=0.5,
+            help="Spread each wait between reports by up to this fraction of the interval (0.1: 27-33 s "
+            "for 30 s), so a fleet does not report in lockstep; 0 disables",
+        ),
+    ] = 0.1,
+    startup_splay: Annotated[
+        float,
+        typer.Option(
+            "--startup-splay",
+            envvar="GPUFABRIC_AGENT_STARTUP_SPLAY",
+            min=0.0,
+            help="Wait a random 0..N seconds before the first report, so a rollout or a fleet-wide restart "
+            "does not arrive at once (not with --once)",
+        ),
+    ] = 0.0,
     hostname: Annotated[
         str | None, typer.Option("--hostname", help="Name to register as (default: this host's)")
     ] = None,
@@ -47,11 +68,13 @@ def run(
         sim_state=sim_state,
         hostname=hostname,
         interval_s=interval,
+        interval_jitter=interval_jitter,
+        startup_splay_s=startup_splay,
         backend=backend,
         labels=labels,
     )
-    runner = AgentRunner(config)
     stop = threading.Event()
+    runner = AgentRunner(config, stop=stop)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         if once:
