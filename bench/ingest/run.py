@@ -138,7 +138,7 @@ def start_controller(
     url = f"http://127.0.0.1:{port}"
     import httpx
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300  # a worker loads the whole fleet into its placement index first
     while True:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
@@ -146,8 +146,9 @@ def start_controller(
         except httpx.HTTPError:
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
             raise RuntimeError("controller did not start")
-        time.sleep(0.1)
+        time.sleep(0.2)
     return Controller(url=url, proc=proc, bootstrap=bootstrap)
 
 

@@ -1,7 +1,8 @@
 """EKS nodes become hosts: the backend-sync job of kind ``eks``.
 
-For each EKS backend it lists the cluster's GPU nodes (``KubeGpuCluster.list_gpu_hosts``) and upserts them as
-hosts of the backend (host name = node name):
+For each EKS backend it gets the cluster's GPU nodes (the job: a ``GpuNodeWatch`` per backend that lists once and
+then follows a watch, see :class:`EksNodeTrackers`; otherwise a paginated ``KubeGpuCluster.list_gpu_hosts``) and
+upserts them as hosts of the backend (host name = node name):
 
 - a node whose agent reports (the DaemonSet) keeps the agent's inventory for its devices; the node adds zone,
   region, nodegroup, instance type, EFA, network-node layers, placement group and GFD labels;
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
@@ -39,10 +41,19 @@ from controller.backends.eks import (
 from controller.backends.eks_config import EksConfig, NodegroupSharing
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.jobs.hooks import HookRegistry, JobContext
+from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease, SliceClaim
 from drivers.eks import PLACEMENT_GROUP_LABEL, EksError, EksNodegroupConfig
-from drivers.eks.kube import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL, KubeGpuCluster, KubeGpuHost
+from drivers.eks.kube import (
+    INSTANCE_TYPE_LABEL,
+    NODEGROUP_LABEL,
+    REGION_LABEL,
+    ZONE_LABEL,
+    GpuNodeWatch,
+    KubeGpuCluster,
+    KubeGpuHost,
+)
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
 
@@ -160,11 +171,47 @@ def node_labels(node: KubeGpuHost, ng: EksNodegroupConfig | None) -> dict[str, s
 # -- the sync ------------------------------------------------------------------------------------------------
 
 
+class EksNodeTrackers:
+    """One :class:`GpuNodeWatch` per EKS backend, kept between sync ticks by whoever runs the sync (the job
+    :func:`install` registers owns one). The first sync of a backend lists its nodes page by page; later
+    syncs follow the watch from the list's resourceVersion instead of listing again (410 Gone: a new list).
+    A backend whose Kubernetes access settings change gets a new tracker."""
+
+    def __init__(self, watch_timeout_s: int = 1) -> None:
+        self.watch_timeout_s = watch_timeout_s
+        self._lock = threading.Lock()
+        self._trackers: dict[str, tuple[tuple[Any, ...], GpuNodeWatch]] = {}
+
+    def tracker(self, name: str, config: EksConfig) -> GpuNodeWatch:
+        access = (
+            config.cluster,
+            config.region,
+            config.kube_in_cluster,
+            config.kube_api_url,
+            config.kubeconfig,
+            config.kube_context,
+        )
+        with self._lock:
+            kept = self._trackers.get(name)
+            if kept is None or kept[0] != access:
+                kept = (access, GpuNodeWatch(watch_timeout_s=self.watch_timeout_s))
+                self._trackers[name] = kept
+            return kept[1]
+
+    def keep_only(self, names: Iterable[str]) -> None:
+        """Drop the trackers of backends that are gone."""
+        wanted = set(names)
+        with self._lock:
+            for name in [n for n in self._trackers if n not in wanted]:
+                del self._trackers[name]
+
+
 def sync_backend(
     db: Database,
     name: str,
     *,
     kube_factory: Callable[[EksConfig], KubeGpuCluster] = eks_backend.kube_cluster,
+    trackers: EksNodeTrackers | None = None,
 ) -> SyncReport:
     report = SyncReport(backend=name)
     with db.session() as session:
@@ -177,7 +224,10 @@ def sync_backend(
     try:
         kube = kube_factory(config)
         try:
-            nodes = kube.list_gpu_hosts()
+            if trackers is not None:
+                nodes = trackers.tracker(name, config).poll(kube).hosts
+            else:
+                nodes = kube.list_gpu_hosts()
         finally:
             kube.close()
     except (EksError, eks_backend.EksBackendError) as exc:
@@ -218,7 +268,6 @@ def sync_backend(
             if host.id in busy:
                 if host.status != "unreachable":
                     host.status = "unreachable"
-                    host.placement_version += 1
                     report.unreachable.append(host.hostname)
                     report.changed.append(host.hostname)
             else:
@@ -254,9 +303,7 @@ def _upsert_node(
     elif not node_ok:
         host.status = "unreachable"  # the agent may still report, but Kubernetes will not schedule there
     changed = before != (host.backend_id, host.labels, host.status, host.inventory_hash)
-    if changed:
-        host.placement_version = (host.placement_version or 0) + 1
-    return changed
+    return changed  # the change feed stamps the host at commit (controller.store.changes)
 
 
 def _headroom_name(backend: str, nodegroup: str, k: int) -> str:
@@ -325,7 +372,6 @@ def _sync_headroom(
             host.health = "healthy"
             host.last_seen = now
             if before != (host.labels, host.inventory_hash, host.status):
-                host.placement_version = (host.placement_version or 0) + 1
                 report.changed.append(host.hostname)
         report.headroom[ng.name] = wanted
 
@@ -422,30 +468,34 @@ def _move_claims(session: Session, lease_id: str, placeholder: Host, node: Host)
     labels = dict(placeholder.labels or {})
     labels.pop(SCALE_REQUESTED_LABEL, None)
     placeholder.labels = labels
-    session.execute(
-        update(Host)
-        .where(Host.id.in_([placeholder.id, node.id]))
-        .values(placement_version=Host.placement_version + 1)
-        .execution_options(synchronize_session=False)
-    )
+    mark_hosts_changed(session, [placeholder.id, node.id])
     session.flush()
 
 
 # -- the job -------------------------------------------------------------------------------------------------
 
 
-def sync_all(db: Database, leases: LeaseHooks | None = None) -> list[SyncReport]:
+def sync_all(
+    db: Database, leases: LeaseHooks | None = None, trackers: EksNodeTrackers | None = None
+) -> list[SyncReport]:
     with db.session() as session:
         names = list(session.scalars(select(Backend.name).where(Backend.kind == "eks").order_by(Backend.name)))
+    if trackers is not None:
+        trackers.keep_only(names)
     reports = []
     for name in names:
-        reports.append(run_sync(db, name, leases))
+        reports.append(run_sync(db, name, leases, trackers))
     return reports
 
 
-def run_sync(db: Database, name: str, leases: LeaseHooks | None = None) -> SyncReport:
-    """Sync one backend, refresh this replica's placement index and provision the EKS leases still waiting."""
-    report = sync_backend(db, name)
+def run_sync(
+    db: Database, name: str, leases: LeaseHooks | None = None, trackers: EksNodeTrackers | None = None
+) -> SyncReport:
+    """Sync one backend, refresh this replica's placement index and provision the EKS leases still waiting.
+
+    With ``trackers`` the nodes come from the backend's node watch (see :class:`EksNodeTrackers`), else
+    from a paginated list."""
+    report = sync_backend(db, name, trackers=trackers)
     if leases is None:
         return report
     if report.changed:
@@ -464,9 +514,10 @@ def install(registry: HookRegistry, leases: LeaseHooks, db: Database) -> None:
     """Register the EKS backend-sync hook (once)."""
     if "backend-sync:eks" in registry.hooks:
         return
+    trackers = EksNodeTrackers()  # the job's node watches, one per backend, kept between ticks
 
     def job(ctx: JobContext) -> None:
-        for report in sync_all(ctx.db, leases):
+        for report in sync_all(ctx.db, leases, trackers):
             for error in report.errors:
                 log.warning("eks sync %s: %s", report.backend, error)
 

@@ -10,6 +10,8 @@ from controller.cli.common import ConfigOption, DatabaseOption, console, fail, s
 from controller.store.db import Database
 from controller.store.schema import SchemaError, schema_status, upgrade
 
+WORKER_HEALTHCHECK_TIMEOUT_S = 120
+
 app = typer.Typer(help="Run and manage the controller service.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -68,7 +70,15 @@ def serve(
         db.dispose()
         given = "GPUFABRIC_INSTANCE_ID" in os.environ
         os.environ[WORKER_SETTINGS_ENV] = worker_settings_json(settings, instance_id_given=given)
-        uvicorn.run("controller.api.asgi:create_worker_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        # A worker builds its placement index from the store before it serves (seconds at 100,000 hosts): give
+        # the supervisor's health check that long before it declares the worker hung and replaces it.
+        uvicorn.run(
+            "controller.api.asgi:create_worker_app",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
+            **common,  # type: ignore[arg-type]
+        )
         return
     try:
         application = create_app(settings, db=db)

@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy import exists, func, select
+from sqlalchemy.orm import defer
 
 from controller import audit
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.store.db import Database
 from controller.store.models import Host
 from controller.validation import gate, service
-from controller.validation.models import HostValidationState, ValidationSchedule
+from controller.validation.models import HostValidationState, ValidationPolicy, ValidationSchedule
 from controller.validation.schemas import ValidationIn
 
 log = logging.getLogger("gpufabric.validation")
@@ -90,10 +92,13 @@ def fire_due_schedules(db: Database, now: datetime | None = None) -> list[str]:
 class BurnInCursor:
     """The newest host change stamp the burn-in tick has looked at (``hosts.change_seq``): each tick looks only at
     hosts changed since (registered, moved to a pool, their pool's policy changed), so it costs O(changes), not
-    O(hosts). A fresh cursor (a new leader) starts with one full pass."""
+    O(hosts). A fresh cursor (a new leader) starts with one full pass, and so does a change of any validation
+    policy's burn-in settings (a ``burn_in_since`` in the past reaches hosts registered before it was set);
+    with no policy asking for burn-in it looks at no host at all."""
 
     def __init__(self) -> None:
         self.seq = -1
+        self.policies: tuple[tuple[Any, ...], ...] | None = None
 
 
 def burn_in_tick(db: Database, cursor: BurnInCursor | None = None) -> list[str]:
@@ -102,15 +107,27 @@ def burn_in_tick(db: Database, cursor: BurnInCursor | None = None) -> list[str]:
     started: list[str] = []
     with db.session() as session:
         newest = session.scalar(select(func.max(Host.change_seq))) or 0
-        candidates = session.scalars(
-            select(Host)
-            .where(Host.change_seq > cursor.seq)
-            .where(~exists().where(HostValidationState.host_id == Host.id))
-            .order_by(Host.id)
+        policies = tuple(
+            sorted(
+                (scope, burn_in, str(since))
+                for scope, burn_in, since in session.execute(
+                    select(ValidationPolicy.scope, ValidationPolicy.burn_in, ValidationPolicy.burn_in_since)
+                )
+            )
         )
-        for host in candidates:
-            if gate.hold_for_burn_in(session, host):
-                log.info("host %s held until its burn-in validation passes", host.hostname)
+        if policies != cursor.policies:
+            cursor.seq, cursor.policies = -1, policies
+        if any(burn_in for _, burn_in, _ in policies):
+            candidates = session.scalars(
+                select(Host)
+                .options(defer(Host.inventory))
+                .where(Host.change_seq > cursor.seq)
+                .where(~exists().where(HostValidationState.host_id == Host.id))
+                .order_by(Host.id)
+            )
+            for host in candidates:
+                if gate.hold_for_burn_in(session, host):
+                    log.info("host %s held until its burn-in validation passes", host.hostname)
     cursor.seq = max(cursor.seq, newest)
     with db.session() as session:
         held = [

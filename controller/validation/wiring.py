@@ -16,8 +16,8 @@ def install(registry: HookRegistry, hosts_changed: Callable[[Iterable[str]], Any
     """Register the validation hooks (once) and make verdicts refresh the placement index at once.
 
     ``hosts_changed`` is the lease service's ``hosts_changed`` (a bound method, held weakly so an app that
-    is gone is not kept alive by the verdict listeners). Other replicas see the verdict through
-    ``hosts.placement_version``, which every verdict bumps.
+    is gone is not kept alive by the verdict listeners). Other replicas see the verdict through the host change
+    feed (``controller.store.changes``): a verdict changes the host's labels, which stamps it at commit.
     """
     if "periodic:validation-reconcile" not in registry.hooks:
         register_validation_hooks(registry)

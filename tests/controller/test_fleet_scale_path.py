@@ -36,7 +36,7 @@ from .test_lease_concurrency import _start_replica, postgres_database  # noqa: F
 SHARING = {
     "config": {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}}
 }
-BACKGROUND_THREADS = ("gpufabric-last-seen", "gpufabric-change-feed")
+BACKGROUND_THREADS = ("gpufabric-last-seen", "gpufabric-change-feed", "gpufabric-warm-replies")
 
 
 def _heartbeat(client: httpx.Client, hostname: str, credential: str, **fields: Any) -> httpx.Response:
@@ -292,3 +292,31 @@ def test_agents_past_the_in_flight_limit_get_503_with_retry_after(tmp_path: Path
     assert middleware.agent_in_flight == 0
     assert metrics.agent_requests_shed._value.get() == 1
     db.dispose()
+
+
+def test_a_restarted_replica_answers_plain_hosts_from_its_warmed_cache(controller: Controller) -> None:
+    with controller.client() as client, controller.admin() as api:
+        plain = register(client, controller.bootstrap_token, "plain-host")
+        report(client, plain, synthetic_inventory("plain-host"), generation=1)
+        special = register(client, controller.bootstrap_token, "special-host")
+        report(client, special, synthetic_inventory("special-host"), generation=1)
+        assert api.put("/v1/hosts/special-host/desired", json={"sharing": SHARING}).status_code == 200
+    with controller.db.session() as session:
+        ids = {name: hid for name, hid in session.execute(select(Host.hostname, Host.id))}
+    app = create_app(controller.settings, db=controller.db)  # a restart: a new app with empty caches
+    server = ServerThread(app).start()
+    try:
+        replies = app.state.agent_replies
+        replies.warm()
+        assert replies.fresh(ids["plain-host"]) is not None
+        assert replies.fresh(ids["special-host"]) is None  # built at its first heartbeat, with its override
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            log = StatementLog(controller.db)
+            try:
+                assert _heartbeat(client, "plain-host", plain).json()["desired"]["sharing"] is None
+            finally:
+                log.close()
+            assert log.statements == []
+            assert _heartbeat(client, "special-host", special).json()["desired"]["sharing"] == SHARING
+    finally:
+        server.stop()

@@ -2,9 +2,31 @@
 
 No kube-apiserver can be installed on the test machines, so this speaks enough of the API for
 the code under test: discovery, CRUD with PUT/PATCH (merge, strategic-as-merge, JSON patch), label
-and field selectors, watch with ``timeoutSeconds``, metadata (uid, resourceVersion,
-creationTimestamp, generation), Status bodies for errors, and pod logs. Fidelity limits are listed
-in docs/testing.md, section "Kubernetes API emulator".
+and field selectors, metadata (uid, resourceVersion, creationTimestamp, generation), Status bodies
+for errors, and pod logs. Fidelity limits are listed in docs/testing.md, section "Kubernetes API
+emulator".
+
+Lists and watches follow kube-apiserver's etcd-backed storage:
+
+- One global resourceVersion, bumped by every create, update, patch and delete (never by a no-op
+  write), is each changed object's ``metadata.resourceVersion`` and a list's.
+- ``limit``/``continue``: pages in etcd key order (``<namespace>/<name>``); every page of one list
+  comes from the snapshot at the first page's version (objects changed since appear as they were,
+  created ones do not appear). The token is the real format (base64url JSON ``{v, rv, start}``). Like
+  etcd, a full page is followed by a token whenever more keys exist, even if none matches the
+  selectors (so a last page may be empty); ``remainingItemCount`` only without selectors. A malformed
+  token is 400 BadRequest; a token whose version was compacted away is 410 Gone, reason ``Expired``,
+  with a token for the inconsistent remainder in the Status's ``metadata.continue`` (``rv: -1``).
+- Watch (``watch=true``): ADDED/MODIFIED/DELETED events newer than ``resourceVersion`` (none or "0":
+  the current objects as ADDED first), until ``timeoutSeconds``. Selectors filter as the watch cache
+  does: an object that starts matching arrives as ADDED, one that stops matching as DELETED (its last
+  matching state). ``allowWatchBookmarks=true`` adds one BOOKMARK with the newest version just before
+  a timed-out stream ends. A version older than the retained history answers 200 and a single ERROR
+  event with a 410 ``Expired`` Status ("too old resource version"), as the real server does. A watch
+  response closes its connection (``Connection: close``); the real server keeps it.
+- The history is bounded (``history_limit`` events, default 10,000, settable per test); older
+  versions count as compacted. ``compact()`` forgets it all at once, like an etcd compaction.
+- ``requests`` logs every request; ``count_requests()`` counts lists, pages or watches.
 
 Built on the standard library (``ThreadingHTTPServer``) rather than kmock: kmock 0.8 lacked PUT,
 selectors, metadata, watch timeouts and text logs, and closing those gaps was most of the work.
@@ -12,6 +34,9 @@ selectors, metadata, watch timeouts and text logs, and closing those gaps was mo
 
 from __future__ import annotations
 
+import base64
+import binascii
+import bisect
 import copy
 import json
 import re
@@ -86,12 +111,13 @@ class ApiError(Exception):
         self.reason = reason
         self.message = message
         self.details = details or {}
+        self.metadata: dict[str, Any] = {}  # ListMeta of the Status (an expired list's continue token)
 
     def status_body(self) -> dict[str, Any]:
         return {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": dict(self.metadata),
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
@@ -273,42 +299,135 @@ def json_patch(doc: Any, operations: list[dict[str, Any]]) -> Any:
 
 # -- the store ---------------------------------------------------------------------------------
 
+Key = tuple[str, str, str | None, str]  # (group, plural, namespace or None, name)
+Snapshot = list[tuple[str, dict[str, Any]]]  # (sort key, object) of one type at one revision, sorted
+
+DEFAULT_HISTORY_LIMIT = 10_000  # watch events kept; older resource versions are "compacted" (410 Gone)
+_SNAPSHOTS_KEPT = 8  # paginated lists in progress whose snapshot is cached (a miss rebuilds it from history)
+_CONTINUE_VERSION = "meta.k8s.io/v1"
+_CONTINUE_EXPIRED = (
+    "The provided continue parameter is too old to display a consistent list result. You can start a new list "
+    "without the continue parameter, or use the continue token in this response to retrieve the remainder of the "
+    "results. Continuing with the provided token results in an inconsistent list - objects that were created, "
+    "modified, or deleted between the time the first chunk was returned and now may show up in the list."
+)
+
 
 @dataclass
 class WatchEvent:
     revision: int
     rtype: ResourceType
-    type: str
-    obj: dict[str, Any]
+    type: str  # ADDED, MODIFIED, DELETED
+    obj: dict[str, Any]  # the object after the change (for DELETED: the last state, with the deletion's version)
+    key: Key
+    prev: dict[str, Any] | None = None  # the object before the change (None for ADDED)
+
+
+def encode_continue(start: str, revision: int) -> str:
+    """A continue token as kube-apiserver makes one: base64url(JSON {v, rv, start}), start = the next key."""
+    raw = json.dumps({"v": _CONTINUE_VERSION, "rv": revision, "start": start}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[str, int]:
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(doc, dict) or doc.get("v") != _CONTINUE_VERSION:
+            raise ValueError(
+                f"continue key is not valid: incorrect encoded start resourceVersion (version {_CONTINUE_VERSION})"
+            )
+        start, revision = doc.get("start"), doc.get("rv")
+        if not isinstance(start, str) or not isinstance(revision, int) or ".." in start.split("/"):
+            raise ValueError("continue key is not valid")
+    except (ValueError, binascii.Error) as exc:
+        raise ApiError(400, "BadRequest", f"invalid continue token: {exc}") from None
+    return start, revision
+
+
+def _sort_key(key: Key) -> str:
+    """The order of etcd keys under a resource's prefix: ``<namespace>/<name>``, or ``<name>`` when cluster-scoped."""
+    return key[3] if key[2] is None else f"{key[2]}/{key[3]}"
+
+
+def _int_param(query: dict[str, str], name: str) -> int | None:
+    value = query.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        raise ApiError(400, "BadRequest", f'invalid {name} "{value}": must be an integer') from None
 
 
 class KubeState:
-    """All objects, one global resourceVersion counter, and an event log watchers follow."""
+    """All objects, one global resourceVersion counter, and a bounded event log watchers follow.
 
-    def __init__(self) -> None:
+    Stored objects are never changed in place: every write stores a new dict. Events, list snapshots and
+    list pages hold references to them, so nothing may mutate an object it did not just build.
+    """
+
+    def __init__(self, history_limit: int = DEFAULT_HISTORY_LIMIT) -> None:
         self.lock = threading.Condition()
+        self.history_limit = history_limit
+        self.event_base = 0  # sequence number of events[0]; never reset, so watch cursors stay valid
         self.reset()
 
     def reset(self) -> None:
         with self.lock:
             self.revision = 1
-            self.objects: dict[tuple[str, str, str | None, str], dict[str, Any]] = {}
+            self.compacted_revision = 0  # events up to this revision may be gone: older versions are 410 Gone
+            self.objects: dict[Key, dict[str, Any]] = {}
+            self.event_base += len(getattr(self, "events", []))
             self.events: list[WatchEvent] = []
+            self.snapshots: dict[tuple[str, str, str | None, int], Snapshot] = {}
             self.logs: dict[tuple[str, str, str | None], str] = {}
             for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
                 self._create(RESOURCE_BY_PLURAL[("", "namespaces")], None, {"metadata": {"name": ns}})
             self.lock.notify_all()
 
     @staticmethod
-    def _key(rtype: ResourceType, namespace: str | None, name: str) -> tuple[str, str, str | None, str]:
+    def _key(rtype: ResourceType, namespace: str | None, name: str) -> Key:
         return (rtype.group, rtype.plural, namespace if rtype.namespaced else None, name)
 
-    def _bump(self, rtype: ResourceType, event_type: str, obj: dict[str, Any], new_version: bool = True) -> None:
-        if new_version:
-            self.revision += 1
-            obj["metadata"]["resourceVersion"] = str(self.revision)
-        self.events.append(WatchEvent(self.revision, rtype, event_type, copy.deepcopy(obj)))
+    def _bump(
+        self, rtype: ResourceType, event_type: str, obj: dict[str, Any], key: Key, prev: dict[str, Any] | None = None
+    ) -> None:
+        """Give ``obj`` (a fresh dict the caller owns) the next resourceVersion and log the event."""
+        self.revision += 1
+        obj["metadata"]["resourceVersion"] = str(self.revision)
+        self.events.append(WatchEvent(self.revision, rtype, event_type, obj, key, prev))
+        self._trim()
         self.lock.notify_all()
+
+    def _trim(self) -> None:
+        # Trim in chunks (at least history_limit events stay, at most 1/8 more) so a long history is not
+        # shifted on every write; small limits (tests) trim exactly.
+        excess = len(self.events) - self.history_limit
+        if excess > self.history_limit // 8:
+            self.compacted_revision = self.events[excess - 1].revision
+            del self.events[:excess]
+            self.event_base += excess
+            for cached in [k for k in self.snapshots if k[3] < self.compacted_revision]:
+                del self.snapshots[cached]
+
+    def compact(self) -> int:
+        """Forget the whole event history now, as an etcd compaction does; returns the compacted revision."""
+        with self.lock:
+            self.event_base += len(self.events)
+            self.events.clear()
+            self.snapshots.clear()
+            self.compacted_revision = self.revision
+            self.lock.notify_all()
+            return self.revision
+
+    def next_seq(self) -> int:
+        """The sequence number the next event will get (a watch cursor)."""
+        return self.event_base + len(self.events)
+
+    def seq_after(self, revision: int) -> int:
+        """The sequence number of the first retained event newer than ``revision``."""
+        index = bisect.bisect_right(self.events, revision, key=lambda e: e.revision)
+        return self.event_base + index
 
     def _require_namespace(self, rtype: ResourceType, namespace: str | None) -> None:
         if rtype.namespaced and (("", "namespaces", None, namespace or "")) not in self.objects:
@@ -356,7 +475,7 @@ class KubeState:
         if rtype.kind == "Pod":
             obj.setdefault("status", {"phase": "Pending"})
         self.objects[key] = obj
-        self._bump(rtype, "ADDED", obj)
+        self._bump(rtype, "ADDED", obj, key)
         return copy.deepcopy(obj)
 
     # public operations (all under the lock)
@@ -377,7 +496,7 @@ class KubeState:
         with self.lock:
             items = [
                 copy.deepcopy(obj)
-                for (group, plural, ns, _), obj in sorted(self.objects.items(), key=lambda kv: str(kv[0]))
+                for (group, plural, ns, _), obj in sorted(self.objects.items(), key=lambda kv: _sort_key(kv[0]))
                 if group == rtype.group
                 and plural == rtype.plural
                 and (namespace is None or ns == namespace)
@@ -385,6 +504,100 @@ class KubeState:
                 and field_selector_matches(field_selector, obj)
             ]
             return items, self.revision
+
+    def list_page(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+        limit: int | None = None,
+        token: str | None = None,
+        resource_version: str | None = None,
+    ) -> dict[str, Any]:
+        """A list response as kube-apiserver's etcd store makes it, ``limit``/``continue`` included.
+
+        Every page of one paginated list comes from the snapshot at the first page's resourceVersion
+        (consistent, like etcd MVCC reads); a token whose version is older than the retained history is
+        410 Expired, with a token for the inconsistent remainder in the Status's metadata.
+        """
+        with self.lock:
+            start, revision = "", self.revision
+            if token:
+                if resource_version not in (None, "", "0"):
+                    raise ApiError(400, "BadRequest", "specifying resource version is not allowed when using continue")
+                start, revision = decode_continue(token)
+                if revision == -1:  # the remainder after an expired token: from the latest state
+                    revision = self.revision
+                elif revision <= 0:
+                    raise ApiError(400, "BadRequest", "0 continue resource version is not allowed when using continue")
+                elif revision > self.revision:
+                    raise ApiError(
+                        400, "BadRequest", f"invalid continue token: resource version {revision} is in the future"
+                    )
+                elif revision < self.compacted_revision:
+                    expired = ApiError(410, "Expired", _CONTINUE_EXPIRED)
+                    expired.metadata = {"continue": encode_continue(start, -1)}
+                    raise expired
+            snapshot = self._snapshot(rtype, namespace, revision)
+            index = bisect.bisect_left(snapshot, start, key=lambda entry: entry[0])
+            items: list[dict[str, Any]] = []
+            more, remaining = False, 0
+            for position in range(index, len(snapshot)):
+                sort_key, obj = snapshot[position]
+                if not (
+                    label_selector_matches(label_selector, obj["metadata"].get("labels") or {})
+                    and field_selector_matches(field_selector, obj)
+                ):
+                    continue
+                items.append(obj)
+                if limit and len(items) >= limit:
+                    # Like etcd: more keys after this one means a continue token, even if none of them matches.
+                    more = position + 1 < len(snapshot)
+                    remaining = len(snapshot) - position - 1
+                    start = sort_key + "\x00"
+                    break
+            metadata: dict[str, Any] = {"resourceVersion": str(revision)}
+            if more:
+                self._keep_snapshot((rtype.group, rtype.plural, namespace, revision), snapshot)
+                metadata["continue"] = encode_continue(start, revision)
+                if not label_selector and not field_selector:
+                    metadata["remainingItemCount"] = remaining
+            return {
+                "kind": f"{rtype.kind}List",
+                "apiVersion": rtype.api_version,
+                "metadata": metadata,
+                "items": items,  # stored objects, shared: serialize, never mutate
+            }
+
+    def _snapshot(self, rtype: ResourceType, namespace: str | None, revision: int) -> Snapshot:
+        """The objects of a type at ``revision``, sorted by key: the current ones with newer events undone."""
+        cache_key = (rtype.group, rtype.plural, namespace, revision)
+        cached = self.snapshots.get(cache_key)
+        if cached is not None:
+            return cached
+        objects = {
+            key: obj
+            for key, obj in self.objects.items()
+            if key[0] == rtype.group and key[1] == rtype.plural and (namespace is None or key[2] == namespace)
+        }
+        for event in reversed(self.events):
+            if event.revision <= revision:
+                break
+            if event.rtype != rtype or (namespace is not None and event.key[2] != namespace):
+                continue
+            if event.type == "ADDED":
+                objects.pop(event.key, None)
+            elif event.prev is not None:
+                objects[event.key] = event.prev
+        return sorted(((_sort_key(key), obj) for key, obj in objects.items()), key=lambda entry: entry[0])
+
+    def _keep_snapshot(self, cache_key: tuple[str, str, str | None, int], snapshot: Snapshot) -> None:
+        """Cache the snapshot of a list with more pages to come (a miss only costs a rebuild from history)."""
+        self.snapshots.pop(cache_key, None)
+        self.snapshots[cache_key] = snapshot
+        while len(self.snapshots) > _SNAPSHOTS_KEPT:
+            del self.snapshots[next(iter(self.snapshots))]
 
     def update(
         self,
@@ -437,7 +650,7 @@ class KubeState:
             if merged == old:
                 return copy.deepcopy(old)  # a no-op write keeps the resourceVersion, as the real server does
             self.objects[key] = merged
-            self._bump(rtype, "MODIFIED", merged)
+            self._bump(rtype, "MODIFIED", merged, key, old)
             return copy.deepcopy(merged)
 
     def delete(self, rtype: ResourceType, namespace: str | None, name: str) -> dict[str, Any]:
@@ -450,10 +663,16 @@ class KubeState:
                 # The namespace controller empties a deleted namespace; here that happens at once.
                 for other in [k for k in self.objects if k[2] == name]:
                     child = self.objects.pop(other)
-                    self._bump(RESOURCE_BY_PLURAL[(other[0], other[1])], "DELETED", child)
+                    self._bump(RESOURCE_BY_PLURAL[(other[0], other[1])], "DELETED", _tombstone(child), other, child)
                 self.logs = {k: v for k, v in self.logs.items() if k[0] != name}
-            self._bump(rtype, "DELETED", obj)
-            return copy.deepcopy(obj)
+            gone = _tombstone(obj)
+            self._bump(rtype, "DELETED", gone, key, obj)
+            return copy.deepcopy(gone)
+
+
+def _tombstone(obj: dict[str, Any]) -> dict[str, Any]:
+    """A deleted object's last state as a new dict (its metadata gets the deletion's resourceVersion)."""
+    return {**obj, "metadata": dict(obj["metadata"])}
 
 
 RESOURCE_BY_PLURAL: dict[tuple[str, str], ResourceType] = {(r.group, r.plural): r for r in RESOURCE_TYPES}
@@ -567,16 +786,16 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 if query.get("watch") in ("true", "1"):
                     return self._watch(rtype, namespace, query)
-                items, revision = state.list(rtype, namespace, query.get("labelSelector"), query.get("fieldSelector"))
-                return self._send_json(
-                    200,
-                    {
-                        "kind": f"{rtype.kind}List",
-                        "apiVersion": rtype.api_version,
-                        "metadata": {"resourceVersion": str(revision)},
-                        "items": items,
-                    },
+                page = state.list_page(
+                    rtype,
+                    namespace,
+                    query.get("labelSelector"),
+                    query.get("fieldSelector"),
+                    limit=_int_param(query, "limit"),
+                    token=query.get("continue"),
+                    resource_version=query.get("resourceVersion"),
                 )
+                return self._send_json(200, page)
             if method == "POST":
                 if rtype.namespaced and namespace is None:
                     raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -649,14 +868,62 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send_json(200, updated)
 
     def _watch(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> None:
-        state = self.server.emulator.state
+        emulator = self.server.emulator
+        state = emulator.state
         label_selector, field_selector = query.get("labelSelector"), query.get("fieldSelector")
-        timeout = float(query.get("timeoutSeconds") or self.server.emulator.max_watch_seconds)
-        timeout = min(timeout, self.server.emulator.max_watch_seconds)
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        timeout = float(query.get("timeoutSeconds") or emulator.max_watch_seconds)
+        timeout = min(timeout, emulator.max_watch_seconds)
         deadline = time.monotonic() + timeout
+
+        def passes(obj: dict[str, Any] | None) -> bool:
+            return (
+                obj is not None
+                and (namespace is None or obj["metadata"].get("namespace") == namespace)
+                and label_selector_matches(label_selector, obj["metadata"].get("labels") or {})
+                and field_selector_matches(field_selector, obj)
+            )
+
+        def convert(event: WatchEvent) -> tuple[str, dict[str, Any]] | None:
+            # As the apiserver's cacheWatcher: an object that starts matching the selectors is ADDED, one
+            # that stops matching is DELETED (its previous state, with the event's resourceVersion).
+            if event.rtype != rtype:
+                return None
+            now = event.type != "DELETED" and passes(event.obj)
+            before = passes(event.prev)
+            if now:
+                return ("MODIFIED" if before else "ADDED"), event.obj
+            if before and event.prev is not None:
+                gone = _tombstone(event.prev)
+                gone["metadata"]["resourceVersion"] = str(event.revision)
+                return "DELETED", gone
+            return None
+
+        since = query.get("resourceVersion")
+        expired: ApiError | None = None
+        initial: list[dict[str, Any]] = []
+        with state.lock:
+            if since in (None, "", "0"):
+                # No version: the current state as ADDED events, then changes.
+                initial, _ = state.list(rtype, namespace, label_selector, field_selector)
+                cursor = state.next_seq()
+            else:
+                try:
+                    version = int(str(since))
+                except ValueError:
+                    raise ApiError(400, "BadRequest", f'invalid resource version "{since}"') from None
+                if version < state.compacted_revision:
+                    expired = ApiError(
+                        410, "Expired", f"too old resource version: {version} ({state.compacted_revision + 1})"
+                    )
+                cursor = state.seq_after(version)
+            seen_revision = state.revision
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
+        # This server closes the connection after a watch: say so, or the client's pool may reuse the
+        # socket for its next request and have it fail with "Remote end closed connection".
+        self.send_header("Connection", "close")
         self.end_headers()
 
         def emit(event_type: str, obj: dict[str, Any]) -> None:
@@ -664,41 +931,41 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
             self.wfile.flush()
 
-        def matches(event: WatchEvent) -> bool:
-            obj = event.obj
-            return (
-                event.rtype == rtype
-                and (namespace is None or obj["metadata"].get("namespace") == namespace)
-                and label_selector_matches(label_selector, obj["metadata"].get("labels") or {})
-                and field_selector_matches(field_selector, obj)
-            )
-
-        with state.lock:
-            since = query.get("resourceVersion")
-            if since in (None, "", "0"):
-                # No version: the current state as ADDED events, then changes.
-                initial, _ = state.list(rtype, namespace, label_selector, field_selector)
-                cursor = len(state.events)
-            else:
-                initial = []
-                cursor = next((i for i, e in enumerate(state.events) if e.revision > int(since)), len(state.events))
         try:
-            for obj in initial:
-                emit("ADDED", obj)
-            while not self.server.emulator.stopping.is_set():
-                with state.lock:
-                    while cursor >= len(state.events):
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0 or self.server.emulator.stopping.is_set():
-                            break
-                        state.lock.wait(min(remaining, 0.5))
-                    pending = state.events[cursor:]
-                    cursor = len(state.events)
-                for event in pending:
-                    if matches(event):
-                        emit(event.type, event.obj)
-                if time.monotonic() >= deadline:
-                    break
+            if expired is not None:
+                # The real server answers 200 and sends the 410 as an ERROR event, then ends the stream.
+                emit("ERROR", expired.status_body())
+            else:
+                for obj in initial:
+                    emit("ADDED", obj)
+                while not emulator.stopping.is_set():
+                    with state.lock:
+                        while cursor >= state.next_seq():
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0 or emulator.stopping.is_set():
+                                break
+                            state.lock.wait(min(remaining, 0.5))
+                        if cursor < state.event_base:
+                            break  # this watcher fell behind the trimmed history: the server drops it
+                        pending = state.events[cursor - state.event_base :]
+                        cursor = state.next_seq()
+                        seen_revision = state.revision
+                    for event in pending:
+                        converted = convert(event)
+                        if converted is not None:
+                            emit(*converted)
+                    if time.monotonic() >= deadline:
+                        if bookmarks:
+                            # Every event up to seen_revision has been sent (or filtered out).
+                            emit(
+                                "BOOKMARK",
+                                {
+                                    "kind": rtype.kind,
+                                    "apiVersion": rtype.api_version,
+                                    "metadata": {"resourceVersion": str(seen_revision)},
+                                },
+                            )
+                        break
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -775,8 +1042,15 @@ class _Server(ThreadingHTTPServer):
 class KubeEmulator:
     """The emulator, in a background thread of the test process. ``url`` is the API server address."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_watch_seconds: float = 30.0) -> None:
-        self.state = KubeState()
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_watch_seconds: float = 30.0,
+        history_limit: int = DEFAULT_HISTORY_LIMIT,
+    ) -> None:
+        self.state = KubeState(history_limit)
+        self.default_history_limit = history_limit
         self.max_watch_seconds = max_watch_seconds
         self.stopping = threading.Event()
         self.requests: list[tuple[str, str]] = []
@@ -802,10 +1076,48 @@ class KubeEmulator:
         self._server.server_close()
 
     def reset(self) -> None:
-        self.state.reset()
+        """Empty store (the four default namespaces), the default history limit, an empty request log."""
+        with self.state.lock:
+            self.state.history_limit = self.default_history_limit
+            self.state.reset()
         self.requests.clear()
 
     # -- test hooks ----------------------------------------------------------------------------
+    @property
+    def history_limit(self) -> int:
+        """How many watch events are kept (at least; up to 1/8 more). Older versions answer 410 Gone."""
+        return self.state.history_limit
+
+    @history_limit.setter
+    def history_limit(self, limit: int) -> None:
+        with self.state.lock:
+            self.state.history_limit = max(1, limit)
+            self.state._trim()
+
+    def compact(self) -> int:
+        """Forget the event history now (an etcd compaction): every older resourceVersion and continue token
+        is 410 Gone. Returns the compacted revision."""
+        return self.state.compact()
+
+    @property
+    def resource_version(self) -> int:
+        """The current global resourceVersion."""
+        with self.state.lock:
+            return self.state.revision
+
+    def count_requests(self, method: str = "GET", path: str | None = None, *, watch: bool | None = None) -> int:
+        """Requests received with this method (and exact path, e.g. ``/api/v1/nodes``); ``watch`` True counts
+        only watches, False only the others (a paginated list counts one request per page)."""
+        count = 0
+        for logged_method, target in list(self.requests):
+            parts = urlsplit(target)
+            if logged_method != method or (path is not None and parts.path != path):
+                continue
+            is_watch = parse_qs(parts.query).get("watch", [""])[-1] in ("true", "1")
+            if watch is None or watch == is_watch:
+                count += 1
+        return count
+
     def seed(self, plural: str, obj: dict[str, Any], group: str = "", namespace: str | None = None) -> dict[str, Any]:
         rtype = RESOURCE_BY_PLURAL[(group, plural)]
         status = obj.get("status")

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from controller.backends import eks_sync
 from controller.cli import app as cli_app
 from drivers.eks import AwsTarget, EksNodegroups
 from tests.controller.conftest import Controller
@@ -246,3 +247,28 @@ def test_the_agents_inventory_wins_for_devices_the_node_gives_zone_and_nodegroup
         assert labels["eks.amazonaws.com/nodegroup"] == "l4-train"
         assert labels["topology.k8s.aws/network-node-layer-3"].startswith("nn-")
         assert host["backend"] == "eks-train"
+
+
+def test_the_sync_job_lists_nodes_once_then_follows_the_watch(
+    fabric: Controller, kube: KubeEmulator, nodegroups: EksNodegroups
+) -> None:
+    trackers = eks_sync.EksNodeTrackers()  # what install() gives the backend-sync job
+    before = kube.count_requests("GET", "/api/v1/nodes", watch=False)
+    first = eks_sync.run_sync(fabric.db, "eks-train", trackers=trackers)
+    assert first.errors == [] and len(first.nodes) == 2
+    lists = kube.count_requests("GET", "/api/v1/nodes", watch=False)
+    assert lists == before + 1 and kube.count_requests("GET", "/api/v1/nodes", watch=True) == 0
+
+    assert nodegroups.scale_up("fabric-train", "l4-train", 1).changed
+    materialize_nodegroup(kube, nodegroups, "fabric-train", "l4-train", REGION)
+    second = eks_sync.run_sync(fabric.db, "eks-train", trackers=trackers)
+    (new,) = set(second.nodes) - set(first.nodes)
+    assert second.errors == [] and new in second.changed
+    assert kube.count_requests("GET", "/api/v1/nodes", watch=False) == lists  # followed the watch, no new list
+    assert kube.count_requests("GET", "/api/v1/nodes", watch=True) == 1
+    with fabric.admin() as api:
+        assert api.get(f"/v1/hosts/{new}").json()["labels"]["eks.amazonaws.com/nodegroup"] == "l4-train"
+
+    # Without trackers (the REST sync) the nodes come from a plain paginated list, as before.
+    assert sorted(eks_sync.run_sync(fabric.db, "eks-train").nodes) == sorted(second.nodes)
+    assert kube.count_requests("GET", "/api/v1/nodes", watch=False) == lists + 1

@@ -43,7 +43,7 @@ def test_rbac_is_what_the_controller_calls() -> None:
         for resource in rule["resources"]
     }
     assert rules == {
-        ("", "nodes"): {"get", "list", "patch"},
+        ("", "nodes"): {"get", "list", "watch", "patch"},
         ("", "namespaces"): {"create", "delete"},
         ("", "resourcequotas"): {"create", "update", "delete"},
         ("kubeflow.org", "mpijobs"): {"create", "get", "list", "delete"},
