@@ -51,6 +51,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Cache successful token lookups this long (bound on revocation by another process); 0: off",
     )
+    agent_auth_cache_ttl_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Cache agent credentials this long; re-registration or deletion of the host drops them on every "
+        "replica within change_poll_s (the host change feed), so this only bounds memory of idle hosts",
+    )
     last_seen_flush_s: float = Field(
         default=1.0, ge=0, description="Batch heartbeat last_seen writes at this interval; 0: write in the request"
     )

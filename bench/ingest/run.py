@@ -269,6 +269,34 @@ async def _register_all(url: str, bootstrap: str, names: list[str], docs: dict[s
     return creds
 
 
+async def _warm_up(url: str, hosts: list[tuple[str, str]], concurrency: int = 64) -> int:
+    """One heartbeat per host before measuring: each agent's first request after a controller start looks its
+    credential up in the store once (the auth cache cannot be filled from hashed secrets). The run measures the
+    fleet's steady state after that; returns how many heartbeats failed."""
+    import aiohttp
+
+    template = json.dumps(inventory_doc(HOST_MARK, 0))
+    sem = asyncio.Semaphore(concurrency)
+    failed = 0
+
+    async def one(session: aiohttp.ClientSession, name: str, cred: str) -> None:
+        nonlocal failed
+        body = {"generation": 1, "inventory_hash": dict_hash(json.loads(template.replace(HOST_MARK, name)))}
+        async with (
+            sem,
+            session.post(
+                f"{url}/v1/agents/{name}/heartbeat", json=body, headers={"Authorization": f"Bearer {cred}"}
+            ) as r,
+        ):
+            await r.read()
+            failed += r.status != 200
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await asyncio.gather(*(one(session, n, c) for n, c in hosts))
+    return failed
+
+
 # ---- load generator process ---------------------------------------------------------------------
 
 
@@ -412,6 +440,7 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
         hosts = [(n, creds[n]) for n in names]
+        warm_failed = asyncio.run(_warm_up(ctl.url, hosts)) if not args.cold else 0
         procs = [
             ctx.Process(
                 target=_load_process,
@@ -499,6 +528,8 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
         "concurrency": per_proc * args.procs,
         "offered_rate": args.rate or None,
         "setup_s": round(setup_s, 1),
+        "warm_up": not args.cold,
+        "warm_up_errors": warm_failed,
         "requests": len(every),
         "per_kind": {
             k: {"count": len(lat[k]), "p50_ms": _pct(lat[k], 0.5), "p99_ms": _pct(lat[k], 0.99)} for k in KINDS
@@ -552,6 +583,9 @@ def main() -> None:
     parser.add_argument("--profile", help="py-spy the controller; raw stacks to PREFIX-<db>.txt")
     parser.add_argument("--no-record", action="store_true", help="do not write bench/results/ingest.*")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the controller process")
+    parser.add_argument(
+        "--cold", action="store_true", help="measure without the warm-up heartbeat per host (every first request)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="`gpufabric controller serve --workers N`")
     parser.add_argument(
         "--bulk-register", action="store_true", help="register the hosts through the store (100,000-host fleets)"

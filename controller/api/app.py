@@ -106,6 +106,10 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     app.state.last_seen = LastSeenBuffer(db, settings.last_seen_flush_s)
     app.state.agent_replies = AgentReplyCache(db)
     AUTH_CACHE.ttl_s = settings.auth_cache_ttl_s
+    AUTH_CACHE.agent_ttl_s = settings.agent_auth_cache_ttl_s
+    # Every replica drops a host's cached agent credentials when the host changes (re-registration rotates
+    # the credential and stamps the host; a deleted host is announced too): see controller.store.changes.
+    db.changes.subscribe(lambda changed: AUTH_CACHE.invalidate_hosts(changed))
     app.state.jobs = None
     install_problem_handlers(app)
     for router in ROUTERS:

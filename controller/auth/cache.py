@@ -21,6 +21,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -40,12 +41,18 @@ def token_digest(token: str) -> str:
 
 
 class AuthCache:
-    def __init__(self, ttl_s: float = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+    def __init__(
+        self, ttl_s: float = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES, agent_ttl_s: float | None = None
+    ) -> None:
         self.ttl_s = ttl_s
+        # Agent credentials may be cached longer where the host change feed invalidates them on every replica
+        # (controller.store.changes: re-registration and host deletion stamp the host); None: ttl_s.
+        self.agent_ttl_s = agent_ttl_s
         self.max_entries = max_entries
         self._lock = threading.Lock()
         # digest -> (principal, key_id, expires at (monotonic))
         self._entries: OrderedDict[str, tuple[Principal, str, float]] = OrderedDict()
+        self._by_host: dict[int, set[str]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -58,6 +65,7 @@ class AuthCache:
             if entry is None or entry[2] <= now:
                 if entry is not None:
                     del self._entries[digest]
+                    self._unindex(digest, entry[0])
                 self.misses += 1
                 return None
             self.hits += 1
@@ -66,11 +74,32 @@ class AuthCache:
     def put(self, digest: str, principal: Principal, key_id: str) -> None:
         if self.ttl_s <= 0:
             return
+        ttl = self.ttl_s
+        if principal.host_id is not None and self.agent_ttl_s is not None:
+            ttl = self.agent_ttl_s
         with self._lock:
-            self._entries[digest] = (principal, key_id, time.monotonic() + self.ttl_s)
+            self._entries[digest] = (principal, key_id, time.monotonic() + ttl)
             self._entries.move_to_end(digest)
+            if principal.host_id is not None:
+                self._by_host.setdefault(principal.host_id, set()).add(digest)
             while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+                old, (p, _, _) = self._entries.popitem(last=False)
+                self._unindex(old, p)
+
+    def _unindex(self, digest: str, principal: Principal) -> None:
+        if principal.host_id is not None:
+            digests = self._by_host.get(principal.host_id)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    del self._by_host[principal.host_id]
+
+    def invalidate_hosts(self, host_ids: Iterable[int]) -> None:
+        """Drop the cached agent credentials of these hosts: O(hosts given), for the change feed."""
+        with self._lock:
+            for host_id in host_ids:
+                for digest in self._by_host.pop(host_id, ()):
+                    self._entries.pop(digest, None)
 
     def invalidate(
         self, *, key_ids: set[str] | frozenset[str] = frozenset(), host_ids: set[int] | frozenset[int] = frozenset()
@@ -78,17 +107,18 @@ class AuthCache:
         if not key_ids and not host_ids:
             return
         with self._lock:
-            doomed = [
-                d
-                for d, (p, k, _) in self._entries.items()
-                if k in key_ids or (p.host_id is not None and p.host_id in host_ids)
-            ]
+            doomed = [d for d, (_, k, _) in self._entries.items() if k in key_ids] if key_ids else []
+            for host_id in host_ids:
+                doomed.extend(self._by_host.get(host_id, ()))
             for d in doomed:
-                del self._entries[d]
+                entry = self._entries.pop(d, None)
+                if entry is not None:
+                    self._unindex(d, entry[0])
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._by_host.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, defer
 
 from controller.fleet.desired import effective_desired, pending_tasks
+from controller.store.changes import DELETED
 from controller.store.db import Database
 from controller.store.models import AppliedStatus, DesiredOverride, Host, HostTask, Pool, SliceClaim
 from drivers.contract.protocol import PROTOCOL_VERSION, AppliedState, DesiredState, desired_state_revision
@@ -90,7 +91,8 @@ class AgentReplyCache:
     def _on_changes(self, changed: dict[int, int]) -> None:
         with self._lock:
             for host_id, seq in changed.items():
-                if seq > self._heard.get(host_id, -1):
+                heard = self._heard.get(host_id, -1)
+                if seq > heard or (heard == DELETED and seq != DELETED):  # (an id reused after a delete: SQLite)
                     self._heard[host_id] = seq
                 entry = self._entries.get(host_id)
                 if entry is not None and entry.seq < seq:

@@ -23,32 +23,48 @@ more. Instead:
   report interval.
 
 Listeners get ``{host_id: change_seq}`` and must be cheap (they run on the committing thread or the poller).
+A deleted host cannot be stamped: it is announced with ``change_seq`` :data:`DELETED`, at once by the process
+that deleted it and by every other within ``deletion_scan_s`` (the poller compares the set of host ids).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, event, inspect, select, update
+from sqlalchemy import Engine, bindparam, event, inspect, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from controller.store.models import DesiredOverride, Device, FleetClock, Host, HostTask, Pool, SliceClaim
+from controller.store.models import (
+    AgentCredential,
+    DesiredOverride,
+    Device,
+    FleetClock,
+    Host,
+    HostTask,
+    Pool,
+    SliceClaim,
+)
 
 log = logging.getLogger("gpufabric.store.changes")
 
 _HOSTS_KEY = "gpufabric.changed_hosts"
 _POOLS_KEY = "gpufabric.changed_pools"
 _STAMP_KEY = "gpufabric.change_stamp"
+_DELETED_KEY = "gpufabric.deleted_hosts"
+DELETED = 2**62
 CLOCK = "hosts"
 # Host columns whose change matters to an agent's reply or to placement. last_seen, inventory_generation and
 # agent_version move on every report and change neither.
 _HOST_COLUMNS = ("status", "admin_state", "health", "pool_id", "backend_id", "labels", "inventory_hash", "hostname")
 
 Listener = Callable[[dict[int, int]], None]
+# Rows that belong to one host: any change to them changes the host (an agent credential: its auth caches).
+_HOST_ROWS = (Device, HostTask, DesiredOverride, SliceClaim, AgentCredential)
 
 
 def mark_hosts_changed(session: Session, host_ids: Iterable[int]) -> None:
@@ -75,19 +91,21 @@ def _collect_orm_changes(session: Session, _flush_context: Any) -> None:
     for obj in session.new:
         if isinstance(obj, Host):
             hosts.add(obj.id)
-        elif isinstance(obj, (Device, HostTask, DesiredOverride, SliceClaim)) and obj.host_id is not None:
+        elif isinstance(obj, _HOST_ROWS) and obj.host_id is not None:
             hosts.add(obj.host_id)
     for obj in session.dirty:
         if isinstance(obj, Host):
             if _history_changed(obj, _HOST_COLUMNS):
                 hosts.add(obj.id)
-        elif isinstance(obj, (Device, HostTask, DesiredOverride, SliceClaim)):
+        elif isinstance(obj, _HOST_ROWS):
             if session.is_modified(obj, include_collections=False) and obj.host_id is not None:
                 hosts.add(obj.host_id)
         elif isinstance(obj, Pool) and _history_changed(obj, ("policy",)):
             session.info.setdefault(_POOLS_KEY, set()).add(obj.id)
     for obj in session.deleted:
-        if isinstance(obj, (Device, HostTask, DesiredOverride, SliceClaim)) and obj.host_id is not None:
+        if isinstance(obj, Host):
+            session.info.setdefault(_DELETED_KEY, set()).add(obj.id)
+        elif isinstance(obj, _HOST_ROWS) and obj.host_id is not None:
             hosts.add(obj.host_id)
 
 
@@ -104,8 +122,16 @@ def _stamp(session: Session) -> None:
     if not ids:
         return
     ordered = sorted(ids)  # one lock order everywhere
+    if session.get_bind().dialect.name == "postgresql":
+        seq, previous = _stamp_postgresql(session, ordered)
+    else:
+        seq, previous = _stamp_portable(session, ordered)
+    session.info[_STAMP_KEY] = (seq, previous)
+
+
+def _stamp_portable(session: Session, ordered: list[int]) -> tuple[int, dict[int, int]]:
     # Under these row locks, each host's previous stamp: a reader that loaded a host at that stamp knows this
-    # commit is the only change since (see LeaseService.own_write_committed).
+    # commit is the only change since (see LeaseService._bump_signatures).
     result = session.execute(
         update(Host)
         .where(Host.id.in_(bindparam("ids", expanding=True)))
@@ -128,11 +154,32 @@ def _stamp(session: Session) -> None:
         .execution_options(synchronize_session=False),
         {"ids": ordered},
     )
-    session.info[_STAMP_KEY] = (seq, previous)
+    return int(seq), previous
+
+
+_PG_LOCK_HOSTS = text("SELECT id, change_seq FROM hosts WHERE id = ANY(:ids) ORDER BY id FOR NO KEY UPDATE")
+_PG_ADVANCE = text(
+    """
+    WITH clock AS (UPDATE fleet_clock SET value = value + 1 WHERE name = :clock RETURNING value),
+         stamped AS (
+             UPDATE hosts SET placement_version = placement_version + 1, change_seq = (SELECT value FROM clock)
+             WHERE id = ANY(:ids)
+         )
+    SELECT value FROM clock
+    """
+)
+
+
+def _stamp_postgresql(session: Session, ordered: list[int]) -> tuple[int, dict[int, int]]:
+    """Two statements: lock the hosts in id order (reading their previous stamps), then advance the clock and
+    stamp them in one statement."""
+    previous = {int(hid): int(seq) for hid, seq in session.execute(_PG_LOCK_HOSTS, {"ids": ordered})}
+    seq = session.execute(_PG_ADVANCE, {"ids": ordered, "clock": CLOCK}).scalar_one()
+    return int(seq), previous
 
 
 def _forget(session: Session, *_: Any) -> None:
-    for key in (_HOSTS_KEY, _POOLS_KEY, _STAMP_KEY):
+    for key in (_HOSTS_KEY, _POOLS_KEY, _STAMP_KEY, _DELETED_KEY):
         session.info.pop(key, None)
 
 
@@ -141,9 +188,18 @@ class HostChangeFeed:
 
     POLL_BATCH = 5000
 
-    def __init__(self, engine: Engine, sessions: sessionmaker[Session], poll_interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        sessions: sessionmaker[Session],
+        poll_interval_s: float = 0.5,
+        deletion_scan_s: float = 60.0,
+    ) -> None:
         self.engine = engine
         self.poll_interval_s = poll_interval_s
+        self.deletion_scan_s = deletion_scan_s
+        self._known_ids: set[int] | None = None
+        self._last_scan = 0.0
         self._listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
@@ -206,11 +262,26 @@ class HostChangeFeed:
                         break
             self.polls += 1
             self._cursor = max(cursor, self._cursor)
+            if time.monotonic() - self._last_scan >= self.deletion_scan_s:
+                changed.update(self._deleted_since_last_scan())
         if changed:
             self._notify(changed)
         return changed
 
+    def _deleted_since_last_scan(self) -> dict[int, int]:
+        """Hosts deleted by anyone since the last scan (one id-only index scan, every ``deletion_scan_s``)."""
+        with self.engine.connect() as conn:
+            ids = set(conn.execute(select(Host.id)).scalars())
+        self._last_scan = time.monotonic()
+        previous, self._known_ids = self._known_ids, ids
+        if previous is None:
+            return {}
+        return dict.fromkeys(previous - ids, DELETED)
+
     def _announce_local(self, session: Session) -> None:
+        deleted = session.info.pop(_DELETED_KEY, None)
+        if deleted:
+            self._notify(dict.fromkeys(deleted, DELETED))
         stamp = session.info.pop(_STAMP_KEY, None)
         if stamp is None:
             return

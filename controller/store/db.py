@@ -48,12 +48,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 class Database:
     """The engine and session factory one controller process uses."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, change_poll_s: float = 0.5) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, change_poll_s: float = 0.5, deletion_scan_s: float = 60.0
+    ) -> None:
         self.url = url
         self.engine = make_engine(url, pool_size=pool_size)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         # Every session of this database stamps host changes at commit; see controller.store.changes.
-        self.changes = HostChangeFeed(self.engine, self._sessions, poll_interval_s=change_poll_s)
+        self.changes = HostChangeFeed(
+            self.engine, self._sessions, poll_interval_s=change_poll_s, deletion_scan_s=deletion_scan_s
+        )
 
     @property
     def dialect(self) -> str:

@@ -23,6 +23,7 @@ from controller.api.admission import AdmissionMiddleware
 from controller.api.app import create_app
 from controller.auth.tokens import Role, create_api_token
 from controller.observability.metrics import ApiMetrics
+from controller.store.changes import DELETED
 from controller.store.db import Database
 from controller.store.models import AppliedStatus, DesiredOverride, Host, Lease, SliceClaim
 from controller.store.schema import upgrade
@@ -301,6 +302,8 @@ def test_a_restarted_replica_answers_plain_hosts_from_its_warmed_cache(controlle
         special = register(client, controller.bootstrap_token, "special-host")
         report(client, special, synthetic_inventory("special-host"), generation=1)
         assert api.put("/v1/hosts/special-host/desired", json={"sharing": SHARING}).status_code == 200
+        # the credential is looked up once after each change of its host (here: the report), then cached
+        assert _heartbeat(client, "plain-host", plain).status_code == 200
     with controller.db.session() as session:
         ids = {name: hid for name, hid in session.execute(select(Host.hostname, Host.id))}
     app = create_app(controller.settings, db=controller.db)  # a restart: a new app with empty caches
@@ -320,3 +323,37 @@ def test_a_restarted_replica_answers_plain_hosts_from_its_warmed_cache(controlle
             assert _heartbeat(client, "special-host", special).json()["desired"]["sharing"] == SHARING
     finally:
         server.stop()
+
+
+@pytest.mark.postgres
+def test_a_rotated_agent_credential_stops_working_on_every_replica(two_replicas: tuple[Controller, Controller]) -> None:
+    a, b = two_replicas
+    with a.client() as ca, b.client() as cb:
+        old = register(ca, a.bootstrap_token, "rotating-host")
+        report(ca, old, synthetic_inventory("rotating-host"), generation=1)
+        assert _heartbeat(cb, "rotating-host", old).status_code == 200  # B caches the credential
+        new = register(ca, a.bootstrap_token, "rotating-host")  # re-registration through A rotates it
+        deadline = time.monotonic() + b.settings.change_poll_s * 20
+        while _heartbeat(cb, "rotating-host", old).status_code == 200:
+            assert time.monotonic() < deadline, "replica B kept accepting the rotated credential"
+            time.sleep(0.05)
+        assert_problem(_heartbeat(cb, "rotating-host", old), 401, "unauthorized")
+        assert _heartbeat(cb, "rotating-host", new).status_code == 200
+
+
+def test_a_host_deleted_elsewhere_is_announced_by_the_deletion_scan(controller: Controller, tmp_path: Path) -> None:
+    other = Database(controller.db.url, pool_size=2, change_poll_s=3600, deletion_scan_s=0)  # another replica
+    heard: dict[int, int] = {}
+    other.changes.subscribe(heard.update)
+    try:
+        with controller.client() as client, controller.admin() as api:
+            register(client, controller.bootstrap_token, "doomed")
+            other.changes.poll()  # first scan: learns the ids
+            with controller.db.session() as session:
+                doomed = session.scalar(select(Host.id).where(Host.hostname == "doomed"))
+            assert api.delete("/v1/hosts/doomed").status_code in (200, 204)
+        heard.clear()
+        other.changes.poll()
+        assert heard.get(doomed) == DELETED
+    finally:
+        other.dispose()
