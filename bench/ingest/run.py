@@ -226,16 +226,23 @@ def _pg_xacts(database_url: str) -> int | None:
     return int(value or 0)
 
 
-def _unreachable(database_url: str) -> int:
+def _unreachable(database_url: str, since: datetime) -> tuple[int, int]:
+    """Hosts unreachable now, and hosts the sweeper marked unreachable since ``since`` (its audit rows)."""
     from sqlalchemy import func, select
 
     from controller.store.db import Database
-    from controller.store.models import Host
+    from controller.store.models import AuditEntry, Host
 
     db = Database(database_url, pool_size=1)
     try:
         with db.session() as session:
-            return int(session.scalar(select(func.count()).select_from(Host).where(Host.status == "unreachable")) or 0)
+            now = session.scalar(select(func.count()).select_from(Host).where(Host.status == "unreachable")) or 0
+            marked = session.scalar(
+                select(func.count())
+                .select_from(AuditEntry)
+                .where(AuditEntry.action == "host.unreachable", AuditEntry.at >= since)
+            )
+            return int(now), int(marked or 0)
     finally:
         db.dispose()
 
@@ -269,34 +276,6 @@ async def _register_all(url: str, bootstrap: str, names: list[str], docs: dict[s
     return creds
 
 
-async def _warm_up(url: str, hosts: list[tuple[str, str]], concurrency: int = 64) -> int:
-    """One heartbeat per host before measuring: each agent's first request after a controller start looks its
-    credential up in the store once (the auth cache cannot be filled from hashed secrets). The run measures the
-    fleet's steady state after that; returns how many heartbeats failed."""
-    import aiohttp
-
-    template = json.dumps(inventory_doc(HOST_MARK, 0))
-    sem = asyncio.Semaphore(concurrency)
-    failed = 0
-
-    async def one(session: aiohttp.ClientSession, name: str, cred: str) -> None:
-        nonlocal failed
-        body = {"generation": 1, "inventory_hash": dict_hash(json.loads(template.replace(HOST_MARK, name)))}
-        async with (
-            sem,
-            session.post(
-                f"{url}/v1/agents/{name}/heartbeat", json=body, headers={"Authorization": f"Bearer {cred}"}
-            ) as r,
-        ):
-            await r.read()
-            failed += r.status != 200
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        await asyncio.gather(*(one(session, n, c) for n, c in hosts))
-    return failed
-
-
 # ---- load generator process ---------------------------------------------------------------------
 
 
@@ -309,13 +288,19 @@ class Share:
     rate: float  # 0: closed loop
     mix: tuple[float, float]  # cumulative thresholds: heartbeat, report_unchanged
     seed: int
+    warm_up: bool = True
 
 
-def _load_process(share: Share, out: Any) -> None:
-    out.put(asyncio.run(_load(share)))
+def _load_process(share: Share, out: Any, warmed: Any, go: Any) -> None:
+    out.put(asyncio.run(_load(share, warmed, go)))
 
 
-async def _load(share: Share) -> dict[str, Any]:
+async def _load(share: Share, warmed: Any, go: Any) -> dict[str, Any]:
+    """Each in-flight slot is one keep-alive connection with its own share of the hosts, as an agent keeps its
+    connection to the controller between reports (keep-alive 75 s > the 30 s interval): a host's requests
+    reach the same worker process, whose caches (auth, replies) then hold it. Unless ``--cold``, every slot
+    first sends one untimed heartbeat per host of its share (the fleet's steady state: each agent's first
+    request after a controller start looks its credential up once)."""
     import aiohttp
 
     rnd = random.Random(share.seed)
@@ -330,8 +315,8 @@ async def _load(share: Share) -> dict[str, Any]:
     errors: dict[str, int] = {}
     order = list(share.hosts)
     rnd.shuffle(order)
-    cursor = [0]
-    busy: set[str] = set()
+    slots = [order[i :: share.concurrency] for i in range(share.concurrency)]
+    warm_errors = 0
 
     def body_for(name: str, kind: str) -> tuple[str, str, bytes]:
         st = state[name]
@@ -345,13 +330,29 @@ async def _load(share: Share) -> dict[str, Any]:
         return "PUT", f"/v1/agents/{name}/inventory", f'{{"generation":{st["gen"]},"inventory":{inv}}}'.encode()
 
     timeout = aiohttp.ClientTimeout(total=60)
-    connector = aiohttp.TCPConnector(limit=share.concurrency, force_close=False)
-    started = time.perf_counter()
-    stop_at = started + share.duration
     interval = share.concurrency / share.rate if share.rate else 0.0
 
-    async def worker(session: aiohttp.ClientSession, idx: int) -> None:
+    async def send(session: aiohttp.ClientSession, name: str, cred: str, kind: str) -> int | str:
+        method, path, data = body_for(name, kind)
+        headers = {"Authorization": f"Bearer {cred}", "Content-Type": "application/json"}
+        try:
+            async with session.request(method, share.url + path, data=data, headers=headers) as r:
+                await r.read()
+                return r.status
+        except aiohttp.ClientError as exc:
+            return type(exc).__name__
+
+    async def warm(session: aiohttp.ClientSession, hosts: list[tuple[str, str]]) -> None:
+        nonlocal warm_errors
+        for name, cred in hosts:
+            warm_errors += await send(session, name, cred, "heartbeat") != 200
+
+    async def worker(session: aiohttp.ClientSession, idx: int, started: float, stop_at: float) -> None:
+        hosts = slots[idx]
+        if not hosts:
+            return
         next_at = started + (interval * idx / share.concurrency if interval else 0.0)
+        turn = 0
         while True:
             if interval:
                 delay = next_at - time.perf_counter()
@@ -360,25 +361,12 @@ async def _load(share: Share) -> dict[str, Any]:
             t_sched = next_at if interval else time.perf_counter()
             if t_sched >= stop_at:
                 return
-            # next host not in flight (one request per host at a time, as an agent does)
-            while True:
-                name, cred = order[cursor[0] % len(order)]
-                cursor[0] += 1
-                if name not in busy:
-                    break
-            busy.add(name)
+            name, cred = hosts[turn % len(hosts)]
+            turn += 1
             p = rnd.random()
             kind = "heartbeat" if p < share.mix[0] else "report_unchanged" if p < share.mix[1] else "report_changed"
-            method, path, data = body_for(name, kind)
-            headers = {"Authorization": f"Bearer {cred}", "Content-Type": "application/json"}
-            try:
-                async with session.request(method, share.url + path, data=data, headers=headers) as r:
-                    await r.read()
-                    status = r.status
-            except aiohttp.ClientError as exc:
-                status = type(exc).__name__  # type: ignore[assignment]
+            status = await send(session, name, cred, kind)
             done = time.perf_counter()
-            busy.discard(name)
             if done <= stop_at + 5:
                 lat[kind].append(done - t_sched)
             if status != 200:
@@ -386,9 +374,27 @@ async def _load(share: Share) -> dict[str, Any]:
             if interval:
                 next_at += interval
 
-    async with aiohttp.ClientSession(base_url=None, connector=connector, timeout=timeout) as session:
-        await asyncio.gather(*(worker(session, i) for i in range(share.concurrency)))
-    return {"latencies": lat, "errors": errors, "elapsed": time.perf_counter() - started}
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1, force_close=False), timeout=timeout)
+        for _ in range(share.concurrency)
+    ]
+    try:
+        if share.warm_up:
+            await asyncio.gather(*(warm(s, slots[i]) for i, s in enumerate(sessions)))
+        warmed.put(True)  # the parent snapshots CPU and database counters, then says go
+        await asyncio.to_thread(go.wait)
+        started = time.perf_counter()
+        stop_at = started + share.duration
+        await asyncio.gather(*(worker(s, i, started, stop_at) for i, s in enumerate(sessions)))
+    finally:
+        for s in sessions:
+            await s.close()
+    return {
+        "latencies": lat,
+        "errors": errors,
+        "elapsed": time.perf_counter() - started,
+        "warm_up_errors": warm_errors,
+    }
 
 
 # ---- one run ------------------------------------------------------------------------------------
@@ -439,8 +445,9 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
         per_proc = max(1, args.concurrency // args.procs)
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
+        warmed = ctx.Queue()
+        go = ctx.Event()
         hosts = [(n, creds[n]) for n in names]
-        warm_failed = asyncio.run(_warm_up(ctl.url, hosts)) if not args.cold else 0
         procs = [
             ctx.Process(
                 target=_load_process,
@@ -453,8 +460,11 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
                         rate=args.rate / args.procs if args.rate else 0.0,
                         mix=mix,
                         seed=i,
+                        warm_up=not args.cold,
                     ),
                     out,
+                    warmed,
+                    go,
                 ),
             )
             for i in range(args.procs)
@@ -480,11 +490,15 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        for p in procs:
+            p.start()
+        for _ in procs:
+            warmed.get()
         load_before = [round(x, 2) for x in os.getloadavg()]
         cpu0 = _cpu_seconds(ctl.proc.pid)
         xacts0 = _pg_xacts(database_url)
-        for p in procs:
-            p.start()
+        measured_from = datetime.now(UTC)
+        go.set()
         parts = [out.get() for _ in procs]
         cpu_s = _cpu_seconds(ctl.proc.pid) - cpu0
         xacts1 = _pg_xacts(database_url)
@@ -493,7 +507,7 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
             p.join()
         if profiler is not None:
             profiler.wait(timeout=60)
-        unreachable = _unreachable(database_url)
+        unreachable, marked_unreachable = _unreachable(database_url, measured_from)
     finally:
         ctl.stop()
     lat: dict[str, list[float]] = {k: sorted(x for part in parts for x in part["latencies"][k]) for k in KINDS}
@@ -519,6 +533,7 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
         "load_avg": load_after,
         "db_xacts_per_s": round((xacts1 - xacts0) / elapsed, 1) if xacts0 is not None and xacts1 is not None else None,
         "hosts_unreachable_at_end": unreachable,
+        "hosts_marked_unreachable_during_run": marked_unreachable,
         "database": label,
         "server_cpu_s": round(cpu_s, 2),
         "server_cpu_ms_per_report": round(1000 * cpu_s / max(1, len(every)), 2),
@@ -529,7 +544,7 @@ def run_once(database_url: str, label: str, args: argparse.Namespace, env_extra:
         "offered_rate": args.rate or None,
         "setup_s": round(setup_s, 1),
         "warm_up": not args.cold,
-        "warm_up_errors": warm_failed,
+        "warm_up_errors": sum(part["warm_up_errors"] for part in parts),
         "requests": len(every),
         "per_kind": {
             k: {"count": len(lat[k]), "p50_ms": _pct(lat[k], 0.5), "p99_ms": _pct(lat[k], 0.99)} for k in KINDS
