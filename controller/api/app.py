@@ -109,7 +109,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     AUTH_CACHE.agent_ttl_s = settings.agent_auth_cache_ttl_s
     # Every replica drops a host's cached agent credentials when the host changes (re-registration rotates
     # the credential and stamps the host; a deleted host is announced too): see controller.store.changes.
-    db.changes.subscribe(lambda changed: AUTH_CACHE.invalidate_hosts(changed))
+    db.changes.subscribe(AUTH_CACHE.change_listener(since=db.changes.clock()))
     app.state.jobs = None
     install_problem_handlers(app)
     for router in ROUTERS:

@@ -21,7 +21,7 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -95,11 +95,26 @@ class AuthCache:
                     del self._by_host[principal.host_id]
 
     def invalidate_hosts(self, host_ids: Iterable[int]) -> None:
-        """Drop the cached agent credentials of these hosts: O(hosts given), for the change feed."""
+        """Drop the cached agent credentials of these hosts: O(hosts given)."""
         with self._lock:
             for host_id in host_ids:
                 for digest in self._by_host.pop(host_id, ()):
                     self._entries.pop(digest, None)
+
+    def change_listener(self, since: int = -1) -> Callable[[dict[int, int]], None]:
+        """A listener for one database's host change feed: drops a changed host's credentials once per change. A
+        change is announced twice (by the committing process at once, by its poller later); a credential looked
+        up in between is already newer than the change and stays. Changes stamped at or before ``since`` (the
+        clock when the listener was made) are older than anything this listener's app looked up."""
+        invalidated_at: dict[int, int] = {}
+
+        def listener(changed: dict[int, int]) -> None:
+            fresh = [h for h, seq in changed.items() if seq > max(since, invalidated_at.get(h, -1))]
+            for h in fresh:
+                invalidated_at[h] = changed[h]
+            self.invalidate_hosts(fresh)
+
+        return listener
 
     def invalidate(
         self, *, key_ids: set[str] | frozenset[str] = frozenset(), host_ids: set[int] | frozenset[int] = frozenset()

@@ -47,6 +47,7 @@ class ReplyEntry:
     applied: tuple[str, bool, str, float] | None
     desired_json: bytes
     tasks_json: bytes
+    leased: bool = False  # leases hold slices here (some may wait for MIG instances this host reports)
 
     @property
     def needs_status_write(self) -> bool:
@@ -222,4 +223,5 @@ def build_entry(session: Session, host_id: int) -> ReplyEntry | None:
         applied=applied_key(applied),
         desired_json=desired.model_dump_json().encode(),
         tasks_json=b"[" + b",".join(t.model_dump_json().encode() for t in tasks) + b"]",
+        leased=bool(desired.leases),
     )

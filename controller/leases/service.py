@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, defer, selectinload
 
 from controller import audit
 from controller.auth.tokens import Principal
@@ -74,7 +74,17 @@ MAX_CANDIDATES = 3
 STALE_PLACING_S = 300.0
 SYNC_INTERVAL_S = 1.0
 FULL_SYNC_INTERVAL_S = 60.0
+QUOTA_ROWS_TTL_S = 1.0
+REFRESH_BATCH = 5000
 REFUSAL_SYNC_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class _LoadedHost:
+    id: int
+    hostname: str
+    signature: tuple[Any, ...]
+    change_seq: int
 
 
 class _StoreConflict(Exception):
@@ -109,6 +119,7 @@ class LeaseService:
         self.stats = Stats()
         self._signatures: dict[int, tuple[Any, ...]] = {}
         self._names: dict[int, str] = {}
+        self._ids: dict[str, int] = {}  # the reverse of _names: a claim looks its hosts up in O(1)
         self._sync_lock = threading.Lock()
         self._last_sync = 0.0
         self._last_full_sync = 0.0
@@ -117,6 +128,7 @@ class LeaseService:
         self._dirty: dict[int, int] = {}
         self._dirty_lock = threading.Lock()
         self._quota_ctx = threading.local()
+        self._quota_rows: dict[str, tuple[float, list[Quota]]] = {}
         self._provision_locks = [threading.RLock() for _ in range(64)]
 
     # --- building and keeping the index current ------------------------------------------------------------
@@ -143,16 +155,31 @@ class LeaseService:
         return datetime.now(UTC)
 
     def _refresh(self, host_ids: Iterable[int] | None) -> None:
-        """Reload hosts (all if None) from the store, with their live claims, into the engine."""
+        """Reload hosts (all if None) from the store, with their live claims, into the engine.
+
+        Hosts are read in batches of ``REFRESH_BATCH`` (without their stored inventory document), so building the
+        index of a 100,000-host fleet never holds more than one batch of ORM rows."""
+        ids = None if host_ids is None else sorted(set(host_ids))
+        if ids is not None and not ids:
+            return
+        if ids is None:
+            with self.db.session() as session:
+                wanted = list(session.scalars(select(HostRow.id).order_by(HostRow.id)))
+        else:
+            wanted = ids
+        hosts: dict[str, Any] = {}
+        rows: list[_LoadedHost] = []
+        for i in range(0, len(wanted), REFRESH_BATCH):
+            with self.db.session() as session:
+                stmt = (
+                    select(HostRow)
+                    .options(defer(HostRow.inventory), selectinload(HostRow.devices).selectinload(Device.mig_instances))
+                    .where(HostRow.id.in_(wanted[i : i + REFRESH_BATCH]))
+                )
+                for r in session.scalars(stmt).unique():
+                    hosts[r.hostname] = to_placement_host(r)
+                    rows.append(_LoadedHost(r.id, r.hostname, _signature(r), r.change_seq))
         with self.db.session() as session:
-            stmt = select(HostRow).options(selectinload(HostRow.devices).selectinload(Device.mig_instances))
-            ids = None if host_ids is None else sorted(set(host_ids))
-            if ids is not None:
-                if not ids:
-                    return
-                stmt = stmt.where(HostRow.id.in_(ids))
-            rows = list(session.scalars(stmt).unique())
-            hosts = {r.hostname: to_placement_host(r) for r in rows}
             live = select(SliceClaim.lease_id).where(SliceClaim.released_at.is_(None))
             if ids is not None:
                 live = live.where(SliceClaim.host_id.in_(ids))
@@ -164,42 +191,47 @@ class LeaseService:
                     if h in hosts:
                         apply_claim(hosts[h], lease.id, allocs)
                 claims.append(Claim(lease.id, lease.tenant, allocs, []))
-            found = {r.id for r in rows}
-            for r in rows:
-                self.engine.upsert_host(hosts[r.hostname])
-                self._signatures[r.id] = _signature(r)
-                self._names[r.id] = r.hostname
-                with self._dirty_lock:
-                    self._loaded_seq[r.id] = r.change_seq
-                    if self._dirty.get(r.id, -1) <= r.change_seq:
-                        self._dirty.pop(r.id, None)
-            if ids is None:
-                gone = set(self._names) - found
-            else:
-                gone = set(ids) - found
-            for hid in gone:
-                name = self._names.pop(hid, None)
-                self._signatures.pop(hid, None)
-                with self._dirty_lock:
-                    self._loaded_seq.pop(hid, None)
-                    self._dirty.pop(hid, None)
-                if name is not None and name in self.engine.index.hosts:
-                    self.engine.remove_host(name)
-            for c in claims:
-                self.engine.adopt(c)
+        found = {lh.id for lh in rows}
+        for lh in rows:
+            self.engine.upsert_host(hosts[lh.hostname])
+            self._signatures[lh.id] = lh.signature
+            old = self._names.get(lh.id)
+            if old is not None and old != lh.hostname:
+                self._ids.pop(old, None)
+            self._names[lh.id] = lh.hostname
+            self._ids[lh.hostname] = lh.id
+            with self._dirty_lock:
+                self._loaded_seq[lh.id] = lh.change_seq
+                if self._dirty.get(lh.id, -1) <= lh.change_seq:
+                    self._dirty.pop(lh.id, None)
+        if ids is None:
+            gone = set(self._names) - found
+        else:
+            gone = set(ids) - found
+        for hid in gone:
+            name = self._names.pop(hid, None)
+            if name is not None and self._ids.get(name) == hid:
+                del self._ids[name]
+            self._signatures.pop(hid, None)
+            with self._dirty_lock:
+                self._loaded_seq.pop(hid, None)
+                self._dirty.pop(hid, None)
+            if name is not None and name in self.engine.index.hosts:
+                self.engine.remove_host(name)
+        for c in claims:
+            self.engine.adopt(c)
 
     def sync(self, *, force: bool = False, min_interval_s: float = SYNC_INTERVAL_S) -> int:
         """Reload the hosts changed in the store since the index loaded them; returns how many.
 
-        ``force`` polls the change feed first (other replicas' commits up to now), else what the feed's poller
-        has delivered is used."""
-        if not force and time.monotonic() - self._last_sync < min_interval_s:
-            return 0
+        This replica's own commits mark their hosts at once, so a decision always sees them; other replicas'
+        arrive through the change feed's poller, or are polled here when the last poll is older than
+        ``min_interval_s`` (``force``: now)."""
         with self._sync_lock:
-            if not force and time.monotonic() - self._last_sync < min_interval_s:
-                return 0
-            if force:
-                self.db.changes.poll()
+            feed = self.db.changes
+            if force or time.monotonic() - self._last_sync >= min_interval_s:
+                feed.poll()
+                self._last_sync = time.monotonic()
             with self._dirty_lock:
                 changed = set(self._dirty)
             if time.monotonic() - self._last_full_sync >= FULL_SYNC_INTERVAL_S:
@@ -207,7 +239,6 @@ class LeaseService:
                 self._last_full_sync = time.monotonic()
             if changed:
                 self._refresh(changed)
-            self._last_sync = time.monotonic()
             return len(changed)
 
     def _full_scan(self) -> list[int]:
@@ -255,14 +286,27 @@ class LeaseService:
                 return f"{kind}:{key[1]} (limit {entry[0]}, in use {entry[1]}, asked {units})"
         return None
 
+    def quotas_changed(self, tenant: str) -> None:
+        """This replica changed the tenant's limits: decide with them at once."""
+        self._quota_rows.pop(tenant, None)
+
     def _load_quota(self, tenant: str) -> None:
-        with self.db.session() as session:
-            quotas = list(session.scalars(select(Quota).where(Quota.tenant == tenant)))
-            limits: dict[tuple[str, str], tuple[int, int]] = {}
-            if quotas:
+        # The tenant's limit rows are kept QUOTA_ROWS_TTL_S (most tenants have none: no usage query then); usage
+        # is read for every decision. The claim transaction checks both against the store again, so a limit
+        # changed on another replica a moment ago is never overrun, only explained a moment later.
+        cached = self._quota_rows.get(tenant)
+        if cached is None or cached[0] < time.monotonic():
+            with self.db.session() as session:
+                rows = list(session.scalars(select(Quota).where(Quota.tenant == tenant)))
+            cached = (time.monotonic() + QUOTA_ROWS_TTL_S, rows)
+            self._quota_rows[tenant] = cached
+        quotas = cached[1]
+        limits: dict[tuple[str, str], tuple[int, int]] = {}
+        if quotas:
+            with self.db.session() as session:
                 usage = usage_by_kind_model(session, tenant)
-                for q in quotas:
-                    limits[(q.kind, q.model)] = (q.limit, quota_used(q, usage))
+            for q in quotas:
+                limits[(q.kind, q.model)] = (q.limit, quota_used(q, usage))
         self._quota_ctx.limits = limits
 
     # --- deciding and claiming -----------------------------------------------------------------------------
@@ -402,16 +446,14 @@ class LeaseService:
         )
 
     def _ids_of(self, hostnames: Iterable[str]) -> list[int]:
-        by_name = {n: i for i, n in self._names.items()}
-        return [by_name[n] for n in hostnames if n in by_name]
+        return [self._ids[n] for n in hostnames if n in self._ids]
 
     def _claim_rows(
         self, session: Session, lease_id: str, tenant: str, allocs: list[Allocation]
     ) -> list[dict[str, Any]]:
-        by_name = {n: i for i, n in self._names.items()}
         rows: list[dict[str, Any]] = []
         for i, a in enumerate(allocs):
-            hid = by_name.get(a.host_id)
+            hid = self._ids.get(a.host_id)
             if hid is None:
                 raise _StoreConflict(f"host {a.host_id} is gone")
             resource, slots = self._slots(session, a)

@@ -29,12 +29,13 @@ def _heartbeat(client: httpx.Client, hostname: str, credential: str, generation:
 
 @pytest.fixture
 def short_auth_ttl() -> Iterator[float]:
-    before = AUTH_CACHE.ttl_s
-    AUTH_CACHE.ttl_s = 0.5
+    """Both cache lifetimes short: a credential revoked by raw SQL (no change-feed stamp) is refused within it."""
+    before = AUTH_CACHE.ttl_s, AUTH_CACHE.agent_ttl_s
+    AUTH_CACHE.ttl_s = AUTH_CACHE.agent_ttl_s = 0.5
     try:
         yield 0.5
     finally:
-        AUTH_CACHE.ttl_s = before
+        AUTH_CACHE.ttl_s, AUTH_CACHE.agent_ttl_s = before
 
 
 def test_rotated_credential_refused_at_once(controller: Controller) -> None:

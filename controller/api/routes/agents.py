@@ -154,18 +154,19 @@ async def report_inventory(
         replies.note_generation(host_id, body.generation)
         metrics.reports.labels("inventory", "unchanged").inc()
         return _json(entry.reply(state.settings.report_interval_s, generation=body.generation, outcome="unchanged"))
-    outcome, reply = await run_in_threadpool(_store_report, request, principal, body, content_hash)
+    outcome, stored = await run_in_threadpool(_store_report, request, principal, body, content_hash)
     metrics.reports.labels("inventory", outcome).inc()
-    if outcome == "stored":
-        await run_in_threadpool(placement_changed, request, host)  # placement index + leases waiting for MIG
-    return _json(reply)
+    if outcome == "stored" and stored.leased:
+        # Leases here may wait for the MIG instances this report brings: bind them now. A host without leases
+        # needs nothing more: its commit marked it for the placement index's next sync (the change feed).
+        await run_in_threadpool(placement_changed, request, host)
+    return _json(stored.reply(state.settings.report_interval_s, outcome=outcome))
 
 
 def _store_report(
     request: Request, principal: Principal, body: InventoryReport, content_hash: str
-) -> tuple[str, bytes]:
+) -> tuple[str, ReplyEntry]:
     db: Database = request.app.state.db
-    settings: Settings = request.app.state.settings
     buffer: LastSeenBuffer = request.app.state.last_seen
     now = datetime.now(UTC)
     with db.session() as session:
@@ -189,8 +190,7 @@ def _store_report(
         row.last_seen = now
         row.status = "ready"
         _record_applied(session, row.id, body.applied)
-    entry = _entry(request, _host_id(principal))
-    return outcome, entry.reply(settings.report_interval_s, outcome=outcome)
+    return outcome, _entry(request, _host_id(principal))
 
 
 @router.post("/{host}/heartbeat", response_model=ReportReply)

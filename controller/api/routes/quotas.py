@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
@@ -69,7 +69,11 @@ def get_quota(tenant: str, _: Principal = Depends(ADMIN), db: Database = Depends
 
 @router.put("/{tenant}", response_model=QuotaOut)
 def set_quota(
-    tenant: str, body: QuotaIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+    tenant: str,
+    body: QuotaIn,
+    request: Request,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
 ) -> QuotaOut:
     """Replace the tenant's limits (an empty list removes them). Existing leases are never revoked."""
     # One limit per (kind, model); a repeated pair keeps the last value given.
@@ -81,4 +85,5 @@ def set_quota(
         now = datetime.now(UTC)
         for q in limits:
             session.add(Quota(tenant=tenant, kind=q["kind"], model=q["model"], limit=q["limit"], updated_at=now))
+    request.app.state.leases.quotas_changed(tenant)
     return _out(db, tenant)
