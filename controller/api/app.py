@@ -171,6 +171,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
                         "403": {"description": "Role not allowed (problem+json)"},
                     }
                 )
+            if "requestBody" in op:
+                op.setdefault("responses", {})["413"] = {
+                    "description": "Request body over max_request_body_bytes (problem+json, payload-too-large)"
+                }
+            if route.path.startswith("/v1/agents/"):
+                op.setdefault("responses", {})["503"] = {
+                    "description": "Too many agent requests in flight (problem+json, overloaded); retry after the "
+                    "Retry-After header's seconds",
+                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}},
+                }
     schema["x-gpufabric-problem-types"] = {PROBLEM_BASE + k: v for k, v in PROBLEM_TYPES.items()}
     app.openapi_schema = schema
     return schema

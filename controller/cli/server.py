@@ -8,7 +8,7 @@ import typer
 
 from controller.cli.common import ConfigOption, DatabaseOption, console, fail, settings_or_exit
 from controller.store.db import Database
-from controller.store.schema import SchemaError, schema_status, upgrade
+from controller.store.schema import SchemaError, require_current_schema, schema_status, upgrade
 
 WORKER_HEALTHCHECK_TIMEOUT_S = 120
 
@@ -51,14 +51,11 @@ def serve(
     db = Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     if upgrade_schema:
         upgrade(db.engine)
-    status = schema_status(db.engine)
-    if not status.ok:
+    try:
+        require_current_schema(db.engine)  # the workers check again; refuse here with the reason, once
+    except SchemaError as exc:
         db.dispose()
-        raise fail(
-            f"the database schema is at {status.current or '(empty)'}, this controller needs {status.head}: "
-            "run `gpufabric controller db upgrade`",
-            3,
-        )
+        raise fail(str(exc), 3) from None
     common: dict[str, object] = {
         "host": settings.bind_host,
         "port": settings.bind_port,

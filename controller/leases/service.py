@@ -175,6 +175,7 @@ class LeaseService:
                     select(HostRow)
                     .options(defer(HostRow.inventory), selectinload(HostRow.devices).selectinload(Device.mig_instances))
                     .where(HostRow.id.in_(wanted[i : i + REFRESH_BATCH]))
+                    .order_by(HostRow.id)  # the index breaks ties by insertion order: keep it the hosts' order
                 )
                 for r in session.scalars(stmt).unique():
                     hosts[r.hostname] = to_placement_host(r)

@@ -357,3 +357,13 @@ def test_a_host_deleted_elsewhere_is_announced_by_the_deletion_scan(controller: 
         assert heard.get(doomed) == DELETED
     finally:
         other.dispose()
+
+
+def test_openapi_declares_the_limits(controller: Controller) -> None:
+    with controller.client() as client:
+        paths = client.get("/openapi.json").json()["paths"]
+    heartbeat = paths["/v1/agents/{host}/heartbeat"]["post"]["responses"]
+    assert {"413", "422", "503"} <= heartbeat.keys()
+    assert "Retry-After" in heartbeat["503"]["headers"]
+    assert "413" in paths["/v1/leases"]["post"]["responses"]
+    assert "503" not in paths["/v1/leases"]["post"]["responses"]
