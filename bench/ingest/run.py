@@ -347,6 +347,13 @@ async def _load(share: Share, warmed: Any, go: Any) -> dict[str, Any]:
         for name, cred in hosts:
             warm_errors += await send(session, name, cred, "heartbeat") != 200
 
+    async def keep_alive(session: aiohttp.ClientSession) -> None:
+        # Until the measured run starts, keep this slot's connection (and so its worker) from idling out.
+        while not go.is_set():
+            async with session.get(share.url + "/healthz") as r:
+                await r.read()
+            await asyncio.sleep(1)
+
     async def worker(session: aiohttp.ClientSession, idx: int, started: float, stop_at: float) -> None:
         hosts = slots[idx]
         if not hosts:
@@ -375,14 +382,23 @@ async def _load(share: Share, warmed: Any, go: Any) -> dict[str, Any]:
                 next_at += interval
 
     sessions = [
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1, force_close=False), timeout=timeout)
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1, force_close=False, keepalive_timeout=60), timeout=timeout
+        )
         for _ in range(share.concurrency)
     ]
     try:
-        if share.warm_up:
-            await asyncio.gather(*(warm(s, slots[i]) for i, s in enumerate(sessions)))
-        warmed.put(True)  # the parent snapshots CPU and database counters, then says go
-        await asyncio.to_thread(go.wait)
+        pending = [len(sessions)]
+
+        async def slot_ready(i: int, s: aiohttp.ClientSession) -> None:
+            if share.warm_up:
+                await warm(s, slots[i])
+            pending[0] -= 1
+            if pending[0] == 0:
+                warmed.put(True)  # the parent snapshots CPU and database counters, then says go
+            await keep_alive(s)
+
+        await asyncio.gather(*(slot_ready(i, s) for i, s in enumerate(sessions)))
         started = time.perf_counter()
         stop_at = started + share.duration
         await asyncio.gather(*(worker(s, i, started, stop_at) for i, s in enumerate(sessions)))

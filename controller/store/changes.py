@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, event, inspect, select, text, update
+from sqlalchemy import Engine, bindparam, event, inspect, select, text, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.store.models import (
@@ -245,19 +245,22 @@ class HostChangeFeed:
         with self._poll_lock:
             changed: dict[int, int] = {}
             cursor = self._cursor
+            # Keyset pages on (change_seq, id): one commit can stamp far more hosts than a page (a pool's policy,
+            # the sweeper after an outage), and they all carry the same stamp.
             stmt = (
                 select(Host.id, Host.change_seq)
-                .where(Host.change_seq > bindparam("cursor"))
-                .order_by(Host.change_seq)
+                .where(tuple_(Host.change_seq, Host.id) > tuple_(bindparam("seq"), bindparam("id")))
+                .order_by(Host.change_seq, Host.id)
                 .limit(self.POLL_BATCH)
             )
+            after_id = DELETED  # past every id of the cursor's own stamp: those were read already
             with self.engine.connect() as conn:
                 while True:
-                    rows = conn.execute(stmt, {"cursor": cursor}).all()
+                    rows = conn.execute(stmt, {"seq": cursor, "id": after_id}).all()
                     for host_id, seq in rows:
                         changed[host_id] = seq
                     if rows:
-                        cursor = rows[-1][1]
+                        cursor, after_id = rows[-1][1], rows[-1][0]
                     if len(rows) < self.POLL_BATCH:
                         break
             self.polls += 1

@@ -57,7 +57,10 @@ class Pool(Base):
 
 class Host(Base):
     __tablename__ = "hosts"
-    __table_args__ = (Index("ix_hosts_status_last_seen", "status", "last_seen"),)
+    __table_args__ = (
+        Index("ix_hosts_status_last_seen", "status", "last_seen"),
+        Index("ix_hosts_change_seq", "change_seq", "id"),  # the change feed's keyset pages
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     hostname: Mapped[str] = mapped_column(String(253), unique=True)
     backend_id: Mapped[int | None] = mapped_column(ForeignKey("backends.id", ondelete="SET NULL"), index=True)
@@ -81,7 +84,7 @@ class Host(Base):
     placement_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # The fleet clock's value at this host's last change (controller.store.changes): replicas poll
     # ``change_seq > cursor`` to learn which hosts' desired state, tasks or placement inputs changed.
-    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0", index=True)
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     backend: Mapped[Backend | None] = relationship(lazy="joined")
     pool: Mapped[Pool | None] = relationship(lazy="joined")

@@ -23,7 +23,7 @@ from controller.api.admission import AdmissionMiddleware
 from controller.api.app import create_app
 from controller.auth.tokens import Role, create_api_token
 from controller.observability.metrics import ApiMetrics
-from controller.store.changes import DELETED
+from controller.store.changes import DELETED, mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import AppliedStatus, DesiredOverride, Host, Lease, SliceClaim
 from controller.store.schema import upgrade
@@ -367,3 +367,27 @@ def test_openapi_declares_the_limits(controller: Controller) -> None:
     assert "Retry-After" in heartbeat["503"]["headers"]
     assert "413" in paths["/v1/leases"]["post"]["responses"]
     assert "503" not in paths["/v1/leases"]["post"]["responses"]
+
+
+def test_the_change_feed_announces_every_host_of_a_large_commit(controller: Controller) -> None:
+    """One commit stamps many hosts with one value (a pool's policy, the sweeper after an outage): a replica's
+    poller pages through all of them, not just the first page."""
+    with controller.client() as client:
+        for i in range(7):
+            register(client, controller.bootstrap_token, f"many-{i}")
+    other = Database(controller.db.url, pool_size=2, change_poll_s=3600)  # another replica, polled by hand
+    heard: dict[int, int] = {}
+    other.changes.subscribe(heard.update)
+    other.changes.POLL_BATCH = 3
+    try:
+        with controller.db.session() as session:
+            ids = list(session.scalars(select(Host.id).where(Host.hostname.like("many-%"))))
+            mark_hosts_changed(session, ids)
+        other.changes.poll()
+        assert sorted(heard) == sorted(ids)
+        assert len(set(heard.values())) == 1  # one stamp for the whole commit
+        heard.clear()
+        other.changes.poll()
+        assert heard == {}  # read once
+    finally:
+        other.dispose()

@@ -27,7 +27,7 @@ def upgrade() -> None:
     op.execute("INSERT INTO fleet_clock (name, value) VALUES ('hosts', 0)")
     with op.batch_alter_table("hosts") as batch_op:
         batch_op.add_column(sa.Column("change_seq", sa.BigInteger(), nullable=False, server_default="0"))
-        batch_op.create_index("ix_hosts_change_seq", ["change_seq"])
+        batch_op.create_index("ix_hosts_change_seq", ["change_seq", "id"])
         batch_op.create_index("ix_hosts_status_last_seen", ["status", "last_seen"])
 
 
