@@ -29,6 +29,7 @@ from sqlalchemy import Table, bindparam, or_, select, text, update
 from sqlalchemy.orm import object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Device, Host, MigInstance
 from drivers.contract.inventory import Gpu, Inventory
@@ -143,6 +144,7 @@ class LastSeenBuffer:
         self.db = db
         self.interval_s = interval_s
         self._pending: dict[int, tuple[datetime, int]] = {}
+        self._revive: set[int] = set()  # hosts heard from while not ``ready``: made ready at the flush
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -166,8 +168,13 @@ class LastSeenBuffer:
     def write_through(self) -> bool:
         return self.interval_s <= 0
 
-    def touch(self, host_id: int, at: datetime, generation: int = 0) -> None:
+    def touch(self, host_id: int, at: datetime, generation: int = 0, *, revive: bool = False) -> None:
+        """Buffer a report's time (and generation); ``revive``: the host is not ``ready`` (the sweeper marked it
+        after an outage): the flush makes it ready, for every host heard from in that second in one statement,
+        so a fleet reconnecting at once costs one write a second, not one per host."""
         with self._lock:
+            if revive:
+                self._revive.add(host_id)
             current = self._pending.get(host_id)
             if current is None:
                 self._pending[host_id] = (at, generation)
@@ -197,6 +204,7 @@ class LastSeenBuffer:
         """Write every pending stamp; returns how many hosts. On failure the stamps are kept for the next try."""
         with self._lock:
             batch, self._pending = self._pending, {}
+            revive, self._revive = self._revive, set()
         if not batch:
             return 0
         items = sorted(batch.items())
@@ -218,8 +226,11 @@ class LastSeenBuffer:
                         gens = [{"b_id": k, "b_gen": v[1]} for k, v in chunk if v[1]]
                         if gens:
                             conn.execute(self._update_generation, gens)
+            if revive:
+                self._make_ready(sorted(revive))
         except BaseException:
             with self._lock:
+                self._revive |= revive
                 for k, v in batch.items():
                     current = self._pending.get(k)
                     self._pending[k] = v if current is None else (max(v[0], current[0]), max(v[1], current[1]))
@@ -227,6 +238,21 @@ class LastSeenBuffer:
         self.flushed += len(items)
         self.flushes += 1
         return len(items)
+
+    def _make_ready(self, host_ids: list[int]) -> None:
+        table: Table = Host.__table__  # type: ignore[assignment]
+        with self.db.session() as session:
+            revived = list(
+                session.execute(
+                    update(table)
+                    .where(table.c.id.in_(host_ids), table.c.status != "ready", table.c.inventory_hash.is_not(None))
+                    .values(status="ready")
+                    .returning(table.c.id)
+                ).scalars()
+            )
+            mark_hosts_changed(session, revived)  # placement may use them again; their replies are rebuilt
+        if revived:
+            log.info("%d host(s) reporting again are ready", len(revived))
 
     def close(self) -> None:
         """Stop the flusher and write what is pending (app shutdown)."""

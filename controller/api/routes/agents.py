@@ -144,13 +144,12 @@ async def report_inventory(
     entry = replies.fresh(host_id)
     if (
         entry is not None
-        and not entry.needs_status_write
         and content_hash == entry.inventory_hash
         and body.generation >= entry.generation
         and (body.applied is None or applied_key(body.applied) == entry.applied)
         and not state.last_seen.write_through
     ):
-        state.last_seen.touch(host_id, datetime.now(UTC), body.generation)
+        state.last_seen.touch(host_id, datetime.now(UTC), body.generation, revive=entry.needs_status_write)
         replies.note_generation(host_id, body.generation)
         metrics.reports.labels("inventory", "unchanged").inc()
         return _json(entry.reply(state.settings.report_interval_s, generation=body.generation, outcome="unchanged"))
@@ -203,7 +202,8 @@ async def heartbeat(
     """Mark the host alive and answer with its desired state; ``inventory_wanted`` asks for a report.
 
     An unchanged heartbeat touches no store: ``last_seen`` goes to the batched :class:`LastSeenBuffer` and the
-    reply comes from the host's cached entry (:mod:`controller.fleet.replies`). A status change or a new
+    reply comes from the host's cached entry (:mod:`controller.fleet.replies`). A host that is not ``ready``
+    (marked unreachable) is made ready by the buffer's next flush, in one statement for all such hosts; a new
     applied state is written in the request (threadpool)."""
     _check_protocol(body.protocol_version)
     state = request.app.state
@@ -213,13 +213,12 @@ async def heartbeat(
     entry = replies.fresh(host_id)
     if (
         entry is None
-        or entry.needs_status_write
         or buffer.write_through
         or (body.applied is not None and applied_key(body.applied) != entry.applied)
     ):
         entry = await run_in_threadpool(_heartbeat_write, request, principal, body)
     else:
-        buffer.touch(host_id, datetime.now(UTC))
+        buffer.touch(host_id, datetime.now(UTC), revive=entry.needs_status_write)
     wanted = entry.inventory_hash is None or (
         body.inventory_hash is not None and body.inventory_hash != entry.inventory_hash
     )
@@ -228,21 +227,27 @@ async def heartbeat(
 
 
 def _heartbeat_write(request: Request, principal: Principal, body: Heartbeat) -> ReplyEntry:
+    """A heartbeat this replica has no current reply for, or with a new applied state: read the entry (writing
+    the applied state first). Liveness still goes through the buffer, and a host that is not ready is made ready
+    by its flush, so a whole fleet coming back after an outage costs a write a second, not one per host."""
     db: Database = request.app.state.db
     buffer: LastSeenBuffer = request.app.state.last_seen
-    with db.session() as session:
-        row = _host(session, principal)
-        now = datetime.now(UTC)
-        if row.inventory_hash is not None and row.status != "ready":
-            row.status = "ready"
-            row.last_seen = now
-        elif buffer.write_through:
-            row.last_seen = now
-        else:
-            buffer.touch(row.id, now)
-        _record_applied(session, row.id, body.applied)
     host_id = _host_id(principal)
+    now = datetime.now(UTC)
+    if buffer.write_through:
+        with db.session() as session:
+            row = _host(session, principal)
+            if row.inventory_hash is not None and row.status != "ready":
+                row.status = "ready"
+            row.last_seen = now
+            _record_applied(session, row.id, body.applied)
+    elif body.applied is not None:
+        with db.session() as session:
+            _host(session, principal)  # the host may be gone: 404
+            _record_applied(session, host_id, body.applied)
     entry = _entry(request, host_id)
+    if not buffer.write_through:
+        buffer.touch(host_id, now, revive=entry.needs_status_write)
     if body.applied is not None:
         request.app.state.agent_replies.note_applied(host_id, body.applied)
     return entry
