@@ -11,6 +11,7 @@ before everything else.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +25,8 @@ from controller.store.changes import DELETED
 from controller.store.db import Database
 from controller.store.models import AppliedStatus, DesiredOverride, Host, HostTask, Pool, SliceClaim
 from drivers.contract.protocol import PROTOCOL_VERSION, AppliedState, DesiredState, desired_state_revision
+
+log = logging.getLogger("gpufabric.fleet.replies")
 
 
 def applied_key(applied: AppliedState | AppliedStatus | None) -> tuple[str, bool, str, float] | None:
@@ -78,7 +81,13 @@ class ReplyEntry:
 
 
 class AgentReplyCache:
-    """One replica's reply entries, kept current by the host change feed."""
+    """One replica's reply entries, kept current by the host change feed.
+
+    A change that reaches many hosts at once (the sweeper after an outage, a pool's policy) would leave each of
+    them to be rebuilt by its next heartbeat, one host at a time; past ``BULK_REBUILD_AT`` hosts the cache is
+    rebuilt in bulk in the background instead (:meth:`warm`)."""
+
+    BULK_REBUILD_AT = 1000
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -90,6 +99,7 @@ class AgentReplyCache:
         db.changes.subscribe(self._on_changes)
 
     def _on_changes(self, changed: dict[int, int]) -> None:
+        dropped = 0
         with self._lock:
             for host_id, seq in changed.items():
                 heard = self._heard.get(host_id, -1)
@@ -98,6 +108,17 @@ class AgentReplyCache:
                 entry = self._entries.get(host_id)
                 if entry is not None and entry.seq < seq:
                     del self._entries[host_id]
+                    dropped += 1
+        if dropped >= self.BULK_REBUILD_AT:
+            threading.Thread(target=self._rebuild, daemon=True, name="gpufabric-warm-replies").start()
+
+    def _rebuild(self) -> None:
+        try:
+            built = self.warm()
+            log.info("agent reply cache rebuilt in bulk after a change to many hosts: %d entries", built)
+        except Exception:
+            log.warning("could not rebuild the agent reply cache in bulk; entries are rebuilt per heartbeat",
+                        exc_info=True)  # fmt: skip
 
     def fresh(self, host_id: int) -> ReplyEntry | None:
         """The host's entry if nothing changed since it was built."""

@@ -391,3 +391,26 @@ def test_the_change_feed_announces_every_host_of_a_large_commit(controller: Cont
         assert heard == {}  # read once
     finally:
         other.dispose()
+
+
+def test_a_change_to_many_hosts_rebuilds_their_replies_in_bulk(controller: Controller) -> None:
+    """After a change that reaches many hosts at once (the sweeper after an outage), their replies are rebuilt in
+    bulk in the background, not one store read per host at its next heartbeat."""
+    replies = controller.server.app.state.agent_replies  # type: ignore[attr-defined]
+    replies.BULK_REBUILD_AT = 3
+    names = [f"bulk-{i}" for i in range(4)]
+    with controller.client() as client:
+        creds = {n: register(client, controller.bootstrap_token, n) for n in names}
+        for n in names:
+            report(client, creds[n], synthetic_inventory(n), generation=1)
+        with controller.db.session() as session:
+            ids = list(session.scalars(select(Host.id).where(Host.hostname.in_(names))))
+            mark_hosts_changed(session, ids)
+        deadline = time.monotonic() + 30
+        while any(replies.fresh(i) is None for i in ids):
+            assert time.monotonic() < deadline, "the bulk rebuild never came"
+            time.sleep(0.02)
+        loads = replies.loads
+        for n in names:
+            assert _heartbeat(client, n, creds[n]).status_code == 200
+        assert replies.loads == loads  # no host needed its own rebuild
