@@ -15,10 +15,28 @@ from controller.store.models import Host
 log = logging.getLogger("gpufabric.jobs.sweeper")
 
 
+BATCH = 500
+
+
 def sweep_unreachable(db: Database, timeout_s: float, *, now: datetime | None = None) -> list[str]:
-    """Mark hosts unreachable whose last report is older than ``timeout_s``; returns their names."""
+    """Mark hosts unreachable whose last report is older than ``timeout_s``; returns their names.
+
+    In transactions of ``BATCH`` hosts: after an outage tens of thousands of hosts can be silent at once, and one
+    transaction holding all their rows would stall the last-seen flushes of the agents coming back."""
     now = now or datetime.now(UTC)
     cutoff = now - timedelta(seconds=timeout_s)
+    names: list[str] = []
+    while True:
+        batch = _sweep_batch(db, cutoff, timeout_s)
+        names += batch
+        if len(batch) < BATCH:
+            break
+    if names:
+        log.warning("marked %d host(s) unreachable", len(names), extra={"hosts": names[:50]})
+    return names
+
+
+def _sweep_batch(db: Database, cutoff: datetime, timeout_s: float) -> list[str]:
     with db.session() as session:
         hosts = list(
             session.scalars(
@@ -32,6 +50,8 @@ def sweep_unreachable(db: Database, timeout_s: float, *, now: datetime | None = 
                         & ((Host.last_seen < cutoff) | (Host.last_seen.is_(None) & (Host.registered_at < cutoff)))
                     )
                 )
+                .order_by(Host.id)
+                .limit(BATCH)
                 .with_for_update(skip_locked=True, of=Host)
             )
         )
@@ -44,7 +64,4 @@ def sweep_unreachable(db: Database, timeout_s: float, *, now: datetime | None = 
                 host.hostname,
                 detail={"last_seen": host.last_seen.isoformat() if host.last_seen else None, "timeout_s": timeout_s},
             )
-    names = [h.hostname for h in hosts]
-    if names:
-        log.warning("marked %d host(s) unreachable", len(names), extra={"hosts": names[:50]})
-    return names
+    return [h.hostname for h in hosts]

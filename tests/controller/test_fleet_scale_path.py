@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -414,3 +414,28 @@ def test_a_change_to_many_hosts_rebuilds_their_replies_in_bulk(controller: Contr
         for n in names:
             assert _heartbeat(client, n, creds[n]).status_code == 200
         assert replies.loads == loads  # no host needed its own rebuild
+
+
+def test_the_sweeper_marks_a_silent_fleet_in_bounded_transactions(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from controller.jobs import sweeper
+
+    monkeypatch.setattr(sweeper, "BATCH", 2)
+    commits: list[int] = []
+
+    def on_commit(_conn: Any) -> None:
+        commits.append(1)
+
+    event.listen(controller.db.engine, "commit", on_commit)
+    with controller.client() as client:
+        for i in range(5):
+            register(client, controller.bootstrap_token, f"silent-{i}")
+    commits.clear()
+    later = datetime.now(UTC) + timedelta(seconds=600)
+    try:
+        marked = sweeper.sweep_unreachable(controller.db, 60, now=later)
+    finally:
+        event.remove(controller.db.engine, "commit", on_commit)
+    assert sorted(marked) == [f"silent-{i}" for i in range(5)]
+    assert len(commits) >= 3  # 2 + 2 + 1 hosts, one transaction each
