@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -84,10 +85,12 @@ class AgentReplyCache:
     """One replica's reply entries, kept current by the host change feed.
 
     A change that reaches many hosts at once (the sweeper after an outage, a pool's policy) would leave each of
-    them to be rebuilt by its next heartbeat, one host at a time; past ``BULK_REBUILD_AT`` hosts the cache is
-    rebuilt in bulk in the background instead (:meth:`warm`)."""
+    them to be rebuilt by its next heartbeat, one host at a time; past ``BULK_REBUILD_AT`` hosts dropped within
+    ``BULK_WINDOW_S`` (one commit or several: the sweeper commits in batches) the cache is rebuilt in bulk in the
+    background instead (:meth:`warm`). The steady trickle of single-host changes never triggers it."""
 
     BULK_REBUILD_AT = 1000
+    BULK_WINDOW_S = 2.0
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -96,6 +99,8 @@ class AgentReplyCache:
         self._lock = threading.Lock()
         self.hits = 0
         self.loads = 0
+        self._window = (0.0, 0)  # (start, entries dropped since)
+        self._rebuilding = threading.Event()
         db.changes.subscribe(self._on_changes)
 
     def _on_changes(self, changed: dict[int, int]) -> None:
@@ -109,7 +114,17 @@ class AgentReplyCache:
                 if entry is not None and entry.seq < seq:
                     del self._entries[host_id]
                     dropped += 1
-        if dropped >= self.BULK_REBUILD_AT:
+        if not dropped:
+            return
+        now = time.monotonic()
+        start, count = self._window
+        if now - start > self.BULK_WINDOW_S:
+            start, count = now, 0
+        count += dropped
+        self._window = (start, count)
+        if count >= self.BULK_REBUILD_AT and not self._rebuilding.is_set():
+            self._window = (now, 0)
+            self._rebuilding.set()
             threading.Thread(target=self._rebuild, daemon=True, name="gpufabric-warm-replies").start()
 
     def _rebuild(self) -> None:
@@ -119,6 +134,8 @@ class AgentReplyCache:
         except Exception:
             log.warning("could not rebuild the agent reply cache in bulk; entries are rebuilt per heartbeat",
                         exc_info=True)  # fmt: skip
+        finally:
+            self._rebuilding.clear()
 
     def fresh(self, host_id: int) -> ReplyEntry | None:
         """The host's entry if nothing changed since it was built."""
