@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,8 +30,6 @@ from controller.store.db import Database
 from controller.store.schema import require_current_schema
 from controller.validation import api as validation_api
 from controller.validation import wiring as validation_wiring
-
-log = logging.getLogger("gpufabric.api")
 
 ROUTERS = [
     system.router,
@@ -80,11 +75,8 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
             )
             runner.start()
         app.state.jobs = runner
-        # Fill the agent reply cache in the background: serving starts at once, a host not yet warmed is
-        # built at its first heartbeat.
-        threading.Thread(
-            target=_warm_replies, args=(app.state.agent_replies,), daemon=True, name="gpufabric-warm-replies"
-        ).start()
+        # Serving starts at once; a host not yet in the reply cache is built at its first heartbeat.
+        app.state.agent_replies.rebuild_in_background("at start-up")
         try:
             yield
         finally:
@@ -125,16 +117,6 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: shed requests get ids and metrics
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _warm_replies(replies: AgentReplyCache) -> None:
-    try:
-        started = time.monotonic()
-        built = replies.warm()
-        log.info("agent reply cache warmed: %d hosts in %.1f s", built, time.monotonic() - started)
-    except Exception:
-        log.warning("could not warm the agent reply cache; replies are built at each host's first heartbeat",
-                    exc_info=True)  # fmt: skip
 
 
 def api_routes() -> list[APIRoute]:

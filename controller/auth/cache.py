@@ -96,10 +96,7 @@ class AuthCache:
 
     def invalidate_hosts(self, host_ids: Iterable[int]) -> None:
         """Drop the cached agent credentials of these hosts: O(hosts given)."""
-        with self._lock:
-            for host_id in host_ids:
-                for digest in self._by_host.pop(host_id, ()):
-                    self._entries.pop(digest, None)
+        self.invalidate(host_ids=frozenset(host_ids))
 
     def change_listener(self, since: int = -1) -> Callable[[dict[int, int]], None]:
         """A listener for one database's host change feed: drops a changed host's credentials once per change. A

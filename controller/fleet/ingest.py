@@ -149,7 +149,6 @@ class LastSeenBuffer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.flushed = 0
-        self.flushes = 0
         table: Table = Host.__table__  # type: ignore[assignment]
         self._update = (
             update(table)
@@ -236,7 +235,6 @@ class LastSeenBuffer:
                     self._pending[k] = v if current is None else (max(v[0], current[0]), max(v[1], current[1]))
             raise
         self.flushed += len(items)
-        self.flushes += 1
         return len(items)
 
     def _make_ready(self, host_ids: list[int]) -> None:

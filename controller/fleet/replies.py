@@ -97,7 +97,6 @@ class AgentReplyCache:
         self._entries: dict[int, ReplyEntry] = {}
         self._heard: dict[int, int] = {}  # newest change_seq heard of per host
         self._lock = threading.Lock()
-        self.hits = 0
         self.loads = 0
         self._window = (0.0, 0)  # (start, entries dropped since)
         self._rebuilding = threading.Event()
@@ -122,17 +121,24 @@ class AgentReplyCache:
             start, count = now, 0
         count += dropped
         self._window = (start, count)
-        if count >= self.BULK_REBUILD_AT and not self._rebuilding.is_set():
+        if count >= self.BULK_REBUILD_AT:
             self._window = (now, 0)
-            self._rebuilding.set()
-            threading.Thread(target=self._rebuild, daemon=True, name="gpufabric-warm-replies").start()
+            self.rebuild_in_background("after a change to many hosts")
 
-    def _rebuild(self) -> None:
+    def rebuild_in_background(self, why: str) -> None:
+        """:meth:`warm` on a thread of its own (at start-up, after a change to many hosts); one at a time."""
+        if self._rebuilding.is_set():
+            return
+        self._rebuilding.set()
+        threading.Thread(target=self._rebuild, args=(why,), daemon=True, name="gpufabric-warm-replies").start()
+
+    def _rebuild(self, why: str) -> None:
         try:
+            started = time.monotonic()
             built = self.warm()
-            log.info("agent reply cache rebuilt in bulk after a change to many hosts: %d entries", built)
+            log.info("agent reply cache built in bulk %s: %d hosts in %.1f s", why, built, time.monotonic() - started)
         except Exception:
-            log.warning("could not rebuild the agent reply cache in bulk; entries are rebuilt per heartbeat",
+            log.warning("could not build the agent reply cache in bulk; entries are built at each host's heartbeat",
                         exc_info=True)  # fmt: skip
         finally:
             self._rebuilding.clear()
@@ -142,7 +148,6 @@ class AgentReplyCache:
         entry = self._entries.get(host_id)
         if entry is None or entry.seq < self._heard.get(host_id, -1):
             return None
-        self.hits += 1
         return entry
 
     def load(self, host_id: int) -> ReplyEntry | None:

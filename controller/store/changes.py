@@ -207,7 +207,6 @@ class HostChangeFeed:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._local = threading.local()
-        self.polls = 0
         event.listen(sessions, "after_flush", _collect_orm_changes)
         event.listen(sessions, "before_commit", _stamp)
         event.listen(sessions, "after_commit", self._announce_local)
@@ -263,7 +262,6 @@ class HostChangeFeed:
                         cursor, after_id = rows[-1][1], rows[-1][0]
                     if len(rows) < self.POLL_BATCH:
                         break
-            self.polls += 1
             self._cursor = max(cursor, self._cursor)
             if time.monotonic() - self._last_scan >= self.deletion_scan_s:
                 changed.update(self._deleted_since_last_scan())
