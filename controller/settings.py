@@ -71,6 +71,26 @@ class Settings(BaseSettings):
     agent_retry_after_s: float = Field(
         default=5.0, gt=0, description="Retry-After told to shed agents (spread over [value, 2 x value])"
     )
+    instance_heartbeat_s: float = Field(
+        default=5.0, gt=0, description="How often this process refreshes its liveness row (controller_instances)"
+    )
+    instance_timeout_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="A controller whose liveness row is older than this is gone: leases it was driving are taken over",
+    )
+    lease_recovery_interval_s: float = Field(
+        default=10.0, gt=0, description="How often the leader finishes or fails leases stranded by a crash"
+    )
+    lease_placing_timeout_s: float = Field(default=300.0, gt=0, description="Deadline of the placing state")
+    lease_provisioning_timeout_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="A lease still provisioning after this is released at its backend and failed with the reason",
+    )
+    lease_releasing_timeout_s: float = Field(
+        default=600.0, gt=0, description="A release still running after this is driven again by the recovery job"
+    )
     change_poll_s: float = Field(
         default=0.5,
         gt=0,

@@ -21,6 +21,7 @@ from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
 from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
 from controller.jobs.scheduler import JobRunner
+from controller.leases.liveness import InstanceHeartbeat, LeaseTimeouts
 from controller.leases.metrics import LeaseCollector
 from controller.leases.service import LeaseService
 from controller.observability.metrics import ApiMetrics
@@ -46,6 +47,15 @@ ROUTERS = [
 ]
 
 
+def lease_timeouts(settings: Settings) -> LeaseTimeouts:
+    return LeaseTimeouts(
+        placing_s=settings.lease_placing_timeout_s,
+        provisioning_s=settings.lease_provisioning_timeout_s,
+        releasing_s=settings.lease_releasing_timeout_s,
+        instance_timeout_s=settings.instance_timeout_s,
+    )
+
+
 def create_app(settings: Settings, *, db: Database | None = None, hooks: HookRegistry | None = None) -> FastAPI:
     """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current."""
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
@@ -53,7 +63,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     metrics = ApiMetrics(db)
     registry = hooks or default_hooks.copy()
     # This replica's placement index, built from the store; see controller.leases.service.
-    leases_service = LeaseService(db).load()
+    leases_service = LeaseService(db, owner=settings.instance_id, timeouts=lease_timeouts(settings)).load()
     metrics.registry.register(LeaseCollector(leases_service))
     if "lease-expiry:leases" not in registry.hooks:
 
@@ -61,6 +71,14 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
             leases_service.expire()
 
         registry.register("lease-expiry", "leases", expire_leases, interval_s=15.0)
+    if "lease-recovery:leases" not in registry.hooks:
+
+        def recover_leases(_ctx: JobContext) -> None:
+            leases_service.recover()
+
+        registry.register(
+            "lease-recovery", "leases", recover_leases, interval_s=settings.lease_recovery_interval_s, at_start=True
+        )
     validation_wiring.install(registry, leases_service.hosts_changed)
     eks_sync.install(registry, leases_service, db)
     openstack_sync.install(registry, leases_service, db)
@@ -69,6 +87,8 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runner = None
+        # Other replicas take over leases this process drives only once this row goes quiet (a crash).
+        heartbeat = InstanceHeartbeat(db, settings.instance_id, settings.instance_heartbeat_s).start()
         if settings.scheduler_enabled:
             runner = JobRunner(
                 JobContext(db=db, settings=settings), registry, metrics, on_unreachable=leases_service.hosts_changed
@@ -82,6 +102,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
         finally:
             if runner is not None:
                 runner.shutdown()
+            heartbeat.stop()
             app.state.last_seen.close()  # write buffered heartbeat times (controller.fleet.ingest)
 
     app = FastAPI(

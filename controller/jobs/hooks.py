@@ -14,7 +14,7 @@ from typing import Literal
 from controller.settings import Settings
 from controller.store.db import Database
 
-HookKind = Literal["backend-sync", "lease-expiry", "periodic"]
+HookKind = Literal["backend-sync", "lease-expiry", "lease-recovery", "periodic"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,8 @@ class Hook:
     name: str
     interval_s: float
     run: Callable[[JobContext], None]
+    # Also run as soon as this replica becomes the leader (start-up, or taking over from a crashed leader).
+    at_start: bool = False
 
 
 @dataclass
@@ -36,12 +38,18 @@ class HookRegistry:
     hooks: dict[str, Hook] = field(default_factory=dict)
 
     def register(
-        self, kind: HookKind, name: str, run: Callable[[JobContext], None], *, interval_s: float = 60.0
+        self,
+        kind: HookKind,
+        name: str,
+        run: Callable[[JobContext], None],
+        *,
+        interval_s: float = 60.0,
+        at_start: bool = False,
     ) -> None:
         key = f"{kind}:{name}"
         if key in self.hooks:
             raise ValueError(f"hook {key} is already registered")
-        self.hooks[key] = Hook(kind=kind, name=name, interval_s=interval_s, run=run)
+        self.hooks[key] = Hook(kind=kind, name=name, interval_s=interval_s, run=run, at_start=at_start)
 
     def copy(self) -> HookRegistry:
         return HookRegistry(hooks=dict(self.hooks))

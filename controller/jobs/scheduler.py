@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -35,9 +36,13 @@ class JobRunner:
         settings = self.ctx.settings
         self.scheduler.add_job(self._renew, "interval", seconds=max(1.0, settings.leader_lease_s / 3), id="leader")
         self.scheduler.add_job(self.sweep, "interval", seconds=settings.sweep_interval_s, id="sweeper")
-        for key, hook in self.hooks.hooks.items():
-            self.scheduler.add_job(self._guarded(key, hook.run), "interval", seconds=hook.interval_s, id=key)
         self._renew()
+        now = datetime.now(UTC)
+        for key, hook in self.hooks.hooks.items():
+            first = now if hook.at_start else now + timedelta(seconds=hook.interval_s)
+            self.scheduler.add_job(
+                self._guarded(key, hook.run), "interval", seconds=hook.interval_s, id=key, next_run_time=first
+            )
         self.scheduler.start()
 
     def shutdown(self) -> None:
@@ -57,6 +62,11 @@ class JobRunner:
             return
         if now != was:
             log.info("scheduler leadership %s", "acquired" if now else "lost", extra={"holder": self.leader.holder})
+        if now and not was and self.scheduler.running:
+            # A new leader runs its start-up hooks (e.g. lease recovery) at once rather than one interval later.
+            for key, hook in self.hooks.hooks.items():
+                if hook.at_start:
+                    self.scheduler.modify_job(key, next_run_time=datetime.now(UTC))
 
     def sweep(self) -> list[str]:
         if not self.leader.is_leader():

@@ -21,7 +21,8 @@ import logging
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,13 +44,15 @@ from controller.leases.errors import (
     PlacementContended,
     QuotaExceeded,
 )
+from controller.leases.faults import crash_point
 from controller.leases.fleet import (
     allocation_from_dict,
     allocation_to_dict,
     apply_claim,
     to_placement_host,
 )
-from controller.leases.state import HOLDING, TERMINAL, transition
+from controller.leases.liveness import LeaseTimeouts, live_instances, owner_alive
+from controller.leases.state import HOLDING, TERMINAL, TRANSITIONAL, transition
 from controller.placement import (
     Allocation,
     Claim,
@@ -70,8 +73,6 @@ log = logging.getLogger("gpufabric.leases")
 MAX_ATTEMPTS = 8
 # How many times a lease whose backend said "try elsewhere" (e.g. Nova's No valid host) is placed again.
 MAX_CANDIDATES = 3
-# A lease still ``placing`` after this long was interrupted while moving to its next candidate.
-STALE_PLACING_S = 300.0
 SYNC_INTERVAL_S = 1.0
 FULL_SYNC_INTERVAL_S = 60.0
 QUOTA_ROWS_TTL_S = 1.0
@@ -113,8 +114,14 @@ def request_hash(req: PlacementRequest) -> str:
 
 
 class LeaseService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, owner: str | None = None, timeouts: LeaseTimeouts | None = None) -> None:
         self.db = db
+        # The name this process writes into ``leases.owner`` while it drives a lease (its controller instance id).
+        self.owner = owner or f"leases-{uuidlib.uuid4().hex[:12]}"
+        self.timeouts = timeouts or LeaseTimeouts()
+        # Leases this process is driving right now: an owned lease not in here was dropped (e.g. an exception).
+        self._driving: set[str] = set()
+        self._driving_lock = threading.Lock()
         self.engine = Engine(quota=self._quota_check)
         self.stats = Stats()
         self._signatures: dict[int, tuple[Any, ...]] = {}
@@ -384,6 +391,8 @@ class LeaseService:
         req_hash = request_hash(req)
         existing = self.find_idempotent(tenant, idempotency_key, req_hash)
         if existing is not None:
+            if existing.state in TRANSITIONAL:
+                self.recover_one(existing.id)  # a replay of a lease its creator left behind drives it on
             return existing.id, False
         lease_id = uuidlib.uuid4().hex
         try:
@@ -408,6 +417,7 @@ class LeaseService:
                 raise PlacementContended("idempotency key race; retry") from None
             return again.id, False
         self.stats.created += 1
+        crash_point("create.claimed")
         self._provision(lease_id)
         return lease_id, True
 
@@ -536,7 +546,10 @@ class LeaseService:
                     session.flush()
                 except IntegrityError:
                     raise _IdempotencyRace() from None
-                transition(session, lease, "placing", f"{len(allocs)} allocations on {', '.join(hosts)}", at=now)
+                transition(
+                    session, lease, "placing", f"{len(allocs)} allocations on {', '.join(hosts)}", at=now,
+                    owner=self.owner, deadline=self.timeouts.deadline("placing", now),
+                )  # fmt: skip
                 ids = self._insert_claims(session, lease, decision, at=now)
                 audit.record(
                     session, principal, "lease.create", lease_id, "ok",
@@ -559,7 +572,10 @@ class LeaseService:
         kept = {k: v for k, v in (lease.placement or {}).items() if k in ("tried_hosts", "failed_attempts")}
         lease.placement = {**decision.summary(), **kept}
         lease.backend = decision.nodes[0].host.backend_kind if decision.nodes else "static"
-        transition(session, lease, "provisioning", f"claimed {len(rows)} units", at=at)
+        transition(
+            session, lease, "provisioning", f"claimed {len(rows)} units", at=at,
+            owner=self.owner, deadline=self.timeouts.deadline("provisioning", at),
+        )  # fmt: skip
         return ids
 
     def _enforce_quotas(self, session: Session, tenant: str) -> None:
@@ -613,8 +629,12 @@ class LeaseService:
     def _provision(self, lease_id: str) -> None:
         """Call the lease's backend with no store transaction open (a cloud deploy may take a while), then
         record the outcome if the lease is still ``provisioning`` (row-locked: a concurrent release wins or
-        waits, never interleaves). One provisioning at a time per lease in this process."""
-        with self._provision_locks[hash(lease_id) % len(self._provision_locks)]:
+        waits, never interleaves). One provisioning at a time per lease in this process.
+
+        ``pending`` leaves the lease resting (no owner) until something outside moves (an agent report, a sync
+        job) or its deadline passes. A backend error other than ``ProvisionFailed`` fails the lease through a
+        backend release, so nothing the backend may have started is left behind."""
+        with self._provision_locks[hash(lease_id) % len(self._provision_locks)], self._driving_marked(lease_id):
             with self.db.session() as session:
                 lease = session.get(Lease, lease_id)
                 if lease is None or lease.state != "provisioning":
@@ -632,7 +652,12 @@ class LeaseService:
                     if lease is not None and lease.state == "provisioning":
                         self._fail_and_release(session, lease, f"provisioning failed: {exc}")
                 return
+            except Exception as exc:
+                log.exception("provisioning lease %s on %s raised", lease_id, backend)
+                self._fail_through_release(lease_id, f"provisioning failed: {type(exc).__name__}: {exc}")
+                return
             else:
+                crash_point("create.provisioned")
                 with self.db.session() as session:
                     lease = session.get(Lease, lease_id, with_for_update=True)
                     if lease is None or lease.state != "provisioning":
@@ -642,9 +667,26 @@ class LeaseService:
                         transition(session, lease, "ready", "provisioned")
                     else:
                         lease.reason = outcome.message
+                        lease.owner = None  # resting: an agent, a sync job or the deadline moves it on
                         lease.updated_at = datetime.now(UTC)
                 return
         self._relocate(lease_id, relocate)
+
+    @contextmanager
+    def _driving_marked(self, lease_id: str) -> Iterator[None]:
+        with self._driving_lock:
+            mine = lease_id not in self._driving
+            self._driving.add(lease_id)
+        try:
+            yield
+        finally:
+            if mine:
+                with self._driving_lock:
+                    self._driving.discard(lease_id)
+
+    def driving(self, lease_id: str) -> bool:
+        with self._driving_lock:
+            return lease_id in self._driving
 
     def _relocate(self, lease_id: str, why: TryElsewhere) -> None:
         """The backend could not use the hosts it was given: give the claims back and place the lease again,
@@ -670,7 +712,10 @@ class LeaseService:
                 self._engine_release(lease_id)
                 self._bump_signatures(ids)
                 return
-            transition(session, lease, "placing", f"{', '.join(given)}: {why}; trying another candidate")
+            transition(
+                session, lease, "placing", f"{', '.join(given)}: {why}; trying another candidate",
+                owner=self.owner, deadline=self.timeouts.deadline("placing"),
+            )  # fmt: skip
         self._engine_release(lease_id)
         self._bump_signatures(ids)
 
@@ -814,36 +859,110 @@ class LeaseService:
     # --- releasing and expiry --------------------------------------------------------------------------------
 
     def release(self, lease_id: str, principal: Principal | None, reason: str = "released by the tenant") -> None:
+        """Release a holding lease: ``releasing`` (owned by this process), the backend's release, then the claims
+        are freed and the lease is ``released``. Releasing a ``releasing`` lease drives it forward when nobody
+        alive is driving it (its owner crashed, or a failed backend release waits for its retry)."""
         with self.db.session() as session:
             lease = session.get(Lease, lease_id, with_for_update=True)
             if lease is None:
                 raise LeaseNotFound(f"lease {lease_id} not found")
-            if lease.state in TERMINAL or lease.state == "releasing":
+            if lease.state in TERMINAL:
                 return
-            if lease.state not in HOLDING:
+            if lease.state == "releasing":
+                if self._driven_elsewhere(session, lease):
+                    return
+                self._take(session, lease, "a release of a releasing lease")
+            elif lease.state not in HOLDING:
                 raise PlacementContended(f"lease {lease_id} is {lease.state}; retry")
-            transition(session, lease, "releasing", reason)
-            allocs = [allocation_from_dict(a) for a in lease.allocations]
-            info = _lease_info(lease, allocs)
-        try:
-            provisioner_for(lease.backend or "static", self.db).release(info)
-        except Exception as exc:
-            # The backend may still hold the resources: keep the claims, so nobody else is given them.
+            else:
+                transition(
+                    session, lease, "releasing", reason,
+                    owner=self.owner, deadline=self.timeouts.deadline("releasing"),
+                )  # fmt: skip
+        self._drive_release(lease_id, principal)
+
+    def _driven_elsewhere(self, session: Session, lease: Lease) -> bool:
+        """Someone alive is working on this lease right now (another replica, or this process's own thread)."""
+        if lease.owner is None:
+            return False
+        if lease.owner == self.owner:
+            return self.driving(lease.id)
+        return owner_alive(session, lease.owner, self.timeouts.instance_timeout_s)
+
+    def _take(self, session: Session, lease: Lease, why: str) -> None:
+        """Become the owner of a transitional lease (row-locked by the caller) and give it a fresh deadline."""
+        previous = lease.owner
+        if previous is not None and previous != self.owner:
+            lease.recoveries = (lease.recoveries or 0) + 1
+        lease.owner = self.owner
+        lease.deadline = self.timeouts.deadline(lease.state)
+        lease.updated_at = datetime.now(UTC)
+        log.info(
+            "taking over lease %s (%s) from %s: %s", lease.id, lease.state, previous or "nobody", why,
+            extra={"lease": lease.id, "previous_owner": previous},
+        )  # fmt: skip
+
+    def _drive_release(self, lease_id: str, principal: Principal | None) -> None:
+        """Finish a ``releasing`` lease this process owns: the backend's release (idempotent), then free the claims.
+
+        A backend error keeps the claims (the backend may still hold the resources, so nobody else is given them)
+        and the lease ``releasing`` with nobody driving it; the recovery job tries again at its deadline, with
+        back-off. A lease that entered ``releasing`` because it failed ends ``failed`` with that reason."""
+        with self._driving_marked(lease_id):
+            crash_point("release.marked")
             with self.db.session() as session:
-                row = session.get(Lease, lease_id)
-                assert row is not None
-                transition(session, row, "failed", f"release failed: {exc}")
-                audit.record(session, principal, "lease.release", lease_id, "failed", {"error": str(exc)})
-            return
-        with self.db.session() as session:
-            row = session.get(Lease, lease_id)
-            assert row is not None
-            ids = self._release_claims(session, lease_id)
-            transition(session, row, "released", reason)
-            audit.record(session, principal, "lease.release", lease_id, "ok", {"tenant": row.tenant, "reason": reason})
+                lease = session.get(Lease, lease_id)
+                if lease is None or lease.state != "releasing":
+                    return
+                allocs = [allocation_from_dict(a) for a in lease.allocations]
+                info = _lease_info(lease, allocs)
+                backend = lease.backend or "static"
+            try:
+                provisioner_for(backend, self.db).release(info)
+            except Exception as exc:
+                with self.db.session() as session:
+                    row = session.get(Lease, lease_id, with_for_update=True)
+                    if row is None or row.state != "releasing":
+                        return
+                    attempts = int((row.placement or {}).get("release_attempts", 0)) + 1
+                    row.placement = {**(row.placement or {}), "release_attempts": attempts}
+                    row.owner = None
+                    row.deadline = self.timeouts.release_retry(attempts - 1)
+                    row.reason = f"release failed ({attempts} attempts): {exc}; retrying at {row.deadline:%H:%M:%S}Z"
+                    row.updated_at = datetime.now(UTC)
+                    audit.record(session, principal, "lease.release", lease_id, "failed", {"error": str(exc)})
+                log.warning("release of lease %s failed (attempt %d): %s", lease_id, attempts, exc)
+                return
+            crash_point("release.backend-released")
+            with self.db.session() as session:
+                row = session.get(Lease, lease_id, with_for_update=True)
+                if row is None or row.state != "releasing":
+                    return
+                ids = self._release_claims(session, lease_id)
+                failure = (row.placement or {}).get("failure")
+                if failure:
+                    transition(session, row, "failed", str(failure))
+                else:
+                    transition(session, row, "released", row.reason or "released")
+                audit.record(
+                    session, principal, "lease.release", lease_id, "ok",
+                    {"tenant": row.tenant, "reason": row.reason},
+                )  # fmt: skip
         self.stats.released += 1
         self._engine_release(lease_id)
         self._bump_signatures(ids)
+
+    def _fail_through_release(self, lease_id: str, reason: str) -> None:
+        """Fail a ``provisioning`` lease whose backend may hold something: release it there first, then fail."""
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id, with_for_update=True)
+            if lease is None or lease.state != "provisioning":
+                return
+            lease.placement = {**(lease.placement or {}), "failure": reason}
+            transition(
+                session, lease, "releasing", reason, owner=self.owner, deadline=self.timeouts.deadline("releasing")
+            )
+        self._drive_release(lease_id, None)
 
     def expire(self, now: datetime | None = None) -> list[str]:
         """Release every lease whose ``duration`` is over; returns their ids (the lease-expiry hook)."""
@@ -861,20 +980,97 @@ class LeaseService:
                 self.release(lid, None, "expired: its duration is over")
             except Exception:
                 log.exception("could not expire lease %s", lid)
-        self.fail_stale_placing(now)
         return ids
 
-    def fail_stale_placing(self, now: datetime | None = None) -> list[str]:
-        """Fail leases left ``placing`` (they hold nothing) for longer than ``STALE_PLACING_S``: only a move to
-        the next candidate commits that state, so one still there was interrupted (a controller restart)."""
-        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=STALE_PLACING_S)
+    # --- recovery ----------------------------------------------------------------------------------------------
+
+    def stranded(self, now: datetime | None = None) -> list[str]:
+        """Transitional leases nobody alive is driving: owner gone, deadline passed, or owned by this process but
+        dropped by it. Ordered oldest first."""
+        now = now or datetime.now(UTC)
         with self.db.session() as session:
-            ids = list(session.scalars(select(Lease.id).where(Lease.state == "placing", Lease.updated_at <= cutoff)))
-        for lid in ids:
-            self._fail_placing(
-                lid, "placing it on the next candidate was interrupted (controller restart?); it holds nothing"
-            )
-        return ids
+            rows = session.execute(
+                select(Lease.id, Lease.owner, Lease.deadline)
+                .where(Lease.state.in_(TRANSITIONAL))
+                .order_by(Lease.updated_at, Lease.id)
+            ).all()
+            if not rows:
+                return []
+            live = live_instances(session, self.timeouts.instance_timeout_s, now)
+
+        def stranded(lid: str, owner: str | None, deadline: datetime | None) -> bool:
+            if deadline is None or deadline <= now:
+                return True
+            if owner == self.owner:
+                return not self.driving(lid)
+            return owner is not None and owner not in live
+
+        return [lid for lid, owner, deadline in rows if stranded(lid, owner, deadline)]
+
+    def recover(self, now: datetime | None = None) -> dict[str, str]:
+        """Finish or fail every stranded lease (the leader's lease-recovery job); returns what was done per lease."""
+        done: dict[str, str] = {}
+        for lid in self.stranded(now):
+            try:
+                action = self.recover_one(lid, now)
+            except Exception:
+                log.exception("could not recover lease %s", lid)
+                continue
+            if action:
+                done[lid] = action
+        return done
+
+    def recover_one(self, lease_id: str, now: datetime | None = None) -> str | None:
+        """Take a stranded lease over and drive it on; returns what was done (None: nothing was stranded).
+
+        * ``placing``: it holds nothing (claims are committed together with ``provisioning``): it fails.
+        * ``provisioning`` past its deadline: released at the backend, then ``failed`` with the reason.
+        * ``provisioning`` whose owner is gone: provisioned again through the backend (idempotent); the original
+          deadline stays, so repeated crashes cannot keep a lease provisioning for ever.
+        * ``releasing``: the release is driven to its end (backend release, claims freed).
+        """
+        now = now or datetime.now(UTC)
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id, with_for_update=True)
+            if lease is None or lease.state not in TRANSITIONAL:
+                return None
+            overdue = lease.deadline is None or lease.deadline <= now
+            if not overdue and self._driven_elsewhere(session, lease):
+                return None
+            if not overdue and lease.owner is None:
+                return None  # resting within its deadline: an agent or a sync job moves it on
+            why = "its deadline passed" if overdue else f"its owner {lease.owner} is gone"
+            state = lease.state
+            if state == "placing":
+                transition(session, lease, "failed", f"interrupted while placing ({why}); it holds nothing")
+                action = "failed"
+            elif state == "provisioning" and overdue:
+                reason = f"provisioning did not finish within {self.timeouts.provisioning_s:.0f} s"
+                if lease.reason:
+                    reason += f" (last: {lease.reason})"
+                lease.placement = {**(lease.placement or {}), "failure": reason}
+                transition(
+                    session, lease, "releasing", reason,
+                    owner=self.owner, deadline=self.timeouts.deadline("releasing", now),
+                )  # fmt: skip
+                lease.recoveries = (lease.recoveries or 0) + 1
+                action = "failing"
+            else:
+                deadline = lease.deadline
+                self._take(session, lease, why)
+                if state == "provisioning" and deadline is not None:
+                    lease.deadline = deadline
+                action = "provisioning" if state == "provisioning" else "releasing"
+            audit.record(
+                session, None, "lease.recover", lease_id, "ok",
+                {"tenant": lease.tenant, "state": state, "why": why, "action": action},
+            )  # fmt: skip
+        crash_point("recover.taken")
+        if action == "provisioning":
+            self._provision(lease_id)
+        elif action in ("releasing", "failing"):
+            self._drive_release(lease_id, None)
+        return action
 
 
 def _signature(row: HostRow) -> tuple[Any, ...]:

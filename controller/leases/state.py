@@ -9,6 +9,10 @@
                   failed       failed                              failed
 
 ``failed`` carries a reason. Anything not in :data:`TRANSITIONS` raises :class:`IllegalTransition`.
+
+A lease in a :data:`TRANSITIONAL` state always has a ``deadline`` and, while a controller instance is working on
+it, an ``owner`` (``None``: resting until something outside acts, e.g. an agent creating a MIG instance). Leaving
+for ``ready`` or a terminal state clears both. ``controller.leases.recovery`` finishes what a crashed owner left.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
 # States in which a lease holds claims in the store.
 HOLDING: frozenset[LeaseState] = frozenset({"provisioning", "ready", "releasing"})
 TERMINAL: frozenset[LeaseState] = frozenset({"released", "failed"})
+# States a lease passes through while a controller works on it: each has an owner and a deadline.
+TRANSITIONAL: frozenset[LeaseState] = frozenset({"placing", "provisioning", "releasing"})
 
 
 class IllegalTransition(ValueError):
@@ -66,12 +72,28 @@ def check(current: str | None, target: str, lease_id: str = "?") -> None:
 
 
 def transition(
-    session: Session, lease: Lease, target: LeaseState, reason: str = "", *, at: datetime | None = None
+    session: Session,
+    lease: Lease,
+    target: LeaseState,
+    reason: str = "",
+    *,
+    at: datetime | None = None,
+    owner: str | None = None,
+    deadline: datetime | None = None,
 ) -> None:
-    """Move ``lease`` to ``target`` (checked against the table) and store the transition in ``session``."""
+    """Move ``lease`` to ``target`` (checked against the table) and store the transition in ``session``.
+
+    Entering a transitional state needs its ``deadline`` (and the ``owner`` driving it, if any); every other
+    state clears both."""
     current = lease.state or None
     check(current, target, lease.id)
     now = at or datetime.now(UTC)
+    if target in TRANSITIONAL:
+        if deadline is None:
+            raise ValueError(f"lease {lease.id}: entering {target} needs a deadline")
+        lease.owner, lease.deadline = owner, deadline
+    else:
+        lease.owner, lease.deadline = None, None
     lease.state = target
     if target == "failed" or reason:
         lease.reason = reason

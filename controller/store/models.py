@@ -255,6 +255,22 @@ class Lease(Base):
     created_by: Mapped[str] = mapped_column(String(160), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # While the lease is in a transitional state (placing, provisioning, releasing): the controller instance
+    # driving it (None: resting, waiting for something outside) and when the recovery job steps in regardless.
+    # See controller.leases.recovery.
+    owner: Mapped[str | None] = mapped_column(String(160))
+    deadline: Mapped[datetime | None] = mapped_column(index=True)
+    recoveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class ControllerInstance(Base):
+    """One row per running controller process, refreshed every few seconds (``controller.leases.liveness``):
+    a lease owned by an instance whose row went quiet was interrupted by a crash."""
+
+    __tablename__ = "controller_instances"
+    instance_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class LeaseTransition(Base):

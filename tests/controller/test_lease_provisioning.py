@@ -15,7 +15,7 @@ from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.static import StaticBackend
 from controller.jobs.hooks import JobContext
 from controller.leases.errors import QuotaExceeded
-from controller.leases.service import MAX_CANDIDATES, STALE_PLACING_S, LeaseService
+from controller.leases.service import MAX_CANDIDATES, LeaseService
 from controller.placement import Allocation
 from controller.store.models import Lease, SliceClaim
 from tests.controller.conftest import Controller
@@ -155,21 +155,22 @@ def test_the_lease_expiry_job_releases_expired_leases(controller: Controller) ->
     assert live_claims(controller) == 1
 
 
-def test_a_lease_left_placing_by_an_interrupted_move_is_failed_by_the_expiry_job(controller: Controller) -> None:
+def test_a_lease_left_placing_by_a_crashed_controller_is_failed_by_the_recovery_job(controller: Controller) -> None:
     fleet(controller, hosts=1)
     with controller.client(controller.tenant_token) as api:
         lease = create(api, {"slices": [{"kind": "gpu"}]}).json()
         assert api.delete(f"/v1/leases/{lease['id']}").json()["state"] == "released"
-    # As a controller that died between releasing the claims and placing the lease again leaves it.
+    # As a controller that died between releasing the claims and placing the lease again leaves it: owned by an
+    # instance with no liveness row, its deadline still ahead.
     with controller.db.session() as session:
         session.execute(
             update(Lease)
             .where(Lease.id == lease["id"])
-            .values(state="placing", updated_at=datetime.now(UTC) - timedelta(seconds=STALE_PLACING_S + 1))
+            .values(state="placing", owner="crashed-replica", deadline=datetime.now(UTC) + timedelta(seconds=300))
         )
-    hook = controller.server.app.state.hooks.hooks["lease-expiry:leases"]
+    hook = controller.server.app.state.hooks.hooks["lease-recovery:leases"]
     hook.run(JobContext(db=controller.db, settings=controller.settings))
     with controller.client(controller.tenant_token) as api:
         stale = api.get(f"/v1/leases/{lease['id']}").json()
-    assert stale["state"] == "failed" and "interrupted" in stale["reason"]
+    assert stale["state"] == "failed" and "interrupted" in stale["reason"] and "crashed-replica" in stale["reason"]
     assert live_claims(controller) == 0
