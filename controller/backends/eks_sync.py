@@ -41,6 +41,7 @@ from controller.backends.eks import (
 from controller.backends.eks_config import EksConfig, NodegroupSharing
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.jobs.hooks import HookRegistry, JobContext
+from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease, SliceClaim
@@ -56,6 +57,7 @@ from drivers.eks.kube import (
 )
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
+LIVE_STATES = HOLDING | TRANSITIONAL
 
 SYNC_INTERVAL_S = 30.0
 HEADROOM_COST = "100"  # placement prefers running nodes; a new node is the last resort
@@ -79,6 +81,9 @@ class SyncReport:
     unreachable: list[str] = field(default_factory=list)
     bound: dict[str, str] = field(default_factory=dict)  # lease id -> node
     changed: list[str] = field(default_factory=list)
+    # Tenant namespaces whose lease holds nothing any more (a crash between the backend's work and the store's):
+    # {"namespace", "lease", "lease_state", "action": "deleted" | "delete failed"}
+    orphans: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -89,6 +94,7 @@ class SyncReport:
             "removed": self.removed,
             "unreachable": self.unreachable,
             "bound": self.bound,
+            "orphans": self.orphans,
             "errors": self.errors,
         }
 
@@ -228,6 +234,7 @@ def sync_backend(
                 nodes = trackers.tracker(name, config).poll(kube).hosts
             else:
                 nodes = kube.list_gpu_hosts()
+            _reconcile_namespaces(db, kube, report)
         finally:
             kube.close()
     except (EksError, eks_backend.EksBackendError) as exc:
@@ -279,6 +286,38 @@ def sync_backend(
     report.bound = bind_waiting(db, name)
     report.changed += list(report.bound.values())
     return report
+
+
+def _reconcile_namespaces(db: Database, kube: KubeGpuCluster, report: SyncReport) -> None:
+    """Delete tenant namespaces whose lease holds nothing (released, failed, or unknown to this store).
+
+    A lease's namespace is made by ``provision`` and deleted by ``release``; a controller killed in between, or a
+    release whose cluster call failed after the lease was finished, leaves one behind. Leases still in a
+    transitional state keep theirs (their recovery decides)."""
+    try:
+        found = kube.list_lease_namespaces()
+    except EksError as exc:
+        report.errors.append(f"listing lease namespaces: {exc}")
+        return
+    if not found:
+        return
+    with db.session() as session:
+        rows = session.execute(select(Lease.id, Lease.state).where(Lease.id.in_(sorted(set(found.values())))))
+        states = {lease_id: state for lease_id, state in rows}
+    for namespace, lease_id in sorted(found.items()):
+        state = states.get(lease_id)
+        if state in LIVE_STATES:
+            continue
+        try:
+            kube.delete_tenant_namespace(namespace)
+            action = "deleted"
+        except EksError as exc:
+            action = "delete failed"
+            report.errors.append(f"deleting orphan namespace {namespace}: {exc}")
+        log.warning("orphan namespace %s of lease %s (%s): %s", namespace, lease_id, state or "unknown", action)
+        report.orphans.append(
+            {"namespace": namespace, "lease": lease_id, "lease_state": state or "unknown", "action": action}
+        )
 
 
 def _upsert_node(

@@ -58,6 +58,7 @@ from controller.backends.openstack_common import (
 )
 from controller.backends.openstack_config import IronicConfig, NovaConfig
 from controller.jobs.hooks import HookRegistry, JobContext
+from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.store.db import Database
 from controller.store.models import Backend, BackendReport, Host, Lease, SliceClaim
 from drivers.nvml.catalog import Product, VgpuType
@@ -84,7 +85,7 @@ log = logging.getLogger("gpufabric.backends.openstack")
 KINDS = ("ironic", "nova")
 JOB_INTERVAL_S = 15.0
 # Lease states that may legitimately own a node / server (placing: between two candidates).
-LIVE_STATES = frozenset({"placing", "provisioning", "ready", "releasing"})
+LIVE_STATES = HOLDING | TRANSITIONAL
 
 
 # -- sync ------------------------------------------------------------------------------------------------------

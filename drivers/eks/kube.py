@@ -455,6 +455,26 @@ class KubeGpuCluster:
             )
         return TenantAccess(namespace=namespace, quota_name="gpufabric-lease", hard=hard)
 
+    def list_lease_namespaces(self) -> dict[str, str]:
+        """Namespaces gpufabric made for leases: name -> lease id (from the lease label)."""
+        out: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            page = self._namespace_page(token)
+            for ns in page.items:
+                meta = ns.metadata
+                if meta is not None and meta.name and meta.labels and meta.labels.get(LEASE_LABEL):
+                    out[meta.name] = meta.labels[LEASE_LABEL]
+            token = (page.metadata._continue if page.metadata else None) or None
+            if not token:
+                return out
+
+    def _namespace_page(self, token: str | None) -> k8s.V1NamespaceList:
+        return _kube_call(
+            "list lease namespaces",
+            lambda: self.core.list_namespace(label_selector=LEASE_LABEL, limit=500, _continue=token),
+        )
+
     def delete_tenant_namespace(self, namespace: str) -> bool:
         """Delete the quota and the namespace; False when it was already gone."""
         for fn in (

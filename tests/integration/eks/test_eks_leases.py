@@ -272,3 +272,27 @@ def test_the_sync_job_lists_nodes_once_then_follows_the_watch(
     # Without trackers (the REST sync) the nodes come from a plain paginated list, as before.
     assert sorted(eks_sync.run_sync(fabric.db, "eks-train").nodes) == sorted(second.nodes)
     assert kube.count_requests("GET", "/api/v1/nodes", watch=False) == lists + 1
+
+
+def test_sync_deletes_tenant_namespaces_whose_lease_holds_nothing(fabric: Controller, kube: KubeEmulator) -> None:
+    """A namespace left by a crash between the cluster call and the store (or by a release that failed there) is
+    found by the next sync and deleted; a holding lease's namespace is kept."""
+    with fabric.admin() as api, fabric.client(fabric.tenant_token) as tenant:
+        sync(api)
+        gone = lease(tenant, WHOLE_NODE)
+        assert gone["state"] == "ready"
+        assert tenant.delete(f"/v1/leases/{gone['id']}").json()["state"] == "released"
+        held = lease(tenant, WHOLE_NODE)
+        assert held["state"] == "ready"
+        # As a crash leaves them: the released lease's namespace, and one of a lease this store never had.
+        for ns, lease_id in (("gf-acme-leftover", gone["id"]), ("gf-acme-stranger", "f" * 32)):
+            kube.seed("namespaces", {"metadata": {"name": ns, "labels": {"gpufabric.io/lease": lease_id}}})
+        report = api.post("/v1/backends/eks-train/sync").json()
+        assert sorted((o["namespace"], o["lease_state"], o["action"]) for o in report["orphans"]) == [
+            ("gf-acme-leftover", "released", "deleted"),
+            ("gf-acme-stranger", "unknown", "deleted"),
+        ]
+        names = {n["metadata"]["name"] for n in kube.list_objects("namespaces")}
+        assert held["result"]["namespace"] in names
+        assert "gf-acme-leftover" not in names and "gf-acme-stranger" not in names
+        assert api.post("/v1/backends/eks-train/sync").json()["orphans"] == []

@@ -44,7 +44,7 @@ def test_rbac_is_what_the_controller_calls() -> None:
     }
     assert rules == {
         ("", "nodes"): {"get", "list", "watch", "patch"},
-        ("", "namespaces"): {"create", "delete"},
+        ("", "namespaces"): {"create", "list", "delete"},
         ("", "resourcequotas"): {"create", "update", "delete"},
         ("kubeflow.org", "mpijobs"): {"create", "get", "list", "delete"},
         ("", "pods"): {"list"},
