@@ -75,6 +75,8 @@ class Replica:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if crash_at and self.proc.returncode == CRASH_EXIT_CODE:
+                    return self  # it reached its crash point while starting (e.g. in the start-up recovery)
                 raise RuntimeError(f"replica {self.name} exited at start: {self.log_tail()}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
