@@ -349,6 +349,34 @@ class NovaDriver:
             raise ProvisioningTimeout(
                 server_id, f"server still exists {poll_policy.timeout_s:g} s after delete"
             ) from None
+        self._wait_allocations_freed(server_id, poll_policy)
+
+    def _wait_allocations_freed(self, server_id: str, poll_policy: PollPolicy) -> None:
+        """Nova removes a deleted server from its API before its compute frees the server's PCI devices and
+        Placement allocations; until then the GPUs cannot be given to another server (No valid host). A release
+        is done when Placement holds nothing for the server. Skipped when this connection has no Placement."""
+        import keystoneauth1.exceptions as ksexc
+        import openstack.exceptions as osexc
+
+        def freed() -> bool:
+            try:
+                response = self.conn.placement.get(f"/allocations/{server_id}", microversion="1.28")
+            except (osexc.EndpointNotFound, ksexc.EndpointNotFound, ksexc.CatalogException):
+                return True
+            except ksexc.NotFound:
+                return True
+            if response.status_code == 404:
+                return True
+            if response.status_code >= 400:
+                raise OpenStackCallFailed("get allocations", response.text[:300], response.status_code)
+            return not (response.json() or {}).get("allocations")
+
+        try:
+            poll(freed, bool, poll_policy)
+        except PollTimeout:
+            raise ProvisioningTimeout(
+                server_id, f"Placement still holds the server's allocations {poll_policy.timeout_s:g} s after delete"
+            ) from None
 
     def tagged(self, all_projects: bool = True) -> list[TaggedResource]:
         """Every server carrying gpufabric's lease tag (admin: across projects)."""

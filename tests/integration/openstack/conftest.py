@@ -145,6 +145,18 @@ def nova(
         openstack.stop_nova(deployment)
 
 
+def nova_admin_connection(nova: openstack.NovaDeployment, placement_url: str) -> Any:
+    """An admin connection to Nova and its Placement (so a server's release can wait until Placement freed it)."""
+    return connect(
+        OpenStackAuth(
+            method="admin_token",
+            token="admin",
+            endpoints={"compute": nova.url, "placement": placement_url},
+            api_versions={"placement": "1.39"},
+        )
+    )
+
+
 def ensure_flavor(conn: Any, name: str, specs: dict[str, str]) -> Any:
     """The flavor ``name`` (made with ``specs`` if missing): Nova tests share one deployment per run."""
     for flavor in conn.compute.flavors(details=True, is_public=None):

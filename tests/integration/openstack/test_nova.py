@@ -17,15 +17,13 @@ from drivers.openstack import (
     NovaBootRequest,
     NovaDriver,
     NoValidHost,
-    OpenStackAuth,
     PlacementReader,
     PollPolicy,
-    connect,
     find_orphans,
     flavor_capacity,
     match_flavor,
 )
-from tests.integration.openstack.conftest import NOVA_GROUP, ensure_flavor
+from tests.integration.openstack.conftest import NOVA_GROUP, ensure_flavor, nova_admin_connection
 from tests.services import openstack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,9 +37,9 @@ def _flavor(conn: Any, name: str, specs: dict[str, str]) -> Any:
 
 @NOVA_GROUP
 def test_vgpu_and_pci_flavors_boot_exhaustion_is_no_valid_host_and_delete(
-    nova: openstack.NovaDeployment, placement_conn: Any
+    nova: openstack.NovaDeployment, placement_conn: Any, placement_url: str
 ) -> None:
-    conn = connect(OpenStackAuth(method="none", endpoints={"compute": nova.url}))
+    conn = nova_admin_connection(nova, placement_url)
     driver = NovaDriver(conn, alias_models={openstack.NOVA_PCI_ALIAS: "A100 80GB PCIe"})
     vgpu_flavor = _flavor(conn, "g1.a100.vgpu1", {"resources:VGPU": "1", "trait:CUSTOM_GPU_A100": "required"})
     pci_flavor = _flavor(conn, "p1.a100x1", {"pci_passthrough:alias": f"{openstack.NOVA_PCI_ALIAS}:1"})

@@ -20,9 +20,9 @@ import pytest
 from controller.api.app import create_app
 from controller.auth.tokens import Role, authenticate
 from controller.testing import ServerThread
-from drivers.openstack import LEASE_TAG, OpenStackAuth, PlacementReader, connect
+from drivers.openstack import LEASE_TAG, NovaDriver, OpenStackAuth, PlacementReader, PollPolicy, connect
 from tests.controller.conftest import Controller
-from tests.integration.openstack.conftest import NOVA_GROUP, ensure_flavor
+from tests.integration.openstack.conftest import NOVA_GROUP, ensure_flavor, nova_admin_connection
 from tests.integration.openstack.test_ironic_leases import (
     SSH_KEY,
     ironic_config,
@@ -74,11 +74,10 @@ def _wait_server(conn: Any, server_id: str, status: str) -> Any:
         time.sleep(0.2)
 
 
-def _wait_gone(conn: Any, server_id: str, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s  # a bound so a broken delete fails the test instead of hanging it
-    while any(s.id == server_id for s in conn.compute.servers(all_projects=True)):
-        assert time.monotonic() < deadline, f"server {server_id} still exists after {timeout_s:.0f} s"
-        time.sleep(0.2)
+def _delete(conn: Any, server_id: str) -> None:
+    """Delete a server and wait until it is gone from Nova *and* its compute freed its GPUs in Placement: Nova
+    drops the server from its API before that, and a server booted in between gets No valid host."""
+    NovaDriver(conn).release(server_id, PollPolicy(interval_s=0.2, timeout_s=180))
 
 
 @NOVA_GROUP
@@ -90,7 +89,7 @@ def test_nova_vgpu_lease_exhaustion_moves_to_ironic_mismatch_and_orphan_reported
     make_node: Callable[..., Any],
     controller: Controller,
 ) -> None:
-    admin_conn = connect(OpenStackAuth(method="none", endpoints={"compute": nova.url}))
+    admin_conn = nova_admin_connection(nova, placement_url)
     vgpu_flavor = ensure_flavor(admin_conn, *VGPU_FLAVOR)
     pci_flavor = ensure_flavor(admin_conn, *PCI_FLAVOR)
     a100_node = make_node(
@@ -153,7 +152,9 @@ def test_nova_vgpu_lease_exhaustion_moves_to_ironic_mismatch_and_orphan_reported
             assert pci_server.status == "ACTIVE" and pci_server.flavor["original_name"] == pci_flavor.name
             response = tenant.delete(f"/v1/leases/{pci['id']}")
             assert response.status_code == 200 and response.json()["state"] == "released", response.text
-            _wait_gone(admin_conn, pci_server.id)
+            # Released means the GPU is free again: the server is gone and Placement holds nothing for it.
+            assert pci_server.id not in {s.id for s in admin_conn.compute.servers(all_projects=True)}
+            assert admin_conn.placement.get(f"/allocations/{pci_server.id}").json()["allocations"] == {}
 
             # Both PCI A100s are used outside gpufabric (one server tagged for a lease gpufabric does not know).
             for i, metadata in enumerate(({LEASE_TAG: "ghost-lease"}, {})):
@@ -219,16 +220,14 @@ def test_nova_vgpu_lease_exhaustion_moves_to_ironic_mismatch_and_orphan_reported
             print(f"vGPU lease ready in {boot_s:.1f} s; No valid host -> Ironic node ready in {move_s:.1f} s")
     finally:
         for server_id in outside:
-            admin_conn.compute.delete_server(server_id)
-        for server_id in outside:
-            _wait_gone(admin_conn, server_id)
+            _delete(admin_conn, server_id)
 
 
 @NOVA_GROUP
 def test_a_lease_left_building_by_a_restart_is_finished_by_the_reconciler(
     nova: openstack.NovaDeployment, placement_url: str, controller: Controller
 ) -> None:
-    admin_conn = connect(OpenStackAuth(method="none", endpoints={"compute": nova.url}))
+    admin_conn = nova_admin_connection(nova, placement_url)
     ensure_flavor(admin_conn, *VGPU_FLAVOR)
     # inline_wait_s 0: POST /v1/leases answers while the server is still building.
     config = {**nova_config(nova, placement_url), "inline_wait_s": 0}
@@ -264,5 +263,4 @@ def test_a_lease_left_building_by_a_restart_is_finished_by_the_reconciler(
         restarted.stop()
         for s in admin_conn.compute.servers(all_projects=True):
             if s.metadata.get(LEASE_TAG) == held["id"]:
-                admin_conn.compute.delete_server(s.id)
-                _wait_gone(admin_conn, s.id)
+                _delete(admin_conn, s.id)
