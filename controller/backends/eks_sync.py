@@ -41,6 +41,7 @@ from controller.backends.eks import (
 from controller.backends.eks_config import EksConfig, NodegroupSharing
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.jobs.hooks import HookRegistry, JobContext
+from controller.observability.redact import redact
 from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease, SliceClaim
@@ -89,7 +90,7 @@ class SyncReport:
             "removed": self.removed,
             "unreachable": self.unreachable,
             "bound": self.bound,
-            "errors": self.errors,
+            "errors": redact(self.errors),
         }
 
 
