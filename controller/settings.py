@@ -47,9 +47,11 @@ class Settings(BaseSettings):
     log_json: bool = True
     db_pool_size: int = Field(default=20, description="Persistent PostgreSQL connections per process")
     auth_cache_ttl_s: float = Field(
-        default=60.0,
+        default=0.5,
         ge=0,
-        description="Cache successful token lookups this long (bound on revocation by another process); 0: off",
+        le=1.0,
+        description="Cache successful admin, tenant and bootstrap token lookups this long (at most 1 s): a token "
+        "revoked by another process or replica stops working within it; 0: no auth cache at all",
     )
     agent_auth_cache_ttl_s: float = Field(
         default=3600.0,

@@ -26,6 +26,7 @@ from controller.leases.metrics import LeaseCollector
 from controller.leases.service import LeaseService
 from controller.observability.metrics import ApiMetrics
 from controller.observability.middleware import RequestContextMiddleware
+from controller.observability.redact import install_log_redaction
 from controller.settings import Settings
 from controller.store.db import Database
 from controller.store.schema import require_current_schema
@@ -58,6 +59,7 @@ def lease_timeouts(settings: Settings) -> LeaseTimeouts:
 
 def create_app(settings: Settings, *, db: Database | None = None, hooks: HookRegistry | None = None) -> FastAPI:
     """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current."""
+    install_log_redaction()  # secrets never logged, whoever configured logging (controller.observability.redact)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)

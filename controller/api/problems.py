@@ -36,6 +36,8 @@ PROBLEM_TYPES: dict[str, str] = {
     "unavailable": "Service unavailable",
     "overloaded": "Too many agent requests in flight; retry after the Retry-After interval",
     "payload-too-large": "Request body too large",
+    "host-registered": "Host already registered; re-register with its own credential or have an admin reset it",
+    "device-conflict": "A GPU in this report belongs to another host",
 }
 
 _STATUS_SLUG = {

@@ -5,10 +5,14 @@ handler's own. Correctness rules:
 
 * Only successful lookups are cached, keyed by sha256 of the *whole* token, so a wrong secret never
   hits and a freshly issued credential works at once.
-* An entry lives at most ``ttl_s`` (``GPUFABRIC_AUTH_CACHE_TTL_S``, default 60 s, twice the default report interval
-  so an agent's credential is looked up about once a minute; 0 disables the cache).
-  That is the bound after which a credential revoked *elsewhere* (another worker or replica, the
-  ``gpufabric admin token revoke`` CLI, a bulk SQL delete) stops working.
+* An API token (admin, tenant, agent-bootstrap) entry lives at most ``ttl_s`` (``GPUFABRIC_AUTH_CACHE_TTL_S``,
+  default 0.5 s, at most 1 s; 0 disables the cache). That is the bound after which a token revoked *elsewhere*
+  (another worker or replica, the ``gpufabric admin token revoke`` CLI, a bulk SQL update) stops working: a
+  revoked token is refused on every replica within 1 s. Admin and tenant calls are few, so the short life costs
+  about one indexed read per token and second; agents, which call all the time, hold credentials instead:
+* An agent credential entry lives ``agent_ttl_s`` (default 1 h): re-registration, an admin's credential reset
+  or the host's deletion stamps the host in the change feed, and every replica drops the host's entries within
+  ``change_poll_s``.
 * Revocations committed through the ORM *in this process* take effect at once: a session listener
   notes ``ApiToken``/``AgentCredential`` rows whose ``revoked_at`` changed or that were deleted, and
   deleted ``Host`` rows, and drops their entries after the commit (and before it, so a concurrent
@@ -32,7 +36,7 @@ from controller.store.models import AgentCredential, ApiToken, Host
 if TYPE_CHECKING:
     from controller.auth.tokens import Principal
 
-DEFAULT_TTL_S = 60.0
+DEFAULT_TTL_S = 0.5
 DEFAULT_MAX_ENTRIES = 200_000
 
 

@@ -101,13 +101,34 @@ def create_api_token(
     return row, issued.token
 
 
-def issue_agent_credential(session: Session, host: Host) -> str:
-    """Revoke the host's earlier credentials and issue a new one (re-registration rotates it)."""
+def revoke_agent_credentials(session: Session, host: Host) -> int:
+    """Revoke every live credential of the host; returns how many. Each replica drops them from its auth cache
+    through the host change feed (a changed ``AgentCredential`` row stamps its host)."""
     now = datetime.now(UTC)
+    revoked = 0
     for old in session.scalars(
         select(AgentCredential).where(AgentCredential.host_id == host.id, AgentCredential.revoked_at.is_(None))
     ):
         old.revoked_at = now
+        revoked += 1
+    return revoked
+
+
+def has_live_credential(session: Session, host_id: int) -> bool:
+    """Whether an agent holds a credential for this host that still works (one indexed read)."""
+    return (
+        session.scalar(
+            select(AgentCredential.id)
+            .where(AgentCredential.host_id == host_id, AgentCredential.revoked_at.is_(None))
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def issue_agent_credential(session: Session, host: Host) -> str:
+    """Revoke the host's earlier credentials and issue a new one (re-registration rotates it)."""
+    revoke_agent_credentials(session, host)
     issued = issue(AGENT_CREDENTIAL_PREFIX)
     session.add(AgentCredential(key_id=issued.key_id, secret_sha256=issued.secret_sha256, host_id=host.id))
     session.flush()

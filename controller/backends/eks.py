@@ -65,7 +65,7 @@ class EksBackendError(ProvisionFailed):
 
 
 def backend_config(raw: dict[str, Any]) -> EksConfig:
-    return EksConfig.model_validate(raw)
+    return EksConfig.from_stored(raw)
 
 
 def kube_cluster(config: EksConfig) -> KubeGpuCluster:

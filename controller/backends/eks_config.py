@@ -8,10 +8,11 @@ whether idle nodes are scaled down on release, and per-nodegroup GPU sharing.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from controller.backends.secrets import SECRET
 from drivers.eks import AwsTarget, EksBackendConfig, EksNodegroupConfig
 from drivers.eks.kube import DEFAULT_DEVICE_PLUGIN_CONFIGMAP, DEFAULT_DEVICE_PLUGIN_NAMESPACE
 
@@ -44,12 +45,18 @@ class NodegroupSharing(BaseModel):
 
 
 class EksConfig(EksBackendConfig):
-    model_config = ConfigDict(extra="allow")
+    """The whole schema: an unknown field, here or in a nodegroup, is refused (422), so nothing unvalidated (and
+    nothing unmasked) is stored. ``kube_token`` is secret (:data:`controller.backends.secrets.SECRET`): stored,
+    never shown."""
+
+    model_config = ConfigDict(extra="forbid")
 
     # Kubernetes API: either URL (+ token, CA) or a kubeconfig file and context. The names match what the
     # validation runner reads (controller.validation.service.kube_target).
     kube_api_url: str | None = Field(default=None, description="Kubernetes API server URL")
-    kube_token: str | None = Field(default=None, description="Bearer token (a ServiceAccount token)")
+    kube_token: str | None = Field(
+        default=None, description="Bearer token (a ServiceAccount token); secret", json_schema_extra=SECRET
+    )
     kube_ca_data: str | None = Field(default=None, description="CA bundle, PEM or base64 PEM (as EKS returns it)")
     kube_verify_ssl: bool = True
     kubeconfig: str | None = Field(default=None, description="kubeconfig file on the controller host")
@@ -82,6 +89,25 @@ class EksConfig(EksBackendConfig):
     sharing: dict[str, NodegroupSharing] = Field(
         default_factory=dict, description="Nodegroup name -> GPU sharing (time-slicing / MPS)"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_nodegroup_fields(cls, data: Any) -> Any:
+        # The nodegroup model (drivers.eks) ignores unknown fields; here they are refused like any other.
+        if isinstance(data, dict):
+            known = set(EksNodegroupConfig.model_fields)
+            for i, ng in enumerate(data.get("nodegroups") or []):
+                unknown = sorted(set(ng) - known) if isinstance(ng, dict) else []
+                if unknown:
+                    raise ValueError(f"nodegroups.{i}: unknown field(s) {', '.join(unknown)}")
+        return data
+
+    @classmethod
+    def from_stored(cls, raw: dict[str, Any]) -> EksConfig:
+        """A config as stored: rows written before the schema refused unknown fields may carry some; they are
+        ignored (never used, never shown)."""
+        known = set(cls.model_fields)
+        return cls.model_validate({k: v for k, v in raw.items() if k in known})
 
     @model_validator(mode="after")
     def _check(self) -> EksConfig:

@@ -42,6 +42,7 @@ from controller.backends.eks_config import EksConfig, NodegroupSharing
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.leases.state import HOLDING, TRANSITIONAL
+from controller.observability.redact import redact
 from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease, SliceClaim
@@ -95,7 +96,7 @@ class SyncReport:
             "unreachable": self.unreachable,
             "bound": self.bound,
             "orphans": self.orphans,
-            "errors": self.errors,
+            "errors": redact(self.errors),
         }
 
 

@@ -59,6 +59,7 @@ from controller.backends.openstack_common import (
 from controller.backends.openstack_config import IronicConfig, NovaConfig
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.leases.state import HOLDING, TRANSITIONAL
+from controller.observability.redact import redact
 from controller.store.db import Database
 from controller.store.models import Backend, BackendReport, Host, Lease, SliceClaim
 from drivers.nvml.catalog import Product, VgpuType
@@ -107,7 +108,7 @@ class SyncResult:
             "removed": sorted(self.removed),
             "unreachable": sorted(self.unreachable),
             "skipped": self.skipped,
-            "errors": self.errors,
+            "errors": redact(self.errors),
         }
 
 
@@ -395,6 +396,7 @@ def reconcile_backend(db: Database, name: str, leases: LeaseHooks | None) -> dic
     except (OpenStackError, OpenStackBackendError) as exc:
         report["errors"].append(f"listing the cloud: {exc}")
         report.update(sync=sync.as_dict(), orphans=[], missing=[], interrupted=[], placement={"checked": False})
+        report = redact(report)  # a client library's message may repeat a URL with its password
         _store(db, name, report)
         return report
     report["kind"] = kind
@@ -426,6 +428,7 @@ def reconcile_backend(db: Database, name: str, leases: LeaseHooks | None) -> dic
         log.warning("%s: orphan %s (%s)", name, orphan["message"], orphan["action"])
     for mismatch in report["placement"].get("mismatches", []):
         log.warning("%s: Placement mismatch: %s", name, mismatch["message"])
+    report = redact(report)  # a client library's message may repeat a URL with its password
     _store(db, name, report)
     return report
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, text, update
-from sqlalchemy.orm import object_session, selectinload
+from sqlalchemy.orm import Session, object_session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from controller.store.changes import mark_hosts_changed
@@ -46,14 +46,53 @@ def host_health(inventory: Inventory) -> str:
     return _HEALTH_ORDER[worst] if inventory.gpus else "unknown"
 
 
+class DeviceConflict(Exception):
+    """A reported GPU UUID is already another host's device, or listed twice: the report is refused whole."""
+
+    def __init__(self, message: str, *, uuid: str, hosts: list[str]) -> None:
+        super().__init__(message)
+        self.uuid = uuid
+        self.hosts = hosts
+
+
+def check_device_ownership(session: Session, host: Host, inventory: Inventory, known: set[str]) -> None:
+    """Raise :class:`DeviceConflict` if the report lists a UUID twice or one that belongs to another host.
+
+    A GPU UUID is the device's identity (placement claims and leases refer to it): a GPU moves to another host
+    only when an admin removes it from the first (docs/operations.md), never because an agent says so. Only
+    UUIDs new to this host are looked up (none on a steady report)."""
+    seen: set[str] = set()
+    for gpu in inventory.gpus:
+        if gpu.uuid in seen:
+            raise DeviceConflict(
+                f"GPU {gpu.uuid} is listed twice in the inventory of {host.hostname}",
+                uuid=gpu.uuid,
+                hosts=[host.hostname],
+            )
+        seen.add(gpu.uuid)
+    new = sorted(seen - known)
+    if not new:
+        return
+    owner = session.execute(
+        select(Device.uuid, Host.hostname)
+        .join(Host, Host.id == Device.host_id)
+        .where(Device.uuid.in_(new), Device.host_id != host.id)
+        .order_by(Device.uuid)
+        .limit(1)
+    ).first()
+    if owner is not None:
+        uuid, other = owner
+        raise DeviceConflict(
+            f"GPU {uuid} reported by {host.hostname} is a device of host {other}; an admin moves a GPU by "
+            f"removing it from {other} first (docs/operations.md)",
+            uuid=uuid,
+            hosts=[host.hostname, other],
+        )
+
+
 def store_inventory(host: Host, inventory: Inventory, content_hash: str, generation: int, now: datetime) -> None:
-    host.inventory = inventory.model_dump(mode="json")
-    host.inventory_hash = content_hash
-    host.inventory_generation = generation
-    host.inventory_at = now
-    host.agent_version = inventory.host.agent_version
-    host.simulated = inventory.host.simulated
-    host.health = host_health(inventory)
+    """Write the report into the host's rows. Raises :class:`DeviceConflict` (before changing anything) when a
+    GPU UUID is another host's or listed twice."""
     session = object_session(host)
     if session is not None and host.id is not None and "devices" not in host.__dict__:
         # two queries (devices, then their MIG instances) instead of 1 + one per GPU
@@ -64,6 +103,15 @@ def store_inventory(host: Host, inventory: Inventory, content_hash: str, generat
             .order_by(Device.index)
         ).all()
         set_committed_value(host, "devices", list(devices))
+    if session is not None:
+        check_device_ownership(session, host, inventory, {d.uuid for d in host.devices})
+    host.inventory = inventory.model_dump(mode="json")
+    host.inventory_hash = content_hash
+    host.inventory_generation = generation
+    host.inventory_at = now
+    host.agent_version = inventory.host.agent_version
+    host.simulated = inventory.host.simulated
+    host.health = host_health(inventory)
     by_uuid = {d.uuid: d for d in host.devices}
     seen: set[str] = set()
     for gpu in inventory.gpus:

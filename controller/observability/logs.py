@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller.observability.context import current_request_id
+from controller.observability.redact import install_log_redaction
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -29,10 +30,13 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:  # a traceback with its secrets masked (controller.observability.redact)
+            data["exc"] = record.exc_text
         return json.dumps(data, default=str)
 
 
 def configure_logging(level: str = "INFO", *, json_logs: bool = True) -> None:
+    install_log_redaction()  # no record of this process carries a URL password or a token secret
     handler = logging.StreamHandler(sys.stderr)
     if json_logs:
         handler.setFormatter(JsonFormatter())

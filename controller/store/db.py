@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,14 +16,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.store.changes import HostChangeFeed
 
+log = logging.getLogger("gpufabric.store")
+
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            private_sqlite_file(Path(database))
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         # Sync routes run in anyio's threadpool (40 threads): pool_size + max_overflow covers it, and
@@ -33,6 +38,23 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def private_sqlite_file(path: Path) -> None:
+    """Create the database file readable by its owner only (0600) before SQLite opens it, and tighten one made
+    before: it holds token hashes and backend credentials. SQLite creates its -wal and -shm files with the
+    database file's permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))  # the umask can only take bits away
+    try:
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            os.chmod(path, 0o600)
+            for suffix in ("-wal", "-shm"):
+                side = path.with_name(path.name + suffix)
+                if side.exists():
+                    os.chmod(side, 0o600)
+    except OSError as exc:  # e.g. the file belongs to another user: run anyway, say why it is still open
+        log.warning("could not make %s private (0600): %s", path, exc)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -70,7 +70,7 @@ def test_inventory_for_another_hostname_and_bad_protocol(controller: Controller)
 def test_reregistration_rotates_the_credential(controller: Controller) -> None:
     with controller.client() as client:
         old = register(client, controller.bootstrap_token, "rot-host")
-        new = register(client, controller.bootstrap_token, "rot-host")
+        new = register(client, old, "rot-host")  # the host's own credential rotates it
         assert_problem(report(client, old, synthetic_inventory("rot-host"), 1), 401, "unauthorized")
         assert report(client, new, synthetic_inventory("rot-host"), 1).status_code == 200
 

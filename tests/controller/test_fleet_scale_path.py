@@ -332,7 +332,7 @@ def test_a_rotated_agent_credential_stops_working_on_every_replica(two_replicas:
         old = register(ca, a.bootstrap_token, "rotating-host")
         report(ca, old, synthetic_inventory("rotating-host"), generation=1)
         assert _heartbeat(cb, "rotating-host", old).status_code == 200  # B caches the credential
-        new = register(ca, a.bootstrap_token, "rotating-host")  # re-registration through A rotates it
+        new = register(ca, old, "rotating-host")  # re-registration (own credential) through A rotates it
         deadline = time.monotonic() + b.settings.change_poll_s * 20
         while _heartbeat(cb, "rotating-host", old).status_code == 200:
             assert time.monotonic() < deadline, "replica B kept accepting the rotated credential"

@@ -45,7 +45,7 @@ def test_rotated_credential_refused_at_once(controller: Controller) -> None:
         old = register(client, controller.bootstrap_token, "rot-1")
         assert report(client, old, synthetic_inventory("rot-1"), 1).status_code == 200
         assert _heartbeat(client, "rot-1", old).status_code == 200  # now cached
-        new = register(client, controller.bootstrap_token, "rot-1")  # rotation revokes `old` in this process
+        new = register(client, old, "rot-1")  # rotation (own credential) revokes `old` in this process
         assert_problem(_heartbeat(client, "rot-1", old), 401, "unauthorized")
         assert _heartbeat(client, "rot-1", new).status_code == 200
         # a wrong secret with a cached key id never hits the cache

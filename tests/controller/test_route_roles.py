@@ -45,10 +45,19 @@ def test_roles_cannot_reach_each_others_routes(controller: Controller) -> None:
         "admin": controller.admin_token,
     }
     checked = 0
-    # DELETEs last: an admin deleting roles-host would revoke the agent credential under test.
+    # DELETEs and credential resets last: an admin deleting roles-host or resetting its credential would revoke
+    # the agent credential under test.
     operations = sorted(
         ((path, method, op) for path, ops in schema["paths"].items() for method, op in ops.items()),
-        key=lambda item: (item[1] == "delete", item[1] == "delete" and "{host}" in item[0]),
+        key=lambda item: (
+            0
+            if item[1] != "delete" and not item[0].endswith("/credential:reset")
+            else 1
+            if "{host}" not in item[0]
+            else 2
+            if item[0].endswith("/credential:reset")
+            else 3
+        ),
     )
     walked: set[tuple[str, str]] = set()
     for path, method, op in operations:
@@ -73,6 +82,10 @@ def test_roles_cannot_reach_each_others_routes(controller: Controller) -> None:
                 with controller.client(other_credential) as client:
                     response = client.request(method.upper(), url, json={})
                 assert_problem(response, 403, "forbidden")
+        if path.endswith("/credential:reset"):
+            # The admin's reset revoked the agent credential; the host is open to one bootstrap registration.
+            with controller.client() as anon:
+                tokens["agent"] = register(anon, controller.bootstrap_token, "roles-host")
     assert checked > 100
     # The tenant surface (leases, dry-run) and the admin quota routes are walked with every role too.
     for method, path in [

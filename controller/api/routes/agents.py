@@ -6,14 +6,15 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 from starlette.concurrency import run_in_threadpool
 
 from controller import audit
 from controller.api.deps import Require, get_db, get_settings, placement_changed
 from controller.api.problems import Problem, not_found
-from controller.auth.tokens import Principal, Role, issue_agent_credential
-from controller.fleet.ingest import LastSeenBuffer, store_inventory
+from controller.auth.tokens import Principal, Role, has_live_credential, issue_agent_credential
+from controller.fleet.ingest import DeviceConflict, LastSeenBuffer, check_device_ownership, store_inventory
 from controller.fleet.replies import AgentReplyCache, ReplyEntry, applied_key
 from controller.observability.metrics import ApiMetrics
 from controller.settings import Settings
@@ -90,12 +91,20 @@ def _entry(request: Request, host_id: int) -> ReplyEntry:
 @router.post("/register", response_model=RegisterResponse, status_code=201)
 def register(
     body: RegisterRequest,
-    principal: Principal = Depends(Require(Role.bootstrap, Role.admin)),
+    principal: Principal = Depends(Require(Role.bootstrap, Role.admin, Role.agent)),
     db: Database = Depends(get_db),
     settings: Settings = Depends(get_settings),
 ) -> RegisterResponse:
-    """Register (or re-register) a host; returns a credential valid for that host only."""
+    """Register a host; returns a credential valid for that host only (shown once).
+
+    Who may register which host (docs/reliability-identity.md): the fleet-wide bootstrap token registers a *new*
+    host, or one whose credential an admin reset (``POST /v1/hosts/{host}/credential:reset``); a host whose agent
+    holds a live credential is re-registered only with that credential (which rotates it) or by an admin. A
+    bootstrap registration of such a host is a takeover attempt: refused with 409 ``host-registered`` and
+    audited, nothing changed."""
     _check_protocol(body.protocol_version)
+    if principal.role is Role.agent and principal.hostname != body.hostname:
+        raise Problem(403, "forbidden", f"this credential is valid for host {principal.hostname} only")
     with audit.mutation(db, principal, "agent.register", body.hostname) as (session, info):
         backend_id = None
         if body.backend:
@@ -103,12 +112,33 @@ def register(
             if backend is None:
                 raise not_found(f"backend {body.backend}")
             backend_id = backend.id
-        host = session.scalar(select(Host).where(Host.hostname == body.hostname))
+        # Locked: two registrations of one host (a takeover racing a reset) are decided one after the other.
+        host = session.scalar(
+            select(Host).where(Host.hostname == body.hostname).with_for_update(of=Host, key_share=True)
+        )
         info["new"] = host is None
+        if host is not None and principal.role is Role.bootstrap and has_live_credential(session, host.id):
+            info["refused"] = "takeover"
+            raise Problem(
+                409,
+                "host-registered",
+                f"host {body.hostname} is already registered and its agent holds a live credential: the agent "
+                "re-registers with that credential, or an admin resets it "
+                f"(`gpufabric host reset-credential {body.hostname}`) before a bootstrap registration may take "
+                "the host over",
+                hostname=body.hostname,
+            )
         if host is None:
             host = Host(hostname=body.hostname, backend_id=backend_id, labels=body.labels)
             session.add(host)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:
+                # Another registration created the host first (both saw none): the same rule as a takeover.
+                info["refused"] = "concurrent-registration"
+                raise Problem(
+                    409, "host-registered", f"host {body.hostname} was registered concurrently", hostname=body.hostname
+                ) from None
         else:
             if backend_id is not None:
                 host.backend_id = backend_id
@@ -168,6 +198,30 @@ def _store_report(
     db: Database = request.app.state.db
     buffer: LastSeenBuffer = request.app.state.last_seen
     now = datetime.now(UTC)
+    try:
+        try:
+            return _store_report_once(request, principal, body, content_hash, db, buffer, now)
+        except IntegrityError:
+            # Two hosts reporting one new GPU UUID at the same moment both pass the ownership check; the unique
+            # index refuses the second commit (nothing of this report stored). Name the owner as the check does.
+            with db.session() as session:
+                row = _host(session, principal)
+                check_device_ownership(session, row, body.inventory, {d.uuid for d in row.devices})
+            raise
+    except DeviceConflict as exc:
+        request.app.state.metrics.reports.labels("inventory", "rejected").inc()
+        raise Problem(409, "device-conflict", str(exc), uuid=exc.uuid, hosts=exc.hosts) from None
+
+
+def _store_report_once(
+    request: Request,
+    principal: Principal,
+    body: InventoryReport,
+    content_hash: str,
+    db: Database,
+    buffer: LastSeenBuffer,
+    now: datetime,
+) -> tuple[str, ReplyEntry]:
     with db.session() as session:
         row = _host(session, principal)
         stored_gen = max(row.inventory_generation, buffer.pending_generation(row.id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel
 from sqlalchemy import select
 
 from controller import audit
@@ -13,7 +14,9 @@ from controller.api.problems import Problem, conflict, not_found
 from controller.api.schemas import BackendIn, BackendOut
 from controller.auth.tokens import Principal, Role
 from controller.backends import eks_checks, eks_sync, openstack_sync
-from controller.backends.registry import InvalidBackendConfig, UnknownBackendKind, validate_config
+from controller.backends.registry import InvalidBackendConfig, UnknownBackendKind, get_kind, validate_config
+from controller.backends.secrets import masked
+from controller.observability.redact import redact
 from controller.store.db import Database
 from controller.store.models import Backend, Host
 
@@ -21,24 +24,25 @@ router = APIRouter(prefix="/v1/backends", tags=["backends"])
 ADMIN = Require(Role.admin)
 
 
-# Config fields that hold credentials: stored as given (the controller needs them to connect), never shown.
-SECRET_FIELDS = frozenset(
-    {"password", "token", "application_credential_secret", "kube_token", "aws_secret_access_key", "aws_session_token"}
-)
-MASK = "***"
+def _config_model(kind: str) -> type[BaseModel] | None:
+    try:
+        return get_kind(kind).config_model
+    except UnknownBackendKind:
+        return None
 
 
-def masked(config: Any) -> Any:
-    """``config`` with every credential field (at any depth) replaced by ``***``."""
-    if isinstance(config, dict):
-        return {k: MASK if k in SECRET_FIELDS and v else masked(v) for k, v in config.items()}
-    if isinstance(config, list):
-        return [masked(v) for v in config]
-    return config
+def _shown(config: dict[str, Any], model: type[BaseModel] | None) -> dict[str, Any]:
+    # A kind whose schema refuses unknown fields shows only its fields: a row stored before it did may hold others.
+    if model is not None and model.model_config.get("extra") == "forbid":
+        config = {k: v for k, v in config.items() if k in model.model_fields}
+    shown: dict[str, Any] = masked(config, model)
+    return shown
 
 
 def _out(b: Backend) -> BackendOut:
-    return BackendOut(name=b.name, kind=b.kind, config=masked(b.config), created_at=b.created_at)
+    # Stored as given (the controller needs the credentials to connect), never shown: controller.backends.secrets.
+    model = _config_model(b.kind)
+    return BackendOut(name=b.name, kind=b.kind, config=_shown(b.config or {}, model), created_at=b.created_at)
 
 
 @router.get("", response_model=list[BackendOut])
@@ -140,7 +144,7 @@ def sync_backend(
         with db.session() as session:
             audit.record(
                 session, principal, "backend.sync", name, "ok" if not result.errors else "failed",
-                {"changed": sorted(set(result.changed))[:50], "errors": result.errors[:10]},
+                {"changed": sorted(set(result.changed))[:50], "errors": redact(result.errors[:10])},
             )  # fmt: skip
         return {"backend": name, "kind": kind, **result.as_dict()}
     _eks_backend(db, name)

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, selectinload
 
@@ -14,7 +15,7 @@ from controller.api.deps import Require, get_db, placement_changed
 from controller.api.problems import Problem, not_found
 from controller.api.schemas import AdminStateIn, DesiredIn, HostDetail, HostOut, HostPoolIn, TaskIn, TaskOut
 from controller.api.views import host_detail, host_out, task_out
-from controller.auth.tokens import Principal, Role
+from controller.auth.tokens import Principal, Role, revoke_agent_credentials
 from controller.fleet.policy import PolicyError, validate_mig, validate_sharing
 from controller.store.db import Database
 from controller.store.models import Backend, DesiredOverride, Device, Host, HostTask, Pool
@@ -214,3 +215,34 @@ def create_task(
         session.flush()
         info["task_id"] = task.id
         return task_out(task, row.hostname)
+
+
+class CredentialReset(BaseModel):
+    hostname: str
+    revoked: int = Field(description="Live agent credentials of the host revoked by this reset")
+    next_registration: str = Field(description="Who may register the host next: the bootstrap token (once) or an admin")
+
+
+@router.post("/{host}/credential:reset", response_model=CredentialReset)
+def reset_credential(
+    host: str,
+    body: AdminStateIn | None = None,
+    principal: Principal = Depends(ADMIN),
+    db: Database = Depends(get_db),
+) -> CredentialReset:
+    """Revoke the host's agent credential (every replica refuses it within ``change_poll_s``) and open the host to
+    one registration: the next ``POST /v1/agents/register`` for it with the bootstrap token takes it over (or an
+    admin registers it and hands the credential to the agent). For a re-imaged host whose agent lost its
+    credential, a moved GPU, or a suspected stolen credential. The host's devices, leases and desired state
+    stay."""
+    reason = body.reason if body else ""
+    with audit.mutation(db, principal, "host.reset-credential", host, {"reason": reason}) as (session, info):
+        row = session.scalar(select(Host).where(Host.hostname == host).with_for_update(of=Host, key_share=True))
+        if row is None:
+            raise not_found(f"host {host}")
+        info["revoked"] = revoke_agent_credentials(session, row)
+        return CredentialReset(
+            hostname=row.hostname,
+            revoked=info["revoked"],
+            next_registration="the next registration with the agent-bootstrap token, or an admin's",
+        )
