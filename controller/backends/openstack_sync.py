@@ -79,7 +79,7 @@ from drivers.openstack import (
     product_for_name,
     vgpu_type_for,
 )
-from drivers.openstack.nova import is_gpu_resource_class
+from drivers.openstack.nova import NovaDriver, is_gpu_resource_class
 
 log = logging.getLogger("gpufabric.backends.openstack")
 
@@ -358,13 +358,7 @@ def observe(db: Database, name: str) -> tuple[str, IronicConfig | NovaConfig, Ob
         docs, skipped = ironic_docs(config, nodes, live)
         return kind, config, Observed(docs, skipped, driver.tagged())
     conn = connection(config.auth)
-    hypervisors = {
-        str(h.name): (
-            str(getattr(h, "state", "up") or "up") == "up"
-            and str(getattr(h, "status", "enabled") or "enabled") == "enabled"
-        )
-        for h in conn.compute.hypervisors(details=True)
-    }
+    hypervisors = NovaDriver(conn).hypervisors()
     view = PlacementReader(conn).view()
     docs, skipped = nova_docs(config, view, hypervisors)
     tagged = nova_backend.nova_driver(config).tagged(all_projects=True)

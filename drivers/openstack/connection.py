@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from drivers.openstack.errors import OpenStackConfigError
+from drivers.openstack.errors import OpenStackCallFailed, OpenStackConfigError
 
 AuthMethod = Literal["cloud", "password", "application_credential", "none", "admin_token"]
 SERVICE_TYPES = ("baremetal", "compute", "placement", "image", "network", "identity")
@@ -143,3 +143,16 @@ def connect(auth: OpenStackAuth) -> Any:
         if isinstance(e, OpenStackConfigError):
             raise
         raise OpenStackConfigError("method", f"openstacksdk rejected the {auth.method} configuration: {e}") from e
+
+
+def service(conn: Any, name: str) -> Any:
+    """``conn.<name>`` (``baremetal``, ``compute``, ``placement``): the proxy is made on first use, which may already
+    authenticate and look the endpoint up; a Keystone or catalog failure then is an :class:`OpenStackCallFailed`
+    naming the service, not a keystoneauth exception."""
+    import keystoneauth1.exceptions as ksexc
+    import openstack.exceptions as osexc
+
+    try:
+        return getattr(conn, name)
+    except (ksexc.ClientException, osexc.SDKException) as e:
+        raise OpenStackCallFailed(f"connect to {name}", f"{type(e).__name__}: {e}") from e

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from drivers.openstack.configdrive import ironic_config_drive
+from drivers.openstack.connection import service
 from drivers.openstack.errors import (
     OpenStackCallFailed,
     ProvisioningFailed,
@@ -183,7 +184,7 @@ class IronicDriver:
         clean_on_release: bool = True,
     ) -> None:
         self.conn = conn
-        self.baremetal = conn.baremetal
+        self.baremetal = service(conn, "baremetal")
         self.resource_class_prefix = resource_class_prefix
         self.read_inventory = read_inventory
         self.clean_on_release = clean_on_release
@@ -236,6 +237,7 @@ class IronicDriver:
 
     @staticmethod
     def _call(operation: str, fn: Any) -> Any:
+        import keystoneauth1.exceptions as ksexc
         import openstack.exceptions as osexc
 
         try:
@@ -246,6 +248,8 @@ class IronicDriver:
             raise OpenStackCallFailed(operation, str(e.details or e), e.status_code) from e
         except osexc.SDKException as e:
             raise OpenStackCallFailed(operation, str(e)) from e
+        except ksexc.ClientException as e:  # keystoneauth: Keystone or the endpoint unreachable, auth refused
+            raise OpenStackCallFailed(operation, f"{type(e).__name__}: {e}") from e
 
     # ------------------------------------------------------------------------------------------- provision
 

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from drivers.openstack.configdrive import user_data
+from drivers.openstack.connection import service
 from drivers.openstack.errors import (
     NoMatchingFlavor,
     NoValidHost,
@@ -194,11 +195,12 @@ class NovaDriver:
 
     def __init__(self, conn: Any, *, alias_models: Mapping[str, str] | None = None) -> None:
         self.conn = conn
-        self.compute = conn.compute
+        self.compute = service(conn, "compute")
         self.alias_models = dict(alias_models or {})
 
     @staticmethod
     def _call(operation: str, fn: Any) -> Any:
+        import keystoneauth1.exceptions as ksexc
         import openstack.exceptions as osexc
 
         try:
@@ -209,6 +211,19 @@ class NovaDriver:
             raise OpenStackCallFailed(operation, str(e.details or e), e.status_code) from e
         except osexc.SDKException as e:
             raise OpenStackCallFailed(operation, str(e)) from e
+        except ksexc.ClientException as e:  # keystoneauth: Keystone or the endpoint unreachable, auth refused
+            raise OpenStackCallFailed(operation, f"{type(e).__name__}: {e}") from e
+
+    def hypervisors(self) -> dict[str, bool]:
+        """Hypervisor name -> whether it is up and enabled (admin)."""
+        found = self._call("hypervisors", lambda: list(self.compute.hypervisors(details=True)))
+        return {
+            str(h.name): (
+                str(getattr(h, "state", "up") or "up") == "up"
+                and str(getattr(h, "status", "enabled") or "enabled") == "enabled"
+            )
+            for h in found
+        }
 
     # ------------------------------------------------------------------------------------------- flavors
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from drivers.openstack.connection import service
 from drivers.openstack.errors import OpenStackCallFailed
 from drivers.openstack.models import GpuFlavor
 from drivers.openstack.nova import is_gpu_resource_class
@@ -97,16 +98,19 @@ class PlacementReader:
     """Reads Placement through ``conn.placement`` (an openstacksdk connection)."""
 
     def __init__(self, conn: Any, microversion: str = DEFAULT_MICROVERSION) -> None:
-        self.placement = conn.placement
+        self.placement = service(conn, "placement")
         self.microversion = microversion
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        import keystoneauth1.exceptions as ksexc
         import openstack.exceptions as osexc
 
         try:
             resp = self.placement.get(path, params=params, microversion=self.microversion, raise_exc=False)
         except osexc.SDKException as e:
             raise OpenStackCallFailed(f"GET {path}", str(e)) from e
+        except ksexc.ClientException as e:  # keystoneauth: Keystone or Placement unreachable, auth refused
+            raise OpenStackCallFailed(f"GET {path}", f"{type(e).__name__}: {e}") from e
         if resp.status_code != 200:
             raise OpenStackCallFailed(f"GET {path}", resp.text[:500], resp.status_code)
         body: dict[str, Any] = resp.json()

@@ -256,3 +256,15 @@ def test_a_revoked_token_stops_working_on_every_replica_within_one_second(
         replica_b.stop()
         db_b.dispose()
     assert json.dumps(made)  # the token was issued through the API (shown once)
+
+
+def test_reconcile_against_an_unreachable_keystone_is_a_report_not_a_500(controller: Controller) -> None:
+    """keystoneauth's own errors (connection refused at Keystone) were not wrapped by the OpenStack driver: the
+    reconcile route answered 500. Now it answers the report, with the error (password masked)."""
+    with controller.admin() as api:
+        assert api.post("/v1/backends", json={"name": "ironic-lab", "kind": "ironic", "config": _ironic()}).is_success
+        response = api.post("/v1/backends/ironic-lab/reconcile")
+        assert response.status_code == 200, response.text
+        report = response.json()
+    assert report["errors"] and any("127.0.0.1:9" in e for e in report["errors"]), report
+    _assert_no_secret(response.text)
