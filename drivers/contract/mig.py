@@ -16,7 +16,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from drivers.contract.errors import MigConfigError
 
@@ -65,6 +74,9 @@ def normalise_pci_id(value: str) -> str:
     return "0x" + value[2:].upper()
 
 
+ProfileName = Annotated[str, AfterValidator(check_profile_name)]
+
+
 class MigConfigEntry(BaseModel):
     """One device group of a mig-parted config (mig-parted calls it a MigConfigSpec)."""
 
@@ -73,7 +85,7 @@ class MigConfigEntry(BaseModel):
     devices: Literal["all"] | list[GpuIndex]
     device_filter: list[str] | None = Field(default=None, alias="device-filter")
     mig_enabled: StrictBool = Field(alias="mig-enabled")
-    mig_devices: dict[str, InstanceCount] = Field(default_factory=dict, alias="mig-devices")
+    mig_devices: dict[ProfileName, InstanceCount] = Field(default_factory=dict, alias="mig-devices")
 
     @field_validator("devices")
     @classmethod
@@ -110,8 +122,6 @@ class MigConfigEntry(BaseModel):
     @field_validator("mig_devices")
     @classmethod
     def _mig_devices(cls, value: dict[str, int]) -> dict[str, int]:
-        for name in value:
-            check_profile_name(name)
         total = sum(value.values())
         if total > MAX_MIG_INSTANCES_PER_GPU:
             raise ValueError(f"{total} instances requested per GPU; no GPU holds more than {MAX_MIG_INSTANCES_PER_GPU}")
