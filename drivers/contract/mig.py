@@ -35,7 +35,7 @@ SUPPORTED_VERSION = "v1"
 MAX_MIG_INSTANCES_PER_GPU = 7
 # GPU indexes are small: NVML numbers the GPUs of one host from 0; no host has anywhere near this many.
 MAX_GPU_INDEX = 255
-# The longest profile name in the catalog is 17 characters (1c.7g.141gb+me...); the store keeps 32.
+# The longest name in the GPU catalog has 13 characters (1c.2g.12gb+me); the store keeps 32.
 MAX_PROFILE_NAME = 32
 PCI_ID_PATTERN = re.compile(r"^0x[0-9a-fA-F]{8}$")
 # [<C>c.]<G>g.<GB>gb[+attr[,attr...]] or -attr; attributes as go-nvlib knows them.
