@@ -1,8 +1,11 @@
 """Converge this host on the desired state the controller sent, with the node-management functions.
 
 The one place the agent loop touches GPUs. NVML must be initialised by the caller
-(``drivers.nvml.session.open_nvml``). MIG goes through ``agent.mig.apply.apply_mig_document``,
-sharing through ``agent.sharing.apply.apply_sharing``. A MIG mode change that waits for a GPU reset
+(``drivers.nvml.session.open_nvml``). The documents are parsed with the wire contract's models
+(``drivers.contract.desired``), the same the controller validated them with; MIG goes through
+``agent.mig.apply.converge_mig``, sharing through ``agent.sharing.apply.apply_sharing``. Whatever goes
+wrong in a step (a document the controller should have refused, an NVML error, a bug) is reported in the
+returned ``AppliedState`` and never raised: the agent loop keeps reporting. A MIG mode change that waits for a GPU reset
 is reported as not converged, except on a simulated host, where the agent performs the reset
 itself (as an operator would with ``nvidia-smi -r`` on an idle GPU) so dry runs reach the layout.
 """
@@ -14,13 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from agent.mig.apply import MigApplyReport, apply_mig_document
+from agent.mig.apply import MigApplyReport, converge_mig
 from agent.mig.config import MigError
 from agent.sharing.apply import apply_sharing
-from agent.sharing.config import parse_config
 from agent.sharing.errors import SharingError
+from drivers.contract.desired import parse_mig_desired, parse_sharing_desired
 from drivers.contract.inventory import Inventory
 from drivers.contract.protocol import AppliedState, DesiredState, MigDesired, SharingDesired
 
@@ -39,16 +40,14 @@ def leased_instances(desired: DesiredState, inventory: Inventory) -> dict[int, s
 
 
 def _apply_mig(mig: MigDesired, sim_host: Any | None, leased: dict[int, set[int]]) -> tuple[bool, str]:
-    document = yaml.safe_dump(mig.config, sort_keys=False)
-    report: MigApplyReport = apply_mig_document(
-        document, mig.selected, source="controller desired state", leased=leased
-    )
+    config = parse_mig_desired(mig, source="controller desired state")
+    report: MigApplyReport = converge_mig(config, mig.selected, leased=leased)
     if report.pending_reset and sim_host is not None:
         for gpu in report.gpus:
             if gpu.status == "pending-reset":
                 log.info("simulated host: resetting GPU %d to apply its MIG mode change", gpu.index)
                 sim_host.reset_gpu(gpu.index)
-        report = apply_mig_document(document, mig.selected, source="controller desired state", leased=leased)
+        report = converge_mig(config, mig.selected, leased=leased)
     if report.converged:
         changed = sum(1 for g in report.gpus if g.status == "changed")
         return True, f"mig {mig.selected}: converged ({changed} GPU(s) changed)"
@@ -61,7 +60,7 @@ def _apply_mig(mig: MigDesired, sim_host: Any | None, leased: dict[int, set[int]
 
 
 def _apply_sharing(sharing: SharingDesired, state_dir: Path) -> tuple[bool, str]:
-    config = parse_config(sharing.config, "controller")
+    config = parse_sharing_desired(sharing, "controller")
     report = apply_sharing(config, config_name="controller", state_dir=state_dir)
     return True, f"sharing {report.strategy}: {'changed' if report.changed else 'unchanged'}"
 
@@ -69,7 +68,7 @@ def _apply_sharing(sharing: SharingDesired, state_dir: Path) -> tuple[bool, str]
 def apply_desired(
     desired: DesiredState, *, sim_host: Any | None, state_dir: Path, inventory: Inventory | None = None
 ) -> AppliedState:
-    """Apply MIG then sharing; never raises for a config the host cannot take — it says so instead.
+    """Apply MIG then sharing; never raises — what the host cannot take (or any failure) it says instead.
 
     ``inventory`` (this cycle's) finds the MIG instances the desired state's leases hold, which are kept.
     """
@@ -81,6 +80,9 @@ def apply_desired(
             step_ok, message = _apply_mig(desired.mig, sim_host, leased)
         except MigError as exc:
             step_ok, message = False, f"mig {desired.mig.selected}: {exc}"
+        except Exception as exc:
+            log.exception("applying MIG config %r failed", desired.mig.selected)
+            step_ok, message = False, f"mig {desired.mig.selected}: failed ({type(exc).__name__}: {exc})"
         ok &= step_ok
         messages.append(message)
     if desired.sharing is not None:
@@ -88,6 +90,9 @@ def apply_desired(
             step_ok, message = _apply_sharing(desired.sharing, state_dir)
         except SharingError as exc:
             step_ok, message = False, f"sharing: {exc}"
+        except Exception as exc:
+            log.exception("applying the sharing config failed")
+            step_ok, message = False, f"sharing: failed ({type(exc).__name__}: {exc})"
         ok &= step_ok
         messages.append(message)
     if not messages:

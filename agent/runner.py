@@ -46,6 +46,7 @@ from agent.state import AgentState
 from agent.tasks.nccl import run_nccl_test
 from drivers.contract.inventory import Inventory
 from drivers.contract.protocol import (
+    AppliedState,
     Heartbeat,
     InventoryReport,
     RegisterRequest,
@@ -53,6 +54,7 @@ from drivers.contract.protocol import (
     ReportReply,
     Task,
     TaskResult,
+    bounded_message,
     inventory_content_hash,
 )
 from drivers.nvml.session import open_nvml
@@ -353,12 +355,7 @@ class AgentRunner:
             reply = self._send(inventory, content_hash, force_report=self.cycles == 0)
             if self.state.applied is None or self.state.applied.revision != reply.desired.revision:
                 log.info("converging on desired state %s", reply.desired.revision)
-                self.state.applied = apply_desired(
-                    reply.desired,
-                    sim_host=sim_host,
-                    state_dir=self.config.state_file.parent / "sharing",
-                    inventory=inventory,
-                )
+                self.state.applied = self._apply(reply, sim_host, inventory)
                 if self.state.applied.ok:
                     self.state.sharing = reply.desired.sharing.config if reply.desired.sharing else None
                 self.state.save(self.config.state_file)
@@ -375,6 +372,27 @@ class AgentRunner:
         self.cycles += 1
         self.last_reply = reply
         return reply
+
+    def _apply(self, reply: ReportReply, sim_host: Any, inventory: Inventory) -> AppliedState:
+        """Converge on the reply's desired state. Never raises: a desired state this host cannot apply, for
+        whatever reason, is reported as a failed apply of that revision (the admin sees it on the host) and
+        the loop goes on reporting; it is not tried again until the revision changes."""
+        try:
+            applied = apply_desired(
+                reply.desired,
+                sim_host=sim_host,
+                state_dir=self.config.state_file.parent / "sharing",
+                inventory=inventory,
+            )
+        except Exception as exc:
+            log.exception("could not apply desired state %s", reply.desired.revision)
+            applied = AppliedState(
+                revision=reply.desired.revision,
+                ok=False,
+                message=f"could not apply: {type(exc).__name__}: {exc}",
+                at=datetime.now(UTC),
+            )
+        return applied.model_copy(update={"message": bounded_message(applied.message)})
 
     def _run_tasks(self, tasks: list[Task]) -> None:
         for task in tasks:

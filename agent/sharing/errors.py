@@ -1,14 +1,14 @@
-"""Errors raised by the sharing package (one hierarchy, caught once by the CLI)."""
+"""Errors raised by the sharing package (one hierarchy, caught once by the CLI).
+
+``SharingError`` and ``SharingConfigError`` are the wire contract's (``drivers.contract.errors``): the
+controller refuses a sharing config with the same error the agent raises for it.
+"""
 
 from __future__ import annotations
 
+from drivers.contract.errors import SharingConfigError, SharingError
 
-class SharingError(Exception):
-    """Base class for every time-slicing / MPS error."""
-
-
-class SharingConfigError(SharingError):
-    """A device-plugin config that the NVIDIA device plugin would refuse; the message names the field."""
+__all__ = ["SharingApplyError", "SharingConfigError", "SharingError"]
 
 
 class SharingApplyError(SharingError):

@@ -95,6 +95,18 @@ class Task(_Model):
     created_at: datetime
 
 
+# An agent keeps what it says about an apply to this many characters, without NUL or other control
+# characters (besides newline and tab), so a report always fits what the controller stores.
+APPLIED_MESSAGE_MAX = 4000
+_CONTROL = {c: None for c in range(32) if chr(c) not in "\n\t"} | {0x7F: None}
+
+
+def bounded_message(text: str, limit: int = APPLIED_MESSAGE_MAX) -> str:
+    """``text`` without control characters, cut to ``limit`` characters (an ellipsis marks the cut)."""
+    clean = text.translate(_CONTROL)
+    return clean if len(clean) <= limit else clean[: limit - 1] + "\u2026"
+
+
 class AppliedState(_Model):
     """What the agent did with a desired state revision."""
 

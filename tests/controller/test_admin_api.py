@@ -12,7 +12,12 @@ from tests.controller.helpers import assert_problem, register, report, synthetic
 MIG = {
     "config": {
         "version": "v1",
-        "mig-configs": {"all-1g.10gb": [{"devices": "all", "mig-enabled": True, "mig-devices": {"1g.10gb": 7}}]},
+        # H100 80GB only (device-filter): the L4s it is set on are not MIG capable and keep no layout.
+        "mig-configs": {
+            "all-1g.10gb": [
+                {"devices": "all", "device-filter": "0x233010DE", "mig-enabled": True, "mig-devices": {"1g.10gb": 7}}
+            ]
+        },
     },
     "selected": "all-1g.10gb",
 }

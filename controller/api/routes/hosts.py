@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller import audit
 from controller.api.deps import Require, get_db, placement_changed
-from controller.api.problems import Problem, not_found
+from controller.api.desired_checks import check_documents, check_mig_on_gpus, gpus_of
+from controller.api.problems import not_found
 from controller.api.schemas import AdminStateIn, DesiredIn, HostDetail, HostOut, HostPoolIn, TaskIn, TaskOut
 from controller.api.views import host_detail, host_out, task_out
 from controller.auth.tokens import Principal, Role, revoke_agent_credentials
-from controller.fleet.policy import PolicyError, validate_mig, validate_sharing
 from controller.store.db import Database
 from controller.store.models import Backend, DesiredOverride, Device, Host, HostTask, Pool
 
@@ -117,14 +117,12 @@ def assign_pool(
 def set_desired(
     host: str, body: DesiredIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
 ) -> HostDetail:
-    """Set this host's MIG layout and/or sharing config (overrides the pool's); null clears an override."""
-    try:
-        if body.mig is not None:
-            validate_mig(body.mig)
-        if body.sharing is not None:
-            validate_sharing(body.sharing)
-    except PolicyError as exc:
-        raise Problem(422, "validation-error", str(exc)) from None
+    """Set this host's MIG layout and/or sharing config (overrides the pool's); null clears an override.
+
+    Both documents are validated with the models the agent parses them with, and the selected MIG config
+    against the host's GPU models (catalog): a refusal is 422 naming the field, and nothing is stored.
+    """
+    check_documents(body.mig, body.sharing, ("body",))
     changes = body.model_dump(mode="json", exclude_unset=True)
     summary = {
         "mig_selected": body.mig.selected if body.mig else None,
@@ -132,6 +130,8 @@ def set_desired(
     }
     with audit.mutation(db, principal, "host.set-desired", host, summary) as (session, _):
         row = get_host(session, host)
+        if body.mig is not None:
+            check_mig_on_gpus(body.mig, gpus_of(session, [row.id]), ("body",))
         override = session.get(DesiredOverride, row.id)
         if override is None:
             override = DesiredOverride(host_id=row.id)

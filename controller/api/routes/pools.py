@@ -8,10 +8,10 @@ from sqlalchemy.orm import Session
 
 from controller import audit
 from controller.api.deps import Require, get_db
-from controller.api.problems import Problem, conflict, not_found
+from controller.api.desired_checks import check_documents, check_mig_on_gpus, gpus_of, pool_hosts_following_mig
+from controller.api.problems import conflict, not_found
 from controller.api.schemas import PoolIn, PoolOut, PoolPolicy
 from controller.auth.tokens import Principal, Role
-from controller.fleet.policy import PolicyError, validate_mig, validate_sharing
 from controller.store.changes import mark_pool_changed
 from controller.store.db import Database
 from controller.store.models import Host, Pool
@@ -20,14 +20,9 @@ router = APIRouter(prefix="/v1/pools", tags=["pools"])
 ADMIN = Require(Role.admin)
 
 
-def checked_policy(policy: PoolPolicy) -> PoolPolicy:
-    try:
-        if policy.mig is not None:
-            validate_mig(policy.mig)
-        if policy.sharing is not None:
-            validate_sharing(policy.sharing)
-    except PolicyError as exc:
-        raise Problem(422, "validation-error", str(exc)) from None
+def checked_policy(policy: PoolPolicy, prefix: tuple[str, ...]) -> PoolPolicy:
+    """Both documents parsed with the models the agent uses; a 422 naming the field otherwise."""
+    check_documents(policy.mig, policy.sharing, prefix)
     return policy
 
 
@@ -50,7 +45,7 @@ def list_pools(_: Principal = Depends(ADMIN), db: Database = Depends(get_db)) ->
 
 @router.post("", response_model=PoolOut, status_code=201)
 def create_pool(body: PoolIn, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> PoolOut:
-    policy = checked_policy(body.policy)
+    policy = checked_policy(body.policy, ("body", "policy"))
     with audit.mutation(db, principal, "pool.create", body.name) as (session, _):
         if session.scalar(select(Pool).where(Pool.name == body.name)) is not None:
             raise conflict(f"pool {body.name} already exists")
@@ -80,12 +75,15 @@ def set_pool_policy(
     name: str, body: PoolPolicy, request: Request, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
 ) -> PoolOut:
     """Replace the pool's policy; hosts in the pool converge to it unless they override a field."""
-    policy = checked_policy(body)
+    policy = checked_policy(body, ("body",))
     with audit.mutation(db, principal, "pool.set-policy", name, {"policy": policy.model_dump(mode="json")}) as (
         session,
         _,
     ):
         pool = _pool(session, name)
+        if policy.mig is not None:
+            # The pool's hosts that follow its MIG layout will apply it: it must fit their GPUs.
+            check_mig_on_gpus(policy.mig, gpus_of(session, pool_hosts_following_mig(session, pool.id)), ("body",))
         pool.policy = policy.model_dump(mode="json")
         # The policy is every pool host's desired state and on_demand_mig changes what placement may do there:
         # the change feed stamps all of them at commit (controller.store.changes).

@@ -247,8 +247,8 @@ def test_unknown_profile_names_config_entry_device_and_profile() -> None:
 
 
 def test_too_many_instances() -> None:
-    (problem,) = _problems([a100(0)], "all | true | 1g.5gb:8")
-    assert "profile '1g.5gb': 8 instances requested, at most 7 fit" in problem
+    (problem,) = _problems([a100(0)], "all | true | 1g.5gb+me:2")
+    assert "profile '1g.5gb+me': 2 instances requested, at most 1 fit" in problem
 
 
 def test_too_many_slices() -> None:
@@ -290,7 +290,7 @@ def test_device_filter_matching_nothing_selects_nothing() -> None:
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    problems = _problems([a100(0), a100(1)], "[0] | true | 9g.99gb:1;[1] | true | 1g.5gb:9;[3] | false")
+    problems = _problems([a100(0), a100(1)], "[0] | true | 9g.99gb:1;[1] | true | 1g.5gb+me:2;[3] | false")
     assert len(problems) == 3
 
 

@@ -50,7 +50,7 @@ def test_no_sharing_is_strategy_none() -> None:
         (_ts("[]"), "sharing.timeSlicing.resources: no resources specified"),
         (
             _ts("[{name: nvidia.com/gpu, replicas: 2, devices: 0}]"),
-            "resources[0].devices: device count must be positive",
+            "resources[0].devices: device count must be from 1 to 256",
         ),
         (_ts("[{name: nvidia.com/gpu, replicas: 2, devices: []}]"), "resources[0].devices: device list is empty"),
         (_ts("[{name: nvidia.com/gpu, replicas: 2, devices: [gpu0]}]"), "unrecognised device reference 'gpu0'"),
