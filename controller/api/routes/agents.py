@@ -97,7 +97,7 @@ def register(
 ) -> RegisterResponse:
     """Register a host; returns a credential valid for that host only (shown once).
 
-    Who may register which host (docs/reliability-identity.md): the fleet-wide bootstrap token registers a *new*
+    Who may register which host (docs/reliability.md): the fleet-wide bootstrap token registers a *new*
     host, or one whose credential an admin reset (``POST /v1/hosts/{host}/credential:reset``); a host whose agent
     holds a live credential is re-registered only with that credential (which rotates it) or by an admin. A
     bootstrap registration of such a host is a takeover attempt: refused with 409 ``host-registered`` and
