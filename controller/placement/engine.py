@@ -32,7 +32,7 @@ from controller.placement.filters import (
     resolve,
     topology_reason,
 )
-from controller.placement.index import Index
+from controller.placement.index import Bucket, Index
 from controller.placement.model import (
     DeviceAdmin,
     DeviceHealth,
@@ -344,10 +344,11 @@ class Engine:
 
     def _stream(self, req: PlacementRequest, demand: Demand, spread: bool, key: OfferKey) -> Iterator[str]:
         min_units = demand.min_units()
+        buckets: list[Bucket | None]
         if req.azs:
-            buckets = [self.index.bucket(key, "az", a) for a in req.azs]
+            buckets = [b for a in req.azs for b in self.index.buckets_in(key, "az", a)]
         elif req.regions:
-            buckets = [self.index.bucket(key, "region", r) for r in req.regions]
+            buckets = [b for r in req.regions for b in self.index.buckets_in(key, "region", r)]
         else:
             buckets = [self.index.bucket(key)]
         for b in buckets:
@@ -390,7 +391,7 @@ class Engine:
             plans[hid] = p
             return p
 
-        if req.nodes == 1 or req.topology == "any":
+        if req.nodes == 1:
             want = self.candidates + req.nodes - 1
             found: list[HostPlan] = []
             for key in primary.keys:
@@ -488,7 +489,11 @@ class Engine:
             if best is None or score > best[0]:
                 best = (score, ranked, dom)
         assert best is not None
-        return best[1], best[2]
+        ranked, dom = best[1], best[2]
+        if req.topology == "any":
+            return ranked, None  # the domain was the backend: nothing more to tell
+        prefix = ranked[0].host.backend_id + "/"
+        return ranked, dom[len(prefix) :] if dom.startswith(prefix) else dom
 
     def _rank(self, plans: list[HostPlan], req: PlacementRequest, policy: str) -> list[HostPlan]:
         scores = weigh(plans, req, self.weighers, policy)

@@ -424,18 +424,21 @@ def explain_exhaustive(
 
 # --- the refusal funnel over the index's signature groups ------------------------------------------------
 
-DOMAIN_ATTR = {"same-placement-group": "placement_group", "same-az": "az", "same-region": "region"}
+DOMAIN_ATTR = {"same-placement-group": "placement_group", "same-az": "az", "same-region": "region", "any": "backend"}
 _ALL_PASS = len(DEVICE_FILTERS)
 
 
 def topology_reason(req: PlacementRequest, n_fitting: int, by_domain: Callable[[], Counter[str | None]]) -> str | None:
     """Why ``n_fitting`` hosts, each able to serve one node, cannot make the request (None if they can).
 
-    ``by_domain`` counts them per value of the request's topology domain (called only for gangs). When several
+    ``by_domain`` counts them per value of the request's topology domain (called only for gangs): the backend for
+    ``any`` (a lease stays inside one backend), else ``<backend>/<placement group | AZ | region>``. When several
     domains tie for the most fitting hosts, the message names the first by name.
     """
-    if req.nodes == 1 or req.topology == "any":
-        return f"{n_fitting} hosts fit, {req.nodes} needed" if n_fitting < req.nodes else None
+    if n_fitting < req.nodes:
+        return f"{n_fitting} hosts fit, {req.nodes} needed"
+    if req.nodes == 1:
+        return None
     by = {dom: n for dom, n in by_domain().items() if dom is not None}
     if by and max(by.values()) >= req.nodes:
         return None
@@ -443,7 +446,12 @@ def topology_reason(req: PlacementRequest, n_fitting: int, by_domain: Callable[[
     if not by:
         return f"no fitting host has a {attr}"
     dom, n = min(by.items(), key=lambda x: (-x[1], x[0]))
-    return f"no {attr} has {req.nodes} fitting hosts; the best, {dom}, has {n}"
+    if attr == "backend":
+        return (
+            f"{n_fitting} hosts fit, but a lease stays inside one backend: none has {req.nodes} fitting hosts; "
+            f"the best, {dom}, has {n}"
+        )
+    return f"no {attr} of one backend has {req.nodes} fitting hosts; the best, {dom}, has {n}"
 
 
 def device_room(host: Host, d: Device, demand: Demand) -> int:

@@ -21,7 +21,15 @@ from collections.abc import Iterable, Iterator
 
 from controller.placement.model import Device, Host, OfferKey, host_offers
 
-DOMAINS = ("placement_group", "az", "region")
+# Gang domains; every value is qualified by the host's backend (a lease stays inside one backend), and
+# ``backend`` itself is the domain of a gang with topology ``any``.
+DOMAINS = ("placement_group", "az", "region", "backend")
+DomainValues = tuple[str | None, str, str, str]
+
+
+def domain_values(host: Host) -> DomainValues:
+    b = host.backend_id
+    return (f"{b}/{host.placement_group}" if host.placement_group else None, f"{b}/{host.az}", f"{b}/{host.region}", b)
 
 
 class Bucket:
@@ -137,13 +145,13 @@ class Group:
     def __init__(self, domains: bool = False) -> None:
         self.members: dict[str, int] = {}  # host id -> seq
         self.heap: list[tuple[int, str]] = []
-        # Fine groups: members per placement group / AZ / region value (for gang refusals).
-        self.by_domain: tuple[dict[str | None, int], ...] | None = ({}, {}, {}) if domains else None
+        # Fine groups: members per placement group / AZ / region / backend value (for gang refusals).
+        self.by_domain: tuple[dict[str | None, int], ...] | None = tuple({} for _ in DOMAINS) if domains else None
 
     def __len__(self) -> int:
         return len(self.members)
 
-    def add(self, host_id: str, seq: int, doms: tuple[str | None, str, str] | None = None) -> None:
+    def add(self, host_id: str, seq: int, doms: DomainValues | None = None) -> None:
         self.members[host_id] = seq
         if len(self.heap) > 2 * len(self.members) + 16:
             self.heap = [(q, h) for h, q in self.members.items()]
@@ -154,7 +162,7 @@ class Group:
             for c, v in zip(self.by_domain, doms, strict=True):
                 c[v] = c.get(v, 0) + 1
 
-    def remove(self, host_id: str, doms: tuple[str | None, str, str] | None = None) -> None:
+    def remove(self, host_id: str, doms: DomainValues | None = None) -> None:
         del self.members[host_id]
         if self.by_domain is not None and doms is not None:
             for c, v in zip(self.by_domain, doms, strict=True):
@@ -215,7 +223,7 @@ class Index:
         self.seq: dict[str, int] = {}
         self._next_seq = 0
         # host -> (coarse key, fine key, (placement group, AZ, region))
-        self.group_of: dict[str, tuple[CoarseKey, FineKey, tuple[str | None, str, str]]] = {}
+        self.group_of: dict[str, tuple[CoarseKey, FineKey, DomainValues]] = {}
         self.coarse: dict[CoarseKey, Group] = {}
         self.fine: dict[CoarseKey, dict[FineKey, Group]] = {}
         self.n_devices = 0
@@ -298,7 +306,7 @@ class Index:
                 sig = device_signature(host, d)
             fine.append(sigs.setdefault(sig, sig))
         fk = tuple(fine)
-        doms = (host.placement_group, host.az, host.region)
+        doms = domain_values(host)
         cur = self.group_of.get(host.id)
         if cur is not None:
             if cur[0] == ck and cur[1] == fk and cur[2] == doms:
@@ -335,10 +343,9 @@ class Index:
         self.n_devices -= ck[8]
 
     def _domain_values(self, host: Host) -> Iterator[tuple[str, str]]:
-        if host.placement_group:
-            yield "placement_group", host.placement_group
-        yield "az", host.az
-        yield "region", host.region
+        for attr, value in zip(DOMAINS, domain_values(host), strict=True):
+            if value is not None:
+                yield attr, value
 
     def _bucket_add(self, host: Host, key: OfferKey, units: int) -> None:
         b = self.buckets.get(key)
@@ -361,14 +368,19 @@ class Index:
 
     # --- queries ---------------------------------------------------------------------------------------
 
-    def domains_of(self, host_id: str) -> tuple[str | None, str, str]:
-        """(placement group, AZ, region) of a host, as grouped."""
+    def domains_of(self, host_id: str) -> DomainValues:
+        """(placement group, AZ, region, backend) of a host, as grouped (qualified by the backend)."""
         return self.group_of[host_id][2]
 
     def bucket(self, key: OfferKey, domain: str | None = None, value: str | None = None) -> Bucket | None:
         if domain is None:
             return self.buckets.get(key)
         return self.domain_buckets.get((key, domain, value or ""))
+
+    def buckets_in(self, key: OfferKey, attr: str, value: str) -> list[Bucket]:
+        """The buckets of hosts whose ``attr`` (``az``, ``region``) is ``value``, one per backend that has it
+        (domain values are qualified by the backend: ``<backend>/<value>``)."""
+        return [b for v, b in self.domains.get((key, attr), {}).items() if v.partition("/")[2] == value]
 
     def keys(self, kind: str) -> set[OfferKey]:
         return self.keys_by_kind.get(kind, set())

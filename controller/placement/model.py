@@ -126,14 +126,16 @@ class Host:
         return None
 
     def domain(self, topology: str) -> str | None:
-        """The value hosts must share for a topology constraint (None = no such domain recorded)."""
-        if topology == "same-placement-group":
-            return self.placement_group
-        if topology == "same-az":
-            return self.az
-        if topology == "same-region":
-            return self.region
-        return self.id
+        """The value a gang's hosts must share for a topology constraint (None = no such domain recorded).
+
+        A lease stays inside one backend, so every domain is qualified by the backend: ``any`` is the backend
+        itself, an AZ is ``<backend>/<az>`` (two clusters' ``us-east-1a`` are different domains)."""
+        if topology == "any":
+            return self.backend_id
+        value = {"same-placement-group": self.placement_group, "same-az": self.az, "same-region": self.region}.get(
+            topology
+        )
+        return f"{self.backend_id}/{value}" if value else None
 
 
 def device_offers(host: Host, d: Device) -> dict[OfferKey, int]:

@@ -34,7 +34,7 @@ def test_gang_refusal_leaves_no_partial_claim_and_explains_topology() -> None:
     assert isinstance(r, Refusal)
     topo = next(c for c in r.funnel.filters if c.name == "topology")
     assert topo.removed_hosts == 7
-    assert "the best, pg1, has 3" in topo.examples[0]
+    assert "the best, static-1/pg1, has 3" in topo.examples[0]
     assert e.index.totals() == before and e.claims == {}
 
 
@@ -69,3 +69,39 @@ def test_claim_conflict_rolls_back_everything() -> None:
         raise AssertionError("expected a conflict")
     assert e.index.totals() == before
     assert all(d.claimed_by in (None, "someone") for h in e.index.hosts.values() for d in h.devices)
+
+
+def test_a_gang_never_spans_backends() -> None:
+    """The split bug: with topology any, a 2-node lease was placed on an Ironic node and an EKS node (and with
+    same-az, on two clouds that name an AZ alike). A lease stays inside one backend."""
+    metal = gpu_host("metal-0", backend="metal", kind="ironic", az="r1a")
+    eks = gpu_host("eks-0", backend="eks-train", kind="eks", az="r1a")
+    for topology in ("any", "same-az", "same-region"):
+        e = Engine([metal, eks])
+        body = {"slices": [{"kind": "gpu", "count": 8}], "nodes": 2, "topology": topology}
+        r = e.decide(body, "t")
+        assert isinstance(r, Refusal), (topology, r)
+        topo = next(c for c in r.funnel.filters if c.name == "topology")
+        assert topo.removed_hosts == 2
+        if topology == "any":
+            assert "a lease stays inside one backend: none has 2 fitting hosts" in topo.examples[0]
+        else:
+            assert "of one backend has 2 fitting hosts; the best, eks-train/" in topo.examples[0]
+        # A second EKS node: the gang goes to EKS, both nodes there, never the Ironic node.
+        e.upsert_host(gpu_host("eks-1", backend="eks-train", kind="eks", az="r1a"))
+        d = e.decide(body, "t")
+        assert isinstance(d, Decision), (topology, d)
+        assert sorted(d.host_ids) == ["eks-0", "eks-1"]
+        assert d.domain == (None if topology == "any" else "r1a" if topology == "same-az" else "r1")
+
+
+def test_an_az_filter_still_finds_hosts_of_every_backend() -> None:
+    e = Engine(
+        [gpu_host("metal-0", backend="metal", kind="ironic", az="r1b"), gpu_host("eks-0", backend="eks", az="r1a")]
+    )
+    d = e.decide({"slices": [{"kind": "gpu", "count": 8}], "azs": ["r1b"]}, "t")
+    assert isinstance(d, Decision) and d.host_ids == ["metal-0"]
+    d = e.decide(
+        {"slices": [{"kind": "gpu", "count": 2}], "nodes": 2, "topology": "any", "backends": ["metal", "eks"]}, "t"
+    )
+    assert isinstance(d, Refusal)
