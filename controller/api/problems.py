@@ -36,6 +36,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "unavailable": "Service unavailable",
     "overloaded": "Too many agent requests in flight; retry after the Retry-After interval",
     "payload-too-large": "Request body too large",
+    "unsupported-media-type": "Request body is not JSON",
 }
 
 _STATUS_SLUG = {
