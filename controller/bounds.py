@@ -27,6 +27,7 @@ def no_nul(value: str) -> str:
 # Names stored in String(128) columns (tenants, GPU models, backends, pools, tokens).
 Name128 = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), AfterValidator(no_nul)]
 ShortText = Annotated[str, Field(max_length=128, pattern=NO_NUL), AfterValidator(no_nul)]
+TaskKind = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL), AfterValidator(no_nul)]
 Reason = Annotated[str, Field(max_length=4096, pattern=NO_NUL), AfterValidator(no_nul)]
 Count32 = Annotated[StrictInt, Field(ge=0, le=INT32_MAX)]
 Flag = StrictBool

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from controller.bounds import Name128, Reason, ShortText
+from controller.bounds import Name128, Reason, ShortText, TaskKind
 from drivers.contract.protocol import DesiredState, MigDesired, SharingDesired, Task
 
 AdminState = Literal["active", "drained", "quarantined"]
@@ -122,7 +122,7 @@ class AdminStateIn(_In):
 
 
 class TaskIn(_In):
-    kind: str = Field(min_length=1, max_length=64)
+    kind: TaskKind
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -110,6 +110,9 @@ def test_nul_byte_in_a_lease_id_or_query_is_refused(hostile: Controller) -> None
         )
         assert store_state(hostile) == before
         assert api.get(f"/v1/leases/{lease_id}").json()["state"] == "ready"
+    with hostile.admin() as admin:  # found by schemathesis: a 500 on PostgreSQL before
+        refused(admin.post("/v1/hosts/hostile-a/tasks", json={"kind": "\x00"}), 422, "validation-error", "kind")
+        assert admin.get("/v1/hosts/hostile-a/tasks").json() == []
 
 
 def test_quota_limit_must_fit_its_column(hostile: Controller) -> None:
