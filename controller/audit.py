@@ -1,7 +1,13 @@
-"""The audit log: every mutation, who did it, when, and whether it worked."""
+"""The audit log: every mutation, who did it, when, and whether it worked.
+
+Rows hold bounded excerpts of what a caller sent: every string is cut to ``MAX_STRING`` characters (NUL bytes,
+which PostgreSQL cannot store, become U+FFFD), ``target`` to its column, and a ``detail`` whose JSON is still
+over ``MAX_DETAIL_BYTES`` is replaced by an excerpt of it. A refused 10 MB request writes a row of a few KiB.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +18,37 @@ from controller.auth.tokens import Principal
 from controller.observability.context import current_request_id
 from controller.store.db import Database
 from controller.store.models import AuditEntry
+
+MAX_STRING = 1024
+MAX_DETAIL_BYTES = 8192
+MAX_ITEMS = 100
+
+
+def excerpt(value: Any, limit: int = MAX_STRING) -> Any:
+    """``value`` with strings cut to ``limit`` characters, NUL bytes replaced and containers cut to
+    ``MAX_ITEMS`` entries, at any depth."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        return value if len(value) <= limit else f"{value[:limit]}... ({len(value) - limit} more characters)"
+    if isinstance(value, dict):
+        items = list(value.items())
+        out = {excerpt(str(k), 128): excerpt(v, limit) for k, v in items[:MAX_ITEMS]}
+        if len(items) > MAX_ITEMS:
+            out["..."] = f"{len(items) - MAX_ITEMS} more entries"
+        return out
+    if isinstance(value, list | tuple):
+        return [excerpt(v, limit) for v in value[:MAX_ITEMS]] + (
+            [f"... {len(value) - MAX_ITEMS} more items"] if len(value) > MAX_ITEMS else []
+        )
+    return value
+
+
+def bounded_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = excerpt(detail)
+    text = json.dumps(out, default=str)
+    if len(text.encode()) > MAX_DETAIL_BYTES:
+        return {"excerpt": text[: MAX_DETAIL_BYTES // 2], "truncated_bytes": len(text.encode())}
+    return out
 
 
 def record(
@@ -24,12 +61,12 @@ def record(
 ) -> None:
     session.add(
         AuditEntry(
-            actor=principal.actor if principal else "system",
+            actor=excerpt(principal.actor if principal else "system", 160),
             role=principal.role.value if principal else "system",
             action=action,
-            target=target,
+            target=excerpt(target, 200),
             result=result,
-            detail=detail or {},
+            detail=bounded_detail(detail or {}),
             request_id=current_request_id() or "",
         )
     )

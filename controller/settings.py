@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     max_request_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Larger request bodies are refused with 413 (every route)"
     )
+    max_lease_duration_s: int = Field(
+        default=90 * 86400,
+        ge=60,
+        le=100 * 365 * 86400,
+        description="Longest lease a tenant may ask for (a request's duration); longer is refused with 422",
+    )
     agent_max_in_flight: int = Field(
         default=256,
         ge=1,

@@ -4,6 +4,9 @@ a bound on agent requests in flight.
 * **Body limit.** A request whose body is over ``max_body_bytes`` (default 1 MiB) is answered 413
   problem+json before any handler reads it: by its ``Content-Length`` when it sends one, else by counting the
   chunks as they arrive (the handler never sees a partial body).
+* **What every handler may assume.** A NUL byte in the path or the query string (which no name holds and
+  PostgreSQL cannot store or compare) is answered 422 before routing; a non-empty body must be JSON
+  (``application/json`` or ``*/*+json``), else 415.
 * **Agent admission.** At most ``agent_max_in_flight`` agent requests (``/v1/agents/...``) are handled at once
   per worker process. Past that the controller answers 503 problem+json with ``Retry-After`` at once instead of
   letting requests queue into client timeouts; the value is spread over ``[retry_after_s, 2 x retry_after_s]``
@@ -52,6 +55,10 @@ class AdmissionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        refusal = _refused_request(scope)
+        if refusal is not None:
+            await _problem(scope, send, *refusal, [])
             return
         length = _content_length(scope)
         if length is not None and length > self.max_body_bytes:
@@ -124,6 +131,25 @@ class AdmissionMiddleware:
             f"the request body is over the limit of {self.max_body_bytes} bytes (GPUFABRIC_MAX_REQUEST_BODY_BYTES)",
             [(b"connection", b"close")],
         )
+
+
+def _refused_request(scope: Scope) -> tuple[int, str, str] | None:
+    """A problem for a request no route should see: NUL in the path or query, a body that is not JSON."""
+    query = scope.get("query_string", b"")
+    if "\x00" in scope["path"] or b"%00" in query or b"\x00" in query:
+        return 422, "validation-error", "the request path or query string contains a NUL byte"
+    if scope["method"] not in ("POST", "PUT", "PATCH"):
+        return None
+    headers = dict(scope.get("headers", ()))
+    length = headers.get(b"content-length")
+    if length is not None and length.strip() == b"0":
+        return None
+    media_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    if not media_type:
+        return None  # no declared type: FastAPI parses it as JSON or answers 422
+    if media_type == b"application/json" or (media_type.startswith(b"application/") and media_type.endswith(b"+json")):
+        return None
+    return 415, "unsupported-media-type", f"request bodies are application/json, not {media_type.decode('latin-1')}"
 
 
 def _content_length(scope: Scope) -> int | None:

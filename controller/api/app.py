@@ -7,13 +7,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
 from controller import __version__
 from controller.api.admission import AdmissionMiddleware
-from controller.api.deps import declared_roles, role_names
-from controller.api.problems import PROBLEM_BASE, PROBLEM_TYPES, install_problem_handlers
+from controller.api.deps import declared_roles
+from controller.api.openapi import build_openapi
+from controller.api.problems import install_problem_handlers
 from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
 from controller.auth.cache import AUTH_CACHE
 from controller.backends import eks_sync, openstack_sync
@@ -154,38 +154,4 @@ def _check_every_route_declares_roles(app: FastAPI) -> None:
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
-        "type": "http",
-        "scheme": "bearer",
-    }
-    for route in api_routes():
-        roles = declared_roles(route)
-        for method in route.methods or ():
-            op = schema["paths"].get(route.path, {}).get(method.lower())
-            if op is None:
-                continue
-            op["x-gpufabric-roles"] = role_names(roles) if roles else []
-            if roles:
-                op["security"] = [{"bearer": []}]
-                op.setdefault("responses", {}).update(
-                    {
-                        "401": {"description": "Missing or unknown token (problem+json)"},
-                        "403": {"description": "Role not allowed (problem+json)"},
-                    }
-                )
-            if "requestBody" in op:
-                op.setdefault("responses", {})["413"] = {
-                    "description": "Request body over max_request_body_bytes (problem+json, payload-too-large)"
-                }
-            if route.path.startswith("/v1/agents/"):
-                op.setdefault("responses", {})["503"] = {
-                    "description": "Too many agent requests in flight (problem+json, overloaded); retry after the "
-                    "Retry-After header's seconds",
-                    "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait"}},
-                }
-    schema["x-gpufabric-problem-types"] = {PROBLEM_BASE + k: v for k, v in PROBLEM_TYPES.items()}
-    app.openapi_schema = schema
-    return schema
+    return build_openapi(app, api_routes())

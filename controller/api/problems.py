@@ -38,6 +38,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "payload-too-large": "Request body too large",
     "host-registered": "Host already registered; re-register with its own credential or have an admin reset it",
     "device-conflict": "A GPU in this report belongs to another host",
+    "unsupported-media-type": "Request body is not JSON",
 }
 
 _STATUS_SLUG = {

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from controller.bounds import Name128, Reason, ShortText, TaskKind
 from drivers.contract.protocol import DesiredState, MigDesired, SharingDesired, Task
 
 AdminState = Literal["active", "drained", "quarantined"]
@@ -18,7 +19,7 @@ class _In(BaseModel):
 
 class BackendIn(_In):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    kind: str
+    kind: str = Field(min_length=1, max_length=32)
     config: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -117,11 +118,11 @@ class DesiredIn(_In):
 
 
 class AdminStateIn(_In):
-    reason: str = ""
+    reason: Reason = ""
 
 
 class TaskIn(_In):
-    kind: str = Field(min_length=1, max_length=64)
+    kind: TaskKind
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -146,8 +147,8 @@ class AuditOut(BaseModel):
 
 class TokenIn(_In):
     role: Literal["admin", "tenant", "agent-bootstrap"]
-    name: str = Field(default="", max_length=128)
-    tenant: str | None = None
+    name: ShortText = ""
+    tenant: Name128 | None = None
 
 
 class TokenOut(BaseModel):

@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
+from controller.bounds import NO_NUL, no_nul
 from controller.placement.model import SliceKind
 
 Topology = Literal["same-host", "same-placement-group", "same-az", "same-region", "any"]
 Policy = Literal["pack", "spread"]
 _SSH_KEY_TYPES = ("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
+# Bounds: names fit the store's columns (GPU models and backends String(128), MIG profiles String(32)); memory
+# is finite and at most 16 TiB; counts are strict integers (JSON true is not 1).
+MAX_MEMORY_GIB = 16384.0
+_Model = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), AfterValidator(no_nul)]
+_Profile = Annotated[str, Field(min_length=1, max_length=32, pattern=NO_NUL), AfterValidator(no_nul)]
+_Where = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), AfterValidator(no_nul)]
+_SshKey = Annotated[str, Field(max_length=16384, pattern=NO_NUL), AfterValidator(no_nul)]
 
 
 class SliceRequest(BaseModel):
@@ -20,15 +37,19 @@ class SliceRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: SliceKind
-    count: int = Field(1, ge=1, le=1024, description="Slices of this kind per node")
-    model: str | None = Field(
+    count: StrictInt = Field(1, ge=1, le=1024, description="Slices of this kind per node")
+    model: _Model | None = Field(
         None, description='GPU model short name ("H100-80GB") or its family prefix ("H100"), case-insensitive'
     )
     min_memory_gib: float | None = Field(
-        None, gt=0, description="Memory of each slice: GPU memory, MIG profile memory or vGPU framebuffer"
+        None,
+        gt=0,
+        le=MAX_MEMORY_GIB,
+        allow_inf_nan=False,
+        description="Memory of each slice: GPU memory, MIG profile memory or vGPU framebuffer",
     )
-    profile: str | None = Field(None, description='MIG profile, e.g. "3g.40gb" (kind mig only)')
-    vgpu_type: str | None = Field(None, description='vGPU type name, e.g. "NVIDIA A16-4Q" (kind vgpu only)')
+    profile: _Profile | None = Field(None, description='MIG profile, e.g. "3g.40gb" (kind mig only)')
+    vgpu_type: _Model | None = Field(None, description='vGPU type name, e.g. "NVIDIA A16-4Q" (kind vgpu only)')
 
     @model_validator(mode="after")
     def _check(self) -> SliceRequest:
@@ -73,17 +94,24 @@ class PlacementRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     slices: list[SliceRequest] = Field(min_length=1, max_length=16)
-    nodes: int = Field(1, ge=1, le=1024)
+    nodes: StrictInt = Field(1, ge=1, le=1024)
     topology: Topology = "any"
-    backends: list[str] | None = Field(
-        None, min_length=1, description="Backend ids or kinds (static, ironic, nova, eks), most preferred first"
+    backends: list[_Where] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="Backend ids or kinds (static, ironic, nova, eks), most preferred first",
     )
-    regions: list[str] | None = Field(None, min_length=1)
-    azs: list[str] | None = Field(None, min_length=1)
-    require_validated: bool = Field(False, description="Only hosts whose last NCCL validation passed")
+    regions: list[_Where] | None = Field(None, min_length=1, max_length=64)
+    azs: list[_Where] | None = Field(None, min_length=1, max_length=64)
+    require_validated: StrictBool = Field(False, description="Only hosts whose last NCCL validation passed")
     policy: Policy | None = Field(None, description="pack (default) or spread; overrides the engine default")
-    duration: timedelta | None = Field(None, description="Lease duration (ISO 8601 or seconds); carried through")
-    ssh_public_keys: list[str] | None = Field(
+    duration: timedelta | None = Field(
+        None,
+        description="Lease duration (ISO 8601 or seconds); the lease is released when it is over. At most the "
+        "controller's max_lease_duration_s (default 90 days)",
+    )
+    ssh_public_keys: list[_SshKey] | None = Field(
         None,
         max_length=16,
         description="OpenSSH public keys for machines the lease provisions (Ironic nodes, Nova servers); "

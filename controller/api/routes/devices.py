@@ -12,6 +12,7 @@ from controller.api.problems import not_found
 from controller.api.schemas import AdminStateIn, DeviceOut
 from controller.api.views import device_out
 from controller.auth.tokens import Principal, Role
+from controller.bounds import MAX_OFFSET
 from controller.store.db import Database
 from controller.store.models import Backend, Device, Host, Pool
 
@@ -28,7 +29,7 @@ def list_devices(
     state: str | None = Query(None, description="Device admin state: active|drained|quarantined"),
     host: str | None = None,
     limit: int = Query(1000, ge=1, le=100000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     _: Principal = Depends(ADMIN),
     db: Database = Depends(get_db),
 ) -> list[DeviceOut]:

@@ -17,6 +17,7 @@ from controller.api.problems import not_found
 from controller.api.schemas import AdminStateIn, DesiredIn, HostDetail, HostOut, HostPoolIn, TaskIn, TaskOut
 from controller.api.views import host_detail, host_out, task_out
 from controller.auth.tokens import Principal, Role, revoke_agent_credentials
+from controller.bounds import MAX_OFFSET
 from controller.store.db import Database
 from controller.store.models import Backend, DesiredOverride, Device, Host, HostTask, Pool
 
@@ -61,7 +62,7 @@ def list_hosts(
     health: str | None = None,
     model: str | None = Query(None, description="Hosts with at least one GPU of this model"),
     limit: int = Query(500, ge=1, le=10000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     _: Principal = Depends(ADMIN),
     db: Database = Depends(get_db),
 ) -> list[HostOut]:

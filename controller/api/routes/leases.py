@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from controller.api.deps import Require, get_db
+from controller.api.deps import Require, get_db, get_settings
 from controller.api.problems import Problem
 from controller.auth.tokens import Principal, Role
+from controller.bounds import MAX_OFFSET, NO_NUL
 from controller.leases.errors import LeaseError
 from controller.leases.service import LeaseService
 from controller.leases.state import STATES
+from controller.placement import PlacementRequest
+from controller.settings import Settings
 from controller.store.db import Database
 from controller.store.models import Lease, LeaseTransition
 
@@ -22,6 +25,10 @@ router = APIRouter(tags=["leases"])
 TENANT_OR_ADMIN = Require(Role.tenant, Role.admin)
 
 REQUEST_EXAMPLE = {"slices": [{"kind": "gpu", "count": 2, "model": "H100"}], "topology": "same-host"}
+TENANT_QUERY = Query(
+    None, min_length=1, max_length=128, pattern=NO_NUL, description="Admins only: the tenant the lease is for"
+)
+LEASE_ID = Path(max_length=64, pattern=NO_NUL)
 
 
 class TransitionOut(BaseModel):
@@ -56,6 +63,20 @@ def service(request: Request) -> LeaseService:
 
 def as_problem(exc: LeaseError) -> Problem:
     return Problem(exc.status, exc.slug, exc.detail, **exc.extensions)
+
+
+def bounded_request(req: PlacementRequest, settings: Settings) -> dict[str, Any]:
+    """The request as the lease service takes it, once its duration is within ``max_lease_duration_s``."""
+    longest = timedelta(seconds=settings.max_lease_duration_s)
+    if req.duration is not None and req.duration > longest:
+        msg = f"must be at most {settings.max_lease_duration_s} s ({longest}; the controller's max_lease_duration_s)"
+        raise Problem(
+            422,
+            "validation-error",
+            f"body.duration: {msg}",
+            errors=[{"loc": ["body", "duration"], "msg": msg, "type": "less_than_equal"}],
+        )
+    return req.model_dump(mode="json", exclude_unset=True)
 
 
 def tenant_of(principal: Principal, tenant: str | None) -> str:
@@ -111,15 +132,21 @@ def _visible(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
     return out
 
 
-@router.post("/v1/leases", response_model=LeaseOut, status_code=201)
+@router.post(
+    "/v1/leases",
+    response_model=LeaseOut,
+    status_code=201,
+    responses={200: {"model": LeaseOut, "description": "The same Idempotency-Key and body again: the same lease"}},
+)
 def create_lease(
     response: Response,
-    body: dict[str, Any] = Body(..., examples=[REQUEST_EXAMPLE]),
-    idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=256),
-    tenant: str | None = Query(None, description="Admins only: the tenant the lease is for"),
+    body: PlacementRequest = Body(..., examples=[REQUEST_EXAMPLE]),
+    idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1, max_length=256, pattern=NO_NUL),
+    tenant: str | None = TENANT_QUERY,
     principal: Principal = Depends(TENANT_OR_ADMIN),
     db: Database = Depends(get_db),
     svc: LeaseService = Depends(service),
+    settings: Settings = Depends(get_settings),
 ) -> LeaseOut:
     """Place, claim and provision a request (see docs/placement.md for the request language).
 
@@ -129,7 +156,7 @@ def create_lease(
     ``quota-exceeded`` naming the quota."""
     who = tenant_of(principal, tenant)
     try:
-        lease_id, created = svc.create(body, who, principal, idempotency_key)
+        lease_id, created = svc.create(bounded_request(body, settings), who, principal, idempotency_key)
     except LeaseError as exc:
         raise as_problem(exc) from None
     if not created:
@@ -140,10 +167,10 @@ def create_lease(
 
 @router.get("/v1/leases", response_model=list[LeaseOut])
 def list_leases(
-    tenant: str | None = Query(None, description="Admins: only this tenant's leases"),
-    state: str | None = Query(None, description=" | ".join(STATES)),
+    tenant: str | None = Query(None, max_length=128, pattern=NO_NUL, description="Admins: only this tenant's leases"),
+    state: str | None = Query(None, max_length=16, description=" | ".join(STATES)),
     limit: int = Query(200, ge=1, le=5000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
     principal: Principal = Depends(TENANT_OR_ADMIN),
     db: Database = Depends(get_db),
 ) -> list[LeaseOut]:
@@ -164,7 +191,7 @@ def list_leases(
 
 @router.get("/v1/leases/{lease_id}", response_model=LeaseOut)
 def show_lease(
-    lease_id: str, principal: Principal = Depends(TENANT_OR_ADMIN), db: Database = Depends(get_db)
+    lease_id: str = LEASE_ID, principal: Principal = Depends(TENANT_OR_ADMIN), db: Database = Depends(get_db)
 ) -> LeaseOut:
     """State, every transition (with time and reason), allocations, and the backend's result when ready."""
     return _visible(db, principal, lease_id)
@@ -172,7 +199,7 @@ def show_lease(
 
 @router.delete("/v1/leases/{lease_id}", response_model=LeaseOut)
 def release_lease(
-    lease_id: str,
+    lease_id: str = LEASE_ID,
     principal: Principal = Depends(TENANT_OR_ADMIN),
     db: Database = Depends(get_db),
     svc: LeaseService = Depends(service),
@@ -188,14 +215,17 @@ def release_lease(
 
 @router.post("/v1/placements:dry-run")
 def dry_run(
-    body: dict[str, Any] = Body(..., examples=[REQUEST_EXAMPLE]),
-    tenant: str | None = Query(None, description="Admins only: decide as this tenant (quotas)"),
+    body: PlacementRequest = Body(..., examples=[REQUEST_EXAMPLE]),
+    tenant: str | None = Query(
+        None, min_length=1, max_length=128, pattern=NO_NUL, description="Admins only: decide as this tenant (quotas)"
+    ),
     principal: Principal = Depends(TENANT_OR_ADMIN),
     svc: LeaseService = Depends(service),
+    settings: Settings = Depends(get_settings),
 ) -> dict[str, Any]:
     """Where the request would go, with scores and the filter funnel; claims nothing."""
     who = tenant_of(principal, tenant) if principal.role is Role.tenant or tenant else "admin"
     try:
-        return svc.dry_run(body, who)
+        return svc.dry_run(bounded_request(body, settings), who)
     except LeaseError as exc:
         raise as_problem(exc) from None

@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, select
 
 from controller import audit
 from controller.api.deps import Require, get_db
 from controller.auth.tokens import Principal, Role
+from controller.bounds import NO_NUL, Count32, Name128
 from controller.leases.fleet import short_model
 from controller.leases.service import usage_by_kind_model
 from controller.store.db import Database
@@ -19,23 +20,27 @@ from controller.store.models import Quota
 
 router = APIRouter(prefix="/v1/quotas", tags=["quotas"])
 ADMIN = Require(Role.admin)
+TENANT_PATH = Path(min_length=1, max_length=128, pattern=NO_NUL, description="The tenant (at most 128 characters)")
 
 
 class QuotaLimit(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["gpu", "mig", "timeslice", "mps", "vgpu"]
-    model: str = Field("*", description='GPU model short name ("H100-80GB") or "*" for every model')
-    limit: int = Field(ge=0, description="Live units: GPUs, MIG instances, shared replicas or vGPU instances")
+    model: Name128 = Field("*", description='GPU model short name ("H100-80GB") or "*" for every model')
+    limit: Count32 = Field(description="Live units: GPUs, MIG instances, shared replicas or vGPU instances")
 
 
 class QuotaIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    limits: list[QuotaLimit]
+    limits: list[QuotaLimit] = Field(max_length=100)
 
 
-class QuotaUsage(QuotaLimit):
+class QuotaUsage(BaseModel):
+    kind: str
+    model: str
+    limit: int
     in_use: int
 
 
@@ -51,7 +56,7 @@ def _out(db: Database, tenant: str) -> QuotaOut:
         limits = []
         for q in session.scalars(select(Quota).where(Quota.tenant == tenant).order_by(Quota.kind, Quota.model)):
             used = sum(n for (k, m), n in usage.items() if k == q.kind and q.model in ("*", m))
-            limits.append(QuotaUsage(kind=q.kind, model=q.model, limit=q.limit, in_use=used))  # type: ignore[arg-type]
+            limits.append(QuotaUsage(kind=q.kind, model=q.model, limit=q.limit, in_use=used))
     return QuotaOut(tenant=tenant, limits=limits, usage={f"{k}:{m}": n for (k, m), n in sorted(usage.items())})
 
 
@@ -63,15 +68,15 @@ def list_quotas(_: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -
 
 
 @router.get("/{tenant}", response_model=QuotaOut)
-def get_quota(tenant: str, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> QuotaOut:
+def get_quota(tenant: str = TENANT_PATH, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> QuotaOut:
     return _out(db, tenant)
 
 
 @router.put("/{tenant}", response_model=QuotaOut)
 def set_quota(
-    tenant: str,
     body: QuotaIn,
     request: Request,
+    tenant: str = TENANT_PATH,
     principal: Principal = Depends(ADMIN),
     db: Database = Depends(get_db),
 ) -> QuotaOut:

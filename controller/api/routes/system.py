@@ -19,7 +19,16 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={
+        503: {
+            "description": "The database is unreachable or its schema is not this controller's (problem+json)",
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+    },
+)
 def readyz(request: Request) -> JSONResponse | dict[str, str]:
     """The database is reachable and its schema is this controller's."""
     db = request.app.state.db
@@ -34,7 +43,13 @@ def readyz(request: Request) -> JSONResponse | dict[str, str]:
     return {"status": "ready", "database": db.dialect}
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
 def metrics(request: Request) -> Response:
     registry = request.app.state.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
