@@ -67,15 +67,40 @@ class ProvisioningBackend(Protocol):
 
 ProvisionerFactory = Callable[[Database], ProvisioningBackend]
 
+SLICE_KINDS = frozenset({"gpu", "mig", "timeslice", "mps", "vgpu"})
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend kind can hand out, declared so placement refuses what it cannot do before any claim
+    (``controller.placement.filters``: the ``capability`` filter), with the reason instead of a late failure."""
+
+    slice_kinds: frozenset[str] = SLICE_KINDS
+    # Hosts are leased whole: a lease takes every GPU of each of its hosts (Ironic bare metal).
+    whole_node: bool = False
+    # One kind of slice per host and lease (a Nova server gets one flavor: whole GPUs or vGPUs).
+    one_kind_per_host: bool = False
+    # Why the kinds it does not offer are missing (shown in refusals).
+    why_not: str = ""
+
+
 _PROVISIONERS: dict[str, ProvisionerFactory] = {}
+_CAPABILITIES: dict[str, Capabilities] = {}
 
 
 class NoProvisioner(ProvisionFailed):
     pass
 
 
-def register_provisioner(kind: str, factory: ProvisionerFactory) -> None:
+def register_provisioner(kind: str, factory: ProvisionerFactory, capabilities: Capabilities | None = None) -> None:
+    """Register (or replace) a kind's provisioning; its capabilities stay as first declared unless given."""
     _PROVISIONERS[kind] = factory
+    if capabilities is not None:
+        _CAPABILITIES[kind] = capabilities
+
+
+def capabilities_for(kind: str) -> Capabilities:
+    return _CAPABILITIES.get(kind, Capabilities())
 
 
 def provisioner_for(kind: str, db: Database) -> ProvisioningBackend:

@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.backends.base import LeaseInfo, ProvisionFailed, ProvisionResult, register_provisioner
+from controller.backends.base import Capabilities, LeaseInfo, ProvisionFailed, ProvisionResult, register_provisioner
 from controller.backends.eks_config import EksConfig, NodegroupSharing
 from controller.placement import Allocation
 from controller.store.db import Database
@@ -383,4 +383,8 @@ def waiting_leases(session: Session) -> list[str]:
     return list(session.scalars(select(Lease.id).where(Lease.backend == "eks", Lease.state == "provisioning")))
 
 
-register_provisioner("eks", EksBackend)
+register_provisioner(
+    "eks",
+    EksBackend,
+    Capabilities(slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}), why_not="EKS nodes offer no vGPUs"),
+)

@@ -24,7 +24,7 @@ import logging
 import time
 from typing import Any
 
-from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
+from controller.backends.base import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
 from controller.backends.openstack_common import (
     IRONIC_NODE_LABEL,
     OpenStackBackendError,
@@ -240,4 +240,10 @@ class IronicBackend:
         revoke_bootstrap(self.db, lease.id)
 
 
-register_provisioner("ironic", IronicBackend)
+register_provisioner(
+    "ironic",
+    IronicBackend,
+    Capabilities(
+        slice_kinds=frozenset({"gpu"}), whole_node=True, why_not="Ironic nodes are leased whole, as whole GPUs"
+    ),
+)

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any, Literal
 
-from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
+from controller.backends.base import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
 from controller.backends.openstack_common import (
     HYPERVISOR_LABEL,
     OpenStackBackendError,
@@ -244,4 +244,12 @@ class NovaBackend:
         revoke_bootstrap(self.db, lease.id)
 
 
-register_provisioner("nova", NovaBackend)
+register_provisioner(
+    "nova",
+    NovaBackend,
+    Capabilities(
+        slice_kinds=frozenset({"gpu", "vgpu"}),
+        one_kind_per_host=True,
+        why_not="Nova provides whole GPUs (PCI passthrough) and vGPUs",
+    ),
+)

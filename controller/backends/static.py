@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.backends.base import LeaseInfo, ProvisionFailed, ProvisionResult, register_provisioner
+from controller.backends.base import Capabilities, LeaseInfo, ProvisionFailed, ProvisionResult, register_provisioner
 from controller.placement import Allocation
 
 
@@ -61,4 +61,11 @@ class StaticBackend:
         return None
 
 
-register_provisioner("static", lambda _db: StaticBackend())
+register_provisioner(
+    "static",
+    lambda _db: StaticBackend(),
+    Capabilities(
+        slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}),
+        why_not="vGPUs need a hypervisor backend (nova); a static host cannot attach them",
+    ),
+)

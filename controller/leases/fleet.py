@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+from controller.backends.base import SLICE_KINDS, capabilities_for
 from controller.placement import Allocation, Host, MigSlot, VgpuOffer
 from controller.placement import Device as PlacementDevice
 from controller.store.models import Device
@@ -61,6 +62,9 @@ def to_placement_host(row: HostRow) -> Host:
         cost=float(labels.get("gpufabric.dev/cost", 1.0)),
         on_demand_mig=bool(policy.get("on_demand_mig")),
     )
+    caps = capabilities_for(host.backend_kind)
+    host.slice_kinds = caps.slice_kinds if caps.slice_kinds != SLICE_KINDS else None
+    host.whole_node, host.one_kind, host.why_not = caps.whole_node, caps.one_kind_per_host, caps.why_not
     host.devices = [to_placement_device(d) for d in row.devices]
     return host
 

@@ -30,7 +30,7 @@ QuotaCheck = Callable[[str, str, str, int], str | None]
 
 _KIND_MODE = {"gpu": "whole", "mig": "mig", "timeslice": "timeslice", "mps": "mps", "vgpu": "vgpu"}
 
-HOST_FILTERS = ("host-state", "backend", "region", "az", "validation")
+HOST_FILTERS = ("host-state", "backend", "capability", "region", "az", "validation")
 DEVICE_FILTERS = ("slice-kind", "model", "memory", "profile", "health", "device-admin", "quota", "capacity")
 GROUP_FILTERS = ("fit", "topology")
 ALL_FILTERS = HOST_FILTERS + DEVICE_FILTERS + GROUP_FILTERS
@@ -142,6 +142,9 @@ def host_failures(host: Host, req: PlacementRequest) -> list[tuple[str, str]]:
         out.append(("host-state", f"host is {host.state}"))
     if req.backends is not None and host.backend_id not in req.backends and host.backend_kind not in req.backends:
         out.append(("backend", f"backend {host.backend_id} ({host.backend_kind}) not in {req.backends}"))
+    why = capability_reason(host, req)
+    if why is not None:
+        out.append(("capability", why))
     if req.regions is not None and host.region not in req.regions:
         out.append(("region", f"region {host.region} not in {req.regions}"))
     if req.azs is not None and host.az not in req.azs:
@@ -157,11 +160,30 @@ def host_passes(host: Host, req: PlacementRequest) -> bool:
         return False
     if req.backends is not None and host.backend_id not in req.backends and host.backend_kind not in req.backends:
         return False
+    if (host.slice_kinds is not None or host.whole_node or host.one_kind) and capability_reason(host, req) is not None:
+        return False
     if req.regions is not None and host.region not in req.regions:
         return False
     if req.azs is not None and host.az not in req.azs:
         return False
     return not (req.require_validated and host.validation != "validated")
+
+
+def capability_reason(host: Host, req: PlacementRequest) -> str | None:
+    """Why the host's backend kind cannot hand out what each node of the request asks for (None: it can)."""
+    kinds = [s.kind for s in req.slices]
+    if host.slice_kinds is not None:
+        missing = sorted(set(kinds) - host.slice_kinds)
+        if missing:
+            note = f": {host.why_not}" if host.why_not else ""
+            return f"{host.backend_kind} hosts offer no {', '.join(missing)} slices{note}"
+    if host.one_kind and len(set(kinds)) > 1:
+        return f"{host.backend_kind} hosts give one kind of slice per lease, not {' + '.join(sorted(set(kinds)))}"
+    if host.whole_node:
+        asked = sum(s.count for s in req.slices if s.kind == "gpu")
+        if asked != len(host.devices):
+            return f"{host.backend_kind} nodes are leased whole: {asked} of {len(host.devices)} GPUs asked"
+    return None
 
 
 # --- device filters --------------------------------------------------------------------------------------

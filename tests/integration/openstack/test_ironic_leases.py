@@ -161,10 +161,12 @@ def test_whole_node_lease_deploys_with_a_config_drive_and_release_undeploys(
         assert host["labels"]["gpufabric.dev/resource-class"] == "baremetal-gpu-h100"
         assert len(host["devices"]) == 8 and {d["model"] for d in host["devices"]} == {"NVIDIA H100 80GB HBM3"}
 
-        # A lease that takes only part of a node is not given it (nodes are leased whole).
-        partial = lease(tenant, {"slices": [{"kind": "gpu", "count": 2, "model": "H100"}]})
-        assert partial["state"] == "failed", partial
-        assert "leased whole" in partial["reason"], partial["reason"]
+        # A lease that takes only part of a node is refused before any claim, with the reason (nodes are leased
+        # whole: the backend declares it, placement reads it).
+        partial = tenant.post("/v1/leases", json={"slices": [{"kind": "gpu", "count": 2, "model": "H100"}]})
+        problem = assert_problem(partial, 409, "no-capacity")
+        capability = next(f for f in problem["filters"] if f["filter"] == "capability")
+        assert "ironic nodes are leased whole: 2 of 8 GPUs asked" in capability["examples"][0], problem
         assert ironic_conn.baremetal.get_node(node.id).provision_state == "available"
 
         t0 = time.monotonic()
