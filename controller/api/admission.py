@@ -5,7 +5,8 @@ a bound on agent requests in flight.
   problem+json before any handler reads it: by its ``Content-Length`` when it sends one, else by counting the
   chunks as they arrive (the handler never sees a partial body).
 * **What every handler may assume.** A NUL byte in the path or the query string (which no name holds and
-  PostgreSQL cannot store or compare) is answered 422 before routing; a non-empty body must be JSON
+  PostgreSQL cannot store or compare) is answered 422 before routing, and so is a JSON body holding the
+  escape ``\\u0000`` anywhere (free-form documents included); a non-empty body must be JSON
   (``application/json`` or ``*/*+json``), else 415.
 * **Agent admission.** At most ``agent_max_in_flight`` agent requests (``/v1/agents/...``) are handled at once
   per worker process. Past that the controller answers 503 problem+json with ``Retry-After`` at once instead of
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -64,11 +66,20 @@ class AdmissionMiddleware:
         if length is not None and length > self.max_body_bytes:
             await self._too_large(scope, send)
             return
-        if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+        if scope["method"] in ("POST", "PUT", "PATCH"):
             try:
-                receive = await self._buffered(receive)
+                receive, body = await self._buffered(receive)
             except _BodyTooLarge:
                 await self._too_large(scope, send)
+                return
+            if _JSON_NUL.search(body):
+                # PostgreSQL text cannot hold U+0000 and no gpufabric field means one: refused before any handler.
+                loc = ["body", *_nul_location(body)]
+                where = ".".join(str(p) for p in loc)
+                await _problem(
+                    scope, send, 422, "validation-error", f"{where}: contains a NUL character (\\u0000)", [],
+                    errors=[{"loc": loc, "msg": "NUL characters are not allowed", "type": "string_nul"}],
+                )  # fmt: skip
                 return
         if not scope["path"].startswith(AGENT_PREFIX):
             await self.app(scope, receive, send)
@@ -94,8 +105,8 @@ class AdmissionMiddleware:
             self.agent_in_flight -= 1
             self.metrics.agent_in_flight.dec()
 
-    async def _buffered(self, receive: Receive) -> Callable[[], Awaitable[Message]]:
-        """Read a body of unknown length up to the limit, then replay it to the app."""
+    async def _buffered(self, receive: Receive) -> tuple[Callable[[], Awaitable[Message]], bytes]:
+        """Read the body up to the limit (whether or not its length was announced), then replay it to the app."""
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -119,7 +130,7 @@ class AdmissionMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        return replay
+        return replay, body
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         self.metrics.requests_too_large.inc()
@@ -131,6 +142,10 @@ class AdmissionMiddleware:
             f"the request body is over the limit of {self.max_body_bytes} bytes (GPUFABRIC_MAX_REQUEST_BODY_BYTES)",
             [(b"connection", b"close")],
         )
+
+
+# A JSON string escape of U+0000 (``\u0000``), not preceded by an escaped backslash (``\\u0000`` is text).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _refused_request(scope: Scope) -> tuple[int, str, str] | None:
@@ -162,8 +177,39 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+def _nul_location(body: bytes) -> list[str | int]:
+    """Where in a JSON body the first string (value or key) holding U+0000 is (empty if it does not parse)."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return []
+
+    def walk(node: object, path: list[str | int]) -> list[str | int] | None:
+        if isinstance(node, str):
+            return path if "\x00" in node else None
+        if isinstance(node, dict):
+            for k, v in node.items():
+                found = [*path, k] if "\x00" in k else walk(v, [*path, k])
+                if found is not None:
+                    return found
+        if isinstance(node, list):
+            for i, v in enumerate(node):
+                found = walk(v, [*path, i])
+                if found is not None:
+                    return found
+        return None
+
+    return walk(doc, []) or []
+
+
 async def _problem(
-    scope: Scope, send: Send, status: int, slug: str, detail: str, headers: list[tuple[bytes, bytes]]
+    scope: Scope,
+    send: Send,
+    status: int,
+    slug: str,
+    detail: str,
+    headers: list[tuple[bytes, bytes]],
+    **extra: object,
 ) -> None:
     body = json.dumps(
         {
@@ -172,6 +218,7 @@ async def _problem(
             "status": status,
             "detail": detail,
             "instance": scope["path"],
+            **extra,
         }
     ).encode()
     await send(

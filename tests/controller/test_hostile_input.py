@@ -218,6 +218,34 @@ def test_request_bodies_must_be_json(hostile: Controller) -> None:
     assert store_state(hostile) == before
 
 
+def test_a_nul_escape_anywhere_in_a_body_is_refused_before_any_handler(hostile: Controller) -> None:
+    """Schemathesis found POST /v1/validations with a NUL in a host name reaching PostgreSQL (500). Free-form
+    documents (labels, backend configs, desired state, validation targets) hold strings no model bounds: the body
+    is checked as a whole. An escaped backslash followed by ``u0000`` is text and passes."""
+    before = store_state(hostile)
+    with hostile.admin() as admin:
+        for path, text in (
+            ("/v1/validations", '{"hosts": ["lh0", "x\\u0000y"]}'),
+            ("/v1/backends", '{"name": "b1", "kind": "static", "config": {"note": "a\\u0000"}}'),
+            ("/v1/pools", '{"name": "p1", "policy": {"labels": {"k": "\\u0000"}}}'),
+            ("/v1/leases", '{"slices": [{"kind": "gpu", "count": 1}], "labels": {"x": "\\\\\\u0000"}}'),
+        ):
+            refused(post_raw(admin, path, text), 422, "validation-error", "NUL")
+        with hostile.client() as anon:
+            refused(post_raw(anon, "/v1/agents/register", '{"hostname": "h\\u0000"}'), 422, "validation-error")
+        located = refused(
+            post_raw(admin, "/v1/validations", '{"hosts": ["lh0", "x\\u0000y"]}'), 422, "validation-error"
+        )
+        assert located["errors"][0]["loc"] == ["body", "hosts", 1] and located["detail"].startswith("body.hosts.1:")
+        # Text that only looks like the escape is stored as given.
+        made = post_raw(admin, "/v1/backends", '{"name": "b2", "kind": "static", "config": {"note": "C:\\\\u0000"}}')
+        assert made.status_code == 201, made.text
+        assert admin.get("/v1/backends/b2").json()["config"]["note"] == "C:\\u0000"
+    after = store_state(hostile)
+    assert after["backends"] == [*before["backends"], ("b2", "static")]
+    assert {k: v for k, v in after.items() if k != "backends"} == {k: v for k, v in before.items() if k != "backends"}
+
+
 def test_openapi_types_the_lease_request_and_lists_problem_responses(hostile: Controller) -> None:
     with hostile.client() as anon:
         doc = anon.get("/openapi.json").json()
