@@ -9,7 +9,8 @@ For each fleet size and database (``--db sqlite`` by default; ``--db postgres`` 
 2. loads the fleet in bulk through the store: per host, the ``hosts`` and ``devices`` rows an agent's first
    inventory report leaves behind (``controller.fleet.ingest.store_inventory`` on the same ``Inventory`` an agent
    would send, status ``ready``), inserted with SQLAlchemy Core (``INSERT ... RETURNING``), not thousands of
-   HTTP registrations;
+   HTTP registrations; for the vGPU question the hosts belong to a ``nova`` backend (Nova computes running the
+   agent: only a hypervisor backend declares the vgpu capability), which nothing in the bench contacts;
 3. starts ``gpufabric controller serve`` (its placement index is built from the store at start-up) and times
    ``POST /v1/placements:dry-run`` for the bench's vGPU question: sequential requests on one keep-alive httpx
    client;
@@ -59,6 +60,14 @@ PROFILE_HZ = 200
 
 
 # ---- the fleet, as an agent's reports leave it in the store ------------------------------------------------
+
+NOVA_BACKEND = "bench-nova"
+NOVA_CONFIG: dict[str, Any] = {
+    "auth": {"method": "admin_token", "token": "bench", "endpoints": {"placement": "http://127.0.0.1:9"}},
+    "controller_url": "http://127.0.0.1:9",
+    "image": "bench-image",
+    "reconcile_interval_s": 86400,
+}
 
 
 def hostname(i: int) -> str:
@@ -124,7 +133,7 @@ def load_store_fleet(database_url: str, hosts: int, mode: FleetMode) -> dict[str
     from sqlalchemy import delete, insert
 
     from controller.store.db import Database
-    from controller.store.models import Device, MigInstance
+    from controller.store.models import Backend, Device, MigInstance
     from controller.store.models import Host as HostRow
 
     t0 = time.perf_counter()
@@ -141,6 +150,16 @@ def load_store_fleet(database_url: str, hosts: int, mode: FleetMode) -> dict[str
             conn.execute(delete(MigInstance))
             conn.execute(delete(Device))
             conn.execute(delete(HostRow))
+            conn.execute(delete(Backend).where(Backend.name == NOVA_BACKEND))
+            if mode == "vgpu":
+                # vGPUs are handed out by a hypervisor backend (the static backend declares no vgpu capability):
+                # the hosts are Nova computes running the agent. Nothing here contacts Nova (port 9 is discard).
+                backend_id = conn.execute(
+                    insert(Backend).returning(Backend.id),
+                    [{"name": NOVA_BACKEND, "kind": "nova", "config": NOVA_CONFIG, "created_at": now}],
+                ).scalar_one()
+                for h in host_rows:
+                    h["backend_id"] = backend_id
             ids = (
                 conn.execute(insert(HostRow).returning(HostRow.id, sort_by_parameter_order=True), host_rows)
                 .scalars()
