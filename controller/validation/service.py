@@ -449,6 +449,7 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
         failure = None if status.phase == "Succeeded" else f"MPIJob failed: {status.message or 'no reason given'}"
         run.status = "succeeded" if status.phase == "Succeeded" else "failed"
         run.message = run.message or status.message
+        _narrow_to_workers(run, runner, namespace, name)
         _judge_run(run, failure)
         try:
             runner.delete(namespace, name)
@@ -465,6 +466,26 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
         if close is not None:
             close()
     run.updated_at = _now()
+
+
+def _narrow_to_workers(run: ValidationRun, runner: Any, namespace: str, name: str) -> None:
+    """A nodegroup's verdict is about the nodes its workers ran on, not every node of the nodegroup: the run's
+    hosts become those (read before the MPIJob and its pods are deleted). Unknown: no host's state changes."""
+    from drivers.eks.errors import EksError
+
+    try:
+        ran = set(runner.worker_nodes(namespace, name))
+    except EksError as exc:
+        ran, why = set(), f"worker pods unreadable: {exc}"
+    else:
+        why = "no worker pod names its node"
+    planned = list(run.hosts or [])
+    run.hosts = sorted(ran)
+    if not ran:
+        note = f"{why}: the verdict is recorded but no host's validation state changes"
+        run.message = f"{run.message}; {note}" if run.message else note
+    elif set(planned) - ran:
+        log.info("validation run %s ran on %s of nodegroup hosts %s", run.job_name, sorted(ran), planned)
 
 
 def _finalize(session: Session, validation: Validation) -> list[tuple[Host, str]]:

@@ -415,6 +415,14 @@ class MpiJobRunner:
             return pod_name
         return None
 
+    def worker_nodes(self, namespace: str, name: str) -> list[str]:
+        """The nodes the MPIJob's worker pods were scheduled on (``spec.nodeName``), sorted; [] when none is known."""
+        selector = f"{JOB_NAME_LABEL}={name},{JOB_ROLE_LABEL}=worker"
+        pods = _call(
+            f"list worker pods of {name}", lambda: self.core.list_namespaced_pod(namespace, label_selector=selector)
+        )
+        return sorted({p.spec.node_name for p in pods.items if p.spec is not None and p.spec.node_name})
+
     def launcher_log(self, namespace: str, name: str) -> str:
         pod = self.launcher_pod(namespace, name)
         if pod is None:

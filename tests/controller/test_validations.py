@@ -507,3 +507,50 @@ def test_cli_run_wait_and_show(controller: Controller, agent: AgentFactory) -> N
 
     refused = cli.invoke(app, ["validate", "run", "--hosts", "nope", *common])
     assert refused.exit_code == 2 and "unknown host(s): nope" in refused.output
+
+
+def test_an_eks_verdict_touches_only_the_nodes_its_workers_ran_on(controller: Controller, kube: KubeEmulator) -> None:
+    """The bug: a nodegroup's verdict was applied to every node of the nodegroup, even when the MPIJob ran on
+    fewer. Three nodes in the nodegroup, a 2-node job whose workers land on two of them: the third is untouched."""
+    import httpx
+
+    from drivers.contract.protocol import RegisterRequest
+
+    kube.seed("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "nccl"}})
+    config = {"cluster": "fabric-train", "region": "us-east-1", "kube_api_url": kube.url}
+    with controller.admin() as api:
+        assert api.post("/v1/backends", json={"name": "eks-train", "kind": "eks", "config": config}).status_code == 201
+    nodes = [f"ip-10-0-0-{i}.ec2.internal" for i in range(3)]
+    with httpx.Client(base_url=controller.url, headers={"Authorization": f"Bearer {controller.bootstrap_token}"}) as c:
+        for node in nodes:
+            body = RegisterRequest(
+                hostname=node, agent_version="test", backend="eks-train",
+                labels={"eks.amazonaws.com/nodegroup": "l4-train"},
+            ).model_dump(mode="json")  # fmt: skip
+            assert c.post("/v1/agents/register", json=body).status_code == 201
+    started = _start(
+        controller, nodegroup="l4-train", backend="eks-train", namespace="nccl", instance_type="g6.12xlarge", nodes=2
+    )
+    assert started["runs"][0]["hosts"] == sorted(nodes)
+    job_name = started["runs"][0]["job"].split("/")[1]
+    for i, node in enumerate(nodes[:2]):
+        kube.seed(
+            "pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"{job_name}-worker-{i}",
+                    "labels": {JOB_NAME_LABEL: job_name, JOB_ROLE_LABEL: "worker"},
+                },
+                "spec": {"nodeName": node, "containers": [{"name": "worker", "image": "nccl-tests"}]},
+            },
+            namespace="nccl",
+        )
+    _launcher_pod(kube, "nccl", job_name, _g6_log(6.0))
+    kube.set_mpijob_status("nccl", job_name, {"conditions": [{"type": "Succeeded", "status": "True"}]})
+    v = _get(controller, f"/v1/validations/{started['id']}")
+    assert v["status"] == "passed", v
+    assert v["runs"][0]["hosts"] == sorted(nodes[:2])
+    labels = {n: _get(controller, f"/v1/hosts/{n}")["labels"].get("gpufabric.dev/validation") for n in nodes}
+    assert labels == {nodes[0]: "validated", nodes[1]: "validated", nodes[2]: None}, labels
