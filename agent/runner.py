@@ -41,6 +41,7 @@ from tenacity.wait import wait_base
 from agent import __version__
 from agent.converge import apply_desired
 from agent.health import HealthMonitor
+from agent.health.rules import HealthRules
 from agent.node_inventory import node_inventory, sharing_from_document
 from agent.state import AgentState
 from agent.tasks.nccl import run_nccl_test
@@ -178,6 +179,10 @@ class AgentConfig:
     interval_jitter: float = 0.1
     # ``run`` waits uniform(0, startup_splay_s) before its first cycle; 0 starts at once.
     startup_splay_s: float = 0.0
+    # Verify the controller's certificate against this bundle (default: the system's).
+    ca_bundle: Path | None = None
+    # Health rules YAML (docs/health.md); default: the built-in rules.
+    health_rules: Path | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.interval_jitter < 1.0:
@@ -212,8 +217,12 @@ class AgentRunner:
             # A different controller or identity: the old credential and generation mean nothing there.
             self.state = AgentState(controller_url=config.controller_url, hostname=self.hostname)
         self.client = httpx.Client(
-            base_url=config.controller_url.rstrip("/"), timeout=config.request_timeout_s, transport=transport
+            base_url=config.controller_url.rstrip("/"),
+            timeout=config.request_timeout_s,
+            transport=transport,
+            verify=str(config.ca_bundle) if config.ca_bundle else True,
         )
+        self.health_rules = HealthRules.from_file(config.health_rules) if config.health_rules else None
         self.report_interval_s = config.interval_s or 30.0
         self.cycles = 0
         self.last_reply: ReportReply | None = None
@@ -328,7 +337,7 @@ class AgentRunner:
     def _collect(self) -> tuple[Inventory, str]:
         # NVML is opened per cycle, so the monitor (and its XID event set) lives for one cycle; its
         # state file keeps sticky reasons and timestamps across cycles and restarts.
-        monitor = HealthMonitor(state_path=self.config.state_file.parent / "health-state.json")
+        monitor = HealthMonitor(self.health_rules, state_path=self.config.state_file.parent / "health-state.json")
         try:
             inventory = node_inventory(
                 hostname=self.hostname,

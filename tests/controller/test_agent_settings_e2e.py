@@ -1,0 +1,36 @@
+"""The agent as a DaemonSet or a systemd unit starts it: `gpufabric-agent run --once` with nothing but the
+environment those files set. In a DaemonSet the host registers under NODE_NAME (the node), not the pod's name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from agent.cli import app as agent_app
+from tests.controller.conftest import Controller
+
+
+def test_the_agent_runs_from_the_environment_alone_and_registers_under_node_name(
+    controller: Controller, tmp_path: Path
+) -> None:
+    env = {
+        "NODE_NAME": "ip-10-0-1-7.ec2.internal",
+        "GPUFABRIC_CONTROLLER_URL": controller.url,
+        "GPUFABRIC_BOOTSTRAP_TOKEN": controller.bootstrap_token,
+        "GPUFABRIC_STATE_DIR": str(tmp_path / "state"),
+        "GPUFABRIC_AGENT_CONFIG": str(tmp_path / "none.yaml"),
+        "GPUFABRIC_LOG_LEVEL": "warning",
+    }
+    (tmp_path / "none.yaml").write_text("{}\n")
+    result = CliRunner().invoke(agent_app, ["run", "--once", "--sim", "h100-8x"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "state" / "agent.json").is_file()  # GPUFABRIC_STATE_DIR holds the credential
+    with controller.admin() as api:
+        host = api.get("/v1/hosts/ip-10-0-1-7.ec2.internal")
+        assert host.status_code == 200, host.text
+        assert len(host.json()["devices"]) == 8
+    # Without a controller URL anywhere: a one-line error naming the variable, exit 2.
+    bare = {k: v for k, v in env.items() if k != "GPUFABRIC_CONTROLLER_URL"}
+    missing = CliRunner().invoke(agent_app, ["run", "--once", "--sim", "h100-8x"], env=bare)
+    assert missing.exit_code == 2 and "GPUFABRIC_CONTROLLER_URL" in missing.output

@@ -1,0 +1,149 @@
+"""Agent settings: every variable the deploy files set is read, NODE_NAME names the host in a DaemonSet, one name
+for the controller URL (the old one still accepted, with a warning), and /etc/gpufabric/agent.yaml below the
+environment. A documented variable is a promise: each one here is checked by reading it back."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agent.settings import AgentSettingsError, load_settings
+
+REPO = Path(__file__).resolve().parents[3]
+ENV_FILE = REPO / "deploy/systemd/gpufabric-agent.env"
+DAEMONSET = REPO / "deploy/kubernetes/agent/daemonset.yaml"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("GPUFABRIC_") or key == "NODE_NAME":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", str(_write(tmp_path / "empty.yaml", {})))
+
+
+def _write(path: Path, doc: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def env_file_variables() -> dict[str, str]:
+    """Every variable of the systemd env file, commented-out examples included."""
+    out = {}
+    for line in ENV_FILE.read_text().splitlines():
+        m = re.match(r"^#?(GPUFABRIC_[A-Z_]+)=(.*)$", line.strip())
+        if m:
+            out[m[1]] = m[2]
+    return out
+
+
+def test_every_variable_of_the_systemd_env_file_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    variables = env_file_variables()
+    assert set(variables) >= {
+        "GPUFABRIC_CONTROLLER_URL", "GPUFABRIC_BOOTSTRAP_TOKEN", "GPUFABRIC_BACKEND", "GPUFABRIC_STATE_DIR",
+        "GPUFABRIC_REPORT_INTERVAL", "GPUFABRIC_HEALTH_RULES", "GPUFABRIC_CA_BUNDLE", "GPUFABRIC_LOG_LEVEL",
+    }  # fmt: skip
+    values = {
+        "GPUFABRIC_BOOTSTRAP_TOKEN": "gft_abc_secret",
+        "GPUFABRIC_BACKEND": "nova-lab",
+        "GPUFABRIC_LOG_LEVEL": "debug",
+    }
+    for name, example in variables.items():
+        monkeypatch.setenv(name, values.get(name, example))
+    s = load_settings()
+    read = {
+        "GPUFABRIC_CONTROLLER_URL": s.controller_url,
+        "GPUFABRIC_BOOTSTRAP_TOKEN": s.bootstrap_token,
+        "GPUFABRIC_BACKEND": s.backend,
+        "GPUFABRIC_STATE_DIR": str(s.state_dir),
+        "GPUFABRIC_REPORT_INTERVAL": str(int(s.report_interval or 0)),
+        "GPUFABRIC_HEALTH_RULES": str(s.health_rules),
+        "GPUFABRIC_CA_BUNDLE": str(s.ca_bundle),
+        "GPUFABRIC_LOG_LEVEL": s.log_level,
+    }
+    assert set(read) == set(variables), f"documented but not checked: {set(variables) - set(read)}"
+    for name, value in read.items():
+        assert value == values.get(name, variables[name]), name
+    assert s.state_file == Path("/var/lib/gpufabric/agent.json")
+
+
+def test_every_variable_of_the_daemonset_is_read_and_node_name_is_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    docs = list(yaml.safe_load_all(DAEMONSET.read_text()))
+    ds = next(d for d in docs if d and d.get("kind") == "DaemonSet")
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in container["env"] if e["name"].startswith("GPUFABRIC_") or e["name"] == "NODE_NAME"]
+    assert "NODE_NAME" in names and "GPUFABRIC_CONTROLLER_URL" in names
+    given = {
+        "NODE_NAME": "ip-10-0-1-7.ec2.internal",
+        "GPUFABRIC_STATE_DIR": "/var/lib/gpufabric",
+        "GPUFABRIC_CONTROLLER_URL": "https://ctl:8080",
+        "GPUFABRIC_BOOTSTRAP_TOKEN": "gft_x_y",
+    }
+    assert set(names) <= set(given), f"the DaemonSet sets variables the agent does not read: {set(names) - set(given)}"
+    for name in names:
+        monkeypatch.setenv(name, given[name])
+    s = load_settings()
+    assert s.hostname == "ip-10-0-1-7.ec2.internal"  # the node's name, not the pod's
+    assert s.controller_url == "https://ctl:8080" and s.bootstrap_token == "gft_x_y"
+    assert s.state_dir == Path("/var/lib/gpufabric")
+    # An explicit name wins over NODE_NAME, and a flag over both.
+    monkeypatch.setenv("GPUFABRIC_HOSTNAME", "gpu-7")
+    assert load_settings().hostname == "gpu-7"
+    assert load_settings(hostname="from-flag").hostname == "from-flag"
+
+
+def test_the_old_controller_variable_still_works_with_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUFABRIC_CONTROLLER", "http://old:8080")
+    with pytest.warns(DeprecationWarning, match="GPUFABRIC_CONTROLLER_URL"):
+        assert load_settings().controller_url == "http://old:8080"
+    monkeypatch.setenv("GPUFABRIC_CONTROLLER_URL", "http://new:8080")
+    assert load_settings().controller_url == "http://new:8080"
+
+
+def test_the_config_file_is_read_below_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = _write(
+        tmp_path / "agent.yaml",
+        {"controller_url": "http://file:8080", "report_interval": 45, "labels": {"rack": "r7"}, "backend": "metal"},
+    )
+    monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", str(path))
+    s = load_settings()
+    assert (s.controller_url, s.report_interval, s.labels, s.backend) == (
+        "http://file:8080",
+        45,
+        {"rack": "r7"},
+        "metal",
+    )
+    monkeypatch.setenv("GPUFABRIC_REPORT_INTERVAL", "20")
+    assert load_settings().report_interval == 20
+    assert load_settings(report_interval=10.0).report_interval == 10
+
+
+@pytest.mark.parametrize(
+    ("env", "file", "named"),
+    [
+        ({"GPUFABRIC_REPORT_INTERVAL": "-1"}, {}, "GPUFABRIC_REPORT_INTERVAL"),
+        ({"GPUFABRIC_LOG_LEVEL": "loud"}, {}, "GPUFABRIC_LOG_LEVEL"),
+        ({"GPUFABRIC_AGENT_INTERVAL_JITTER": "0.9"}, {}, "GPUFABRIC_AGENT_INTERVAL_JITTER"),
+        ({}, {"report_intervall": 30}, "report_intervall"),
+    ],
+)
+def test_a_bad_setting_is_an_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str], file: dict[str, Any], named: str
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", str(_write(tmp_path / "agent.yaml", file)))
+    with pytest.raises(AgentSettingsError, match=named):
+        load_settings()
+
+
+def test_a_missing_config_file_named_by_the_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", "/nonexistent/agent.yaml")
+    with pytest.raises(AgentSettingsError, match=r"GPUFABRIC_AGENT_CONFIG=/nonexistent/agent\.yaml: no such file"):
+        load_settings()
