@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 
 from drivers.nvml.session import NvmlUnavailable, open_nvml
 
@@ -33,13 +34,16 @@ SimStateOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
-console = Console()
-err_console = Console(stderr=True)
+# No emoji codes (a PCI bus id such as 00000000:AB:00.0 holds ":AB:") and, when the output is not a terminal,
+# no wrapping at 80 columns (URLs and ids stay whole in pipes and logs).
+console = Console(emoji=False, width=None if sys.stdout.isatty() else 1000)
+err_console = Console(stderr=True, emoji=False, width=None if sys.stderr.isatty() else 1000)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print one clear line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is data, not markup: brackets in it (a label, a URL) are printed as they are.
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

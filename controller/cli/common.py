@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from controller.settings import Settings, load_settings
 
@@ -19,12 +21,15 @@ DatabaseOption = Annotated[
     typer.Option("--database-url", help="Overrides GPUFABRIC_DATABASE_URL and the config file"),
 ]
 
-console = Console()
-err_console = Console(stderr=True)
+# No emoji codes (a PCI bus id such as 00000000:AB:00.0 holds ":AB:") and, when the output is not a terminal,
+# no wrapping at 80 columns (URLs and ids stay whole in pipes and logs).
+console = Console(emoji=False, width=None if sys.stdout.isatty() else 1000)
+err_console = Console(stderr=True, emoji=False, width=None if sys.stderr.isatty() else 1000)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is data, not markup: brackets in it (a label, a URL) are printed as they are.
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

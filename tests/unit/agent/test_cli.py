@@ -162,3 +162,26 @@ def test_inventory_slice_offers_follow_the_sharing_config(tmp_path: Path) -> Non
     )
     proc = run("inventory", "--sim", "l4-4x", "--sharing-config", str(bad))
     assert proc.returncode == 2 and "replicas" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bus_ids_print_as_they_are_and_piped_output_does_not_wrap() -> None:
+    """rich turned ``00000000:AB:00.0`` into an emoji (``:ab:``) and wrapped piped output at 80 columns,
+    splitting UUIDs; the table is data: printed literally, one row per GPU line."""
+    from typer.testing import CliRunner
+
+    from agent.cli import app as agent_app
+
+    result = CliRunner().invoke(agent_app, ["inventory", "--sim", "h100-8x"], env={"COLUMNS": ""})
+    assert result.exit_code == 0, result.output
+    assert "00000000:AB:00.0" in result.output and "\U0001f18e" not in result.output
+    uuid_lines = [line for line in result.output.splitlines() if "GPU-" in line]
+    assert len(uuid_lines) == 8, result.output  # each UUID whole on its GPU's one line
+
+
+def test_an_error_message_with_brackets_is_printed_as_it_is() -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app as agent_app
+
+    result = CliRunner().invoke(agent_app, ["inventory", "--sim", "/nonexistent[bold]x"])
+    assert result.exit_code != 0 and "/nonexistent[bold]x" in result.output
