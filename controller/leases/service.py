@@ -51,7 +51,7 @@ from controller.leases.fleet import (
     apply_claim,
     to_placement_host,
 )
-from controller.leases.liveness import LeaseTimeouts, live_instances, owner_alive
+from controller.leases.liveness import LeaseTimeouts, forget_instances, live_instances, owner_alive
 from controller.leases.state import HOLDING, TERMINAL, TRANSITIONAL, transition
 from controller.placement import (
     Allocation,
@@ -78,6 +78,8 @@ FULL_SYNC_INTERVAL_S = 60.0
 QUOTA_ROWS_TTL_S = 1.0
 REFRESH_BATCH = 5000
 REFUSAL_SYNC_INTERVAL_S = 0.2
+# Liveness rows of controller instances silent for this long are deleted by the recovery job.
+FORGET_INSTANCES_AFTER_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -1008,7 +1010,9 @@ class LeaseService:
         return [lid for lid, owner, deadline in rows if stranded(lid, owner, deadline)]
 
     def recover(self, now: datetime | None = None) -> dict[str, str]:
-        """Finish or fail every stranded lease (the leader's lease-recovery job); returns what was done per lease."""
+        """Finish or fail every stranded lease (the leader's lease-recovery job); returns what was done per lease.
+
+        Then forget instances gone for over an hour (``FORGET_INSTANCES_AFTER_S``): no lease names them any more."""
         done: dict[str, str] = {}
         for lid in self.stranded(now):
             try:
@@ -1018,6 +1022,9 @@ class LeaseService:
                 continue
             if action:
                 done[lid] = action
+        with self.db.session() as session:
+            held = session.scalars(select(Lease.owner).where(Lease.owner.is_not(None)).distinct())
+            forget_instances(session, FORGET_INSTANCES_AFTER_S, keep=[o for o in held if o])
         return done
 
     def recover_one(self, lease_id: str, now: datetime | None = None) -> str | None:

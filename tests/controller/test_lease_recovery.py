@@ -240,3 +240,23 @@ def test_a_placing_lease_past_its_deadline_fails_and_nothing_transitional_is_lef
     assert lease_row(controller, lease["id"])["state"] == "failed"
     with controller.db.session() as session:
         assert session.scalars(select(Lease.id).where(Lease.state.in_(TRANSITIONAL))).all() == []
+
+
+def test_recovery_forgets_instances_gone_for_long_once_no_lease_names_them(
+    controller: Controller, flaky: type[FlakyStatic]
+) -> None:
+    fleet(controller, hosts=1)
+    with controller.client(controller.tenant_token) as api:
+        lease = create(api, GPU1).json()
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    with controller.db.session() as session:
+        for name in ("gone-replica", "gone-owner"):
+            session.add(ControllerInstance(instance_id=name, started_at=long_ago, seen_at=long_ago))
+    # The gone owner's lease is taken over first (its release fails and rests without an owner), then its row goes.
+    strand(controller, lease["id"], "releasing", "gone-owner", 500)
+    flaky.release_error = "still down"
+    recover(controller)
+    assert lease_row(controller, lease["id"])["owner"] is None
+    with controller.db.session() as session:
+        names = set(session.scalars(select(ControllerInstance.instance_id)))
+    assert not names & {"gone-replica", "gone-owner"} and controller.settings.instance_id in names
