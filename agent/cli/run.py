@@ -92,6 +92,10 @@ def run(
     except AgentSettingsError as exc:
         raise fail(str(exc), 2) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level != "debug":
+        # httpx logs every request at INFO: a heartbeat line every interval drowned everything else.
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if not settings.controller_url:
         raise fail("no controller URL: pass --controller or set GPUFABRIC_CONTROLLER_URL", 2)
     config = AgentConfig(

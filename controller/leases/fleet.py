@@ -6,6 +6,9 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from controller.backends.base import SLICE_KINDS, capabilities_for
 from controller.placement import Allocation, Host, MigSlot, VgpuOffer
 from controller.placement import Device as PlacementDevice
@@ -161,3 +164,14 @@ def allocation_from_dict(d: dict[str, Any]) -> Allocation:
         create=bool(d.get("create")),
         vgpu_type=d.get("vgpu_type"),
     )
+
+
+def stored_models_matching(session: Session, want: str) -> list[str]:
+    """The stored (NVML) GPU model names a request's ``model`` names: the NVML name itself, the catalog's short
+    name ("H100-80GB") or its family ("H100"), as the lease API reads them. There are few distinct models, so
+    this reads them all and the caller filters in SQL with ``IN``."""
+    from controller.placement.filters import model_matches
+
+    return [
+        n for n in session.scalars(select(Device.model).distinct()) if n == want or model_matches(want, short_model(n))
+    ]

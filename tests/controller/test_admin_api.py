@@ -86,6 +86,12 @@ def test_filters_drain_quarantine(controller: Controller) -> None:
     with controller.admin() as api:
         assert len(api.get("/v1/devices", params={"model": "NVIDIA L4"}).json()) == 4
         assert [h["hostname"] for h in api.get("/v1/hosts", params={"model": "NVIDIA L4"}).json()] == ["l4-a", "l4-b"]
+        # The names the lease API accepts work here too (the short name and the family), not silently [].
+        for name in ("L4", "l4"):
+            assert len(api.get("/v1/devices", params={"model": name}).json()) == 4, name
+            assert [h["hostname"] for h in api.get("/v1/hosts", params={"model": name}).json()] == ["l4-a", "l4-b"]
+        assert api.get("/v1/devices", params={"model": "L40S"}).json() == []
+        assert api.get("/v1/devices", params={"model": "L"}).json() == []
         assert [h["hostname"] for h in api.get("/v1/hosts", params={"health": "unhealthy"}).json()] == ["l4-b"]
         assert len(api.get("/v1/devices", params={"health": "unhealthy"}).json()) == 2
         assert api.post("/v1/hosts/l4-a/drain", json={"reason": "maintenance"}).json()["admin_state"] == "drained"

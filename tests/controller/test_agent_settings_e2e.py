@@ -3,8 +3,10 @@ environment those files set. In a DaemonSet the host registers under NODE_NAME (
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app as agent_app
@@ -12,7 +14,7 @@ from tests.controller.conftest import Controller
 
 
 def test_the_agent_runs_from_the_environment_alone_and_registers_under_node_name(
-    controller: Controller, tmp_path: Path
+    controller: Controller, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = {
         "NODE_NAME": "ip-10-0-1-7.ec2.internal",
@@ -20,11 +22,14 @@ def test_the_agent_runs_from_the_environment_alone_and_registers_under_node_name
         "GPUFABRIC_BOOTSTRAP_TOKEN": controller.bootstrap_token,
         "GPUFABRIC_STATE_DIR": str(tmp_path / "state"),
         "GPUFABRIC_AGENT_CONFIG": str(tmp_path / "none.yaml"),
-        "GPUFABRIC_LOG_LEVEL": "warning",
+        "GPUFABRIC_LOG_LEVEL": "info",
     }
     (tmp_path / "none.yaml").write_text("{}\n")
-    result = CliRunner().invoke(agent_app, ["run", "--once", "--sim", "h100-8x"], env=env)
+    with caplog.at_level(logging.INFO):
+        result = CliRunner().invoke(agent_app, ["run", "--once", "--sim", "h100-8x"], env=env)
     assert result.exit_code == 0, result.output
+    # httpx logs each request at INFO (a heartbeat line per interval); the agent keeps those for debug.
+    assert not [r for r in caplog.records if r.name.startswith(("httpx", "httpcore"))]
     assert (tmp_path / "state" / "agent.json").is_file()  # GPUFABRIC_STATE_DIR holds the credential
     with controller.admin() as api:
         host = api.get("/v1/hosts/ip-10-0-1-7.ec2.internal")

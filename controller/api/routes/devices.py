@@ -13,6 +13,7 @@ from controller.api.schemas import AdminStateIn, DeviceOut
 from controller.api.views import device_out
 from controller.auth.tokens import Principal, Role
 from controller.bounds import MAX_OFFSET
+from controller.leases.fleet import stored_models_matching
 from controller.store.db import Database
 from controller.store.models import Backend, Device, Host, Pool
 
@@ -23,7 +24,11 @@ ADMIN = Require(Role.admin)
 @router.get("", response_model=list[DeviceOut])
 def list_devices(
     backend: str | None = None,
-    model: str | None = None,
+    model: str | None = Query(
+        None,
+        max_length=128,
+        description='GPU model: the NVML name, the short name ("H100-80GB") or the family ("H100")',
+    ),
     health: str | None = None,
     pool: str | None = None,
     state: str | None = Query(None, description="Device admin state: active|drained|quarantined"),
@@ -39,7 +44,11 @@ def list_devices(
     if pool:
         stmt = stmt.where(Host.pool_id.in_(select(Pool.id).where(Pool.name == pool)))
     if model:
-        stmt = stmt.where(Device.model == model)
+        # The names the lease API accepts: the NVML name, the catalog's short name ("H100-80GB") or its family
+        # ("H100"); matched against the few distinct models in the store, then filtered in SQL (paging holds).
+        with db.session() as session:
+            names = stored_models_matching(session, model)
+        stmt = stmt.where(Device.model.in_(names))
     if health:
         stmt = stmt.where(Device.health == health)
     if state:

@@ -18,6 +18,7 @@ from controller.api.schemas import AdminStateIn, DesiredIn, HostDetail, HostOut,
 from controller.api.views import host_detail, host_out, task_out
 from controller.auth.tokens import Principal, Role, revoke_agent_credentials
 from controller.bounds import MAX_OFFSET
+from controller.leases.fleet import stored_models_matching
 from controller.store.db import Database
 from controller.store.models import Backend, DesiredOverride, Device, Host, HostTask, Pool
 
@@ -60,7 +61,12 @@ def list_hosts(
     pool: str | None = None,
     state: str | None = Query(None, description="registered|ready|unreachable or active|drained|quarantined"),
     health: str | None = None,
-    model: str | None = Query(None, description="Hosts with at least one GPU of this model"),
+    model: str | None = Query(
+        None,
+        max_length=128,
+        description='Hosts with at least one GPU of this model: the NVML name, the short name ("H100-80GB") or the '
+        'family ("H100")',
+    ),
     limit: int = Query(500, ge=1, le=10000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
     _: Principal = Depends(ADMIN),
@@ -68,7 +74,9 @@ def list_hosts(
 ) -> list[HostOut]:
     stmt = filter_hosts(select(Host), backend, pool, state, health)
     if model:
-        stmt = stmt.where(Host.id.in_(select(Device.host_id).where(Device.model == model)))
+        with db.session() as session:
+            names = stored_models_matching(session, model)
+        stmt = stmt.where(Host.id.in_(select(Device.host_id).where(Device.model.in_(names))))
     stmt = stmt.order_by(Host.hostname).limit(limit).offset(offset).options(selectinload(Host.devices))
     with db.session() as session:
         return [host_out(h) for h in session.scalars(stmt).unique()]
