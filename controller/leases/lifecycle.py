@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,25 @@ FORGET_INSTANCES_AFTER_S = 3600.0
 
 def lease_info(lease: Lease, allocs: list[Allocation]) -> LeaseInfo:
     return LeaseInfo(lease.id, lease.tenant, lease.request, sorted({a.host_id for a in allocs}))
+
+
+@dataclass(frozen=True)
+class BackendCall:
+    """What a call to a lease's backend needs, read from the store (no ORM object leaves the session)."""
+
+    info: LeaseInfo
+    allocations: list[Allocation]
+    backend: str
+
+
+def backend_call(db: Database, lease_id: str, state: str) -> BackendCall | None:
+    """The lease's backend call while it is in ``state``; None when it is gone or has left that state."""
+    with db.session() as session:
+        lease = session.get(Lease, lease_id)
+        if lease is None or lease.state != state:
+            return None
+        allocs = [allocation_from_dict(a) for a in lease.allocations]
+        return BackendCall(lease_info(lease, allocs), allocs, lease.backend or "static")
 
 
 class ReleaseAndRecovery:
@@ -122,15 +142,11 @@ class ReleaseAndRecovery:
         back-off. A lease that entered ``releasing`` because it failed ends ``failed`` with that reason."""
         with self._driving_marked(lease_id):
             crash_point("release.marked")
-            with self.db.session() as session:
-                lease = session.get(Lease, lease_id)
-                if lease is None or lease.state != "releasing":
-                    return
-                allocs = [allocation_from_dict(a) for a in lease.allocations]
-                info = lease_info(lease, allocs)
-                backend = lease.backend or "static"
+            call = backend_call(self.db, lease_id, "releasing")
+            if call is None:
+                return
             try:
-                provisioner_for(backend, self.db).release(info)
+                provisioner_for(call.backend, self.db).release(call.info)
             except Exception as exc:
                 with self.db.session() as session:
                     row = session.get(Lease, lease_id, with_for_update=True)

@@ -50,7 +50,7 @@ from controller.leases.fleet import (
     apply_claim,
     to_placement_host,
 )
-from controller.leases.lifecycle import ReleaseAndRecovery, lease_info
+from controller.leases.lifecycle import ReleaseAndRecovery, backend_call
 from controller.leases.liveness import LeaseTimeouts
 from controller.leases.state import TRANSITIONAL, transition
 from controller.placement import (
@@ -635,15 +635,12 @@ class LeaseService(ReleaseAndRecovery):
         job) or its deadline passes. A backend error other than ``ProvisionFailed`` fails the lease through a
         backend release, so nothing the backend may have started is left behind."""
         with self._provision_locks[hash(lease_id) % len(self._provision_locks)], self._driving_marked(lease_id):
-            with self.db.session() as session:
-                lease = session.get(Lease, lease_id)
-                if lease is None or lease.state != "provisioning":
-                    return
-                allocs = [allocation_from_dict(a) for a in lease.allocations]
-                info = lease_info(lease, allocs)
-                backend = lease.backend or "static"
+            call = backend_call(self.db, lease_id, "provisioning")
+            if call is None:
+                return
+            backend = call.backend
             try:
-                outcome = provisioner_for(backend, self.db).provision(info, allocs)
+                outcome = provisioner_for(backend, self.db).provision(call.info, call.allocations)
             except TryElsewhere as exc:
                 relocate = exc
             except ProvisionFailed as exc:
