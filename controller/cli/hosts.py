@@ -14,14 +14,9 @@ from urllib.parse import quote
 import httpx
 import typer
 
-from controller.cli.common import console, fail
+from controller.cli.common import ControllerOption, TokenOption, api_client, checked, console, fail
 
 app = typer.Typer(help="Hosts: agent identity.", no_args_is_help=True)
-
-ControllerOption = Annotated[
-    str, typer.Option("--controller", envvar="GPUFABRIC_CONTROLLER_URL", help="Controller URL")
-]
-TokenOption = Annotated[str, typer.Option("--token", envvar="GPUFABRIC_TOKEN", help="Admin API token")]
 
 
 @app.callback()
@@ -38,19 +33,12 @@ def reset_credential(
     as_json: Annotated[bool, typer.Option("--json", help="Print the controller's answer as JSON")] = False,
 ) -> None:
     """Revoke HOSTNAME's agent credential; its next registration with the bootstrap token takes it over."""
-    url = f"{controller.rstrip('/')}/v1/hosts/{quote(hostname, safe='')}/credential:reset"
     try:
-        response = httpx.post(url, json={"reason": reason}, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        with api_client(controller, token) as client:
+            response = client.post(f"/v1/hosts/{quote(hostname, safe='')}/credential:reset", json={"reason": reason})
     except httpx.HTTPError as exc:
         raise fail(f"controller unreachable: {exc}", 3) from None
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-            message = f"{body.get('title')}: {body.get('detail')}"
-        except ValueError:
-            message = response.text[:300]
-        raise fail(f"HTTP {response.status_code}: {message}", 2)
-    data = response.json()
+    data = checked(response)
     if as_json:
         print(json.dumps(data))
         return

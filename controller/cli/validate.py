@@ -17,14 +17,10 @@ from rich import box
 from rich.live import Live
 from rich.table import Table
 
-from controller.cli.common import console, fail
+from controller.cli.common import ControllerOption, TokenOption, api_client, checked, console
 
 app = typer.Typer(help="NCCL validations: run, follow and read verdicts.", no_args_is_help=True)
 
-ControllerOption = Annotated[
-    str, typer.Option("--controller", envvar="GPUFABRIC_CONTROLLER_URL", help="Controller URL")
-]
-TokenOption = Annotated[str, typer.Option("--token", envvar="GPUFABRIC_TOKEN", help="Admin API token")]
 FINISHED = ("passed", "failed", "error")
 EXIT_CODES = {"passed": 0, "failed": 1, "error": 3}
 
@@ -32,22 +28,6 @@ EXIT_CODES = {"passed": 0, "failed": 1, "error": 3}
 @app.callback()
 def _group() -> None:
     """NCCL validations: run, follow and read verdicts."""
-
-
-def _client(controller: str, token: str) -> httpx.Client:
-    return httpx.Client(base_url=controller.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=30)
-
-
-def _check(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        try:
-            body = response.json()
-            message = f"{body.get('title')}: {body.get('detail')}"
-        except ValueError:
-            message = response.text[:300]
-        raise fail(f"HTTP {response.status_code}: {message}", 2)
-    data: dict[str, Any] = response.json()
-    return data
 
 
 def _gbps(value: Any) -> str:
@@ -108,11 +88,11 @@ def print_verdict(v: dict[str, Any]) -> None:
 
 def follow(client: httpx.Client, validation_id: str, interval_s: float, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    v = _check(client.get(f"/v1/validations/{validation_id}"))
+    v = checked(client.get(f"/v1/validations/{validation_id}"))
     with Live(progress_table(v), console=console, refresh_per_second=4, transient=True) as live:
         while v["status"] not in FINISHED and time.monotonic() < deadline:
             time.sleep(interval_s)
-            v = _check(client.get(f"/v1/validations/{validation_id}"))
+            v = checked(client.get(f"/v1/validations/{validation_id}"))
             live.update(progress_table(v))
     return v
 
@@ -147,8 +127,8 @@ def run(
         body["expected_busbw_gbps"] = expected
     if pass_ratio is not None:
         body["pass_ratio"] = pass_ratio
-    with _client(controller, token) as client:
-        v = _check(client.post("/v1/validations", json=body))
+    with api_client(controller, token) as client:
+        v = checked(client.post("/v1/validations", json=body))
         if not as_json:
             console.print(f"validation [bold]{v['id']}[/] {v['status']}", highlight=False)
         if wait:
@@ -163,10 +143,10 @@ def run(
 
 def _poll(client: httpx.Client, validation_id: str, interval_s: float, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
-    v = _check(client.get(f"/v1/validations/{validation_id}"))
+    v = checked(client.get(f"/v1/validations/{validation_id}"))
     while v["status"] not in FINISHED and time.monotonic() < deadline:
         time.sleep(interval_s)
-        v = _check(client.get(f"/v1/validations/{validation_id}"))
+        v = checked(client.get(f"/v1/validations/{validation_id}"))
     return v
 
 
@@ -178,8 +158,8 @@ def show(
     token: TokenOption = "",
 ) -> None:
     """A validation's status, runs, largest-size rows and verdict with evidence."""
-    with _client(controller, token) as client:
-        v = _check(client.get(f"/v1/validations/{validation_id}"))
+    with api_client(controller, token) as client:
+        v = checked(client.get(f"/v1/validations/{validation_id}"))
     if as_json:
         print(json.dumps(v, indent=2))
     else:
@@ -193,7 +173,7 @@ def list_(
     token: TokenOption = "",
 ) -> None:
     """Recent validations."""
-    with _client(controller, token) as client:
+    with api_client(controller, token) as client:
         items = _check_list(client.get("/v1/validations", params={"status": status} if status else {}))
     table = Table(box=box.SIMPLE_HEAD)
     for column in ("id", "status", "test", "mode", "purpose", "hosts", "created"):
@@ -205,6 +185,6 @@ def list_(
 
 def _check_list(response: httpx.Response) -> list[dict[str, Any]]:
     if response.status_code >= 400:
-        _check(response)
+        checked(response)
     data: list[dict[str, Any]] = response.json()
     return data
