@@ -169,3 +169,22 @@ def wait_until_clean(check: Callable[[], list[str]], *, what: str) -> float:
         time.sleep(0.2)
         problems = check()
     return time.monotonic() - started
+
+
+def crash(
+    replica: Replica,
+    point: str,
+    token: str,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Start ``replica`` set to die at ``point`` and send it the request that gets there: the client sees the
+    connection drop, and the replica must have exited at that point."""
+    import pytest
+
+    replica.start(crash_at=point)
+    with pytest.raises(httpx.HTTPError), replica.client(token) as api:
+        api.request(method, path, json=body, headers=headers)
+    replica.wait_crashed()

@@ -21,7 +21,7 @@ from controller.auth.tokens import Role, create_api_token
 from controller.leases.faults import POINTS
 from controller.store.db import Database
 from controller.store.schema import upgrade
-from tests.controller.crash_harness import Replica, invariant_violations, wait_until_clean
+from tests.controller.crash_harness import Replica, crash, invariant_violations, wait_until_clean
 from tests.controller.helpers import register, report, synthetic_inventory
 from tests.controller.test_lease_concurrency import postgres_database  # noqa: F401  (fixture)
 
@@ -34,6 +34,8 @@ RELEASE_POINTS = [p for p in POINTS if p.startswith("release.")]
 
 
 class Fabric:
+    label = "static"
+
     def __init__(self, url: str, tmp_path: Path) -> None:
         self.db = Database(url, pool_size=2)
         upgrade(self.db.engine)
@@ -69,9 +71,13 @@ class Fabric:
             return body
 
     def close(self) -> None:
+        """Stop both replicas; print how long recovery took per crash case (docs/reliability.md quotes them)."""
         self.a.stop()
         self.b.stop()
         self.db.dispose()
+        if self.recovery_s:
+            figures = ", ".join(f"{k} {v:.1f} s" for k, v in self.recovery_s.items())
+            print(f"\n{self.label} recovery after restart: {figures}")
 
 
 @pytest.fixture
@@ -82,26 +88,12 @@ def fabric(postgres_database: str, tmp_path: Path) -> Iterator[Fabric]:  # noqa:
         yield f
     finally:
         f.close()
-        if f.recovery_s:
-            print("\nrecovery after restart: " + ", ".join(f"{k} {v:.1f} s" for k, v in f.recovery_s.items()))
-
-
-def crash_on_request(replica: Replica, point: str, send: Any) -> None:
-    replica.start(crash_at=point)
-    with pytest.raises(httpx.HTTPError):
-        send(replica)  # the replica dies mid-request: the client sees the connection drop
-    replica.wait_crashed()
 
 
 @pytest.mark.parametrize("point", CREATE_POINTS)
 def test_a_crash_while_creating_leaves_nothing_stranded(fabric: Fabric, point: str) -> None:
     key = f"crash-{uuid.uuid4().hex[:8]}"
-
-    def send(replica: Replica) -> None:
-        with replica.client(fabric.tenant) as api:
-            api.post("/v1/leases", json=GPU2, headers={"Idempotency-Key": key})
-
-    crash_on_request(fabric.a, point, send)
+    crash(fabric.a, point, fabric.tenant, "POST", "/v1/leases", GPU2, headers={"Idempotency-Key": key})
     assert fabric.clean(), "the crash must have left the lease half-way for this test to mean anything"
     fabric.a.start()
     fabric.recovery_s[point] = wait_until_clean(fabric.clean, what=point)
@@ -118,11 +110,7 @@ def test_a_crash_while_releasing_leaves_nothing_stranded(fabric: Fabric, point: 
         lease = api.post("/v1/leases", json=GPU2).json()
     assert lease["state"] == "ready"
 
-    def send(replica: Replica) -> None:
-        with replica.client(fabric.tenant) as api:
-            api.delete(f"/v1/leases/{lease['id']}")
-
-    crash_on_request(fabric.a, point, send)
+    crash(fabric.a, point, fabric.tenant, "DELETE", f"/v1/leases/{lease['id']}")
     assert fabric.lease(lease["id"])["state"] == "releasing"
     fabric.a.start()
     fabric.recovery_s[point] = wait_until_clean(fabric.clean, what=point)
@@ -138,11 +126,7 @@ def test_a_delete_on_another_replica_drives_a_crashed_release_forward(fabric: Fa
     with fabric.b.client(fabric.tenant) as api:
         lease = api.post("/v1/leases", json=GPU2).json()
 
-    def send(replica: Replica) -> None:
-        with replica.client(fabric.tenant) as api:
-            api.delete(f"/v1/leases/{lease['id']}")
-
-    crash_on_request(fabric.a, "release.marked", send)
+    crash(fabric.a, "release.marked", fabric.tenant, "DELETE", f"/v1/leases/{lease['id']}")
 
     # A stays down. The tenant retries on B: once A's liveness row is stale, B finishes the release itself.
     def retried() -> list[str]:
@@ -158,11 +142,7 @@ def test_a_crash_during_recovery_is_recovered_too(fabric: Fabric) -> None:
     with fabric.b.client(fabric.tenant) as api:
         lease = api.post("/v1/leases", json=GPU2).json()
 
-    def send(replica: Replica) -> None:
-        with replica.client(fabric.tenant) as api:
-            api.delete(f"/v1/leases/{lease['id']}")
-
-    crash_on_request(fabric.a, "release.marked", send)
+    crash(fabric.a, "release.marked", fabric.tenant, "DELETE", f"/v1/leases/{lease['id']}")
     # Restarted, A leads, takes the lease over and dies again right after taking it.
     fabric.a.start(crash_at="recover.taken")
     fabric.a.wait_crashed()

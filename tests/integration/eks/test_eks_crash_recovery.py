@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
@@ -19,7 +18,7 @@ from controller.cli import app as cli_app
 from controller.leases.faults import POINTS
 from drivers.eks import AwsTarget, EksNodegroups
 from drivers.eks.kube import LEASE_LABEL
-from tests.controller.crash_harness import Replica, invariant_violations, wait_until_clean
+from tests.controller.crash_harness import crash, invariant_violations, wait_until_clean
 from tests.controller.test_crash_recovery import TENANT, Fabric
 from tests.controller.test_lease_concurrency import postgres_database  # noqa: F401  (fixture)
 from tests.integration.eks.conftest import REGION, Cluster, create_gpu_nodegroup
@@ -30,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
 
 class EksFabric(Fabric):
+    label = "EKS"
     kube: KubeEmulator
 
     def namespaces_match(self) -> list[str]:
@@ -83,15 +83,6 @@ def eks_fabric(
         yield f
     finally:
         f.close()
-        if f.recovery_s:
-            print("\nEKS recovery after restart: " + ", ".join(f"{k} {v:.1f} s" for k, v in f.recovery_s.items()))
-
-
-def crash(replica: Replica, point: str, token: str, method: str, path: str, body: Any = None) -> None:
-    replica.start(crash_at=point)
-    with pytest.raises(httpx.HTTPError), replica.client(token) as api:
-        api.request(method, path, json=body)
-    replica.wait_crashed()
 
 
 @pytest.mark.parametrize("point", [p for p in POINTS if p != "recover.taken"])

@@ -9,13 +9,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 
 from controller.leases.faults import POINTS
 from drivers.openstack import IronicDriver
-from tests.controller.crash_harness import Replica, invariant_violations, wait_until_clean
+from tests.controller.crash_harness import crash, invariant_violations, wait_until_clean
 from tests.controller.test_crash_recovery import Fabric
 from tests.controller.test_lease_concurrency import postgres_database  # noqa: F401  (fixture)
 from tests.integration.openstack.test_ironic_leases import WHOLE_H100_NODE, ironic_config
@@ -24,6 +23,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
 
 class IronicFabric(Fabric):
+    label = "Ironic"
     ironic: IronicDriver
 
     def nodes_match(self) -> list[str]:
@@ -62,15 +62,6 @@ def ironic_fabric(
         yield f
     finally:
         f.close()
-        if f.recovery_s:
-            print("\nIronic recovery after restart: " + ", ".join(f"{k} {v:.1f} s" for k, v in f.recovery_s.items()))
-
-
-def crash(replica: Replica, point: str, token: str, method: str, path: str, body: Any = None) -> None:
-    replica.start(crash_at=point)
-    with pytest.raises(httpx.HTTPError), replica.client(token) as api:
-        api.request(method, path, json=body)
-    replica.wait_crashed()
 
 
 @pytest.mark.parametrize("point", [p for p in POINTS if p != "recover.taken"])
