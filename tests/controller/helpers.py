@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -57,3 +59,18 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     assert body["status"] == status
     assert body["title"] and body["detail"] and body["instance"]
     return body
+
+
+@contextmanager
+def static_backend_replaced(fake: Callable[[], Any]) -> Iterator[None]:
+    """Provision leases of static hosts with ``fake()`` (a fault-injecting StaticBackend) inside the block; the
+    registered provisioners are restored afterwards, whatever happened."""
+    from controller.backends import base
+
+    saved = dict(base._PROVISIONERS)
+    base.register_provisioner("static", lambda _db: fake())
+    try:
+        yield
+    finally:
+        base._PROVISIONERS.clear()
+        base._PROVISIONERS.update(saved)

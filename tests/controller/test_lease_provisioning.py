@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from controller.backends import base
 from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.static import StaticBackend
 from controller.jobs.hooks import JobContext
@@ -19,7 +18,7 @@ from controller.leases.service import MAX_CANDIDATES, LeaseService
 from controller.placement import Allocation
 from controller.store.models import Lease, SliceClaim
 from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
+from tests.controller.helpers import assert_problem, register, report, static_backend_replaced, synthetic_inventory
 from tests.controller.test_leases import create, fleet, live_claims
 
 
@@ -39,14 +38,9 @@ class PickyStatic(StaticBackend):
 
 @pytest.fixture
 def picky() -> Iterator[type[PickyStatic]]:
-    saved = dict(base._PROVISIONERS)
     PickyStatic.calls = []
-    base.register_provisioner("static", lambda _db: PickyStatic())
-    try:
+    with static_backend_replaced(PickyStatic):
         yield PickyStatic
-    finally:
-        base._PROVISIONERS.clear()
-        base._PROVISIONERS.update(saved)
 
 
 def test_try_elsewhere_moves_the_lease_to_the_next_candidate(controller: Controller, picky: type[PickyStatic]) -> None:

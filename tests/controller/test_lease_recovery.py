@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from controller.backends import base
 from controller.backends.base import LeaseInfo, ProvisionResult
 from controller.backends.static import StaticBackend
 from controller.jobs.hooks import JobContext
@@ -22,6 +21,7 @@ from controller.leases.state import TRANSITIONAL
 from controller.placement import Allocation
 from controller.store.models import AuditEntry, ControllerInstance, Lease
 from tests.controller.conftest import Controller
+from tests.controller.helpers import static_backend_replaced
 from tests.controller.test_leases import create, fleet, live_claims
 
 GPU1 = {"slices": [{"kind": "gpu", "count": 1}]}
@@ -49,16 +49,11 @@ class FlakyStatic(StaticBackend):
 
 @pytest.fixture
 def flaky() -> Iterator[type[FlakyStatic]]:
-    saved = dict(base._PROVISIONERS)
     FlakyStatic.release_error = None
     FlakyStatic.provision_mode = "normal"
     FlakyStatic.releases = []
-    base.register_provisioner("static", lambda _db: FlakyStatic())
-    try:
+    with static_backend_replaced(FlakyStatic):
         yield FlakyStatic
-    finally:
-        base._PROVISIONERS.clear()
-        base._PROVISIONERS.update(saved)
 
 
 def recover(controller: Controller) -> None:
