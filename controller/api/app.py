@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from controller.api.deps import declared_roles
 from controller.api.openapi import build_openapi
 from controller.api.problems import install_problem_handlers
 from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
-from controller.auth.cache import AUTH_CACHE
+from controller.auth.cache import AUTH_CACHE, warm_agent_credentials
 from controller.backends import eks_sync, openstack_sync
 from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
@@ -99,6 +100,9 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
         app.state.jobs = runner
         # Serving starts at once; a host not yet in the reply cache is built at its first heartbeat.
         app.state.agent_replies.rebuild_in_background("at start-up")
+        threading.Thread(
+            target=warm_agent_credentials, args=(db, auth_feed), daemon=True, name="gpufabric-warm-auth"
+        ).start()
         try:
             yield
         finally:
@@ -124,7 +128,9 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     AUTH_CACHE.agent_ttl_s = settings.agent_auth_cache_ttl_s
     # Every replica drops a host's cached agent credentials when the host changes (re-registration rotates
     # the credential and stamps the host; a deleted host is announced too): see controller.store.changes.
-    db.changes.subscribe(AUTH_CACHE.change_listener(since=db.changes.clock()))
+    auth_feed = AUTH_CACHE.change_listener(since=db.changes.clock())
+    db.changes.subscribe(auth_feed)
+    app.state.auth_feed = auth_feed
     app.state.jobs = None
     install_problem_handlers(app)
     for router in ROUTERS:

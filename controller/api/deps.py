@@ -12,7 +12,7 @@ from starlette.routing import BaseRoute
 
 from controller.api.problems import Problem
 from controller.auth.cache import AUTH_CACHE, token_digest
-from controller.auth.tokens import Principal, Role, authenticate, key_id_of
+from controller.auth.tokens import Principal, Role, agent_credential_parts, authenticate, key_id_of
 from controller.settings import Settings
 from controller.store.db import Database
 
@@ -50,6 +50,10 @@ class Require:
             raise Problem(401, "unauthorized", "send `Authorization: Bearer <token>`")
         digest = token_digest(token)
         principal = AUTH_CACHE.get(digest)
+        if principal is None and (agent := agent_credential_parts(token)) is not None:
+            principal = AUTH_CACHE.warm_agent(*agent)  # loaded in bulk at start-up (controller.auth.cache)
+            if principal is not None:
+                AUTH_CACHE.put(digest, principal, agent[0])
         if principal is None:
             principal = await run_in_threadpool(_lookup, get_db(request), token)
             if principal is not None:

@@ -13,6 +13,10 @@ handler's own. Correctness rules:
 * An agent credential entry lives ``agent_ttl_s`` (default 1 h): re-registration, an admin's credential reset
   or the host's deletion stamps the host in the change feed, and every replica drops the host's entries within
   ``change_poll_s``.
+* After a start the agents' credentials are loaded in bulk (:meth:`AuthCache.warm_agents`, one query, in the
+  background): a whole fleet reconnecting to a restarted controller then authenticates without a database read
+  per agent. A loaded credential is checked like a stored one (sha256 of the secret, constant-time compare) and
+  is dropped by the same host changes; a host changed while the load ran is left to its first lookup.
 * Revocations committed through the ORM *in this process* take effect at once: a session listener
   notes ``ApiToken``/``AgentCredential`` rows whose ``revoked_at`` changed or that were deleted, and
   deleted ``Host`` rows, and drops their entries after the commit (and before it, so a concurrent
@@ -22,19 +26,24 @@ handler's own. Correctness rules:
 from __future__ import annotations
 
 import hashlib
+import hmac
+import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from controller.auth.tokens import Principal, Role, live_agent_credentials
 from controller.store.models import AgentCredential, ApiToken, Host
 
 if TYPE_CHECKING:
-    from controller.auth.tokens import Principal
+    from controller.store.db import Database
+
+log = logging.getLogger("gpufabric.auth")
 
 DEFAULT_TTL_S = 0.5
 DEFAULT_MAX_ENTRIES = 200_000
@@ -57,8 +66,12 @@ class AuthCache:
         # digest -> (principal, key_id, expires at (monotonic))
         self._entries: OrderedDict[str, tuple[Principal, str, float]] = OrderedDict()
         self._by_host: dict[int, set[str]] = {}
+        # Agent credentials loaded in bulk: key_id -> (sha256 of the secret, principal, expires at (monotonic)).
+        self._agents: dict[str, tuple[str, Principal, float]] = {}
+        self._agent_keys: dict[int, set[str]] = {}  # host id -> its loaded key ids
         self.hits = 0
         self.misses = 0
+        self.warm_hits = 0
 
     def get(self, digest: str) -> Principal | None:
         if self.ttl_s <= 0:
@@ -98,24 +111,44 @@ class AuthCache:
                 if not digests:
                     del self._by_host[principal.host_id]
 
+    def warm_agents(self, rows: Iterable[tuple[str, str, int, str]], since: int, feed: ChangeListener) -> int:
+        """Load live agent credentials ``(key_id, secret_sha256, host_id, hostname)`` read at or after change stamp
+        ``since`` of the database whose change feed ``feed`` listens to; a host whose change after ``since`` was
+        heard meanwhile is skipped (its rows may predate the change). Returns how many were loaded."""
+        if self.ttl_s <= 0 or self.agent_ttl_s is None or self.agent_ttl_s <= 0:
+            return 0
+        expires = time.monotonic() + self.agent_ttl_s
+        loaded = 0
+        with self._lock:
+            for key_id, secret_sha256, host_id, hostname in rows:
+                if feed.invalidated_at.get(host_id, -1) > since:
+                    continue
+                principal = Principal(role=Role.agent, name=hostname, hostname=hostname, host_id=host_id)
+                self._agents[key_id] = (secret_sha256, principal, expires)
+                self._agent_keys.setdefault(host_id, set()).add(key_id)
+                loaded += 1
+        return loaded
+
+    def warm_agent(self, key_id: str, secret_sha256: str) -> Principal | None:
+        """The principal of a bulk-loaded agent credential whose secret matches (None: look it up)."""
+        entry = self._agents.get(key_id)
+        if entry is None or entry[2] <= time.monotonic():
+            return None
+        if not hmac.compare_digest(entry[0], secret_sha256):
+            return None
+        self.warm_hits += 1
+        return entry[1]
+
     def invalidate_hosts(self, host_ids: Iterable[int]) -> None:
         """Drop the cached agent credentials of these hosts: O(hosts given)."""
         self.invalidate(host_ids=frozenset(host_ids))
 
-    def change_listener(self, since: int = -1) -> Callable[[dict[int, int]], None]:
+    def change_listener(self, since: int = -1) -> ChangeListener:
         """A listener for one database's host change feed: drops a changed host's credentials once per change. A
         change is announced twice (by the committing process at once, by its poller later); a credential looked
         up in between is already newer than the change and stays. Changes stamped at or before ``since`` (the
         clock when the listener was made) are older than anything this listener's app looked up."""
-        invalidated_at: dict[int, int] = {}
-
-        def listener(changed: dict[int, int]) -> None:
-            fresh = [h for h, seq in changed.items() if seq > max(since, invalidated_at.get(h, -1))]
-            for h in fresh:
-                invalidated_at[h] = changed[h]
-            self.invalidate_hosts(fresh)
-
-        return listener
+        return ChangeListener(self, since)
 
     def invalidate(
         self, *, key_ids: set[str] | frozenset[str] = frozenset(), host_ids: set[int] | frozenset[int] = frozenset()
@@ -126,6 +159,12 @@ class AuthCache:
             doomed = [d for d, (_, k, _) in self._entries.items() if k in key_ids] if key_ids else []
             for host_id in host_ids:
                 doomed.extend(self._by_host.get(host_id, ()))
+                for key_id in self._agent_keys.pop(host_id, ()):
+                    self._agents.pop(key_id, None)
+            for key_id in key_ids:
+                loaded = self._agents.pop(key_id, None)
+                if loaded is not None:
+                    self._agent_keys.get(loaded[1].host_id or 0, set()).discard(key_id)
             for d in doomed:
                 entry = self._entries.pop(d, None)
                 if entry is not None:
@@ -135,9 +174,42 @@ class AuthCache:
         with self._lock:
             self._entries.clear()
             self._by_host.clear()
+            self._agents.clear()
+            self._agent_keys.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class ChangeListener:
+    """Drops a changed host's cached credentials; remembers the newest change heard per host (one database's)."""
+
+    def __init__(self, cache: AuthCache, since: int) -> None:
+        self.cache = cache
+        self.since = since
+        self.invalidated_at: dict[int, int] = {}
+
+    def __call__(self, changed: dict[int, int]) -> None:
+        fresh = [h for h, seq in changed.items() if seq > max(self.since, self.invalidated_at.get(h, -1))]
+        for h in fresh:
+            self.invalidated_at[h] = changed[h]
+        self.cache.invalidate_hosts(fresh)
+
+
+def warm_agent_credentials(db: Database, feed: ChangeListener) -> int:
+    """Load every live agent credential of ``db`` into ``feed``'s cache (one query; run at start-up on a thread
+    of its own). ``feed`` must already listen to ``db``'s change feed."""
+    started = time.monotonic()
+    try:
+        since = db.changes.clock()
+        with db.session() as session:
+            rows = live_agent_credentials(session)
+        loaded = feed.cache.warm_agents(rows, since, feed)
+    except Exception:
+        log.warning("could not load agent credentials in bulk; each is looked up at its first request", exc_info=True)
+        return 0
+    log.info("agent credentials loaded in bulk: %d in %.1f s", loaded, time.monotonic() - started)
+    return loaded
 
 
 AUTH_CACHE = AuthCache()

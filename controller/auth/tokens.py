@@ -135,6 +135,24 @@ def issue_agent_credential(session: Session, host: Host) -> str:
     return issued.token
 
 
+def agent_credential_parts(token: str) -> tuple[str, str] | None:
+    """``(key_id, sha256 of the secret)`` of an agent credential (None for any other token)."""
+    parts = _split(token)
+    if parts is None or parts[0] != AGENT_CREDENTIAL_PREFIX:
+        return None
+    return parts[1], _sha256(parts[2])
+
+
+def live_agent_credentials(session: Session) -> list[tuple[str, str, int, str]]:
+    """Every unrevoked agent credential as ``(key_id, secret_sha256, host_id, hostname)`` (one query)."""
+    rows = session.execute(
+        select(AgentCredential.key_id, AgentCredential.secret_sha256, AgentCredential.host_id, Host.hostname)
+        .join(Host, Host.id == AgentCredential.host_id)
+        .where(AgentCredential.revoked_at.is_(None))
+    )
+    return [(k, s, h, n) for k, s, h, n in rows]
+
+
 def authenticate(session: Session, token: str) -> Principal | None:
     parts = _split(token)
     if parts is None:

@@ -13,7 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import event, select, update
 
-from controller.auth.cache import AUTH_CACHE
+from controller.auth.cache import AUTH_CACHE, AuthCache, warm_agent_credentials
+from controller.auth.tokens import agent_credential_parts, live_agent_credentials
 from controller.fleet.ingest import LastSeenBuffer
 from controller.jobs.sweeper import sweep_unreachable
 from controller.store.models import AgentCredential, Device, Host
@@ -150,3 +151,61 @@ def test_unchanged_report_leaves_device_rows_alone(controller: Controller) -> No
         assert after["GPU-inv-1-0"][2] == "degraded" and after["GPU-inv-1-0"][1] > first["GPU-inv-1-0"][1]
         for uuid in ("GPU-inv-1-1", "GPU-inv-1-2", "GPU-inv-1-3"):
             assert after[uuid] == first[uuid]
+
+
+def _agent_statements(controller: Controller) -> tuple[list[str], Any]:
+    seen: list[str] = []
+
+    def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(controller.db.engine, "before_cursor_execute", on_execute)
+    return seen, on_execute
+
+
+def test_credentials_loaded_in_bulk_authenticate_without_a_lookup(controller: Controller) -> None:
+    """After a restart (the cache emptied), the bulk load answers every agent's first request; a credential reset
+    or rotation afterwards is still refused at once, and a wrong secret never matches a loaded key."""
+    with controller.client() as client, controller.admin() as api:
+        creds = {name: register(client, controller.bootstrap_token, name) for name in ("warm-1", "warm-2", "warm-3")}
+        for name, cred in creds.items():
+            assert report(client, cred, synthetic_inventory(name), 1).status_code == 200
+        AUTH_CACHE.clear()
+        assert warm_agent_credentials(controller.db, controller.server.app.state.auth_feed) >= 3
+        seen, listener = _agent_statements(controller)
+        try:
+            before = AUTH_CACHE.warm_hits
+            for name, cred in creds.items():
+                r = _heartbeat(client, name, cred)
+                assert r.status_code == 200, r.text
+        finally:
+            event.remove(controller.db.engine, "before_cursor_execute", listener)
+        assert AUTH_CACHE.warm_hits == before + 3
+        assert not [s for s in seen if "agent_credentials" in s]
+        # a wrong secret under a loaded key id
+        AUTH_CACHE.clear()
+        warm_agent_credentials(controller.db, controller.server.app.state.auth_feed)
+        key_prefix = creds["warm-1"].rsplit("_", 1)[0]
+        assert_problem(_heartbeat(client, "warm-1", key_prefix + "_" + "x" * 43), 401, "unauthorized")
+        # an admin's reset and the agent's own rotation drop the loaded credential
+        assert api.post("/v1/hosts/warm-2/credential:reset", json={"reason": "re-imaged"}).status_code == 200
+        assert_problem(_heartbeat(client, "warm-2", creds["warm-2"]), 401, "unauthorized")
+        new = register(client, creds["warm-3"], "warm-3")
+        assert_problem(_heartbeat(client, "warm-3", creds["warm-3"]), 401, "unauthorized")
+        assert _heartbeat(client, "warm-3", new).status_code == 200
+
+
+def test_bulk_load_skips_hosts_changed_while_it_ran(controller: Controller) -> None:
+    """Rows read before a credential rotation that the change feed announced during the load are not loaded."""
+    cache = AuthCache(ttl_s=0.5, agent_ttl_s=3600)
+    feed = cache.change_listener(since=controller.db.changes.clock())
+    controller.db.changes.subscribe(feed)
+    with controller.client() as client:
+        old = register(client, controller.bootstrap_token, "race-1")
+        since = controller.db.changes.clock()
+        with controller.db.session() as session:
+            stale_rows = live_agent_credentials(session)  # still holds `old` as live
+        register(client, old, "race-1")  # rotates: `old` revoked, the host stamped and announced at once
+    assert cache.warm_agents(stale_rows, since, feed) == len(stale_rows) - 1
+    key_id, secret = agent_credential_parts(old) or ("", "")
+    assert cache.warm_agent(key_id, secret) is None
