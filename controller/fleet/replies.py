@@ -98,6 +98,7 @@ class AgentReplyCache:
         self._heard: dict[int, int] = {}  # newest change_seq heard of per host
         self._lock = threading.Lock()
         self.loads = 0
+        self.patched = 0  # entries carried over a report without a store read (after_report)
         self._window = (0.0, 0)  # (start, entries dropped since)
         self._rebuilding = threading.Event()
         db.changes.subscribe(self._on_changes)
@@ -225,6 +226,57 @@ class AgentReplyCache:
                 )
                 built += 1
         return built
+
+    def after_report(
+        self,
+        before: ReplyEntry | None,
+        stamp: tuple[int, dict[int, int]] | None,
+        *,
+        inventory_hash: str,
+        generation: int,
+        applied: AppliedState | None,
+    ) -> ReplyEntry | None:
+        """The host's entry after this thread committed its inventory report, without reading the store again.
+
+        Only when the commit's stamp shows that nothing else changed the host since ``before`` was built (the
+        host's previous stamp, read under its row lock, is ``before.seq``) and no lease holds slices there (a
+        leased MIG instance's desired state depends on the devices just written): the reply's desired state and
+        tasks are then ``before``'s, and only the columns the report wrote differ. A commit that stamped nothing
+        of the host (an unchanged report from a ready host) keeps ``before`` as it is, with the report's generation
+        and applied state. None: build it from the store.
+        """
+        if before is None:
+            return None
+        if stamp is None or before.host_id not in stamp[1]:
+            if self.fresh(before.host_id) is not before:
+                return None
+            self.note_generation(before.host_id, generation)
+            if applied is not None:
+                self.note_applied(before.host_id, applied)
+            return before
+        if before.leased:
+            return None
+        seq, previous = stamp
+        if previous[before.host_id] != before.seq:
+            return None
+        entry = ReplyEntry(
+            seq=seq,
+            host_id=before.host_id,
+            hostname=before.hostname,
+            status="ready",
+            generation=generation,
+            inventory_hash=inventory_hash,
+            applied=applied_key(applied) if applied is not None else before.applied,
+            desired_json=before.desired_json,
+            tasks_json=before.tasks_json,
+            leased=False,
+        )
+        with self._lock:
+            if seq < self._heard.get(entry.host_id, -1):
+                return None  # a newer change was announced meanwhile
+            self._entries[entry.host_id] = entry
+        self.patched += 1
+        return entry
 
     def note_applied(self, host_id: int, applied: AppliedState) -> None:
         """This replica wrote the host's applied state (it does not change the reply, so no stamp)."""

@@ -16,6 +16,7 @@ from sqlalchemy import event, select, update
 from controller.auth.cache import AUTH_CACHE, AuthCache, warm_agent_credentials
 from controller.auth.tokens import agent_credential_parts, live_agent_credentials
 from controller.fleet.ingest import LastSeenBuffer
+from controller.fleet.replies import AgentReplyCache, ReplyEntry, build_entry
 from controller.jobs.sweeper import sweep_unreachable
 from controller.store.models import AgentCredential, Device, Host
 from drivers.contract.protocol import Heartbeat, inventory_content_hash
@@ -209,3 +210,59 @@ def test_bulk_load_skips_hosts_changed_while_it_ran(controller: Controller) -> N
     assert cache.warm_agents(stale_rows, since, feed) == len(stale_rows) - 1
     key_id, secret = agent_credential_parts(old) or ("", "")
     assert cache.warm_agent(key_id, secret) is None
+
+
+def _as_stored(entry: ReplyEntry) -> tuple[Any, ...]:
+    return (entry.seq, entry.status, entry.generation, entry.inventory_hash, entry.desired_json, entry.tasks_json)
+
+
+def test_changed_report_carries_the_reply_over_without_a_store_read(controller: Controller) -> None:
+    """A changed report of a host nothing else changed: its reply entry is carried over (the commit's stamp shows
+    the host's previous stamp was the entry's) and equals what the store gives; after an admin's change the
+    entry is built from the store again and holds the new desired state."""
+    replies: AgentReplyCache = controller.server.app.state.agent_replies
+    with controller.client() as client, controller.admin() as api:
+        cred = register(client, controller.bootstrap_token, "carry-1")
+        assert report(client, cred, synthetic_inventory("carry-1"), 1).status_code == 200
+        assert _heartbeat(client, "carry-1", cred).status_code == 200  # the entry is current
+        patched = replies.patched
+        assert report(client, cred, synthetic_inventory("carry-1", health="degraded"), 2).status_code == 200
+        assert replies.patched == patched + 1
+        with controller.db.session() as session:
+            host_id = session.scalar(select(Host.id).where(Host.hostname == "carry-1"))
+        assert host_id is not None
+        carried = replies.fresh(host_id)
+        assert carried is not None
+        with controller.db.session() as session:
+            stored = build_entry(session, host_id)
+        assert stored is not None and _as_stored(carried) == _as_stored(stored)
+        sharing = {"config": {"version": "v1", "sharing": {"timeSlicing": {"resources": [
+            {"name": "nvidia.com/gpu", "replicas": 4}]}}}}  # fmt: skip
+        assert api.put("/v1/hosts/carry-1/desired", json={"sharing": sharing}).status_code == 200
+        reply = report(client, cred, synthetic_inventory("carry-1"), 3)
+        assert reply.status_code == 200
+        assert replies.patched == patched + 1  # rebuilt, not carried
+        assert reply.json()["desired"]["sharing"] == sharing
+
+
+def test_a_change_not_yet_heard_is_never_carried_over() -> None:
+    """The rule itself: carried over only when the host's stamp before this commit is the entry's own."""
+
+    class _Changes:
+        def subscribe(self, _listener: Any) -> None:
+            pass
+
+    class _Db:
+        changes = _Changes()
+
+    cache = AgentReplyCache(_Db())  # type: ignore[arg-type]
+    before = ReplyEntry(
+        seq=5, host_id=1, hostname="h", status="ready", generation=1, inventory_hash="a", applied=None,
+        desired_json=b"{}", tasks_json=b"[]",
+    )  # fmt: skip
+    kwargs: dict[str, Any] = {"inventory_hash": "b", "generation": 2, "applied": None}
+    assert cache.after_report(before, (7, {1: 6}), **kwargs) is None  # another writer stamped 6 in between
+    leased = ReplyEntry(**{**before.__dict__, "leased": True})
+    assert cache.after_report(leased, (7, {1: 5}), **kwargs) is None
+    carried = cache.after_report(before, (7, {1: 5}), **kwargs)
+    assert carried is not None and (carried.seq, carried.inventory_hash, carried.generation) == (7, "b", 2)

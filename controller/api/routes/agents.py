@@ -183,7 +183,7 @@ async def report_inventory(
         replies.note_generation(host_id, body.generation)
         metrics.reports.labels("inventory", "unchanged").inc()
         return _json(entry.reply(state.settings.report_interval_s, generation=body.generation, outcome="unchanged"))
-    outcome, stored = await run_in_threadpool(_store_report, request, principal, body, content_hash)
+    outcome, stored = await run_in_threadpool(_store_report, request, principal, body, content_hash, entry)
     metrics.reports.labels("inventory", outcome).inc()
     if outcome == "stored" and stored.leased:
         # Leases here may wait for the MIG instances this report brings: bind them now. A host without leases
@@ -193,14 +193,14 @@ async def report_inventory(
 
 
 def _store_report(
-    request: Request, principal: Principal, body: InventoryReport, content_hash: str
+    request: Request, principal: Principal, body: InventoryReport, content_hash: str, before: ReplyEntry | None
 ) -> tuple[str, ReplyEntry]:
     db: Database = request.app.state.db
     buffer: LastSeenBuffer = request.app.state.last_seen
     now = datetime.now(UTC)
     try:
         try:
-            return _store_report_once(request, principal, body, content_hash, db, buffer, now)
+            return _store_report_once(request, principal, body, content_hash, db, buffer, now, before)
         except IntegrityError:
             # Two hosts reporting one new GPU UUID at the same moment both pass the ownership check; the unique
             # index refuses the second commit (nothing of this report stored). Name the owner as the check does.
@@ -221,7 +221,9 @@ def _store_report_once(
     db: Database,
     buffer: LastSeenBuffer,
     now: datetime,
+    before: ReplyEntry | None,
 ) -> tuple[str, ReplyEntry]:
+    db.changes.last_commit_stamp()  # forget an earlier commit's stamp on this thread
     with db.session() as session:
         row = _host(session, principal)
         stored_gen = max(row.inventory_generation, buffer.pending_generation(row.id))
@@ -243,7 +245,15 @@ def _store_report_once(
         row.last_seen = now
         row.status = "ready"
         _record_applied(session, row.id, body.applied)
-    return outcome, _entry(request, _host_id(principal))
+    replies: AgentReplyCache = request.app.state.agent_replies
+    entry = replies.after_report(
+        before,
+        db.changes.last_commit_stamp(),
+        inventory_hash=content_hash,
+        generation=body.generation,
+        applied=body.applied,
+    )
+    return outcome, entry or _entry(request, _host_id(principal))
 
 
 @router.post("/{host}/heartbeat", response_model=ReportReply)
