@@ -2,9 +2,9 @@
 buffer heartbeat ``last_seen`` stamps.
 
 Rows are matched by GPU UUID and MIG GPU-instance id so their ids stay stable across reports
-(placement claims refer to them); rows for GPUs or instances that vanished are deleted. Columns are
-only assigned when their value differs, so the ORM issues no UPDATE for an unchanged device or MIG
-instance (``devices.updated_at`` moves only when the device row changed).
+(placement claims refer to them); rows for GPUs or instances that vanished are deleted. The diff runs on
+plain rows with Core statements, writing only the rows whose columns differ (``devices.updated_at`` moves only
+when the device row changed), and marks the host changed for the change feed when any row was written.
 
 Heartbeats do not write ``hosts.last_seen`` themselves: :class:`LastSeenBuffer` keeps the newest
 stamp per host in memory (and the generation of an unchanged full report) and writes them all every
@@ -25,14 +25,14 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select, text, update
-from sqlalchemy.orm import Session, object_session, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, text, update
+from sqlalchemy.orm import Session, object_session
 
 from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Device, Host, MigInstance
 from drivers.contract.inventory import Gpu, Inventory
+from drivers.contract.inventory import MigInstance as ReportedMigInstance
 
 log = logging.getLogger("gpufabric.ingest")
 
@@ -92,19 +92,26 @@ def check_device_ownership(session: Session, host: Host, inventory: Inventory, k
 
 def store_inventory(host: Host, inventory: Inventory, content_hash: str, generation: int, now: datetime) -> None:
     """Write the report into the host's rows. Raises :class:`DeviceConflict` (before changing anything) when a
-    GPU UUID is another host's or listed twice."""
+    GPU UUID is another host's or listed twice.
+
+    A host in a session has its device and MIG rows diffed with Core statements (two reads, then one statement
+    per row that changed: a steady report of 8 GPUs whose one health flipped writes one device row); the host is
+    marked changed for the change feed when any of them did. A host outside a session (bulk loading) gets its
+    rows as new ORM objects."""
     session = object_session(host)
-    if session is not None and host.id is not None and "devices" not in host.__dict__:
-        # two queries (devices, then their MIG instances) instead of 1 + one per GPU
-        devices = session.scalars(
-            select(Device)
-            .where(Device.host_id == host.id)
-            .options(selectinload(Device.mig_instances))
-            .order_by(Device.index)
-        ).all()
-        set_committed_value(host, "devices", list(devices))
-    if session is not None:
-        check_device_ownership(session, host, inventory, {d.uuid for d in host.devices})
+    if session is None:
+        for gpu in inventory.gpus:
+            device = Device(uuid=gpu.uuid, host_id=host.id, updated_at=now, **device_values(gpu))
+            device.mig_instances = [
+                MigInstance(gpu_instance_id=i.gpu_instance_id, **mig_values(i)) for i in gpu.mig_instances
+            ]
+            host.devices.append(device)
+    else:
+        if host.id is None:
+            session.flush()
+        if _store_devices(session, host, inventory, now):
+            mark_hosts_changed(session, [host.id])
+        session.expire(host, ["devices"])  # written by Core: an ORM read of them loads them again
     host.inventory = inventory.model_dump(mode="json")
     host.inventory_hash = content_hash
     host.inventory_generation = generation
@@ -112,75 +119,122 @@ def store_inventory(host: Host, inventory: Inventory, content_hash: str, generat
     host.agent_version = inventory.host.agent_version
     host.simulated = inventory.host.simulated
     host.health = host_health(inventory)
-    by_uuid = {d.uuid: d for d in host.devices}
-    seen: set[str] = set()
-    for gpu in inventory.gpus:
-        seen.add(gpu.uuid)
-        device = by_uuid.get(gpu.uuid)
-        if device is None:
-            device = Device(uuid=gpu.uuid, index=gpu.index, model=gpu.name, memory_mib=gpu.memory_total_mib)
-            host.devices.append(device)
-        _update_device(device, gpu, now)
-    for device in list(host.devices):
-        if device.uuid not in seen:
-            host.devices.remove(device)
 
 
-def _set(obj: Any, **values: Any) -> bool:
-    """Assign only the attributes whose value differs; True if any did."""
-    changed = False
-    for key, value in values.items():
-        if getattr(obj, key) != value:
-            setattr(obj, key, value)
-            changed = True
-    return changed
-
-
-def _update_device(device: Device, gpu: Gpu, now: datetime) -> None:
-    changed = _set(
-        device,
-        index=gpu.index,
-        model=gpu.name,
-        architecture=gpu.architecture,
-        memory_mib=gpu.memory_total_mib,
-        health=gpu.health.state,
-        mig_mode=gpu.mig.state,
-        pci_bus_id=gpu.pci.bus_id,
-        slices=[s.model_dump(mode="json") for s in gpu.slices],
-        details={
+def device_values(gpu: Gpu) -> dict[str, Any]:
+    """A GPU's device-row columns (those a report owns)."""
+    return {
+        "index": gpu.index,
+        "model": gpu.name,
+        "architecture": gpu.architecture,
+        "memory_mib": gpu.memory_total_mib,
+        "health": gpu.health.state,
+        "mig_mode": gpu.mig.state,
+        "pci_bus_id": gpu.pci.bus_id,
+        "slices": [s.model_dump(mode="json") for s in gpu.slices],
+        "details": {
             "compute_capability": gpu.compute_capability,
             "nvlink": gpu.nvlink.model_dump(mode="json"),
             "health": gpu.health.model_dump(mode="json"),
             "vgpu": gpu.vgpu.model_dump(mode="json") if gpu.vgpu else None,
             "compute_mode": gpu.compute_mode,
         },
-    )
-    by_gi = {m.gpu_instance_id: m for m in device.mig_instances}
-    seen: set[int] = set()
-    for inst in gpu.mig_instances:
-        seen.add(inst.gpu_instance_id)
-        row = by_gi.get(inst.gpu_instance_id)
-        if row is None:
-            row = MigInstance(gpu_instance_id=inst.gpu_instance_id)
-            device.mig_instances.append(row)
-            changed = True
-        changed |= _set(
-            row,
-            uuid=inst.uuid,
-            profile=inst.profile,
-            profile_id=inst.profile_id,
-            placement_start=inst.placement.start,
-            placement_size=inst.placement.size,
-            memory_mib=inst.memory_mib,
-            sm_count=inst.sm_count,
-            busy=bool(inst.processes),
+    }
+
+
+def mig_values(inst: ReportedMigInstance) -> dict[str, Any]:
+    """A MIG instance's row columns."""
+    return {
+        "uuid": inst.uuid,
+        "profile": inst.profile,
+        "profile_id": inst.profile_id,
+        "placement_start": inst.placement.start,
+        "placement_size": inst.placement.size,
+        "memory_mib": inst.memory_mib,
+        "sm_count": inst.sm_count,
+        "busy": bool(inst.processes),
+    }
+
+
+_DEVICE_COLUMNS = (
+    "index",
+    "model",
+    "architecture",
+    "memory_mib",
+    "health",
+    "mig_mode",
+    "pci_bus_id",
+    "slices",
+    "details",
+)
+_MIG_COLUMNS = ("uuid", "profile", "profile_id", "placement_start", "placement_size", "memory_mib", "sm_count", "busy")
+
+
+def _store_devices(session: Session, host: Host, inventory: Inventory, now: datetime) -> bool:
+    """Diff the host's device and MIG rows against the report; True if any row was written."""
+    dev = Device.__table__.c
+    mig = MigInstance.__table__.c
+    devices = {
+        r.uuid: r
+        for r in session.execute(
+            select(dev.id, dev.uuid, dev.updated_at, *(dev[c] for c in _DEVICE_COLUMNS)).where(dev.host_id == host.id)
         )
-    for row in list(device.mig_instances):
-        if row.gpu_instance_id not in seen:
-            device.mig_instances.remove(row)
-            changed = True
-    if changed or device.updated_at is None:
-        device.updated_at = now
+    }
+    check_device_ownership(session, host, inventory, set(devices))
+    migs: dict[int, dict[int, Any]] = {}
+    for r in session.execute(
+        select(mig.id, mig.device_id, mig.gpu_instance_id, *(mig[c] for c in _MIG_COLUMNS))
+        .join(Device.__table__, dev.id == mig.device_id)
+        .where(dev.host_id == host.id)
+    ):
+        migs.setdefault(r.device_id, {})[r.gpu_instance_id] = r
+    wrote = False
+    for gpu in inventory.gpus:
+        values = device_values(gpu)
+        row = devices.pop(gpu.uuid, None)
+        if row is None:
+            device_id = session.execute(
+                insert(Device).values(host_id=host.id, uuid=gpu.uuid, updated_at=now, **values)
+                .returning(dev.id)
+            ).scalar_one()  # fmt: skip
+            changed: dict[str, Any] = {}
+            wrote = True
+        else:
+            device_id = row.id
+            changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        mig_changed = _store_mig(session, device_id, gpu, migs.pop(device_id, {}) if row is not None else {})
+        if row is not None and (changed or mig_changed or row.updated_at is None):
+            session.execute(update(Device).where(dev.id == device_id).values(**changed, updated_at=now))
+            wrote = True
+        wrote |= mig_changed
+    gone = [r.id for r in devices.values()]
+    if gone:
+        session.execute(delete(MigInstance).where(mig.device_id.in_(gone)))
+        session.execute(delete(Device).where(dev.id.in_(gone)))
+        wrote = True
+    return wrote
+
+
+def _store_mig(session: Session, device_id: int, gpu: Gpu, rows: dict[int, Any]) -> bool:
+    mig = MigInstance.__table__.c
+    wrote = False
+    for inst in gpu.mig_instances:
+        values = mig_values(inst)
+        row = rows.pop(inst.gpu_instance_id, None)
+        if row is None:
+            session.execute(
+                insert(MigInstance).values(device_id=device_id, gpu_instance_id=inst.gpu_instance_id, **values)
+            )
+            wrote = True
+            continue
+        changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        if changed:
+            session.execute(update(MigInstance).where(mig.id == row.id).values(**changed))
+            wrote = True
+    if rows:
+        session.execute(delete(MigInstance).where(mig.id.in_([r.id for r in rows.values()])))
+        wrote = True
+    return wrote
 
 
 class LastSeenBuffer:

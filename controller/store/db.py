@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -19,9 +21,18 @@ from controller.store.changes import HostChangeFeed
 log = logging.getLogger("gpufabric.store")
 
 
+def json_dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # what orjson does not take (integers past 64 bits) the json module still writes
+        return json.dumps(value)
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"future": True}
+    # JSON columns (inventories, device details, policies) through orjson: several times faster than the json
+    # module both ways, and the same documents (string keys, insertion order; non-string keys as json does).
+    kwargs: dict[str, Any] = {"future": True, "json_serializer": json_dumps, "json_deserializer": orjson.loads}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if database and database != ":memory:" and not database.startswith("file:"):
