@@ -167,13 +167,16 @@ _DEVICE_COLUMNS = (
     "slices",
     "details",
 )
+# Plain tables, not the mapped classes: Core statements, no ORM bulk-update bookkeeping.
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
+_MIGS: Table = MigInstance.__table__  # type: ignore[assignment]
 _MIG_COLUMNS = ("uuid", "profile", "profile_id", "placement_start", "placement_size", "memory_mib", "sm_count", "busy")
 
 
 def _store_devices(session: Session, host: Host, inventory: Inventory, now: datetime) -> bool:
     """Diff the host's device and MIG rows against the report; True if any row was written."""
-    dev = Device.__table__.c
-    mig = MigInstance.__table__.c
+    dev = _DEVICES.c
+    mig = _MIGS.c
     devices = {
         r.uuid: r
         for r in session.execute(
@@ -184,7 +187,7 @@ def _store_devices(session: Session, host: Host, inventory: Inventory, now: date
     migs: dict[int, dict[int, Any]] = {}
     for r in session.execute(
         select(mig.id, mig.device_id, mig.gpu_instance_id, *(mig[c] for c in _MIG_COLUMNS))
-        .join(Device.__table__, dev.id == mig.device_id)
+        .join(_DEVICES, dev.id == mig.device_id)
         .where(dev.host_id == host.id)
     ):
         migs.setdefault(r.device_id, {})[r.gpu_instance_id] = r
@@ -194,7 +197,7 @@ def _store_devices(session: Session, host: Host, inventory: Inventory, now: date
         row = devices.pop(gpu.uuid, None)
         if row is None:
             device_id = session.execute(
-                insert(Device).values(host_id=host.id, uuid=gpu.uuid, updated_at=now, **values)
+                insert(_DEVICES).values(host_id=host.id, uuid=gpu.uuid, updated_at=now, **values)
                 .returning(dev.id)
             ).scalar_one()  # fmt: skip
             changed: dict[str, Any] = {}
@@ -204,35 +207,33 @@ def _store_devices(session: Session, host: Host, inventory: Inventory, now: date
             changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         mig_changed = _store_mig(session, device_id, gpu, migs.pop(device_id, {}) if row is not None else {})
         if row is not None and (changed or mig_changed or row.updated_at is None):
-            session.execute(update(Device).where(dev.id == device_id).values(**changed, updated_at=now))
+            session.execute(update(_DEVICES).where(dev.id == device_id).values(**changed, updated_at=now))
             wrote = True
         wrote |= mig_changed
     gone = [r.id for r in devices.values()]
     if gone:
-        session.execute(delete(MigInstance).where(mig.device_id.in_(gone)))
-        session.execute(delete(Device).where(dev.id.in_(gone)))
+        session.execute(delete(_MIGS).where(mig.device_id.in_(gone)))
+        session.execute(delete(_DEVICES).where(dev.id.in_(gone)))
         wrote = True
     return wrote
 
 
 def _store_mig(session: Session, device_id: int, gpu: Gpu, rows: dict[int, Any]) -> bool:
-    mig = MigInstance.__table__.c
+    mig = _MIGS.c
     wrote = False
     for inst in gpu.mig_instances:
         values = mig_values(inst)
         row = rows.pop(inst.gpu_instance_id, None)
         if row is None:
-            session.execute(
-                insert(MigInstance).values(device_id=device_id, gpu_instance_id=inst.gpu_instance_id, **values)
-            )
+            session.execute(insert(_MIGS).values(device_id=device_id, gpu_instance_id=inst.gpu_instance_id, **values))
             wrote = True
             continue
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         if changed:
-            session.execute(update(MigInstance).where(mig.id == row.id).values(**changed))
+            session.execute(update(_MIGS).where(mig.id == row.id).values(**changed))
             wrote = True
     if rows:
-        session.execute(delete(MigInstance).where(mig.id.in_([r.id for r in rows.values()])))
+        session.execute(delete(_MIGS).where(mig.id.in_([r.id for r in rows.values()])))
         wrote = True
     return wrote
 
