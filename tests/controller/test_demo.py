@@ -1,13 +1,17 @@
-"""`gpufabric demo`: the bundled fleet registers, reports and converges; its agents keep apart."""
+"""`gpufabric demo`: the bundled fleet registers, reports and converges; its agents keep apart and it stops cleanly."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from controller.demo.fleet import load_fleet
@@ -23,6 +27,31 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason=
 
 def cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def children(pid: int) -> dict[int, str]:
+    """Direct children of ``pid``: {pid: start time in clock ticks since boot} (a pid alone may be reused)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the parenthesised command name: state, ppid, ... starttime is field 22.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found[int(entry.name)] = fields[19]
+    return found
+
+
+def alive(pid: int, start_time: str) -> bool:
+    """The same process (pid and start time) still exists and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return fields[19] == start_time and fields[0] != "Z"
 
 
 @pytest.mark.slow
@@ -99,3 +128,51 @@ def test_the_vgpu_host_is_healthy_and_a_vgpu_lease_is_refused_only_for_its_stati
     assert nearest["host"] == "demo-a16-1"
     assert nearest["available"] == {"1 x vgpu:A16-4C": 1}
     assert len(nearest["missing"]) == 1 and "hypervisor backend (nova)" in nearest["missing"][0]
+
+
+@pytest.mark.slow
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_agents_and_removes_the_temp_dir(signum: signal.Signals, tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out = tmp_path / "demo.out"
+    env = {**os.environ, "TMPDIR": str(temp)}
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([*DEMO_COMMAND, "--port", "0", "--interval", "1"], stdout=sink, stderr=sink, env=env)
+    agents: dict[int, str] = {}
+    try:
+        text = wait_for_output(proc, out, "running; Ctrl-C to stop")
+        url = re.search(r"controller on (http://\S+)", text)
+        token = re.search(r"admin token: (gft_\S+)", text)
+        assert url and token, text
+        with httpx.Client(base_url=url[1], headers={"Authorization": f"Bearer {token[1]}"}) as api:
+            assert {h["hostname"] for h in api.get("/v1/hosts").json()} == set(HOSTS)
+        agents = children(proc.pid)
+        assert len(agents) == len(HOSTS), agents
+        assert [p.name.startswith("gpufabric-demo-") for p in temp.iterdir()] == [True]  # its data dir
+
+        proc.send_signal(signum)
+        assert proc.wait(timeout=DEADLINE_S) == 0, out.read_text()[-3000:]
+        assert "stopping" in out.read_text()
+        survivors = [pid for pid, started in agents.items() if alive(pid, started)]
+        assert survivors == [], out.read_text()[-3000:]
+        assert list(temp.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid, started in agents.items():
+            if alive(pid, started):
+                os.kill(pid, signal.SIGKILL)
+
+
+def wait_for_output(proc: subprocess.Popen[bytes], out: Path, marker: str) -> str:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        text = out.read_text(errors="replace")
+        if marker in text:
+            return text
+        assert proc.poll() is None, f"demo exited with {proc.returncode}:\n{text[-3000:]}"
+        assert time.monotonic() < deadline, f"no {marker!r} after {DEADLINE_S:.0f}s:\n{text[-3000:]}"
+        time.sleep(0.2)
