@@ -22,6 +22,8 @@ HOSTS = ("demo-h100-1", "demo-a100-80gb-1", "demo-a100-40gb-1", "demo-l4-1", "de
 # Generous: the fleet is ready in ~15 s on an idle 2-core machine; these only end a test that would hang.
 DEADLINE_S = 180.0
 
+# The tests that share the `demo` fixture run on one xdist worker (`--dist loadgroup`): the fleet starts once.
+ON_THE_SHARED_FLEET = pytest.mark.xdist_group("demo-fleet")
 needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads processes from /proc")
 
 
@@ -81,6 +83,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         run.stop()
 
 
+@ON_THE_SHARED_FLEET
 @pytest.mark.slow
 @needs_proc
 def test_each_agent_keeps_its_state_in_a_directory_of_its_own(demo: Demo) -> None:
@@ -96,6 +99,7 @@ def test_each_agent_keeps_its_state_in_a_directory_of_its_own(demo: Demo) -> Non
         assert "Traceback" not in log, log[-3000:]
 
 
+@ON_THE_SHARED_FLEET
 @pytest.mark.slow
 @needs_proc
 def test_no_agent_command_line_holds_the_bootstrap_token(demo: Demo) -> None:
@@ -109,6 +113,7 @@ def test_no_agent_command_line_holds_the_bootstrap_token(demo: Demo) -> None:
     assert registered == set(HOSTS)  # and the agents still registered with it
 
 
+@ON_THE_SHARED_FLEET
 @pytest.mark.slow
 def test_the_vgpu_host_is_healthy_and_a_vgpu_lease_is_refused_only_for_its_static_backend(demo: Demo) -> None:
     """The A16 host's GPUs start healthy (its spec's draw is under its power limit) and offer A16-4C; the demo's
