@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from controller import __version__
 from controller.api.admission import AdmissionMiddleware
 from controller.api.deps import declared_roles
+from controller.api.docs_pages import install_docs_pages
 from controller.api.openapi import build_openapi
 from controller.api.problems import install_problem_handlers
 from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
@@ -116,6 +117,9 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
         version=__version__,
         description="One GPU fabric over OpenStack and AWS EKS. Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
+        # FastAPI's pages load their scripts from a CDN; ours come from the controller (docs_pages).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -135,6 +139,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    install_docs_pages(app)
     _check_every_route_declares_roles(app)
     app.add_middleware(
         AdmissionMiddleware,

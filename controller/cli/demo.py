@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +27,9 @@ def demo(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the fleet")] = 180.0,
     exit_after_ready: Annotated[bool, typer.Option("--exit-after-ready", help="Stop once the fleet is ready")] = False,
 ) -> None:
-    """Start the controller and a simulated fleet (H100, A100 MIG, L4 time-slicing, A16 vGPU)."""
+    """Start the controller and a simulated fleet (H100, A100 MIG, L4 time-slicing, A16 vGPU).
+
+    Ctrl-C (SIGINT) or SIGTERM stops the agents and the controller and removes the temp dir (not a --data-dir)."""
     from controller.demo.fleet import load_fleet
     from controller.demo.run import Demo, DemoError
     from controller.observability.logs import configure_logging
@@ -33,7 +37,6 @@ def demo(
 
     configure_logging("WARNING")
     fleet = load_fleet(fleet_file)
-    directory = data_dir or Path(tempfile.mkdtemp(prefix="gpufabric-demo-"))
     if port:
         try:
             import socket
@@ -42,11 +45,21 @@ def demo(
                 sock.bind(("127.0.0.1", port))
         except OSError:
             port = free_port()
-    run = Demo(fleet=fleet, data_dir=directory, port=port, agent_interval_s=interval)
+    # SIGTERM (kill, systemd, a container stop) takes the same way out as Ctrl-C: the finally below stops the
+    # agents, which would otherwise outlive the demo and report to nothing forever, and removes the temp dir.
+    previous_sigterm = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    run: Demo | None = None
+    temp_dir: Path | None = None
     started = time.monotonic()
     try:
+        if data_dir is None:
+            temp_dir = Path(tempfile.mkdtemp(prefix="gpufabric-demo-"))
+        directory = data_dir or temp_dir
+        assert directory is not None
+        run = Demo(fleet=fleet, data_dir=directory, port=port, agent_interval_s=interval)
         url = run.start_controller()
-        console.print(f"controller on {url} (SQLite in {directory})")
+        where = f"{directory}, removed on exit" if temp_dir else str(directory)
+        console.print(f"controller on {url} (SQLite in {where})")
         run.configure()
         run.start_agents()
         console.print(f"started {len(run.agents)} simulated agents; waiting for them to report and converge ...")
@@ -65,7 +78,17 @@ def demo(
     except KeyboardInterrupt:
         console.print("stopping")
     finally:
-        run.stop()
+        # A second signal while stopping would leave agents or files behind: stop first, then restore.
+        previous_sigint = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if run is not None:
+                run.stop()
+            if temp_dir is not None:
+                shutil.rmtree(temp_dir, ignore_errors=True)
+        finally:
+            signal.signal(signal.SIGINT, previous_sigint)
+            signal.signal(signal.SIGTERM, previous_sigterm)
 
 
 def _print_lease(url: str, shown: dict[str, Any]) -> None:

@@ -91,25 +91,32 @@ class Demo:
             released = _ok(tenant.delete(f"/v1/leases/{lease['id']}"))
         return {"request": request, "lease": lease, "released": released, "token": tenant_token}
 
+    def agent_dir(self, host: str) -> Path:
+        """One directory per agent: its credential, health and sharing state, simulator state and log.
+
+        Agents derive the place of their other state files from ``--state-file``'s directory, so agents that
+        shared a directory overwrote each other's ``health-state.json`` (and raced on its temp file)."""
+        return self.data_dir / "agents" / host
+
     def start_agents(self) -> None:
-        logs = self.data_dir / "agents"
-        logs.mkdir(parents=True, exist_ok=True)
+        # The bootstrap token goes in the environment (GPUFABRIC_BOOTSTRAP_TOKEN, which the agent reads like
+        # --bootstrap-token): a command line is visible to every user of the machine in ps.
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "GPUFABRIC_BOOTSTRAP_TOKEN": self.bootstrap_token}
         for host in self.fleet.hosts:
+            directory = self.agent_dir(host.name)
+            directory.mkdir(parents=True, exist_ok=True)
             command = [
                 *AGENT_COMMAND, "run",
                 "--controller", self.url,
                 "--sim", host.spec,
-                "--sim-state", str(logs / f"{host.name}.sim-state.json"),
+                "--sim-state", str(directory / "sim-state.json"),
                 "--hostname", host.name,
-                "--state-file", str(logs / f"{host.name}.agent.json"),
-                "--bootstrap-token", self.bootstrap_token,
+                "--state-file", str(directory / "agent.json"),
                 "--backend", self.fleet.backend.name,
                 "--interval", str(self.agent_interval_s),
             ]  # fmt: skip
-            log = (logs / f"{host.name}.log").open("ab")
-            self.agents[host.name] = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-            )
+            with (directory / "agent.log").open("ab") as log:
+                self.agents[host.name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
     def assign_pools(self, timeout_s: float) -> None:
         """Once each host registered, put it in its pool (and select its MIG config if it differs)."""
@@ -148,17 +155,20 @@ class Demo:
                 if not waiting:
                     return details
                 if time.monotonic() > deadline:
-                    raise DemoError(f"not ready after {timeout_s:.0f}s: {waiting} (logs in {self.data_dir / 'agents'})")
+                    raise DemoError(
+                        f"not ready after {timeout_s:.0f}s: {waiting} (logs: {self.data_dir / 'agents'}/*/agent.log)"
+                    )
                 time.sleep(0.5)
 
     def _check_agents(self) -> None:
         for name, proc in self.agents.items():
             if proc.poll() is not None:
-                log = self.data_dir / "agents" / f"{name}.log"
+                log = self.agent_dir(name) / "agent.log"
                 tail = log.read_text()[-1500:] if log.exists() else ""
                 raise DemoError(f"agent {name} exited with {proc.returncode}:\n{tail}")
 
     def stop(self) -> None:
+        """Stop the agents (SIGTERM, then SIGKILL after 10 s) and the controller; safe to call twice."""
         for proc in self.agents.values():
             if proc.poll() is None:
                 proc.terminate()
@@ -167,8 +177,10 @@ class Demo:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         if self.server is not None:
             self.server.stop()
+            self.server = None
 
 
 def _ok(response: httpx.Response) -> Any:

@@ -1,24 +1,183 @@
-"""`gpufabric demo --exit-after-ready`: the bundled fleet registers, reports and converges."""
+"""`gpufabric demo`: the bundled fleet registers, reports and converges; its agents keep apart and it stops cleanly."""
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+
+from controller.demo.fleet import load_fleet
+from controller.demo.run import Demo
+
+DEMO_COMMAND = [sys.executable, "-c", "from controller.cli import main; main()", "demo"]
+HOSTS = ("demo-h100-1", "demo-a100-80gb-1", "demo-a100-40gb-1", "demo-l4-1", "demo-a16-1")
+# Generous: the fleet is ready in ~15 s on an idle 2-core machine; these only end a test that would hang.
+DEADLINE_S = 180.0
+
+# The tests that share the `demo` fixture run on one xdist worker (`--dist loadgroup`): the fleet starts once.
+ON_THE_SHARED_FLEET = pytest.mark.xdist_group("demo-fleet")
+needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="reads processes from /proc")
+
+
+def cmdline(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+
+
+def children(pid: int) -> dict[int, str]:
+    """Direct children of ``pid``: {pid: start time in clock ticks since boot} (a pid alone may be reused)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Fields after the parenthesised command name: state, ppid, ... starttime is field 22.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid:
+            found[int(entry.name)] = fields[19]
+    return found
+
+
+def alive(pid: int, start_time: str) -> bool:
+    """The same process (pid and start time) still exists and is not a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return fields[19] == start_time and fields[0] != "Z"
 
 
 @pytest.mark.slow
 def test_demo_exit_after_ready(tmp_path: Path) -> None:
-    cmd = [
-        sys.executable, "-c", "from controller.cli import main; main()",
-        "demo", "--port", "0", "--data-dir", str(tmp_path), "--exit-after-ready", "--timeout", "120",
-    ]  # fmt: skip
+    cmd = [*DEMO_COMMAND, "--port", "0", "--data-dir", str(tmp_path), "--exit-after-ready", "--timeout", "120"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "fleet ready" in done.stdout
     assert "admin token: gft_" in done.stdout
-    for host in ("demo-h100-1", "demo-a100-80gb-1", "demo-a100-40gb-1", "demo-l4-1", "demo-a16-1"):
+    for host in HOSTS:
         assert host in done.stdout
     assert (tmp_path / "controller.db").exists()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """The bundled fleet, ready (every host reported and converged), agents reporting every second."""
+    run = Demo(fleet=load_fleet(), data_dir=tmp_path_factory.mktemp("demo"), agent_interval_s=1.0)
+    try:
+        run.start_controller()
+        run.configure()
+        run.start_agents()
+        run.assign_pools(DEADLINE_S)
+        run.wait_ready(DEADLINE_S)
+        yield run
+    finally:
+        run.stop()
+
+
+@ON_THE_SHARED_FLEET
+@pytest.mark.slow
+@needs_proc
+def test_each_agent_keeps_its_state_in_a_directory_of_its_own(demo: Demo) -> None:
+    state_dirs = {}
+    for name, proc in demo.agents.items():
+        args = cmdline(proc.pid)
+        state_dirs[name] = Path(args[args.index("--state-file") + 1]).parent
+    assert len(set(state_dirs.values())) == len(HOSTS), state_dirs
+    for name, directory in state_dirs.items():
+        # The health monitor keeps its state beside the agent's state file; it wrote it after a cycle.
+        assert (directory / "health-state.json").is_file(), name
+        log = (directory / "agent.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
+
+
+@ON_THE_SHARED_FLEET
+@pytest.mark.slow
+@needs_proc
+def test_no_agent_command_line_holds_the_bootstrap_token(demo: Demo) -> None:
+    assert demo.bootstrap_token.startswith("gft_")
+    for name, proc in demo.agents.items():
+        args = cmdline(proc.pid)
+        assert not any(demo.bootstrap_token in arg for arg in args), (name, args)
+        assert not any(re.search(r"gf[ta]_", arg) for arg in args), (name, args)
+    with demo.client() as api:
+        registered = {h["hostname"] for h in api.get("/v1/hosts").json()}
+    assert registered == set(HOSTS)  # and the agents still registered with it
+
+
+@ON_THE_SHARED_FLEET
+@pytest.mark.slow
+def test_the_vgpu_host_is_healthy_and_a_vgpu_lease_is_refused_only_for_its_static_backend(demo: Demo) -> None:
+    """The A16 host's GPUs start healthy (its spec's draw is under its power limit) and offer A16-4C; the demo's
+    backend is `static`, which declares it cannot attach vGPUs, so placement refuses with that reason alone."""
+    with demo.client() as api:
+        host = api.get("/v1/hosts/demo-a16-1").json()
+        assert [d["health"] for d in host["devices"]] == ["healthy"] * 4
+        refused = api.post(
+            "/v1/placements:dry-run",
+            params={"tenant": "demo-tenant"},
+            json={"slices": [{"kind": "vgpu", "vgpu_type": "A16-4C"}]},
+        )
+    assert refused.status_code == 409, refused.text
+    problem = refused.json()
+    assert [f["filter"] for f in problem["filters"]] == ["capability"]
+    nearest = problem["nearest_fit"]
+    assert nearest["host"] == "demo-a16-1"
+    assert nearest["available"] == {"1 x vgpu:A16-4C": 1}
+    assert len(nearest["missing"]) == 1 and "hypervisor backend (nova)" in nearest["missing"][0]
+
+
+@pytest.mark.slow
+@needs_proc
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_the_agents_and_removes_the_temp_dir(signum: signal.Signals, tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out = tmp_path / "demo.out"
+    env = {**os.environ, "TMPDIR": str(temp)}
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([*DEMO_COMMAND, "--port", "0", "--interval", "1"], stdout=sink, stderr=sink, env=env)
+    agents: dict[int, str] = {}
+    try:
+        text = wait_for_output(proc, out, "running; Ctrl-C to stop")
+        url = re.search(r"controller on (http://\S+)", text)
+        token = re.search(r"admin token: (gft_\S+)", text)
+        assert url and token, text
+        with httpx.Client(base_url=url[1], headers={"Authorization": f"Bearer {token[1]}"}) as api:
+            assert {h["hostname"] for h in api.get("/v1/hosts").json()} == set(HOSTS)
+        agents = children(proc.pid)
+        assert len(agents) == len(HOSTS), agents
+        assert [p.name.startswith("gpufabric-demo-") for p in temp.iterdir()] == [True]  # its data dir
+
+        proc.send_signal(signum)
+        assert proc.wait(timeout=DEADLINE_S) == 0, out.read_text()[-3000:]
+        assert "stopping" in out.read_text()
+        survivors = [pid for pid, started in agents.items() if alive(pid, started)]
+        assert survivors == [], out.read_text()[-3000:]
+        assert list(temp.iterdir()) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid, started in agents.items():
+            if alive(pid, started):
+                os.kill(pid, signal.SIGKILL)
+
+
+def wait_for_output(proc: subprocess.Popen[bytes], out: Path, marker: str) -> str:
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        text = out.read_text(errors="replace")
+        if marker in text:
+            return text
+        assert proc.poll() is None, f"demo exited with {proc.returncode}:\n{text[-3000:]}"
+        assert time.monotonic() < deadline, f"no {marker!r} after {DEADLINE_S:.0f}s:\n{text[-3000:]}"
+        time.sleep(0.2)
