@@ -1,4 +1,9 @@
-"""`gpufabric`: the controller's command line."""
+"""`gpufabric`: the controller's command line.
+
+Groups over the REST API are named in the plural (`hosts`, `validations`); each also answers to its other
+number (`host`, `validate`), hidden from the help, so the
+commands that came first (`gpufabric host reset-credential`, `gpufabric validate run`) keep working.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from controller.cli import admin as _admin
 from controller.cli import demo as _demo
 from controller.cli import eks as _eks
 from controller.cli import hosts as _hosts
+from controller.cli import login as _login
 from controller.cli import nccl as _nccl
 from controller.cli import server as _server
 from controller.cli import validate as _validate
@@ -26,9 +32,17 @@ app.command("demo")(_demo.demo)
 # Sub-command groups register below (one line each).
 # --- sub-apps ---
 app.add_typer(_eks.app, name="eks")
-app.add_typer(_hosts.app, name="host")
 app.add_typer(_nccl.app, name="nccl")
-app.add_typer(_validate.app, name="validate")
+# Over the REST API (controller.cli.common: --controller/--token, env, then the `gpufabric login` file).
+app.command("login")(_login.login)
+app.command("logout")(_login.logout)
+app.command("whoami")(_login.whoami)
+for _group, _name, _alias in (
+    (_hosts.app, "hosts", "host"),
+    (_validate.app, "validations", "validate"),
+):
+    app.add_typer(_group, name=_name)
+    app.add_typer(_group, name=_alias, hidden=True)
 
 
 def main() -> None:
