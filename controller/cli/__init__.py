@@ -1,7 +1,7 @@
 """`gpufabric`: the controller's command line.
 
-Groups over the REST API are named in the plural (`hosts`, `validations`); each also answers to its other
-number (`host`, `validate`), hidden from the help, so the
+Groups over the REST API are named in the plural (`hosts`, `validations`) and `lease` for
+a tenant's lease; each also answers to its other number (`host`, `leases`, ...), hidden from the help, so the
 commands that came first (`gpufabric host reset-credential`, `gpufabric validate run`) keep working.
 """
 
@@ -13,6 +13,7 @@ from controller.cli import admin as _admin
 from controller.cli import demo as _demo
 from controller.cli import eks as _eks
 from controller.cli import hosts as _hosts
+from controller.cli import leases as _leases
 from controller.cli import login as _login
 from controller.cli import nccl as _nccl
 from controller.cli import server as _server
@@ -38,6 +39,7 @@ app.command("login")(_login.login)
 app.command("logout")(_login.logout)
 app.command("whoami")(_login.whoami)
 for _group, _name, _alias in (
+    (_leases.app, "lease", "leases"),
     (_hosts.app, "hosts", "host"),
     (_validate.app, "validations", "validate"),
 ):
