@@ -1,6 +1,6 @@
 """`gpufabric`: the controller's command line.
 
-Groups over the REST API are named in the plural (`hosts`, `validations`) and `lease` for
+Groups over the REST API are named in the plural (`hosts`, `pools`, `quotas`, `validations`) and `lease` for
 a tenant's lease; each also answers to its other number (`host`, `leases`, ...), hidden from the help, so the
 commands that came first (`gpufabric host reset-credential`, `gpufabric validate run`) keep working.
 """
@@ -16,6 +16,8 @@ from controller.cli import hosts as _hosts
 from controller.cli import leases as _leases
 from controller.cli import login as _login
 from controller.cli import nccl as _nccl
+from controller.cli import pools as _pools
+from controller.cli import quotas as _quotas
 from controller.cli import server as _server
 from controller.cli import validate as _validate
 
@@ -41,6 +43,8 @@ app.command("whoami")(_login.whoami)
 for _group, _name, _alias in (
     (_leases.app, "lease", "leases"),
     (_hosts.app, "hosts", "host"),
+    (_pools.app, "pools", "pool"),
+    (_quotas.app, "quotas", "quota"),
     (_validate.app, "validations", "validate"),
 ):
     app.add_typer(_group, name=_name)
