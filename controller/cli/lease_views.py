@@ -6,7 +6,7 @@ from typing import Any
 
 from rich.text import Text
 
-from controller.cli.common import console, err_console
+from controller.cli.common import err_console
 from controller.cli.tables import fields, show, table, text, when
 
 
@@ -123,16 +123,15 @@ def show_plan(plan: dict[str, Any]) -> None:
     actions = [(a.get("action"), a.get("host"), a.get("device"), a.get("profile")) for a in plan.get("actions") or []]
     if actions:
         show(table(("action", "host", "device", "profile"), actions, "actions"))
-    show_funnel(plan.get("filters") or [], err=False)
+    show_funnel(plan.get("filters") or [])
 
 
-def show_funnel(filters: list[dict[str, Any]], err: bool) -> None:
+def show_funnel(filters: list[dict[str, Any]]) -> None:
     rows = [
         (f.get("filter"), f.get("removed_hosts"), f.get("removed_devices"), f.get("examples") or "") for f in filters
     ]
     if rows:
-        out = table(("filter", "removed hosts", "removed devices", "for example"), rows, "filters")
-        (err_console if err else console).print(out, highlight=False)
+        show(table(("filter", "removed hosts", "removed devices", "for example"), rows, "filters"))
 
 
 def explain_refusal(problem: dict[str, Any]) -> None:
@@ -145,19 +144,19 @@ def explain_refusal(problem: dict[str, Any]) -> None:
     candidates = problem.get("candidates")
     if isinstance(candidates, dict):
         lines.append(f"  candidates: {text(candidates.get('hosts'))} hosts, {text(candidates.get('devices'))} devices")
-    for line in lines:
-        err_console.print(Text(line), highlight=False, soft_wrap=True)
-    filters = problem.get("filters")
-    if isinstance(filters, list):
-        show_funnel(filters, err=True)
+    for f in problem.get("filters") or []:
+        if isinstance(f, dict):
+            examples = "; ".join(str(e) for e in f.get("examples") or [])
+            lines.append(
+                f"  filter {f.get('filter')}: removed {text(f.get('removed_hosts'))} hosts, "
+                f"{text(f.get('removed_devices'))} devices" + (f" (e.g. {examples})" if examples else "")
+            )
     nearest = problem.get("nearest_fit")
     if isinstance(nearest, dict):
         available = ", ".join(f"{k}: {v}" for k, v in (nearest.get("available") or {}).items())
-        err_console.print(
-            Text(f"  nearest fit: {nearest.get('host')} ({float(nearest.get('satisfied') or 0):.0%} satisfied; "
-                 f"available {available or '-'})"),
-            highlight=False,
-            soft_wrap=True,
-        )  # fmt: skip
-        for missing in nearest.get("missing") or []:
-            err_console.print(Text(f"    missing: {missing}"), highlight=False, soft_wrap=True)
+        satisfied = nearest.get("satisfied")
+        share = f"{satisfied:.0%}" if isinstance(satisfied, int | float) else "?"
+        lines.append(f"  nearest fit: {nearest.get('host')} ({share} satisfied; available {available or '-'})")
+        lines.extend(f"    missing: {missing}" for missing in nearest.get("missing") or [])
+    for line in lines:
+        err_console.print(Text(line), highlight=False, soft_wrap=True)

@@ -177,6 +177,7 @@ def test_a_refusal_explains_itself(tenant: Cli, controller: Controller) -> None:
     assert lines[0].startswith("error: HTTP 409: No capacity for this request: "), lines
     assert "request: 4 x gpu H100" in refused.stderr
     assert "candidates: 2 hosts, 4 devices" in refused.stderr
+    assert "  filter fit: removed 2 hosts, 0 devices (e.g. host h100-" in refused.stderr
     assert "nearest fit: h100-" in refused.stderr and "missing:" in refused.stderr
     assert "Traceback" not in refused.output
 
@@ -186,7 +187,7 @@ def test_a_refusal_explains_itself(tenant: Cli, controller: Controller) -> None:
     assert problem["type"].endswith("/no-capacity") and problem["filters"], problem
     assert [line for line in dry.stderr.splitlines() if line] == [dry.stderr.strip()]  # --json: the one line only
     human_dry = tenant("lease", "create", "--dry-run", "--slice", "kind=gpu,model=L4")
-    assert "filters" in human_dry.stderr and "model" in human_dry.stderr
+    assert human_dry.exit_code == 2 and "  filter model: removed 2 hosts, 4 devices" in human_dry.stderr
 
     with controller.admin() as admin:
         quota = {"limits": [{"kind": "gpu", "model": "*", "limit": 1}]}
