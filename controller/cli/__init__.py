@@ -40,13 +40,15 @@ app.add_typer(_nccl.app, name="nccl")
 app.command("login")(_login.login)
 app.command("logout")(_login.logout)
 app.command("whoami")(_login.whoami)
-for _group, _name, _alias in (
+REST_GROUPS = (
     (_leases.app, "lease", "leases"),
     (_hosts.app, "hosts", "host"),
     (_pools.app, "pools", "pool"),
     (_quotas.app, "quotas", "quota"),
     (_validate.app, "validations", "validate"),
-):
+)
+ALIASES = {alias: name for _, name, alias in REST_GROUPS}
+for _group, _name, _alias in REST_GROUPS:
     app.add_typer(_group, name=_name)
     app.add_typer(_group, name=_alias, hidden=True)
 

@@ -142,7 +142,7 @@ def test_whole_gpus_from_slices_file_and_stdin(tenant: Cli, controller: Controll
 
     request = tmp_path / "request.json"
     request.write_text(json.dumps({"slices": [{"kind": "gpu", "count": 1}], "topology": "same-host"}))
-    from_file = tenant("lease", "create", "--file", str(request), "--duration", "3600", "--json")
+    from_file = tenant("lease", "create", "--file", str(request), "--duration", "PT1H", "--json")
     assert from_file.exit_code == 0, from_file.output
     body = json.loads(from_file.stdout)
     assert body["request"]["topology"] == "same-host" and body["request"]["duration"] in (3600, "PT1H")
