@@ -1,4 +1,5 @@
-"""`gpufabric validate run|show|list`: NCCL validations through the controller's REST API.
+"""`gpufabric validations list|show|run` (also as `gpufabric validate ...`): NCCL validations through the
+controller's REST API.
 
 ``run`` starts a validation and, with ``--wait``, shows each run's progress until the verdict, then
 exits 0 when it passed, 1 when it failed, 3 on error (could not run or not judgeable) and 2 when the
@@ -7,9 +8,9 @@ request was refused.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -17,7 +18,17 @@ from rich import box
 from rich.live import Live
 from rich.table import Table
 
-from controller.cli.common import ControllerOption, TokenOption, api_client, checked, console
+from controller.cli import tables
+from controller.cli.common import (
+    ControllerOption,
+    JsonOption,
+    TokenOption,
+    api_client,
+    checked,
+    checked_list,
+    console,
+    print_json,
+)
 
 app = typer.Typer(help="NCCL validations: run, follow and read verdicts.", no_args_is_help=True)
 
@@ -113,8 +124,8 @@ def run(
     interval: Annotated[float, typer.Option("--interval", help="Seconds between polls")] = 2.0,
     timeout: Annotated[float, typer.Option("--timeout", help="Give up waiting after this many seconds")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the validation as JSON")] = False,
-    controller: ControllerOption = "http://127.0.0.1:8080",
-    token: TokenOption = "",
+    controller: ControllerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """Start an NCCL validation (and with --wait follow it to the verdict)."""
     body: dict[str, Any] = {"test": test, "min_bytes": min_bytes, "max_bytes": max_bytes, "iters": iters}
@@ -128,13 +139,13 @@ def run(
     if pass_ratio is not None:
         body["pass_ratio"] = pass_ratio
     with api_client(controller, token) as client:
-        v = checked(client.post("/v1/validations", json=body))
+        v = checked(client.post("/v1/validations", json=body), as_json)
         if not as_json:
             console.print(f"validation [bold]{v['id']}[/] {v['status']}", highlight=False)
         if wait:
             v = follow(client, v["id"], interval, timeout) if not as_json else _poll(client, v["id"], interval, timeout)
     if as_json:
-        print(json.dumps(v, indent=2))
+        print_json(v)
     elif wait:
         print_verdict(v)
     if wait:
@@ -153,38 +164,39 @@ def _poll(client: httpx.Client, validation_id: str, interval_s: float, timeout_s
 @app.command("show")
 def show(
     validation_id: Annotated[str, typer.Argument(metavar="ID")],
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-    controller: ControllerOption = "http://127.0.0.1:8080",
-    token: TokenOption = "",
+    as_json: JsonOption = False,
+    controller: ControllerOption = None,
+    token: TokenOption = None,
 ) -> None:
     """A validation's status, runs, largest-size rows and verdict with evidence."""
     with api_client(controller, token) as client:
-        v = checked(client.get(f"/v1/validations/{validation_id}"))
+        v = checked(client.get(f"/v1/validations/{quote(validation_id, safe='')}"), as_json)
     if as_json:
-        print(json.dumps(v, indent=2))
+        print_json(v)
     else:
         print_verdict(v)
 
 
 @app.command("list")
 def list_(
-    status: Annotated[str | None, typer.Option("--status")] = None,
-    controller: ControllerOption = "http://127.0.0.1:8080",
-    token: TokenOption = "",
+    status: Annotated[str | None, typer.Option("--status", help="pending | running | passed | failed | error")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Only validations that ran on this host")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 100,
+    as_json: JsonOption = False,
+    controller: ControllerOption = None,
+    token: TokenOption = None,
 ) -> None:
-    """Recent validations."""
+    """Recent validations, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    params.update({k: v for k, v in (("status", status), ("host", host)) if v})
     with api_client(controller, token) as client:
-        items = _check_list(client.get("/v1/validations", params={"status": status} if status else {}))
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("id", "status", "test", "mode", "purpose", "hosts", "created"):
-        table.add_column(column, no_wrap=column == "id", overflow="fold")
-    for v in items:
-        table.add_row(v["id"], v["status"], v["test"], v["mode"], v["purpose"], ",".join(v["hosts"]), v["created_at"])
-    console.print(table)
-
-
-def _check_list(response: httpx.Response) -> list[dict[str, Any]]:
-    if response.status_code >= 400:
-        checked(response)
-    data: list[dict[str, Any]] = response.json()
-    return data
+        items = checked_list(client.get("/v1/validations", params=params), as_json)
+    if as_json:
+        print_json(items)
+        return
+    rows = [
+        (v["id"], v["status"], v["test"], v["mode"], v["purpose"], v["hosts"], tables.when(v["created_at"]),
+         tables.when(v.get("finished_at")))
+        for v in items
+    ]  # fmt: skip
+    tables.show(tables.table(("id", "status", "test", "mode", "purpose", "hosts", "created", "finished"), rows))
