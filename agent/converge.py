@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.mig.apply import MigApplyReport, converge_mig
-from agent.mig.config import MigError
+from agent.mig.config import MigError, MigPartedConfig
 from agent.sharing.apply import apply_sharing
 from agent.sharing.errors import SharingError
 from drivers.contract.desired import parse_mig_desired, parse_sharing_desired
@@ -39,24 +39,37 @@ def leased_instances(desired: DesiredState, inventory: Inventory) -> dict[int, s
     return out
 
 
-def _apply_mig(mig: MigDesired, sim_host: Any | None, leased: dict[int, set[int]]) -> tuple[bool, str]:
-    config = parse_mig_desired(mig, source="controller desired state")
-    report: MigApplyReport = converge_mig(config, mig.selected, leased=leased)
+def converge_selected(
+    config: MigPartedConfig, selected: str, sim_host: Any | None, leased: dict[int, set[int]]
+) -> MigApplyReport:
+    """Converge on one config of a parsed mig-parted document, keeping ``leased`` instances (and any with
+    running processes); on a simulated host a MIG mode change waiting for a GPU reset gets that reset."""
+    report: MigApplyReport = converge_mig(config, selected, leased=leased)
     if report.pending_reset and sim_host is not None:
         for gpu in report.gpus:
             if gpu.status == "pending-reset":
                 log.info("simulated host: resetting GPU %d to apply its MIG mode change", gpu.index)
                 sim_host.reset_gpu(gpu.index)
-        report = converge_mig(config, mig.selected, leased=leased)
+        report = converge_mig(config, selected, leased=leased)
+    return report
+
+
+def describe_mig_report(report: MigApplyReport) -> str:
+    """One line: how many GPUs changed, or what stands in the way on each GPU that did not converge."""
     if report.converged:
         changed = sum(1 for g in report.gpus if g.status == "changed")
-        return True, f"mig {mig.selected}: converged ({changed} GPU(s) changed)"
-    problems = [
+        return f"converged ({changed} GPU(s) changed)"
+    return "; ".join(
         f"GPU {g.index} {g.status}: {g.reason or ', '.join(g.blockers)}"
         for g in report.gpus
         if g.status not in ("untouched", "changed")
-    ]
-    return False, f"mig {mig.selected}: " + "; ".join(problems)
+    )
+
+
+def _apply_mig(mig: MigDesired, sim_host: Any | None, leased: dict[int, set[int]]) -> tuple[bool, str]:
+    config = parse_mig_desired(mig, source="controller desired state")
+    report = converge_selected(config, mig.selected, sim_host, leased)
+    return report.converged, f"mig {mig.selected}: {describe_mig_report(report)}"
 
 
 def _apply_sharing(sharing: SharingDesired, state_dir: Path) -> tuple[bool, str]:

@@ -42,6 +42,7 @@ from agent import __version__
 from agent.converge import apply_desired
 from agent.health import HealthMonitor
 from agent.health.rules import HealthRules
+from agent.kube import KubeNodeConfig
 from agent.node_inventory import node_inventory, sharing_from_document
 from agent.state import AgentState
 from agent.tasks.nccl import run_nccl_test
@@ -183,6 +184,8 @@ class AgentConfig:
     ca_bundle: Path | None = None
     # Health rules YAML (docs/health.md); default: the built-in rules.
     health_rules: Path | None = None
+    # On a Kubernetes node: label the Node and follow nvidia.com/mig.config (agent.kube); None: not on one.
+    kube: KubeNodeConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.interval_jitter < 1.0:
@@ -226,6 +229,16 @@ class AgentRunner:
         self.report_interval_s = config.interval_s or 30.0
         self.cycles = 0
         self.last_reply: ReportReply | None = None
+        self.node_sync: Any = None
+        if config.kube is not None:
+            # Imported here: a host that is not a Kubernetes node never loads the kubernetes client.
+            from agent.kube.node_sync import NodeSync
+            from drivers.kube import KubeNodeError
+
+            try:
+                self.node_sync = NodeSync.connect(config.kube, simulated=config.sim is not None)
+            except KubeNodeError as exc:
+                raise AgentError(str(exc)) from None
 
     # ---- HTTP -------------------------------------------------------------------------------
 
@@ -375,6 +388,8 @@ class AgentRunner:
                     reply = self.report(inventory, content_hash)
                 else:
                     reply = self.heartbeat(content_hash)
+            if self.node_sync is not None:
+                reply = self._sync_node(inventory, reply, sim_host)
             self._run_tasks(reply.tasks)
         if not self.config.interval_s:
             self.report_interval_s = reply.report_interval_s
@@ -402,6 +417,17 @@ class AgentRunner:
                 at=datetime.now(UTC),
             )
         return applied.model_copy(update={"message": bounded_message(applied.message)})
+
+    def _sync_node(self, inventory: Inventory, reply: ReportReply, sim_host: Any) -> ReportReply:
+        """Node labels and nvidia.com/mig.config (agent.kube.node_sync); a layout it changed is reported."""
+        changed = self.node_sync.sync(
+            inventory,
+            desired=reply.desired,
+            sharing=sharing_from_document(self.state.sharing),
+            sim_host=sim_host,
+            collect=lambda: self._collect()[0],
+        )
+        return reply if changed is None else self.report(changed, inventory_content_hash(changed))
 
     def _run_tasks(self, tasks: list[Task]) -> None:
         for task in tasks:
@@ -442,6 +468,8 @@ class AgentRunner:
                 log.exception("agent cycle failed; retrying in %.0fs", delay)
             self.stop.wait(delay)
         self.client.close()
+        if self.node_sync is not None:
+            self.node_sync.close()
 
     def _startup_splay(self) -> None:
         if self.config.startup_splay_s > 0:

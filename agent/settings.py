@@ -9,12 +9,16 @@ defaults. ``deploy/systemd/gpufabric-agent.env`` and the DaemonSet set exactly t
   accepted, with a warning.
 * The host name is ``GPUFABRIC_HOSTNAME``, else ``NODE_NAME`` (the DaemonSet sets it from the downward API, so a
   pod registers under its node's name, not the pod's), else this machine's name.
+* On Kubernetes (``GPUFABRIC_KUBERNETES``, default ``auto``: in a pod, or with ``GPUFABRIC_KUBE_API_URL`` or
+  ``GPUFABRIC_KUBECONFIG``) the agent labels the Node ``GPUFABRIC_NODE_NAME``, else ``NODE_NAME``, else the host
+  name, and follows ``nvidia.com/mig.config`` when ``GPUFABRIC_MIG_CONFIG_FILE`` names the mig-parted file.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import warnings
 from pathlib import Path
 from typing import Any, Literal
@@ -87,6 +91,26 @@ class AgentSettings(BaseSettings):
     ca_bundle: Path | None = Field(default=None, description="CA bundle to verify the controller's certificate")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     labels: dict[str, str] = Field(default_factory=dict, description="Labels sent at registration")
+    kubernetes: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="Label this host's Node and follow nvidia.com/mig.config: auto (in a pod, or with "
+        "kube_api_url / kubeconfig set), on, off",
+    )
+    kubeconfig: Path | None = Field(default=None, description="kubeconfig file to reach the API server with")
+    kube_api_url: str | None = Field(
+        default=None, description="API server URL without credentials (kubectl proxy); wins over kubeconfig"
+    )
+    node_name: str | None = Field(
+        default=None, description="The Node to label (default: NODE_NAME, else the host name; see kube_node_name)"
+    )
+    mig_config_file: Path | None = Field(
+        default=None,
+        description="mig-parted file (a mounted ConfigMap) that nvidia.com/mig.config names configs in; "
+        "unset: the agent leaves that label alone",
+    )
+    mig_strategy: Literal["none", "single", "mixed"] | None = Field(
+        default=None, description="The device plugin's MIG strategy, for the GFD labels (default: none)"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -106,6 +130,12 @@ class AgentSettings(BaseSettings):
     @property
     def state_file(self) -> Path | None:
         return self.state_dir / STATE_FILE_NAME if self.state_dir else None
+
+    @property
+    def kube_node_name(self) -> str:
+        """The Node this agent labels: ``GPUFABRIC_NODE_NAME``, else ``NODE_NAME`` (the DaemonSet's downward API
+        value, read directly: the ``hostname`` setting may be overridden), else the host name."""
+        return self.node_name or os.environ.get("NODE_NAME") or self.hostname or socket.gethostname()
 
 
 def load_settings(**overrides: Any) -> AgentSettings:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from agent.cli.common import SimOption, SimStateOption, fail
+from agent.kube import kube_node_config
 from agent.runner import AgentConfig, AgentError, AgentRunner
 from agent.settings import AgentSettingsError, load_settings
 from agent.state import default_state_file
@@ -98,6 +99,14 @@ def run(
             logging.getLogger(noisy).setLevel(logging.WARNING)
     if not settings.controller_url:
         raise fail("no controller URL: pass --controller or set GPUFABRIC_CONTROLLER_URL", 2)
+    kube = kube_node_config(
+        settings.kubernetes,
+        node_name=settings.kube_node_name,
+        api_url=settings.kube_api_url,
+        kubeconfig=settings.kubeconfig,
+        mig_config_file=settings.mig_config_file,
+        mig_strategy=settings.mig_strategy,
+    )
     config = AgentConfig(
         controller_url=settings.controller_url,
         state_file=state_file or settings.state_file or default_state_file(),
@@ -112,9 +121,13 @@ def run(
         labels=settings.labels,
         ca_bundle=settings.ca_bundle,
         health_rules=settings.health_rules,
+        kube=kube,
     )
     stop = threading.Event()
-    runner = AgentRunner(config, stop=stop)
+    try:
+        runner = AgentRunner(config, stop=stop)
+    except AgentError as exc:
+        raise fail(str(exc), 2) from None
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         if once:

@@ -193,10 +193,15 @@ def observe(handles: Sequence[Any] | None = None, leased: Mapping[int, Set[int]]
 
 
 def plan_from_nvml(
-    config: MigPartedConfig, name: str, *, force: bool = False, handles: Sequence[Any] | None = None
+    config: MigPartedConfig,
+    name: str,
+    *,
+    force: bool = False,
+    handles: Sequence[Any] | None = None,
+    leased: Mapping[int, Set[int]] | None = None,
 ) -> MigPlan:
-    """Observe through NVML and plan; nothing is changed."""
-    return plan_mig(config, name, observe(handles), force=force)
+    """Observe through NVML and plan; nothing is changed. ``leased`` instances are kept, as in ``observe``."""
+    return plan_mig(config, name, observe(handles, leased), force=force)
 
 
 # --- running operations ---------------------------------------------------------------------

@@ -50,6 +50,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import yaml
+
+from tests.services.kube_apply import ApplyConflict, manager_from_user_agent, record_update, server_side_apply
+
 KUBE_VERSION = {
     "major": "1",
     "minor": "32",
@@ -705,15 +709,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _body(self) -> Any:
+    def _body(self, *, yaml_body: bool = False) -> Any:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         if not raw:
             return None
         try:
-            return json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "BadRequest", "request body is not JSON") from None
+            return yaml.safe_load(raw) if yaml_body else json.loads(raw)
+        except (ValueError, yaml.YAMLError):
+            raise ApiError(400, "BadRequest", f"request body is not {'YAML' if yaml_body else 'JSON'}") from None
+
+    def _manager(self, query: dict[str, str]) -> str:
+        """The write's field manager: ``fieldManager``, else the User-Agent's product, as kube-apiserver does."""
+        return query.get("fieldManager") or manager_from_user_agent(self.headers.get("User-Agent"))
 
     def _dispatch(self, method: str) -> None:
         self.server.emulator.requests.append((method, self.path))
@@ -802,6 +810,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._body()
                 if not isinstance(body, dict):
                     raise ApiError(400, "BadRequest", "request body must be an object")
+                record_update({}, body, self._manager(query))
                 return self._send_json(201, state.create(rtype, namespace, body))
             raise ApiError(405, "MethodNotAllowed", f"{method} on a collection is not supported")
 
@@ -821,9 +830,12 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "request body must be an object")
-            return self._send_json(200, state.update(rtype, namespace, name, body, subresource))
+            with state.lock:
+                if subresource is None:
+                    record_update(state.get(rtype, namespace, name), body, self._manager(query))
+                return self._send_json(200, state.update(rtype, namespace, name, body, subresource))
         if method == "PATCH":
-            return self._patch(rtype, namespace, name, subresource)
+            return self._patch(rtype, namespace, name, subresource, query)
         if method == "DELETE":
             obj = state.delete(rtype, namespace, name)
             if rtype.kind in _DELETE_RETURNS_OBJECT:
@@ -845,12 +857,16 @@ class _Handler(BaseHTTPRequestHandler):
             )
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
 
-    def _patch(self, rtype: ResourceType, namespace: str | None, name: str, subresource: str | None) -> None:
+    def _patch(
+        self, rtype: ResourceType, namespace: str | None, name: str, subresource: str | None, query: dict[str, str]
+    ) -> None:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-        patch = self._body()
+        patch = self._body(yaml_body=content_type == "application/apply-patch+yaml")
         state = self.server.emulator.state
         with state.lock:  # read-modify-write in one step; the lock is re-entrant
             current = state.get(rtype, namespace, name)
+            if content_type == "application/apply-patch+yaml":
+                return self._apply(rtype, namespace, name, subresource, query, current, patch)
             if content_type == "application/json-patch+json":
                 if not isinstance(patch, list):
                     raise ApiError(400, "BadRequest", "a JSON patch is a list of operations")
@@ -863,9 +879,46 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(
                     415, "UnsupportedMediaType", f"the body of the request was in an unknown format: {content_type}"
                 )
+            if subresource is None:
+                record_update(current, new, self._manager(query))
             # A resourceVersion in the patch is a precondition; otherwise the patch applies to the current object.
             updated = state.update(rtype, namespace, name, new, subresource)
         return self._send_json(200, updated)
+
+    def _apply(
+        self,
+        rtype: ResourceType,
+        namespace: str | None,
+        name: str,
+        subresource: str | None,
+        query: dict[str, str],
+        current: dict[str, Any],
+        applied: Any,
+    ) -> None:
+        """Server-side apply to an existing object (tests/services/kube_apply.py). Creating by apply and
+        applying to ``/status`` are not emulated."""
+        if subresource is not None:
+            raise ApiError(415, "UnsupportedMediaType", "server-side apply to a subresource is not emulated")
+        manager = query.get("fieldManager")
+        if not manager:
+            raise ApiError(400, "BadRequest", "PATCH, application/apply-patch+yaml: fieldManager is required")
+        if not isinstance(applied, dict):
+            raise ApiError(400, "BadRequest", "an apply patch is an object")
+        if applied.get("apiVersion") != rtype.api_version or applied.get("kind") != rtype.kind:
+            raise ApiError(400, "BadRequest", f"apply: apiVersion and kind must be {rtype.api_version} {rtype.kind}")
+        if (applied.get("metadata") or {}).get("name", name) != name:
+            raise ApiError(400, "BadRequest", "the name of the object does not match the name on the URL")
+        try:
+            new = server_side_apply(current, applied, manager, force=query.get("force") in ("true", "1"))
+        except ApplyConflict as exc:
+            causes = [
+                {"type": "FieldManagerConflict", "message": f'conflict with "{who}"', "field": "." + ".".join(path)}
+                for who, path in exc.conflicts
+            ]
+            raise ApiError(
+                409, "Conflict", str(exc), {"name": name, "group": rtype.group, "kind": rtype.plural, "causes": causes}
+            ) from None
+        return self._send_json(200, self.server.emulator.state.update(rtype, namespace, name, new))
 
     def _watch(self, rtype: ResourceType, namespace: str | None, query: dict[str, str]) -> None:
         emulator = self.server.emulator
@@ -1157,6 +1210,18 @@ class KubeEmulator:
 
     def add_nodes(self, nodes: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self.seed("nodes", node) for node in nodes]
+
+    def label_history(self, node: str, key: str) -> list[str | None]:
+        """The values a node's label took, in order, from the retained event history (None: absent); a
+        write that left the label as it was adds nothing. Shows transitions a poll could miss (pending)."""
+        values: list[str | None] = []
+        with self.state.lock:
+            events = [e for e in self.state.events if e.rtype.kind == "Node" and e.key[3] == node]
+        for event in events:
+            value = None if event.type == "DELETED" else (event.obj["metadata"].get("labels") or {}).get(key)
+            if not values or values[-1] != value:
+                values.append(value)
+        return values
 
 
 # -- nodes for a nodegroup ---------------------------------------------------------------------

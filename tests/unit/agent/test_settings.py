@@ -84,6 +84,7 @@ def test_every_variable_of_the_daemonset_is_read_and_node_name_is_the_host(monke
         "GPUFABRIC_STATE_DIR": "/var/lib/gpufabric",
         "GPUFABRIC_CONTROLLER_URL": "https://ctl:8080",
         "GPUFABRIC_BOOTSTRAP_TOKEN": "gft_x_y",
+        "GPUFABRIC_MIG_CONFIG_FILE": "/etc/gpufabric/mig/config.yaml",
     }
     assert set(names) <= set(given), f"the DaemonSet sets variables the agent does not read: {set(names) - set(given)}"
     for name in names:
@@ -92,6 +93,13 @@ def test_every_variable_of_the_daemonset_is_read_and_node_name_is_the_host(monke
     assert s.hostname == "ip-10-0-1-7.ec2.internal"  # the node's name, not the pod's
     assert s.controller_url == "https://ctl:8080" and s.bootstrap_token == "gft_x_y"
     assert s.state_dir == Path("/var/lib/gpufabric")
+    assert s.mig_config_file == Path("/etc/gpufabric/mig/config.yaml")
+    assert s.kube_node_name == "ip-10-0-1-7.ec2.internal" and s.kubernetes == "auto"
+    # The mounted ConfigMap is where the variable says.
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    assert Path(mounts["mig-config"]) == s.mig_config_file.parent
+    assert volumes["mig-config"]["configMap"]["name"] == "gpufabric-mig-config"
     # An explicit name wins over NODE_NAME, and a flag over both.
     monkeypatch.setenv("GPUFABRIC_HOSTNAME", "gpu-7")
     assert load_settings().hostname == "gpu-7"
@@ -130,6 +138,8 @@ def test_the_config_file_is_read_below_the_environment(monkeypatch: pytest.Monke
         ({"GPUFABRIC_REPORT_INTERVAL": "-1"}, {}, "GPUFABRIC_REPORT_INTERVAL"),
         ({"GPUFABRIC_LOG_LEVEL": "loud"}, {}, "GPUFABRIC_LOG_LEVEL"),
         ({"GPUFABRIC_AGENT_INTERVAL_JITTER": "0.9"}, {}, "GPUFABRIC_AGENT_INTERVAL_JITTER"),
+        ({"GPUFABRIC_KUBERNETES": "maybe"}, {}, "GPUFABRIC_KUBERNETES"),
+        ({"GPUFABRIC_MIG_STRATEGY": "both"}, {}, "GPUFABRIC_MIG_STRATEGY"),
         ({}, {"report_intervall": 30}, "report_intervall"),
     ],
 )
@@ -147,3 +157,24 @@ def test_a_missing_config_file_named_by_the_variable_is_an_error(monkeypatch: py
     monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", "/nonexistent/agent.yaml")
     with pytest.raises(AgentSettingsError, match=r"GPUFABRIC_AGENT_CONFIG=/nonexistent/agent\.yaml: no such file"):
         load_settings()
+
+
+def test_kubernetes_is_on_in_a_pod_or_when_an_api_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from agent.kube import kube_node_config
+
+    for key in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    assert kube_node_config("auto", node_name="n") is None  # a systemd host: no Kubernetes, no client loaded
+    assert kube_node_config("auto", node_name="n", api_url="http://127.0.0.1:8001") is not None
+    assert kube_node_config("auto", node_name="n", kubeconfig=tmp_path / "kubeconfig") is not None
+    assert kube_node_config("on", node_name="n") is not None  # and fails at start without a service account
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.100.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    config = kube_node_config("auto", node_name="n", mig_config_file=Path("/etc/gpufabric/mig/config.yaml"))
+    assert config is not None and config.node_name == "n" and config.mig_config_file is not None
+    assert kube_node_config("off", node_name="n", api_url="http://127.0.0.1:8001") is None
+    monkeypatch.setenv("NODE_NAME", "node-b")
+    monkeypatch.setenv("GPUFABRIC_HOSTNAME", "gpu-7")
+    assert load_settings().kube_node_name == "node-b"  # the Node is the node, whatever the host registers as
+    monkeypatch.setenv("GPUFABRIC_NODE_NAME", "node-a")
+    assert load_settings().kube_node_name == "node-a"
