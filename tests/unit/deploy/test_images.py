@@ -84,12 +84,12 @@ def test_replay_refuses_a_step_it_cannot_run_faithfully(tmp_path: Path) -> None:
         replay(dockerfile, REPO, tmp_path / "root")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker: module fixtures are rebuilt when xdist interleaves modules
 def agent_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     return replay(DOCKER / "agent.Dockerfile", REPO, tmp_path_factory.mktemp("agent-image"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker: module fixtures are rebuilt when xdist interleaves modules
 def controller_image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     return replay(DOCKER / "controller.Dockerfile", REPO, tmp_path_factory.mktemp("controller-image"))
 
@@ -101,6 +101,7 @@ def _installed(image: Image) -> dict[str, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("agent-image")  # one worker builds the image once for both tests
 def test_agent_image_holds_the_agent_and_nothing_of_the_controller(agent_image: Image) -> None:
     installed = _installed(agent_image)
     assert installed["gpufabric"] and installed["nvidia-ml-py"]
@@ -117,6 +118,7 @@ def test_agent_image_holds_the_agent_and_nothing_of_the_controller(agent_image: 
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("agent-image")
 def test_agent_image_entrypoint_runs(agent_image: Image) -> None:
     assert (agent_image.entrypoint, agent_image.cmd) == (["gpufabric-agent"], ["run"])
     assert agent_image.which("gpufabric-agent").startswith(str(agent_image.root))
