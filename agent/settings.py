@@ -52,13 +52,16 @@ def config_file() -> Path | None:
 
 
 class AgentSettings(BaseSettings):
+    # Aliases are environment variable names only: environment names match case-insensitively, so an alias
+    # "hostname" would read the HOSTNAME every shell and pod sets (a pod's name, not its node's). File keys and
+    # flags are the field names (populate_by_name).
     model_config = SettingsConfigDict(
         env_prefix="GPUFABRIC_", extra="forbid", populate_by_name=True, env_ignore_empty=True
     )
 
     controller_url: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("controller_url", "GPUFABRIC_CONTROLLER_URL", DEPRECATED_CONTROLLER_ENV),
+        validation_alias=AliasChoices("GPUFABRIC_CONTROLLER_URL", DEPRECATED_CONTROLLER_ENV),
         description="Controller base URL",
     )
     bootstrap_token: str | None = Field(
@@ -67,7 +70,7 @@ class AgentSettings(BaseSettings):
     backend: str | None = Field(default=None, description="Name of the backend (as registered) the host belongs to")
     hostname: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("hostname", "GPUFABRIC_HOSTNAME", "NODE_NAME"),
+        validation_alias=AliasChoices("GPUFABRIC_HOSTNAME", "NODE_NAME"),
         description="Name to register as",
     )
     state_dir: Path | None = Field(default=None, description="Where the agent keeps its credential and progress")
@@ -78,13 +81,13 @@ class AgentSettings(BaseSettings):
         default=0.1,
         ge=0,
         le=0.5,
-        validation_alias=AliasChoices("interval_jitter", "GPUFABRIC_AGENT_INTERVAL_JITTER"),
+        validation_alias=AliasChoices("GPUFABRIC_AGENT_INTERVAL_JITTER"),
         description="Spread of each wait between reports, as a fraction of the interval",
     )
     startup_splay: float = Field(
         default=0.0,
         ge=0,
-        validation_alias=AliasChoices("startup_splay", "GPUFABRIC_AGENT_STARTUP_SPLAY"),
+        validation_alias=AliasChoices("GPUFABRIC_AGENT_STARTUP_SPLAY"),
         description="Random wait before the first report, seconds",
     )
     health_rules: Path | None = Field(default=None, description="Health rules YAML (docs/health.md)")

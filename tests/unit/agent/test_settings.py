@@ -89,6 +89,7 @@ def test_every_variable_of_the_daemonset_is_read_and_node_name_is_the_host(monke
     assert set(names) <= set(given), f"the DaemonSet sets variables the agent does not read: {set(names) - set(given)}"
     for name in names:
         monkeypatch.setenv(name, given[name])
+    monkeypatch.setenv("HOSTNAME", "gpufabric-agent-x7k2p")  # what Kubernetes sets in every pod
     s = load_settings()
     assert s.hostname == "ip-10-0-1-7.ec2.internal"  # the node's name, not the pod's
     assert s.controller_url == "https://ctl:8080" and s.bootstrap_token == "gft_x_y"
@@ -178,3 +179,17 @@ def test_kubernetes_is_on_in_a_pod_or_when_an_api_is_named(monkeypatch: pytest.M
     assert load_settings().kube_node_name == "node-b"  # the Node is the node, whatever the host registers as
     monkeypatch.setenv("GPUFABRIC_NODE_NAME", "node-a")
     assert load_settings().kube_node_name == "node-a"
+
+
+def test_plain_shell_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only GPUFABRIC_* (and NODE_NAME) are read: HOSTNAME, CONTROLLER_URL or INTERVAL_JITTER in the environment
+    change nothing, while the same names as file keys still work."""
+    monkeypatch.setenv("HOSTNAME", "pod-name")
+    monkeypatch.setenv("CONTROLLER_URL", "http://wrong:1")
+    monkeypatch.setenv("INTERVAL_JITTER", "0.4")
+    s = load_settings()
+    assert (s.hostname, s.controller_url, s.interval_jitter) == (None, None, 0.1)
+    doc = {"hostname": "gpu-9", "controller_url": "http://ctl:8080", "interval_jitter": 0.2, "startup_splay": 5}
+    monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", str(_write(tmp_path / "agent.yaml", doc)))
+    s = load_settings()
+    assert (s.hostname, s.controller_url, s.interval_jitter, s.startup_splay) == ("gpu-9", "http://ctl:8080", 0.2, 5)

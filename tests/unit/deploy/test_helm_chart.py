@@ -189,6 +189,23 @@ def test_every_agent_variable_is_read_by_the_agent(
         "info",
         "eks-train",
     )
+    assert s.mig_config_file == Path("/etc/gpufabric/mig/config.yaml")
+
+
+def test_the_mig_config_map_is_mounted_where_the_agent_reads_it(chart: Chart) -> None:
+    """The nvidia.com/mig.config workflow's mig-parted file: the ConfigMap is mounted at the variable's folder, and
+    with no ConfigMap named the agent is given neither (it then leaves that label to the GPU Operator)."""
+    (ds,) = by_kind(render(chart), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert Path(env["GPUFABRIC_MIG_CONFIG_FILE"]).parent == Path(mounts["mig-config"])
+    assert volumes["mig-config"]["configMap"] == {"name": "gpufabric-mig-config", "optional": True}
+    (ds,) = by_kind(render(chart, {"agent": {"migConfig": {"configMap": ""}}}), "DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert "GPUFABRIC_MIG_CONFIG_FILE" not in {e["name"] for e in pod["containers"][0]["env"]}
+    assert "mig-config" not in {v["name"] for v in pod["volumes"]}
 
 
 def test_every_controller_variable_is_read_by_the_controller(chart: Chart) -> None:
