@@ -16,6 +16,8 @@ from sqlalchemy import select
 from controller.api.app import create_app
 from controller.auth.tokens import Role
 from controller.backends import openstack_sync
+from controller.backends.base import ProvisionResult
+from controller.backends.ironic import IronicBackend
 from controller.store.models import ApiToken, Backend
 from controller.testing import ServerThread
 from drivers.openstack import LEASE_TAG, AgentBootstrap, IronicDeployRequest, IronicDriver, PollPolicy
@@ -239,15 +241,30 @@ def test_leases_interrupted_by_a_restart_are_finished_or_rolled_back(
     ironic_conn: Any,
     make_node: Callable[..., Any],
     fresh_app: Callable[[], ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     first, second = make_node(), make_node()
     # inline_wait_s 0: POST /v1/leases answers as soon as the deploy has started; the reconcile finishes it.
     config = ironic_config(ironic_url, inline_wait_s=0, orphans="release")
+
+    # The case under test is a controller that stopped before it saw its deploys finish. Even with no inline
+    # wait, fake-hardware deploys can finish before the one look the provisioner takes (a loaded machine), and
+    # the lease is then ready at once: so this controller starts each deploy for real and does not look.
+    def start_deploys_only(
+        backend: IronicBackend, driver: Any, cfg: Any, name: str, info: Any, nodes: dict[str, str]
+    ) -> ProvisionResult:
+        for host, node_id in nodes.items():
+            backend._step(driver, cfg, name, info, host, node_id)
+        return ProvisionResult("pending", message="Ironic deploy in progress: " + ", ".join(sorted(nodes)))
+
+    real_deploy = IronicBackend._deploy
+    monkeypatch.setattr(IronicBackend, "_deploy", start_deploys_only)
     with controller.admin() as api, controller.client(controller.tenant_token) as tenant:
         register(api, "metal", config)
         sync(api, "metal")
         a = lease(tenant, WHOLE_H100_NODE)
         b = lease(tenant, WHOLE_H100_NODE)
+    monkeypatch.setattr(IronicBackend, "_deploy", real_deploy)  # the restarted controller provisions for real
     assert a["state"] == b["state"] == "provisioning", (a, b)
     assert "Ironic deploy in progress" in a["reason"]
     nodes = {a["allocations"][0]["host"]: a, b["allocations"][0]["host"]: b}
