@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Depends, Request, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, lazyload
 from starlette.concurrency import run_in_threadpool
 
 from controller import audit
@@ -46,8 +46,11 @@ def _check_protocol(version: str) -> None:
 
 
 def _host(session: Session, principal: Principal) -> Host:
-    # The stored inventory document (kilobytes of JSON) is not needed to answer a report: defer it.
-    host = session.get(Host, principal.host_id, options=[defer(Host.inventory)])
+    # The stored inventory document (kilobytes of JSON) is not needed to answer a report: defer it; nor are the
+    # host's backend and pool rows (joined by default, the backend's config included).
+    host = session.get(
+        Host, principal.host_id, options=[defer(Host.inventory), lazyload(Host.backend), lazyload(Host.pool)]
+    )
     if host is None:
         raise not_found(f"host {principal.hostname}")
     return host
