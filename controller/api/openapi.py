@@ -59,7 +59,14 @@ RAISES: dict[tuple[str, str], dict[int, str]] = {
         409: "stale-generation, or conflict: a GPU UUID already on another host",
     },
     ("POST", "/v1/agents/{host}/heartbeat"): {409: "stale-generation"},
-    ("POST", "/v1/agents/{host}/tasks/{task_id}/result"): {409: "conflict: the task is already finished"},
+    ("POST", "/v1/agents/{host}/tasks/{task_id}/result"): {
+        409: "illegal-transition: the task is finished or cancelled (current state, allowed moves)"
+    },
+    ("POST", "/v1/hosts/{host}/tasks/{task_id}/cancel"): {
+        409: "illegal-transition: the task is finished or cancelled (current state, allowed moves)"
+    },
+    ("POST", "/v1/hosts/{host}/drain"): {409: "illegal-transition: the host is quarantined (undrain it first)"},
+    ("POST", "/v1/devices/{uuid}/drain"): {409: "illegal-transition: the GPU is quarantined (undrain it first)"},
 }
 
 _WHY = {

@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.statemachine import IllegalTransition
+
 PROBLEM_BASE = "https://gpufabric.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
@@ -25,6 +27,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "method-not-allowed": "Method not allowed",
     "validation-error": "Request is not valid",
     "conflict": "Conflicts with the current state",
+    "illegal-transition": "Not allowed from the current state",
     "stale-generation": "Inventory generation is stale",
     "unsupported-protocol": "Unsupported protocol version",
     "bad-request": "Bad request",
@@ -94,6 +97,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return problem_response(request, exc.status, exc.slug, exc.detail, headers, **exc.extensions)
+
+    @app.exception_handler(IllegalTransition)
+    async def _illegal_transition(request: Request, exc: IllegalTransition) -> JSONResponse:
+        return problem_response(request, 409, "illegal-transition", str(exc), **exc.problem_extensions())
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

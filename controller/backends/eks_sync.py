@@ -40,6 +40,7 @@ from controller.backends.eks import (
 )
 from controller.backends.eks_config import EksConfig, NodegroupSharing
 from controller.backends.hostsync import apply_devices, live_claim_hosts
+from controller.fleet.states import set_host_status
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.observability.redact import redact
@@ -274,8 +275,7 @@ def sync_backend(
             if host.backend_id != backend_id or is_headroom(host) or host.hostname in present:
                 continue
             if host.id in busy:
-                if host.status != "unreachable":
-                    host.status = "unreachable"
+                if set_host_status(host, "unreachable"):
                     report.unreachable.append(host.hostname)
                     report.changed.append(host.hostname)
             else:
@@ -339,9 +339,9 @@ def _upsert_node(
         host.inventory_hash = apply_devices(host, docs, now)
         host.health = "healthy" if docs else "unknown"
         host.last_seen = now
-        host.status = "ready" if node_ok else "unreachable"
+        set_host_status(host, "ready" if node_ok else "unreachable")
     elif not node_ok:
-        host.status = "unreachable"  # the agent may still report, but Kubernetes will not schedule there
+        set_host_status(host, "unreachable")  # the agent may still report, but Kubernetes will not schedule there
     changed = before != (host.backend_id, host.labels, host.status, host.inventory_hash)
     return changed  # the change feed stamps the host at commit (controller.store.changes)
 
@@ -408,7 +408,7 @@ def _sync_headroom(
             before = (dict(host.labels or {}), host.inventory_hash, host.status)
             host.labels = labels
             host.inventory_hash = apply_devices(host, docs, now)
-            host.status = "ready"
+            set_host_status(host, "ready")
             host.health = "healthy"
             host.last_seen = now
             if before != (host.labels, host.inventory_hash, host.status):

@@ -57,6 +57,7 @@ from controller.backends.openstack_common import (
     connection,
 )
 from controller.backends.openstack_config import IronicConfig, NovaConfig
+from controller.fleet.states import set_host_status
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.observability.redact import redact
@@ -306,7 +307,7 @@ def write_hosts(db: Database, backend_name: str, docs: list[HostDoc], result: Sy
             before = (host.backend_id, dict(host.labels or {}), host.status, host.inventory_hash)
             host.backend_id = backend.id
             host.labels = {**(host.labels or {}), **doc.labels}
-            host.status = "ready" if doc.placeable else "unreachable"
+            set_host_status(host, "ready" if doc.placeable else "unreachable")
             host.health = "healthy"
             host.last_seen = now
             host.inventory_hash = apply_devices(host, doc.devices, now)
@@ -319,8 +320,7 @@ def write_hosts(db: Database, backend_name: str, docs: list[HostDoc], result: Sy
             if host.backend_id != backend.id or host.hostname in present:
                 continue
             if host.id in busy:
-                if host.status != "unreachable":
-                    host.status = "unreachable"
+                if set_host_status(host, "unreachable"):
                     result.changed.append(host.hostname)
                 result.unreachable.append(host.hostname)
             else:

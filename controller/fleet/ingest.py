@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, delete, insert, or_, select, text, update
 from sqlalchemy.orm import Session, object_session
 
+from controller.fleet.states import HOST_STATUS
 from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Device, Host, MigInstance
@@ -346,7 +347,11 @@ class LastSeenBuffer:
             revived = list(
                 session.execute(
                     update(table)
-                    .where(table.c.id.in_(host_ids), table.c.status != "ready", table.c.inventory_hash.is_not(None))
+                    .where(
+                        table.c.id.in_(host_ids),
+                        table.c.status.in_(HOST_STATUS.sources("ready")),
+                        table.c.inventory_hash.is_not(None),
+                    )
                     .values(status="ready")
                     .returning(table.c.id)
                 ).scalars()

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import defer
 
 from controller import audit
+from controller.fleet.states import set_host_status
 from controller.store.db import Database
 from controller.store.models import Host
 
@@ -56,7 +57,7 @@ def _sweep_batch(db: Database, cutoff: datetime, timeout_s: float) -> list[str]:
             )
         )
         for host in hosts:
-            host.status = "unreachable"
+            set_host_status(host, "unreachable")
             audit.record(
                 session,
                 None,

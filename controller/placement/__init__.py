@@ -6,12 +6,11 @@ Public API: ``Engine`` (decide / claim / release / upsert_host ...), the model (
 ``MigDestroy``). See docs/placement.md.
 """
 
-from controller.placement.engine import (
+from controller.placement.decision import (
     Allocation,
     Claim,
     ClaimConflict,
     Decision,
-    Engine,
     HostPlan,
     MigCreate,
     MigDestroy,
@@ -19,7 +18,9 @@ from controller.placement.engine import (
     Refusal,
     UnknownClaim,
 )
-from controller.placement.filters import Funnel, NearestFit, QuotaCheck
+from controller.placement.engine import Engine
+from controller.placement.filters import QuotaCheck
+from controller.placement.funnel import Funnel, NearestFit
 from controller.placement.model import Device, Host, MigSlot, VgpuOffer
 from controller.placement.request import PlacementRequest, SliceRequest, parse_request
 from controller.placement.weighers import WeigherConfig

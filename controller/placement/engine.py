@@ -15,240 +15,27 @@ import threading
 import uuid as uuidlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
-from controller.placement import mig
-from controller.placement.filters import (
-    DOMAIN_ATTR,
-    Demand,
-    Funnel,
-    QuotaCheck,
-    explain,
-    explain_exhaustive,
-    host_passes,
-    memory_ok,
-    model_matches,
-    resolve,
-    topology_reason,
+from controller.placement.claims import apply_allocation, unapply_allocation
+from controller.placement.decision import (
+    Allocation,
+    Claim,
+    ClaimConflict,
+    Decision,
+    HostPlan,
+    MigDestroy,
+    PlacementError,
+    Refusal,
+    UnknownClaim,
 )
+from controller.placement.filters import Demand, QuotaCheck, host_passes, resolve
+from controller.placement.funnel import DOMAIN_ATTR, Funnel, explain, explain_exhaustive, topology_reason
+from controller.placement.host_plan import plan_host
 from controller.placement.index import Bucket, Index
-from controller.placement.model import (
-    DeviceAdmin,
-    DeviceHealth,
-    Host,
-    HostState,
-    MigSlot,
-    OfferKey,
-    SliceKind,
-    Validation,
-)
+from controller.placement.model import DeviceAdmin, DeviceHealth, Host, HostState, OfferKey, Validation
 from controller.placement.request import PlacementRequest, parse_request
 from controller.placement.weighers import WeigherConfig, topology_score, weigh
-
-_KIND_MODE = {"gpu": "whole", "mig": "mig", "timeslice": "timeslice", "mps": "mps", "vgpu": "vgpu"}
-
-
-class PlacementError(Exception):
-    """Base of the placement engine's errors."""
-
-
-class ClaimConflict(PlacementError):
-    """The index changed between decide and claim: something the decision takes is no longer free."""
-
-
-class UnknownClaim(PlacementError):
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class Allocation:
-    """One thing a decision takes: the unit the store claims with a conditional UPDATE / row lock."""
-
-    host_id: str
-    device_uuid: str
-    kind: SliceKind
-    model: str
-    units: int = 1  # 1 for gpu and mig; replicas for timeslice/mps; instances for vgpu
-    slice_index: int = 0  # which entry of request.slices this serves
-    profile: str | None = None
-    placement: tuple[int, int] | None = None  # MIG (start, size) in memory slices
-    mig_uuid: str | None = None  # existing MIG instance; None when it is to be created
-    create: bool = False  # MIG instance created on demand for this claim
-    vgpu_type: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MigCreate:
-    """Desired-state action for the host's agent: create this GPU instance (and its full compute instance)."""
-
-    host_id: str
-    device_uuid: str
-    profile: str
-    profile_id: int
-    start: int
-    size: int
-
-
-@dataclass(frozen=True, slots=True)
-class MigDestroy:
-    host_id: str
-    device_uuid: str
-    profile: str
-    start: int
-    size: int
-    mig_uuid: str | None
-
-
-@dataclass(slots=True)
-class HostPlan:
-    host: Host
-    allocations: list[Allocation]
-    free_after: int
-    capacity: int
-    mig_loss: int
-    scores: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Decision:
-    request: PlacementRequest
-    tenant: str
-    policy: str
-    nodes: list[HostPlan]
-    dry_run: bool
-    host_versions: dict[str, int]
-    domain: str | None = None  # the placement group / AZ / region shared by a gang
-    funnel: Funnel | None = None  # only when asked to explain a successful decision
-
-    @property
-    def host_ids(self) -> list[str]:
-        return [n.host.id for n in self.nodes]
-
-    @property
-    def allocations(self) -> list[Allocation]:
-        return [a for n in self.nodes for a in n.allocations]
-
-    @property
-    def actions(self) -> list[MigCreate]:
-        out: list[MigCreate] = []
-        for a in self.allocations:
-            if a.create and a.profile and a.placement:
-                geom = mig.geometry(a.model)
-                p = geom.profile(a.profile) if geom else None
-                out.append(MigCreate(a.host_id, a.device_uuid, a.profile, p.profile_id if p else -1, *a.placement))
-        return out
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "policy": self.policy,
-            "domain": self.domain,
-            "nodes": [
-                {
-                    "host": n.host.id,
-                    "backend": n.host.backend_id,
-                    "scores": n.scores,
-                    "allocations": [_alloc_dict(a) for a in n.allocations],
-                }
-                for n in self.nodes
-            ],
-            "actions": [_action_dict(a) for a in self.actions],
-        }
-
-
-@dataclass(slots=True)
-class Refusal:
-    """Nothing fits. ``status``/``slug``/``detail``/``extensions()`` map onto a problem+json document."""
-
-    request: PlacementRequest
-    tenant: str
-    detail: str
-    funnel: Funnel
-    quota: str | None = None  # the quota that blocked it (HTTP 403) rather than capacity (409)
-
-    @property
-    def status(self) -> int:
-        return 403 if self.quota else 409
-
-    @property
-    def slug(self) -> str:
-        return "quota-exceeded" if self.quota else "no-capacity"
-
-    def extensions(self) -> dict[str, Any]:
-        f = self.funnel
-        out: dict[str, Any] = {
-            "request": self.request.describe(),
-            "candidates": {"hosts": f.hosts, "devices": f.devices},
-            "filters": [
-                {
-                    "filter": c.name,
-                    "removed_hosts": c.removed_hosts,
-                    "removed_devices": c.removed_devices,
-                    "examples": c.examples,
-                }
-                for c in f.filters
-                if c.removed_hosts or c.removed_devices
-            ],
-            "nearest_fit": None,
-        }
-        if self.quota:
-            out["quota"] = self.quota
-        if f.nearest_fit is not None:
-            nf = f.nearest_fit
-            out["nearest_fit"] = {
-                "host": nf.host_id,
-                "satisfied": nf.satisfied,
-                "available": nf.have,
-                "missing": nf.missing,
-            }
-        return out
-
-    def to_problem(self) -> dict[str, Any]:
-        return {
-            "type": f"https://gpufabric.dev/problems/{self.slug}",
-            "title": "Over quota" if self.quota else "No capacity for this request",
-            "status": self.status,
-            "detail": self.detail,
-            **self.extensions(),
-        }
-
-
-@dataclass(slots=True)
-class Claim:
-    id: str
-    tenant: str
-    allocations: list[Allocation]
-    actions: list[MigCreate]
-
-    @property
-    def host_ids(self) -> list[str]:
-        return sorted({a.host_id for a in self.allocations})
-
-
-def _alloc_dict(a: Allocation) -> dict[str, Any]:
-    d: dict[str, Any] = {"device": a.device_uuid, "kind": a.kind, "model": a.model, "units": a.units}
-    if a.profile:
-        d["profile"] = a.profile
-    if a.placement:
-        d["placement"] = {"start": a.placement[0], "size": a.placement[1]}
-    if a.mig_uuid:
-        d["mig_uuid"] = a.mig_uuid
-    if a.create:
-        d["create"] = True
-    if a.vgpu_type:
-        d["vgpu_type"] = a.vgpu_type
-    return d
-
-
-def _action_dict(a: MigCreate) -> dict[str, Any]:
-    return {
-        "action": "create-mig-instance",
-        "host": a.host_id,
-        "device": a.device_uuid,
-        "profile": a.profile,
-        "profile_id": a.profile_id,
-        "placement": {"start": a.start, "size": a.size},
-    }
 
 
 class Engine:
@@ -378,7 +165,7 @@ class Engine:
         need = [(d.keys, d.count) for d in demands]
 
         def room(hid: str) -> bool:
-            """The host's free units (summed over each demand's offer keys) bound what ``_plan_host`` can take."""
+            """The host's free units (summed over each demand's offer keys) bound what ``plan_host`` can take."""
             o = offers.get(hid)
             return o is not None and all(sum(o.get(k, 0) for k in keys) >= count for keys, count in need)
 
@@ -502,134 +289,7 @@ class Engine:
         return sorted(plans, key=lambda p: -p.scores["total"])
 
     def _plan_host(self, host: Host, demands: list[Demand], policy: str) -> HostPlan | None:
-        """Pick devices on one host for every demand (or None). Devices taken by one demand are not reused."""
-        taken_whole: set[str] = set()
-        share_used: dict[str, int] = {}
-        vgpu_used: dict[str, tuple[str, int]] = {}
-        mig_taken: set[tuple[str, int]] = set()
-        layouts: dict[str, mig.Layout] = {}
-        allocs: list[Allocation] = []
-        mig_loss = 0
-        spread = policy == "spread"
-        for dm in demands:
-            s = dm.slice
-            mode = _KIND_MODE[s.kind]
-            devices = [d for d in host.devices if d.mode == mode and d.usable and model_matches(s.model, d.model)]
-            devices = [d for d in devices if d.model not in dm.quota_blocked]
-            need = s.count
-            if s.kind == "gpu":
-                free = [
-                    d
-                    for d in devices
-                    if d.claimed_by is None and d.uuid not in taken_whole and _memory_fits(d.memory_mib, s)
-                ]
-                if len(free) < need:
-                    return None
-                for d in free[:need]:
-                    taken_whole.add(d.uuid)
-                    allocs.append(Allocation(host.id, d.uuid, "gpu", d.model, 1, dm.index))
-            elif s.kind in ("timeslice", "mps"):
-                frees = [
-                    (d.share_free() - share_used.get(d.uuid, 0), d) for d in devices if _memory_fits(d.memory_mib, s)
-                ]
-                frees = [(f, d) for f, d in frees if f > 0]
-                if sum(f for f, _ in frees) < need:
-                    return None
-                # One GPU that holds all replicas if there is one (best fit for pack, most free for spread).
-                single = [(f, d) for f, d in frees if f >= need]
-                order = (
-                    sorted(single, key=lambda x: (-x[0] if spread else x[0], x[1].index))
-                    if single
-                    else sorted(frees, key=lambda x: (-x[0], x[1].index))
-                )
-                for f, d in order:
-                    n = min(f, need)
-                    share_used[d.uuid] = share_used.get(d.uuid, 0) + n
-                    allocs.append(Allocation(host.id, d.uuid, s.kind, d.model, n, dm.index))  # type: ignore[arg-type]
-                    need -= n
-                    if need == 0:
-                        break
-            elif s.kind == "vgpu":
-                for d in devices:
-                    if need == 0:
-                        break
-                    for t in dm.variants.get(d.model, []):
-                        cur = vgpu_used.get(d.uuid)
-                        if cur is not None and cur[0] != t:
-                            continue
-                        f = d.vgpu_free(t) - (cur[1] if cur else 0)
-                        if f <= 0:
-                            continue
-                        n = min(f, need)
-                        vgpu_used[d.uuid] = (t, (cur[1] if cur else 0) + n)
-                        allocs.append(Allocation(host.id, d.uuid, "vgpu", d.model, n, dm.index, vgpu_type=t))
-                        need -= n
-                        break
-                if need:
-                    return None
-            else:
-                for _ in range(need):
-                    a, loss = self._pick_mig(host, devices, dm, mig_taken, layouts)
-                    if a is None:
-                        return None
-                    allocs.append(a)
-                    mig_loss += loss
-        used = sum(a.units for a in allocs)
-        offers = self.index.offers.get(host.id, {})
-        capacity = sum(offers.get(k, 0) for dm in demands for k in dm.keys)
-        return HostPlan(host, allocs, max(0, capacity - used), max(capacity, used), mig_loss)
-
-    def _pick_mig(
-        self,
-        host: Host,
-        devices: list[Any],
-        dm: Demand,
-        mig_taken: set[tuple[str, int]],
-        layouts: dict[str, mig.Layout],
-    ) -> tuple[Allocation | None, int]:
-        # 1. A free existing instance of an acceptable profile (smallest acceptable profile first).
-        best_existing: tuple[int, int, int, Any, MigSlot] | None = None
-        for d in devices:
-            variants = dm.variants.get(d.model, [])
-            for m in d.mig_instances:
-                if (
-                    m.claimed_by is None
-                    and not m.pending
-                    and m.profile in variants
-                    and (d.uuid, m.start) not in mig_taken
-                ):
-                    busy = sum(1 for x in d.mig_instances if x.claimed_by is not None)
-                    ex = (variants.index(m.profile), -busy, d.index, d, m)
-                    if best_existing is None or ex[:3] < best_existing[:3]:
-                        best_existing = ex
-        if best_existing is not None:
-            d, m = best_existing[3], best_existing[4]
-            mig_taken.add((d.uuid, m.start))
-            return (
-                Allocation(host.id, d.uuid, "mig", d.model, 1, dm.index, m.profile, (m.start, m.size), m.uuid),
-                0,
-            )
-        if not host.on_demand_mig:
-            return None, 0
-        # 2. Create one where it fragments least.
-        best: tuple[int, int, int, int, Any, str, int] | None = None
-        for d in devices:
-            layout = layouts.get(d.uuid)
-            if layout is None:
-                layout = layouts[d.uuid] = d.mig_layout()
-            for rank, p in enumerate(dm.variants.get(d.model, [])):
-                bp = mig.best_placement(d.model, layout, p)
-                if bp is None:
-                    continue
-                loss, start, size = bp
-                cand = (rank, loss, d.index, start, d, p, size)
-                if best is None or cand[:4] < best[:4]:
-                    best = cand
-        if best is None:
-            return None, 0
-        _, loss, _, start, d, p, size = best
-        layouts[d.uuid] = mig.add(layouts[d.uuid], start, size, p)
-        return Allocation(host.id, d.uuid, "mig", d.model, 1, dm.index, p, (start, size), None, True), loss
+        return plan_host(host, demands, policy, self.index.offers)
 
     # --- refusing --------------------------------------------------------------------------------------
 
@@ -678,11 +338,11 @@ class Engine:
             applied: list[Allocation] = []
             try:
                 for a in decision.allocations:
-                    self._apply(cid, a)
+                    apply_allocation(self.index.hosts, cid, a)
                     applied.append(a)
             except ClaimConflict:
                 for a in reversed(applied):
-                    self._unapply(cid, a)
+                    unapply_allocation(self.index.hosts, cid, a)
                 for hid in {a.host_id for a in applied}:
                     self.index.refresh(hid)
                 raise
@@ -702,7 +362,7 @@ class Engine:
                 claim = found
             destroy: list[MigDestroy] = []
             for a in claim.allocations:
-                d = self._unapply(claim.id, a)
+                d = unapply_allocation(self.index.hosts, claim.id, a)
                 if d is not None:
                     destroy.append(d)
             for hid in claim.host_ids:
@@ -715,79 +375,3 @@ class Engine:
         """Register a claim the store already holds (after a restart the hosts carry its markers)."""
         with self._lock:
             self.claims[claim.id] = claim
-
-    def _device(self, a: Allocation) -> Any:
-        host = self.index.hosts.get(a.host_id)
-        d = host.device(a.device_uuid) if host else None
-        if d is None:
-            raise ClaimConflict(f"device {a.device_uuid} on {a.host_id} is gone")
-        return d
-
-    def _apply(self, cid: str, a: Allocation) -> None:
-        d = self._device(a)
-        host = self.index.hosts[a.host_id]
-        if host.state != "ready" or not d.usable or d.mode != _KIND_MODE[a.kind]:
-            raise ClaimConflict(f"{a.device_uuid} on {a.host_id} is no longer placeable")
-        if a.kind == "gpu":
-            if d.claimed_by is not None:
-                raise ClaimConflict(f"GPU {a.device_uuid} is taken")
-            d.claimed_by = cid
-        elif a.kind in ("timeslice", "mps"):
-            if d.share_free() < a.units:
-                raise ClaimConflict(f"GPU {a.device_uuid} has {d.share_free()} free replicas")
-            d.share_claims[cid] = d.share_claims.get(cid, 0) + a.units
-        elif a.kind == "vgpu":
-            assert a.vgpu_type is not None
-            if d.vgpu_free(a.vgpu_type) < a.units:
-                raise ClaimConflict(f"GPU {a.device_uuid} has no {a.units} free {a.vgpu_type}")
-            _, n = d.vgpu_claims.get(cid, (a.vgpu_type, 0))
-            d.vgpu_claims[cid] = (a.vgpu_type, n + a.units)
-        else:
-            assert a.profile is not None and a.placement is not None
-            start, size = a.placement
-            if a.create:
-                if not host.on_demand_mig or (start, size) not in mig.free_placements(
-                    d.model, d.mig_layout(), a.profile
-                ):
-                    raise ClaimConflict(f"MIG {a.profile} at {start} on {a.device_uuid} cannot be created")
-                d.mig_instances.append(MigSlot(a.profile, start, size, None, cid, pending=True, ephemeral=True))
-            else:
-                m = _find_slot(d, a)
-                if m is None or m.claimed_by is not None or m.pending:
-                    raise ClaimConflict(f"MIG {a.profile} at {start} on {a.device_uuid} is taken")
-                m.claimed_by = cid
-
-    def _unapply(self, cid: str, a: Allocation) -> MigDestroy | None:
-        host = self.index.hosts.get(a.host_id)
-        d = host.device(a.device_uuid) if host else None
-        if d is None:
-            return None
-        if a.kind == "gpu":
-            if d.claimed_by == cid:
-                d.claimed_by = None
-        elif a.kind in ("timeslice", "mps"):
-            d.share_claims.pop(cid, None)
-        elif a.kind == "vgpu":
-            d.vgpu_claims.pop(cid, None)
-        else:
-            m = _find_slot(d, a)
-            if m is None or m.claimed_by != cid:
-                return None
-            if m.ephemeral:
-                d.mig_instances.remove(m)
-                assert a.placement is not None and a.profile is not None
-                return MigDestroy(a.host_id, a.device_uuid, a.profile, a.placement[0], a.placement[1], m.uuid)
-            m.claimed_by = None
-        return None
-
-
-def _find_slot(d: Any, a: Allocation) -> MigSlot | None:
-    assert a.placement is not None
-    for m in d.mig_instances:
-        if (m.start, m.size, m.profile) == (a.placement[0], a.placement[1], a.profile):
-            return m  # type: ignore[no-any-return]
-    return None
-
-
-def _memory_fits(memory_mib: int, s: Any) -> bool:
-    return memory_ok(memory_mib, s.min_memory_mib)

@@ -81,7 +81,7 @@ class Bucket:
         return self.count(1)
 
 
-# What the filters and ``Engine._plan_host`` read of a host (besides its devices, and its placement group,
+# What the filters and ``host_plan.plan_host`` read of a host (besides its devices, and its placement group,
 # which only the topology check reads): state, backend, region, AZ, validation, on-demand MIG, (mode, model)
 # shared by all its GPUs (None if mixed) and the number of GPUs.
 CoarseKey = tuple[str, str, str, str, str, str, bool, tuple[str, str] | None, int]
@@ -112,7 +112,7 @@ def coarse_key(host: Host) -> CoarseKey:
 
 
 def device_signature(host: Host, d: Device) -> tuple[object, ...]:
-    """Everything the device filters, ``device_free_units`` and ``Engine._plan_host`` read of a GPU.
+    """Everything the device filters, ``device_free_units`` and ``host_plan.plan_host`` read of a GPU.
 
     The free state is reduced to what decides whether (not where) something fits: free whole GPU, free
     replicas, offered vGPU types and the type/instances in use, and for MIG the layout (claimed or not: it

@@ -21,6 +21,14 @@ SliceKind = Literal["gpu", "mig", "timeslice", "mps", "vgpu"]
 DeviceMode = Literal["whole", "mig", "timeslice", "mps", "vgpu"]
 DeviceHealth = Literal["healthy", "degraded", "unhealthy", "quarantined", "unknown"]
 DeviceAdmin = Literal["active", "drained", "quarantined"]
+# The mode a GPU must be in to give a slice of each kind.
+KIND_MODE: dict[SliceKind, DeviceMode] = {
+    "gpu": "whole",
+    "mig": "mig",
+    "timeslice": "timeslice",
+    "mps": "mps",
+    "vgpu": "vgpu",
+}
 
 # An offer key names one kind of free capacity: ("gpu", model, ""), ("mig", model, profile) for free existing
 # instances, ("mig+", model, profile) for instances that could be created on demand, ("timeslice"|"mps",

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.fleet.states import set_host_admin_state
 from controller.store.models import Host, Pool
 from controller.validation.models import HostValidationState, ValidationPolicy
 
@@ -109,7 +110,7 @@ def hold_for_burn_in(session: Session, host: Host) -> bool:
     row.reason = "burn-in: held until an NCCL validation passes"
     row.updated_at = datetime.now(UTC)
     if host.admin_state == "active":
-        host.admin_state = "drained"
+        set_host_admin_state(host, "drained")
         row.admin_change = "drained"
     return True
 
@@ -120,13 +121,13 @@ def record_verdict(session: Session, host: Host, passed: bool, validation_id: st
     now = datetime.now(UTC)
     if passed:
         if row.admin_change is not None and host.admin_state == row.admin_change:
-            host.admin_state = "active"
+            set_host_admin_state(host, "active")
         row.admin_change = None
         row.state = "validated"
         row.reason = f"validation {validation_id} passed"
     else:
         if host.admin_state == "active" or (row.admin_change == "drained" and host.admin_state == "drained"):
-            host.admin_state = "quarantined"
+            set_host_admin_state(host, "quarantined")
             row.admin_change = "quarantined"
         row.state = "quarantined"
         reasons = evidence.get("reasons") or ["failed"]

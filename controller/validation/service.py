@@ -26,6 +26,7 @@ from controller.validation import gate
 from controller.validation.expected import Expected, network_expected, single_node_expected
 from controller.validation.models import Validation, ValidationRun
 from controller.validation.schemas import ValidationIn
+from controller.validation.states import set_run_status, set_validation_status
 from controller.validation.verdict import judge
 from drivers.nccl import parse_nccl_output
 
@@ -347,7 +348,7 @@ def _now() -> datetime:
 
 def _mark_running(validation: Validation) -> None:
     if validation.status == "pending":
-        validation.status = "running"
+        set_validation_status(validation, "running")
         validation.started_at = _now()
 
 
@@ -357,17 +358,18 @@ def _advance_tasks(session: Session, validation: Validation) -> None:
             continue
         task = session.get(HostTask, run.task_id)
         if task is None:
-            run.status, run.message = "failed", "the task was deleted (host forgotten?)"
+            set_run_status(run, "failed")
+            run.message = "the task was deleted (host forgotten?)"
             _mark_running(validation)
             continue
         if task.status == "pending":
             continue
         _mark_running(validation)
         if task.status == "running":
-            run.status = "running"
+            set_run_status(run, "running")
             continue
         output = task.output or {}
-        run.status = "succeeded" if task.status == "succeeded" else "failed"
+        set_run_status(run, "succeeded" if task.status == "succeeded" else "failed")
         run.message = task.message
         run.command = list(output.get("command") or [])
         run.log = output.get("log")
@@ -398,14 +400,16 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
     backend = session.scalar(select(Backend).where(Backend.name == validation.request.get("backend")))
     run = validation.runs[0]
     if backend is None:
-        run.status, run.message = "failed", "the backend was deleted"
+        set_run_status(run, "failed")
+        run.message = "the backend was deleted"
         return
     request = validation.request
     namespace, name = run.job_namespace or "default", run.job_name or ""
     try:
         runner = mpi_runner(kube_target(backend))
     except ValidationRequestError as exc:
-        run.status, run.message = "failed", str(exc)
+        set_run_status(run, "failed")
+        run.message = str(exc)
         return
     try:
         if run.status == "pending":
@@ -434,7 +438,7 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
             except EksError as exc:
                 if getattr(exc, "status", 0) != 409:  # already created by an earlier, interrupted pass
                     raise
-            run.status = "running"
+            set_run_status(run, "running")
             _mark_running(validation)
             return
         status = runner.status(namespace, name)
@@ -447,7 +451,7 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
             run.log = None
             run.message = f"launcher log unavailable: {exc}"
         failure = None if status.phase == "Succeeded" else f"MPIJob failed: {status.message or 'no reason given'}"
-        run.status = "succeeded" if status.phase == "Succeeded" else "failed"
+        set_run_status(run, "succeeded" if status.phase == "Succeeded" else "failed")
         run.message = run.message or status.message
         _narrow_to_workers(run, runner, namespace, name)
         _judge_run(run, failure)
@@ -457,7 +461,8 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
             log.warning("could not delete MPIJob %s/%s: %s", namespace, name, exc)
     except EksError as exc:
         if run.status == "pending":
-            run.status, run.message = "failed", f"could not create the MPIJob: {exc}"
+            set_run_status(run, "failed")
+            run.message = f"could not create the MPIJob: {exc}"
             run.verdict = judge(None, None, gate.DEFAULT_PASS_RATIO, run_failed=run.message)
         else:
             log.warning("validation %s: %s (will retry)", validation.id, exc)
@@ -491,11 +496,11 @@ def _narrow_to_workers(run: ValidationRun, runner: Any, namespace: str, name: st
 def _finalize(session: Session, validation: Validation) -> list[tuple[Host, str]]:
     outcomes = [(run, (run.verdict or {}).get("passed")) for run in validation.runs]
     if any(passed is False for _, passed in outcomes):
-        validation.status = "failed"
+        set_validation_status(validation, "failed")
     elif any(passed is None for _, passed in outcomes):
-        validation.status = "error"
+        set_validation_status(validation, "error")
     else:
-        validation.status = "passed"
+        set_validation_status(validation, "passed")
     validation.finished_at = _now()
     validation.started_at = validation.started_at or validation.finished_at
     reasons = [

@@ -89,7 +89,9 @@ def test_tasks_are_delivered_and_results_recorded(controller: Controller) -> Non
         )
         assert done.status_code == 200
         again = client.post(f"/v1/agents/task-host/tasks/{task['id']}/result", json={"status": "failed"}, headers=auth)
-        assert_problem(again, 409, "conflict")
+        refused = assert_problem(again, 409, "illegal-transition")
+        assert (refused["machine"], refused["current"], refused["target"]) == ("task status", "succeeded", "failed")
+        assert refused["allowed"] == []
         assert api.get("/v1/hosts/task-host/tasks").json()[0]["status"] == "succeeded"
         hb = client.post("/v1/agents/task-host/heartbeat", json={"generation": 1}, headers=auth).json()
         assert hb["tasks"] == []

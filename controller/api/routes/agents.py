@@ -16,6 +16,7 @@ from controller.api.problems import Problem, not_found
 from controller.auth.tokens import Principal, Role, has_live_credential, issue_agent_credential
 from controller.fleet.ingest import DeviceConflict, LastSeenBuffer, check_device_ownership, store_inventory
 from controller.fleet.replies import AgentReplyCache, ReplyEntry, applied_key
+from controller.fleet.states import set_host_status, set_task_status
 from controller.observability.metrics import ApiMetrics
 from controller.settings import Settings
 from controller.store.db import Database
@@ -246,7 +247,7 @@ def _store_report_once(
             outcome = "stored"
             store_inventory(row, body.inventory, content_hash, body.generation, now)
         row.last_seen = now
-        row.status = "ready"
+        set_host_status(row, "ready")
         _record_applied(session, row.id, body.applied)
     replies: AgentReplyCache = request.app.state.agent_replies
     entry = replies.after_report(
@@ -304,8 +305,8 @@ def _heartbeat_write(request: Request, principal: Principal, body: Heartbeat) ->
     if buffer.write_through:
         with db.session() as session:
             row = _host(session, principal)
-            if row.inventory_hash is not None and row.status != "ready":
-                row.status = "ready"
+            if row.inventory_hash is not None:
+                set_host_status(row, "ready")
             row.last_seen = now
             _record_applied(session, row.id, body.applied)
     elif body.applied is not None:
@@ -336,9 +337,7 @@ def task_result(
         task = session.get(HostTask, task_id)
         if task is None or task.host_id != principal.host_id:
             raise not_found(f"task {task_id} on host {host}")
-        if task.status in ("succeeded", "failed", "cancelled"):
-            raise Problem(409, "conflict", f"task {task_id} is already {task.status}")
-        task.status = body.status
+        set_task_status(task, body.status)
         task.message = body.message
         task.output = body.output
         task.updated_at = datetime.now(UTC)

@@ -13,6 +13,7 @@ from controller.api.schemas import AdminStateIn, DeviceOut
 from controller.api.views import device_out
 from controller.auth.tokens import Principal, Role
 from controller.bounds import MAX_OFFSET
+from controller.fleet.states import AdminState, set_device_admin_state
 from controller.leases.fleet import stored_models_matching
 from controller.store.db import Database
 from controller.store.models import Backend, Device, Host, Pool
@@ -79,11 +80,13 @@ def show_device(uuid: str, _: Principal = Depends(ADMIN), db: Database = Depends
         return device_out(device, device.host.hostname)
 
 
-def _set_state(request: Request, db: Database, principal: Principal, uuid: str, state: str, reason: str) -> DeviceOut:
+def _set_state(
+    request: Request, db: Database, principal: Principal, uuid: str, state: AdminState, reason: str
+) -> DeviceOut:
     action = {"active": "device.undrain", "drained": "device.drain", "quarantined": "device.quarantine"}[state]
     with audit.mutation(db, principal, action, uuid, {"reason": reason}) as (session, _):
         device = _device(session, uuid)
-        device.admin_state = state
+        set_device_admin_state(device, state)
         out = device_out(device, device.host.hostname)
     placement_changed(request, out.host)
     return out

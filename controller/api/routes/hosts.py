@@ -18,6 +18,7 @@ from controller.api.schemas import AdminStateIn, DesiredIn, HostDetail, HostOut,
 from controller.api.views import host_detail, host_out, task_out
 from controller.auth.tokens import Principal, Role, revoke_agent_credentials
 from controller.bounds import MAX_OFFSET
+from controller.fleet.states import AdminState, set_host_admin_state, set_task_status
 from controller.leases.fleet import stored_models_matching
 from controller.store.db import Database
 from controller.store.models import Backend, DesiredOverride, Device, Host, HostTask, Pool
@@ -155,12 +156,12 @@ def set_desired(
 
 
 def _set_admin_state(
-    request: Request, db: Database, principal: Principal, host: str, state: str, reason: str
+    request: Request, db: Database, principal: Principal, host: str, state: AdminState, reason: str
 ) -> HostDetail:
     action = {"active": "host.undrain", "drained": "host.drain", "quarantined": "host.quarantine"}[state]
     with audit.mutation(db, principal, action, host, {"reason": reason}) as (session, _):
         row = get_host(session, host)
-        row.admin_state = state
+        set_host_admin_state(row, state)
         detail = host_detail(session, row)
     placement_changed(request, host)
     return detail
@@ -223,6 +224,22 @@ def create_task(
         session.add(task)
         session.flush()
         info["task_id"] = task.id
+        return task_out(task, row.hostname)
+
+
+@router.post("/{host}/tasks/{task_id}/cancel", response_model=TaskOut)
+def cancel_task(
+    host: str, task_id: str, principal: Principal = Depends(ADMIN), db: Database = Depends(get_db)
+) -> TaskOut:
+    """Stop delivering a pending or running task; the agent's later result for it is refused (409)."""
+    with audit.mutation(db, principal, "task.cancel", f"{host}/{task_id}") as (session, _):
+        row = get_host(session, host)
+        task = session.get(HostTask, task_id)
+        if task is None or task.host_id != row.id:
+            raise not_found(f"task {task_id} on host {host}")
+        set_task_status(task, "cancelled")
+        task.message = f"cancelled by {principal.actor}"
+        task.updated_at = datetime.now(UTC)
         return task_out(task, row.hostname)
 
 

@@ -1,0 +1,144 @@
+"""Planning one host: which devices (and which MIG placements) would serve every demand of a request there.
+
+``plan_host`` is what the engine's search calls for each candidate host and the funnel's ``fit`` filter asks;
+it never changes the host.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.placement import mig
+from controller.placement.decision import Allocation, HostPlan
+from controller.placement.filters import Demand, memory_ok, model_matches
+from controller.placement.model import KIND_MODE, Host, MigSlot, OfferKey
+
+
+def plan_host(
+    host: Host, demands: list[Demand], policy: str, offers: dict[str, dict[OfferKey, int]]
+) -> HostPlan | None:
+    """Pick devices on one host for every demand (or None). Devices taken by one demand are not reused."""
+    taken_whole: set[str] = set()
+    share_used: dict[str, int] = {}
+    vgpu_used: dict[str, tuple[str, int]] = {}
+    mig_taken: set[tuple[str, int]] = set()
+    layouts: dict[str, mig.Layout] = {}
+    allocs: list[Allocation] = []
+    mig_loss = 0
+    spread = policy == "spread"
+    for dm in demands:
+        s = dm.slice
+        mode = KIND_MODE[s.kind]
+        devices = [d for d in host.devices if d.mode == mode and d.usable and model_matches(s.model, d.model)]
+        devices = [d for d in devices if d.model not in dm.quota_blocked]
+        need = s.count
+        if s.kind == "gpu":
+            free = [
+                d
+                for d in devices
+                if d.claimed_by is None and d.uuid not in taken_whole and _memory_fits(d.memory_mib, s)
+            ]
+            if len(free) < need:
+                return None
+            for d in free[:need]:
+                taken_whole.add(d.uuid)
+                allocs.append(Allocation(host.id, d.uuid, "gpu", d.model, 1, dm.index))
+        elif s.kind in ("timeslice", "mps"):
+            frees = [(d.share_free() - share_used.get(d.uuid, 0), d) for d in devices if _memory_fits(d.memory_mib, s)]
+            frees = [(f, d) for f, d in frees if f > 0]
+            if sum(f for f, _ in frees) < need:
+                return None
+            # One GPU that holds all replicas if there is one (best fit for pack, most free for spread).
+            single = [(f, d) for f, d in frees if f >= need]
+            order = (
+                sorted(single, key=lambda x: (-x[0] if spread else x[0], x[1].index))
+                if single
+                else sorted(frees, key=lambda x: (-x[0], x[1].index))
+            )
+            for f, d in order:
+                n = min(f, need)
+                share_used[d.uuid] = share_used.get(d.uuid, 0) + n
+                allocs.append(Allocation(host.id, d.uuid, s.kind, d.model, n, dm.index))  # type: ignore[arg-type]
+                need -= n
+                if need == 0:
+                    break
+        elif s.kind == "vgpu":
+            for d in devices:
+                if need == 0:
+                    break
+                for t in dm.variants.get(d.model, []):
+                    cur = vgpu_used.get(d.uuid)
+                    if cur is not None and cur[0] != t:
+                        continue
+                    f = d.vgpu_free(t) - (cur[1] if cur else 0)
+                    if f <= 0:
+                        continue
+                    n = min(f, need)
+                    vgpu_used[d.uuid] = (t, (cur[1] if cur else 0) + n)
+                    allocs.append(Allocation(host.id, d.uuid, "vgpu", d.model, n, dm.index, vgpu_type=t))
+                    need -= n
+                    break
+            if need:
+                return None
+        else:
+            for _ in range(need):
+                a, loss = pick_mig(host, devices, dm, mig_taken, layouts)
+                if a is None:
+                    return None
+                allocs.append(a)
+                mig_loss += loss
+    used = sum(a.units for a in allocs)
+    host_offers = offers.get(host.id, {})
+    capacity = sum(host_offers.get(k, 0) for dm in demands for k in dm.keys)
+    return HostPlan(host, allocs, max(0, capacity - used), max(capacity, used), mig_loss)
+
+
+def pick_mig(
+    host: Host,
+    devices: list[Any],
+    dm: Demand,
+    mig_taken: set[tuple[str, int]],
+    layouts: dict[str, mig.Layout],
+) -> tuple[Allocation | None, int]:
+    # 1. A free existing instance of an acceptable profile (smallest acceptable profile first).
+    best_existing: tuple[int, int, int, Any, MigSlot] | None = None
+    for d in devices:
+        variants = dm.variants.get(d.model, [])
+        for m in d.mig_instances:
+            if m.claimed_by is None and not m.pending and m.profile in variants and (d.uuid, m.start) not in mig_taken:
+                busy = sum(1 for x in d.mig_instances if x.claimed_by is not None)
+                ex = (variants.index(m.profile), -busy, d.index, d, m)
+                if best_existing is None or ex[:3] < best_existing[:3]:
+                    best_existing = ex
+    if best_existing is not None:
+        d, m = best_existing[3], best_existing[4]
+        mig_taken.add((d.uuid, m.start))
+        return (
+            Allocation(host.id, d.uuid, "mig", d.model, 1, dm.index, m.profile, (m.start, m.size), m.uuid),
+            0,
+        )
+    if not host.on_demand_mig:
+        return None, 0
+    # 2. Create one where it fragments least.
+    best: tuple[int, int, int, int, Any, str, int] | None = None
+    for d in devices:
+        layout = layouts.get(d.uuid)
+        if layout is None:
+            layout = layouts[d.uuid] = d.mig_layout()
+        for rank, p in enumerate(dm.variants.get(d.model, [])):
+            bp = mig.best_placement(d.model, layout, p)
+            if bp is None:
+                continue
+            loss, start, size = bp
+            cand = (rank, loss, d.index, start, d, p, size)
+            if best is None or cand[:4] < best[:4]:
+                best = cand
+    if best is None:
+        return None, 0
+    _, loss, _, start, d, p, size = best
+    layouts[d.uuid] = mig.add(layouts[d.uuid], start, size, p)
+    return Allocation(host.id, d.uuid, "mig", d.model, 1, dm.index, p, (start, size), None, True), loss
+
+
+def _memory_fits(memory_mib: int, s: Any) -> bool:
+    return memory_ok(memory_mib, s.min_memory_mib)

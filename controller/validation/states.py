@@ -1,0 +1,51 @@
+"""The state machines of a validation and of each of its runs (docs/architecture.md draws them).
+
+A validation starts ``pending``, is ``running`` once any of its runs started (or finished), and ends with the
+verdict: ``passed``, ``failed`` (a run failed or fell short) or ``error`` (some run could not be judged). It
+may end straight from ``pending`` when a run could not even start (the MPIJob was refused, the backend is
+gone). A run's status says how its execution went, not the verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from controller.statemachine import StateMachine
+from controller.validation.models import Validation, ValidationRun
+
+ValidationStatus = Literal["pending", "running", "passed", "failed", "error"]
+RunStatus = Literal["pending", "running", "succeeded", "failed"]
+
+VALIDATION_STATUS = StateMachine(
+    "validation status",
+    initial="pending",
+    moves={
+        ("pending", "running"): "started",
+        ("pending", "failed"): "verdict",
+        ("pending", "error"): "verdict",
+        ("running", "passed"): "verdict",
+        ("running", "failed"): "verdict",
+        ("running", "error"): "verdict",
+    },
+)
+
+RUN_STATUS = StateMachine(
+    "validation run status",
+    initial="pending",
+    moves={
+        ("pending", "running"): "started",
+        ("running", "running"): "started",
+        ("pending", "succeeded"): "finished",
+        ("pending", "failed"): "finished",
+        ("running", "succeeded"): "finished",
+        ("running", "failed"): "finished",
+    },
+)
+
+
+def set_validation_status(validation: Validation, target: ValidationStatus) -> bool:
+    return VALIDATION_STATUS.move(validation, "status", target, f"validation {validation.id}")
+
+
+def set_run_status(run: ValidationRun, target: RunStatus) -> bool:
+    return RUN_STATUS.move(run, "status", target, f"validation {run.validation_id} run {run.id}")
