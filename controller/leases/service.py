@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid as uuidlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlalchemy import select
 from controller.auth.tokens import Principal
 from controller.leases import expiry
 from controller.leases.claims import Claims, IdempotencyRace, parse_lease_request, request_hash
-from controller.leases.errors import PlacementContended
+from controller.leases.errors import LeaseNotFound, PlacementContended
 from controller.leases.faults import crash_point
 from controller.leases.index import SYNC_INTERVAL_S, PlacementIndex
 from controller.leases.liveness import LeaseTimeouts
@@ -40,6 +41,17 @@ from controller.leases.state import TRANSITIONAL
 from controller.placement import Engine
 from controller.store.db import Database
 from controller.store.models import Host as HostRow
+from controller.store.models import Lease, LeaseTransition
+
+
+@dataclass(frozen=True)
+class CreatedLease:
+    """What ``create`` made, or found for a replayed Idempotency-Key: the lease as stored when ``create`` returned
+    (``ready``, ``provisioning`` while something outside acts, or ``failed``) with its transitions."""
+
+    lease: Lease
+    transitions: list[LeaseTransition]
+    created: bool  # False: an idempotent replay
 
 
 class LeaseService:
@@ -101,15 +113,16 @@ class LeaseService:
 
     def create(
         self, body: dict[str, Any], tenant: str, principal: Principal | None, idempotency_key: str | None = None
-    ) -> tuple[str, bool]:
-        """Place, claim and provision a lease; returns ``(lease id, created)`` (False: idempotent replay)."""
+    ) -> CreatedLease:
+        """Place, claim and provision a lease; returns the lease it made (or, for a replayed Idempotency-Key with
+        the same request, the one made before)."""
         req = parse_lease_request(body)
         req_hash = request_hash(req)
         existing = self.claims.find_idempotent(tenant, idempotency_key, req_hash)
         if existing is not None:
             if existing.state in TRANSITIONAL:
                 self.recovery.recover_one(existing.id)  # a replay of a lease its creator left behind drives it on
-            return existing.id, False
+            return self._stored(existing.id, created=False)
         lease_id = uuidlib.uuid4().hex
         try:
             self.claims.claim_new(lease_id, req, req_hash, tenant, principal, idempotency_key)
@@ -117,10 +130,20 @@ class LeaseService:
             again = self.claims.find_idempotent(tenant, idempotency_key, req_hash)
             if again is None:  # pragma: no cover - the unique constraint said it exists
                 raise PlacementContended("idempotency key race; retry") from None
-            return again.id, False
+            return self._stored(again.id, created=False)
         crash_point("create.claimed")
         self.provisioning.provision(lease_id)
-        return lease_id, True
+        return self._stored(lease_id, created=True)
+
+    def _stored(self, lease_id: str, *, created: bool) -> CreatedLease:
+        with self.db.session() as session:
+            lease = session.get(Lease, lease_id)
+            if lease is None:  # pragma: no cover - leases are never deleted
+                raise LeaseNotFound(f"lease {lease_id} not found")
+            transitions = session.scalars(
+                select(LeaseTransition).where(LeaseTransition.lease_id == lease_id).order_by(LeaseTransition.id)
+            )
+            return CreatedLease(lease, list(transitions), created)
 
     def reprovision(self, lease_id: str) -> None:
         """Ask the lease's backend again (idempotent): for a ``provisioning`` lease after something outside
