@@ -66,7 +66,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
     registry = hooks or default_hooks.copy()
-    # This replica's placement index, built from the store; see controller.leases.service.
+    # This replica's placement index, built from the store; see controller.leases.index.
     leases_service = LeaseService(db, owner=settings.instance_id, timeouts=lease_timeouts(settings)).load()
     metrics.registry.register(LeaseCollector(leases_service))
     if "lease-expiry:leases" not in registry.hooks:

@@ -10,12 +10,16 @@ given and places the lease again (up to ``MAX_CANDIDATES`` times) before the lea
 
 A backend is made per use by its factory, which is given the store (:class:`controller.store.db.Database`):
 backends that keep per-lease records (EKS nodegroups, Ironic nodes, Nova servers) read and write through it.
+What a backend needs of the lease tables (when the lease started provisioning, which hosts other leases use)
+comes in :class:`LeaseInfo`, read by the lease service (``controller.leases.backend_call``); backends never query
+those tables during ``provision`` or ``release``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from controller.placement import Allocation
@@ -39,7 +43,8 @@ class TryElsewhere(ProvisionFailed):
 
 @dataclass(frozen=True)
 class LeaseInfo:
-    """What a backend gets to know about a lease: no ORM objects cross this boundary."""
+    """What a backend gets to know about a lease: no ORM objects cross this boundary, and a backend never reads
+    the lease tables (leases, their transitions, slice claims) itself: what it needs of them is here."""
 
     id: str
     tenant: str
@@ -47,6 +52,16 @@ class LeaseInfo:
     # Host names by the placement engine's host id (the controller uses the hostname as that id).
     hosts: list[str]
     backend_names: dict[str, str] = field(default_factory=dict)  # host -> backend name
+    # Given to ``provision``: when the lease last entered ``provisioning`` (deploy and boot deadlines count from it).
+    provisioning_since: datetime | None = None
+    # Given to ``release``: hosts of this lease's backends where other leases hold live claims (not idle).
+    hosts_in_use: frozenset[str] = frozenset()
+
+    def seconds_provisioning(self, now: datetime | None = None) -> float:
+        """How long the lease has been provisioning (0 when not known)."""
+        if self.provisioning_since is None:
+            return 0.0
+        return ((now or datetime.now(UTC)) - self.provisioning_since).total_seconds()
 
 
 @dataclass(frozen=True)

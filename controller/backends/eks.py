@@ -34,7 +34,7 @@ from controller.backends.base import Capabilities, LeaseInfo, ProvisionFailed, P
 from controller.backends.eks_config import EksConfig, NodegroupSharing
 from controller.placement import Allocation
 from controller.store.db import Database
-from controller.store.models import Host, Lease, SliceClaim
+from controller.store.models import Host, Lease
 from drivers.eks import EksError, EksNodegroups, cross_az_finding
 from drivers.eks.kube import (
     EFA_RESOURCE,
@@ -349,23 +349,19 @@ class EksBackend:
                 with self._kube(config) as kube:
                     kube.delete_tenant_namespace(tenant_namespace(lease.tenant, lease.id))
             if config.scale_down == "idle":
-                self._scale_down_idle(session, config, backend.id, lease.id, rows)
+                self._scale_down_idle(session, config, backend.id, lease.hosts_in_use, rows)
 
     def _scale_down_idle(
-        self, session: Session, config: EksConfig, backend_id: int, lease_id: str, rows: list[Host]
+        self, session: Session, config: EksConfig, backend_id: int, busy: frozenset[str], rows: list[Host]
     ) -> None:
+        """Lower each nodegroup of the lease by its idle nodes: not headroom, no other lease's claims (``busy``)."""
         groups = sorted({str(g) for h in rows if (g := (h.labels or {}).get(NODEGROUP_LABEL))})
-        busy = set(
-            session.scalars(
-                select(SliceClaim.host_id).where(SliceClaim.released_at.is_(None), SliceClaim.lease_id != lease_id)
-            )
-        )
         aws = aws_nodegroups(config)
         for g in groups:
             idle = [
                 h
                 for h in session.scalars(select(Host).where(Host.backend_id == backend_id))
-                if (h.labels or {}).get(NODEGROUP_LABEL) == g and not is_headroom(h) and h.id not in busy
+                if (h.labels or {}).get(NODEGROUP_LABEL) == g and not is_headroom(h) and h.hostname not in busy
             ]
             if not idle:
                 continue

@@ -33,7 +33,6 @@ from controller.backends.openstack_common import (
     lease_hosts,
     release_configs,
     revoke_bootstrap,
-    seconds_provisioning,
 )
 from controller.backends.openstack_config import IronicConfig
 from controller.placement import Allocation
@@ -120,7 +119,7 @@ class IronicBackend:
             waiting = {n: s for n, s in states.items() if s.provision_state != "active"}
             if not waiting:
                 return ProvisionResult("ready", self._result(backend, config, states))
-            elapsed = seconds_provisioning(self.db, lease.id)
+            elapsed = lease.seconds_provisioning()
             if elapsed > config.deploy_timeout_s:
                 self._give_up(driver, config, lease, waiting, elapsed)
             remaining = deadline - time.monotonic()

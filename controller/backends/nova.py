@@ -30,7 +30,6 @@ from controller.backends.openstack_common import (
     lease_hosts,
     release_configs,
     revoke_bootstrap,
-    seconds_provisioning,
 )
 from controller.backends.openstack_config import NovaConfig
 from controller.placement import Allocation
@@ -176,7 +175,7 @@ class NovaBackend:
             waiting = {h: s for h, s in states.items() if s.status.upper() != "ACTIVE"}
             if not waiting:
                 return ProvisionResult("ready", self._result(backend, lease, states, picked))
-            elapsed = seconds_provisioning(self.db, lease.id)
+            elapsed = lease.seconds_provisioning()
             if elapsed > config.boot_timeout_s:
                 summary = ", ".join(f"{s.name} {s.status}" for s in waiting.values())
                 raise OpenStackBackendError(

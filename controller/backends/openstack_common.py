@@ -18,7 +18,7 @@ from controller.auth.tokens import Role, create_api_token
 from controller.backends.base import LeaseInfo, ProvisionFailed
 from controller.backends.openstack_config import IronicConfig, NovaConfig, stored_auth
 from controller.store.db import Database
-from controller.store.models import ApiToken, Backend, Host, Lease, LeaseTransition
+from controller.store.models import ApiToken, Backend, Host
 from drivers.openstack import AgentBootstrap, OpenStackAuth, OpenStackConfigError, connect
 
 # Host labels the sync writes and the provisioners read.
@@ -91,25 +91,6 @@ def release_configs(db: Database, hostnames: Iterable[str], kind: str) -> list[I
             return [lease_hosts(session, hostnames, kind).config]
         except OpenStackBackendError:
             return [backend_config(b) for b in session.scalars(select(Backend).where(Backend.kind == kind))]
-
-
-def provisioning_since(session: Session, lease_id: str) -> datetime:
-    """When the lease last entered ``provisioning`` (the start of its deploy / boot deadline)."""
-    at = session.scalar(
-        select(LeaseTransition.at)
-        .where(LeaseTransition.lease_id == lease_id, LeaseTransition.to_state == "provisioning")
-        .order_by(LeaseTransition.id.desc())
-        .limit(1)
-    )
-    if at is None:
-        lease = session.get(Lease, lease_id)
-        at = lease.updated_at if lease is not None else datetime.now(UTC)
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-def seconds_provisioning(db: Database, lease_id: str) -> float:
-    with db.session() as session:
-        return (datetime.now(UTC) - provisioning_since(session, lease_id)).total_seconds()
 
 
 def bootstrap_for(db: Database, lease: LeaseInfo, backend: str, config: IronicConfig | NovaConfig) -> AgentBootstrap:

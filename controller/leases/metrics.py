@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from controller.leases.service import LeaseService
+if TYPE_CHECKING:
+    from controller.leases.service import LeaseService
+
+
+@dataclass
+class Stats:
+    created: int = 0
+    refused: int = 0
+    conflicts_retried: int = 0
+    released: int = 0
 
 
 class LeaseCollector(Collector):

@@ -131,7 +131,7 @@ def _stamp(session: Session) -> None:
 
 def _stamp_portable(session: Session, ordered: list[int]) -> tuple[int, dict[int, int]]:
     # Under these row locks, each host's previous stamp: a reader that loaded a host at that stamp knows this
-    # commit is the only change since (see LeaseService._bump_signatures).
+    # commit is the only change since (see PlacementIndex.adopt_own_commit in controller.leases.index).
     result = session.execute(
         update(Host)
         .where(Host.id.in_(bindparam("ids", expanding=True)))

@@ -14,7 +14,8 @@ from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.static import StaticBackend
 from controller.jobs.hooks import JobContext
 from controller.leases.errors import QuotaExceeded
-from controller.leases.service import MAX_CANDIDATES, LeaseService
+from controller.leases.provisioning import MAX_CANDIDATES
+from controller.leases.service import LeaseService
 from controller.placement import Allocation
 from controller.store.models import Lease, SliceClaim
 from tests.controller.conftest import Controller

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -95,18 +96,15 @@ def lease_out(db: Database, lease_id: str, *, with_transitions: bool = True) -> 
         lease = session.get(Lease, lease_id)
         if lease is None:
             raise Problem(404, "not-found", f"lease {lease_id} not found")
-        out = _out(lease)
-        if with_transitions:
-            rows = session.scalars(
-                select(LeaseTransition).where(LeaseTransition.lease_id == lease_id).order_by(LeaseTransition.id)
-            )
-            out.transitions = [
-                TransitionOut(from_state=t.from_state, to_state=t.to_state, reason=t.reason, at=t.at) for t in rows
-            ]
-        return out
+        if not with_transitions:
+            return _out(lease)
+        rows = session.scalars(
+            select(LeaseTransition).where(LeaseTransition.lease_id == lease_id).order_by(LeaseTransition.id)
+        )
+        return _out(lease, rows)
 
 
-def _out(lease: Lease) -> LeaseOut:
+def _out(lease: Lease, transitions: Iterable[LeaseTransition] = ()) -> LeaseOut:
     return LeaseOut(
         id=lease.id,
         tenant=lease.tenant,
@@ -122,6 +120,9 @@ def _out(lease: Lease) -> LeaseOut:
         updated_at=lease.updated_at,
         created_by=lease.created_by,
         idempotency_key=lease.idempotency_key,
+        transitions=[
+            TransitionOut(from_state=t.from_state, to_state=t.to_state, reason=t.reason, at=t.at) for t in transitions
+        ],
     )
 
 
@@ -144,7 +145,6 @@ def create_lease(
     idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1, max_length=256, pattern=NO_NUL),
     tenant: str | None = TENANT_QUERY,
     principal: Principal = Depends(TENANT_OR_ADMIN),
-    db: Database = Depends(get_db),
     svc: LeaseService = Depends(service),
     settings: Settings = Depends(get_settings),
 ) -> LeaseOut:
@@ -156,13 +156,13 @@ def create_lease(
     ``quota-exceeded`` naming the quota."""
     who = tenant_of(principal, tenant)
     try:
-        lease_id, created = svc.create(bounded_request(body, settings), who, principal, idempotency_key)
+        made = svc.create(bounded_request(body, settings), who, principal, idempotency_key)
     except LeaseError as exc:
         raise as_problem(exc) from None
-    if not created:
+    if not made.created:
         response.status_code = 200
-    response.headers["Location"] = f"/v1/leases/{lease_id}"
-    return lease_out(db, lease_id)
+    response.headers["Location"] = f"/v1/leases/{made.lease.id}"
+    return _out(made.lease, made.transitions)
 
 
 @router.get("/v1/leases", response_model=list[LeaseOut])

@@ -14,7 +14,7 @@ from controller.api.deps import Require, get_db
 from controller.auth.tokens import Principal, Role
 from controller.bounds import NO_NUL, Count32, Name128
 from controller.leases.fleet import short_model
-from controller.leases.service import usage_by_kind_model
+from controller.leases.quotas import usage_by_kind_model
 from controller.store.db import Database
 from controller.store.models import Quota
 

@@ -296,3 +296,27 @@ def test_sync_deletes_tenant_namespaces_whose_lease_holds_nothing(fabric: Contro
         assert held["result"]["namespace"] in names
         assert "gf-acme-leftover" not in names and "gf-acme-stranger" not in names
         assert api.post("/v1/backends/eks-train/sync").json()["orphans"] == []
+
+
+def test_release_with_scale_down_idle_lowers_the_nodegroup_by_its_idle_nodes_only(
+    fabric: Controller, kube: KubeEmulator, nodegroups: EksNodegroups
+) -> None:
+    """``scale_down: idle``: a release lowers the desired size by the nodes no lease holds any more; a node another
+    lease still holds is not idle."""
+    with fabric.admin() as api, fabric.client(fabric.tenant_token) as tenant:
+        backend = api.get("/v1/backends/eks-train").json()
+        config = {**backend["config"], "scale_down": "idle"}
+        assert api.delete("/v1/backends/eks-train").status_code in (204, 409)
+        assert api.post("/v1/backends", json={"name": "eks-train", "kind": "eks", "config": config}).status_code == 201
+        nodegroups.scale_to("fabric-train", "l4-train", 3)
+        materialize_nodegroup(kube, nodegroups, "fabric-train", "l4-train", REGION)
+        sync(api)
+        first, second = lease(tenant, WHOLE_NODE), lease(tenant, WHOLE_NODE)
+        assert first["state"] == second["state"] == "ready"
+        assert first["result"]["host"] != second["result"]["host"]
+
+        # Idle after the first release: its node and the node nobody leased; the second lease's node is busy.
+        assert tenant.delete(f"/v1/leases/{first['id']}").json()["state"] == "released"
+        assert nodegroups.describe_nodegroup("fabric-train", "l4-train").scaling.desired == 1
+        assert tenant.delete(f"/v1/leases/{second['id']}").json()["state"] == "released"
+        assert nodegroups.describe_nodegroup("fabric-train", "l4-train").scaling.desired == 0
