@@ -30,6 +30,9 @@ class JobRunner:
         self.metrics = metrics
         settings = ctx.settings
         self.leader = LeaderLeaseKeeper(ctx.db, settings.instance_id, lease_s=settings.leader_lease_s)
+        # When this process last became the leader: the sweeper judges no host silent for a time in which this
+        # leader was not listening (see sweep).
+        self.leader_since: datetime | None = None
         self.scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1})
 
     def start(self) -> None:
@@ -62,16 +65,28 @@ class JobRunner:
             return
         if now != was:
             log.info("scheduler leadership %s", "acquired" if now else "lost", extra={"holder": self.leader.holder})
+            self.leader_since = datetime.now(UTC) if now else None
         if now and not was and self.scheduler.running:
             # A new leader runs its start-up hooks (e.g. lease recovery) at once rather than one interval later.
             for key, hook in self.hooks.hooks.items():
                 if hook.at_start:
                     self.scheduler.modify_job(key, next_run_time=datetime.now(UTC))
 
-    def sweep(self) -> list[str]:
+    def sweep(self, *, now: datetime | None = None) -> list[str]:
+        """Mark silent hosts unreachable, once this process has led for a whole ``heartbeat_timeout_s``.
+
+        After a controller outage every host's ``last_seen`` is old although the hosts were fine: the silence was
+        the controller's. Marking them at the first sweep would send the whole fleet through unreachable and back
+        (placement churn, every reply and credential cache entry dropped) while it reconnects. A new leader
+        therefore gives every host one timeout to report first; after a fail-over between live replicas this
+        delays noticing a host that really died by at most that much."""
         if not self.leader.is_leader():
             return []
-        names = sweep_unreachable(self.ctx.db, self.ctx.settings.heartbeat_timeout_s)
+        timeout_s = self.ctx.settings.heartbeat_timeout_s
+        now = now or datetime.now(UTC)
+        if self.leader_since is None or now - self.leader_since < timedelta(seconds=timeout_s):
+            return []
+        names = sweep_unreachable(self.ctx.db, timeout_s, now=now)
         self.metrics.hosts_marked_unreachable.inc(len(names))
         if names and self.on_unreachable is not None:
             try:

@@ -441,3 +441,31 @@ def test_the_sweeper_marks_a_silent_fleet_in_bounded_transactions(
         event.remove(controller.db.engine, "commit", on_commit)
     assert sorted(marked) == [f"silent-{i}" for i in range(5)]
     assert len(commits) >= 3  # 2 + 2 + 1 hosts, one transaction each
+
+
+def test_a_new_leader_gives_every_host_one_timeout_before_marking_it(controller: Controller) -> None:
+    """After a controller outage every last_seen is old though the hosts were fine: the first sweeps of a new leader
+    mark nobody; once it has led for a whole heartbeat timeout, a host still silent is marked."""
+    from controller.jobs.hooks import HookRegistry, JobContext
+    from controller.jobs.scheduler import JobRunner
+
+    with controller.client() as client:
+        cred = register(client, controller.bootstrap_token, "quiet-1")
+        assert report(client, cred, synthetic_inventory("quiet-1"), 1).status_code == 200
+    with controller.db.session() as session:
+        host = session.scalar(select(Host).where(Host.hostname == "quiet-1"))
+        assert host is not None
+        host.last_seen = datetime.now(UTC) - timedelta(hours=1)  # silent while no controller listened
+    settings = controller.settings.model_copy(update={"heartbeat_timeout_s": 60.0})
+    runner = JobRunner(JobContext(db=controller.db, settings=settings), HookRegistry(), ApiMetrics(controller.db))
+    try:
+        runner._renew()  # leadership taken now
+        assert runner.leader_since is not None
+        start = runner.leader_since
+        assert runner.sweep(now=start) == []
+        assert runner.sweep(now=start + timedelta(seconds=59)) == []
+        with controller.admin() as api:
+            assert api.get("/v1/hosts/quiet-1").json()["status"] == "ready"
+        assert runner.sweep(now=start + timedelta(seconds=61)) == ["quiet-1"]
+    finally:
+        runner.leader.release()
