@@ -157,40 +157,19 @@ def mig_values(inst: ReportedMigInstance) -> dict[str, Any]:
     }
 
 
-_DEVICE_COLUMNS = (
-    "index",
-    "model",
-    "architecture",
-    "memory_mib",
-    "health",
-    "mig_mode",
-    "pci_bus_id",
-    "slices",
-    "details",
-)
 # Plain tables, not the mapped classes: Core statements, no ORM bulk-update bookkeeping.
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
 _MIGS: Table = MigInstance.__table__  # type: ignore[assignment]
-_MIG_COLUMNS = ("uuid", "profile", "profile_id", "placement_start", "placement_size", "memory_mib", "sm_count", "busy")
 
 
 def _store_devices(session: Session, host: Host, inventory: Inventory, now: datetime) -> bool:
     """Diff the host's device and MIG rows against the report; True if any row was written."""
     dev = _DEVICES.c
     mig = _MIGS.c
-    devices = {
-        r.uuid: r
-        for r in session.execute(
-            select(dev.id, dev.uuid, dev.updated_at, *(dev[c] for c in _DEVICE_COLUMNS)).where(dev.host_id == host.id)
-        )
-    }
+    devices = {r.uuid: r for r in session.execute(select(_DEVICES).where(dev.host_id == host.id))}
     check_device_ownership(session, host, inventory, set(devices))
     migs: dict[int, dict[int, Any]] = {}
-    for r in session.execute(
-        select(mig.id, mig.device_id, mig.gpu_instance_id, *(mig[c] for c in _MIG_COLUMNS))
-        .join(_DEVICES, dev.id == mig.device_id)
-        .where(dev.host_id == host.id)
-    ):
+    for r in session.execute(select(_MIGS).join(_DEVICES, dev.id == mig.device_id).where(dev.host_id == host.id)):
         migs.setdefault(r.device_id, {})[r.gpu_instance_id] = r
     wrote = False
     for gpu in inventory.gpus:
@@ -205,8 +184,8 @@ def _store_devices(session: Session, host: Host, inventory: Inventory, now: date
             wrote = True
         else:
             device_id = row.id
-            changed = {k: v for k, v in values.items() if getattr(row, k) != v}
-        mig_changed = _store_mig(session, device_id, gpu, migs.pop(device_id, {}) if row is not None else {})
+            changed = {k: v for k, v in values.items() if row._mapping[k] != v}
+        mig_changed = _store_mig(session, device_id, gpu, migs.pop(device_id, {}))
         if row is not None and (changed or mig_changed or row.updated_at is None):
             session.execute(update(_DEVICES).where(dev.id == device_id).values(**changed, updated_at=now))
             wrote = True
@@ -229,7 +208,7 @@ def _store_mig(session: Session, device_id: int, gpu: Gpu, rows: dict[int, Any])
             session.execute(insert(_MIGS).values(device_id=device_id, gpu_instance_id=inst.gpu_instance_id, **values))
             wrote = True
             continue
-        changed = {k: v for k, v in values.items() if getattr(row, k) != v}
+        changed = {k: v for k, v in values.items() if row._mapping[k] != v}
         if changed:
             session.execute(update(_MIGS).where(mig.id == row.id).values(**changed))
             wrote = True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import orjson
@@ -259,17 +259,13 @@ class AgentReplyCache:
         seq, previous = stamp
         if previous[before.host_id] != before.seq:
             return None
-        entry = ReplyEntry(
+        entry = replace(
+            before,
             seq=seq,
-            host_id=before.host_id,
-            hostname=before.hostname,
             status="ready",
             generation=generation,
             inventory_hash=inventory_hash,
             applied=applied_key(applied) if applied is not None else before.applied,
-            desired_json=before.desired_json,
-            tasks_json=before.tasks_json,
-            leased=False,
         )
         with self._lock:
             if seq < self._heard.get(entry.host_id, -1):
