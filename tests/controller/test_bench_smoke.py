@@ -69,6 +69,11 @@ def test_rest_side_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
         assert {"pairs_per_s", "pair", "create", "release", "server_cpu_ms_per_pair"} <= x.keys()
         assert {"p50_ms", "p99_ms"} <= x["pair"].keys()
         assert x["counters"]["leases_created"] == x["counters"]["leases_released"] == 8
+    floor = rest["floor"]
+    for name in ("healthz", "authenticated_read"):
+        assert floor[name]["n"] == 10 and floor[name]["server_cpu_ms_per_request"] >= 0  # 10 ms clock ticks
+    assert floor["authenticated_read"]["path"].startswith("/v1/leases/")
     assert "rest_targets" not in result  # only measured at 10,000 hosts
     md = (out / "placement_vs_openstack.md").read_text()
     assert "REST dry-run p50" in md and "pairs/s" in md and "--skip-openstack" in md
+    assert "The floor under any lease" in md
