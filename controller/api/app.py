@@ -133,7 +133,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     # Every replica drops a host's cached agent credentials when the host changes (re-registration rotates
     # the credential and stamps the host; a deleted host is announced too): see controller.store.changes.
     auth_feed = AUTH_CACHE.change_listener(since=db.changes.clock())
-    db.changes.subscribe(auth_feed)
+    db.changes.subscribe(auth_feed, credentials=True)
     app.state.auth_feed = auth_feed
     app.state.jobs = None
     install_problem_handlers(app)
