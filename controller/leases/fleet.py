@@ -18,6 +18,11 @@ from controller.store.models import Host as HostRow
 _REGION_LABELS = ("region", "topology.kubernetes.io/region", "gpufabric.dev/region")
 _AZ_LABELS = ("az", "zone", "topology.kubernetes.io/zone", "gpufabric.dev/az")
 _GROUP_LABELS = ("placement-group", "gpufabric.dev/placement-group", "rack")
+# The instance topology's network nodes, layer 1 (top) to 3 (directly above the host): the labels EKS puts on
+# nodes, or gpufabric's own for hosts of other backends (an OpenStack aggregate, a static host's rack switch).
+_NETWORK_LABELS = tuple(
+    (f"topology.k8s.aws/network-node-layer-{n}", f"gpufabric.dev/network-node-layer-{n}") for n in (1, 2, 3)
+)
 _BACKEND_KINDS = {"static", "ironic", "nova", "eks"}
 
 
@@ -58,6 +63,7 @@ def to_placement_host(row: HostRow) -> Host:
         region=_label(labels, _REGION_LABELS) or str(backend_config.get("region") or "default"),
         az=_label(labels, _AZ_LABELS) or str(backend_config.get("zone") or "default"),
         placement_group=_label(labels, _GROUP_LABELS),
+        network_nodes=tuple(_label(labels, keys) for keys in _NETWORK_LABELS),
         pool=row.pool.name if row.pool is not None else None,
         state=host_state(row),  # type: ignore[arg-type]
         validation=labels.get("gpufabric.dev/validation", "unvalidated"),  # type: ignore[arg-type]
