@@ -29,6 +29,8 @@ class AgentState(BaseModel):
     generation: int = 0
     last_reported_hash: str | None = None
     applied: AppliedState | None = None
+    # Failed applies of ``applied.revision`` in a row (0 once one succeeds): the retry back-off grows with it.
+    apply_failures: int = 0
     # The sharing config of the applied desired state: the slice offers reported depend on it.
     sharing: dict[str, Any] | None = None
     finished_tasks: list[str] = []
