@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.leases.state import IllegalTransition as LeaseIllegalTransition
 from controller.statemachine import IllegalTransition
 
 PROBLEM_BASE = "https://gpufabric.dev/problems/"
@@ -100,6 +101,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(IllegalTransition)
     async def _illegal_transition(request: Request, exc: IllegalTransition) -> JSONResponse:
+        return problem_response(request, 409, "illegal-transition", str(exc), **exc.problem_extensions())
+
+    @app.exception_handler(LeaseIllegalTransition)
+    async def _illegal_lease_transition(request: Request, exc: LeaseIllegalTransition) -> JSONResponse:
+        # A lease moved meanwhile (another replica, the expiry job): the client re-reads it and decides again.
         return problem_response(request, 409, "illegal-transition", str(exc), **exc.problem_extensions())
 
     @app.exception_handler(StarletteHTTPException)
