@@ -12,7 +12,7 @@ from typing import Literal
 
 from controller.placement import mig
 
-BackendKind = Literal["static", "ironic", "nova", "eks"]
+BackendKind = str  # the kinds are the backend registry's (controller.backends.registry)
 HostState = Literal["ready", "drained", "quarantined", "unreachable"]
 Validation = Literal["validated", "unvalidated", "failed"]
 SliceKind = Literal["gpu", "mig", "timeslice", "mps", "vgpu"]
