@@ -126,7 +126,7 @@ class Host:
     # The pool's policy allows creating MIG instances on demand on this host's MIG-enabled GPUs.
     on_demand_mig: bool = False
     devices: list[Device] = field(default_factory=list)
-    # What the host's backend kind can hand out (controller.backends.base.Capabilities): slice kinds (None: all),
+    # What the host's backend kind can hand out (controller.backends.contract.Capabilities): slice kinds (None: all),
     # leased whole, one slice kind per lease, and why the others are missing.
     slice_kinds: frozenset[str] | None = None
     whole_node: bool = False
