@@ -46,8 +46,8 @@ def host_state(row: HostRow) -> str:
 
 
 def to_placement_host(row: HostRow, capabilities: Callable[[str], Capabilities | None]) -> Host:
-    """The host as placement sees it; ``capabilities``: the declared capabilities of a backend kind (None: unknown,
-    offers everything)."""
+    """The host as placement sees it; ``capabilities``: the declared capabilities of a backend kind (None: a kind
+    this controller does not serve, whose hosts are given nothing)."""
     labels = dict(row.labels or {})
     backend_config = row.backend.config if row.backend is not None else {}
     kind = row.backend.kind if row.backend is not None else "static"
@@ -67,7 +67,10 @@ def to_placement_host(row: HostRow, capabilities: Callable[[str], Capabilities |
         on_demand_mig=bool(policy.get("on_demand_mig")),
     )
     caps = capabilities(host.backend_kind)
-    if caps is not None:
+    if caps is None:
+        host.slice_kinds = frozenset()
+        host.why_not = f"this controller does not serve backend kind {kind} (setting backend_kinds)"
+    else:
         host.slice_kinds = caps.slice_kinds if caps.slice_kinds != SLICE_KINDS else None
         host.whole_node, host.one_kind, host.why_not = caps.whole_node, caps.one_kind_per_host, caps.why_not
     host.devices = [to_placement_device(d) for d in row.devices]

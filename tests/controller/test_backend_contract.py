@@ -20,6 +20,7 @@ from controller.backends.static.backend import StaticBackend
 from controller.testing import ServerThread
 from tests.controller.conftest import Controller
 from tests.controller.helpers import assert_problem
+from tests.controller.test_leases import create, fleet, live_claims
 
 _AUTH = {
     "method": "password",
@@ -144,3 +145,23 @@ def test_importing_the_backend_packages_registers_and_caches_nothing() -> None:
             if empty_container or isinstance(value, type(threading.Lock())):
                 found.append(f"{info.name}.{attr}")
     assert found == []
+
+
+def test_hosts_of_a_kind_the_app_does_not_serve_are_refused_by_placement_with_the_reason(
+    controller: Controller,
+) -> None:
+    """A controller started with backend_kinds ["eks"] still sees the agent-registered (static) hosts in the store,
+    but places nothing on them: the capability filter says why, before any claim."""
+    fleet(controller, hosts=1)
+    only_eks = create_app(controller.settings, db=controller.db, backends=build_backends(controller.db, ["eks"]))
+    server = ServerThread(only_eks).start()
+    try:
+        tenant = {"Authorization": f"Bearer {controller.tenant_token}"}
+        with httpx.Client(base_url=server.url, headers=tenant) as api:
+            body = assert_problem(create(api, {"slices": [{"kind": "gpu", "count": 1}]}), 409, "no-capacity")
+    finally:
+        server.stop()
+    capability = next(f for f in body["filters"] if f["filter"] == "capability")
+    assert capability["removed_hosts"] == 1
+    assert "does not serve backend kind static" in capability["examples"][0]
+    assert live_claims(controller) == 0
