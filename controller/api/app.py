@@ -16,9 +16,10 @@ from controller.api.deps import declared_roles
 from controller.api.docs_pages import install_docs_pages
 from controller.api.openapi import build_openapi
 from controller.api.problems import install_problem_handlers
-from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
+from controller.api.routes import agents, audit_log, devices, hosts, leases, pools, quotas, system, tokens
+from controller.api.routes import backends as backend_routes
 from controller.auth.cache import AUTH_CACHE, warm_agent_credentials
-from controller.backends import eks_sync, openstack_sync
+from controller.backends.registry import BackendRegistry, build_backends
 from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
 from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
@@ -39,7 +40,8 @@ ROUTERS = [
     system.router,
     tokens.router,
     agents.router,
-    backends.router,
+    backend_routes.router,
+    backend_routes.kinds_router,
     pools.router,
     hosts.router,
     devices.router,
@@ -59,15 +61,26 @@ def lease_timeouts(settings: Settings) -> LeaseTimeouts:
     )
 
 
-def create_app(settings: Settings, *, db: Database | None = None, hooks: HookRegistry | None = None) -> FastAPI:
-    """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current."""
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    hooks: HookRegistry | None = None,
+    backends: BackendRegistry | None = None,
+) -> FastAPI:
+    """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current.
+
+    ``backends``: the backend kinds the app serves; default: those ``settings.backend_kinds`` names, made now."""
     install_log_redaction()  # secrets never logged, whoever configured logging (controller.observability.redact)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
     registry = hooks or default_hooks.copy()
+    backends = backends or build_backends(db, settings.backend_kinds)
     # This replica's placement index, built from the store; see controller.leases.index.
-    leases_service = LeaseService(db, owner=settings.instance_id, timeouts=lease_timeouts(settings)).load()
+    leases_service = LeaseService(
+        db, backends=backends, owner=settings.instance_id, timeouts=lease_timeouts(settings)
+    ).load()
     metrics.registry.register(LeaseCollector(leases_service))
     if "lease-expiry:leases" not in registry.hooks:
 
@@ -83,10 +96,9 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
         registry.register(
             "lease-recovery", "leases", recover_leases, interval_s=settings.lease_recovery_interval_s, at_start=True
         )
-    validation_wiring.install(registry, leases_service.hosts_changed)
-    eks_sync.install(registry, leases_service, db)
-    openstack_sync.install(registry, leases_service, db)
-    metrics.registry.register(openstack_sync.OpenStackCollector(db))
+    validation_wiring.install(registry, backends.nccl_runner, leases_service.hosts_changed)
+    backends.install_jobs(registry, leases_service)
+    metrics.registry.register(backends.collector())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,6 +137,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     app.state.db = db
     app.state.metrics = metrics
     app.state.hooks = registry
+    app.state.backends = backends
     app.state.leases = leases_service
     app.state.last_seen = LastSeenBuffer(db, settings.last_seen_flush_s)
     app.state.agent_replies = AgentReplyCache(db)

@@ -12,7 +12,7 @@ from typing import Literal
 
 from controller.placement import mig
 
-BackendKind = Literal["static", "ironic", "nova", "eks"]
+BackendKind = str  # the kinds are the backend registry's (controller.backends.registry)
 HostState = Literal["ready", "drained", "quarantined", "unreachable"]
 Validation = Literal["validated", "unvalidated", "failed"]
 SliceKind = Literal["gpu", "mig", "timeslice", "mps", "vgpu"]
@@ -132,7 +132,7 @@ class Host:
     # The pool's policy allows creating MIG instances on demand on this host's MIG-enabled GPUs.
     on_demand_mig: bool = False
     devices: list[Device] = field(default_factory=list)
-    # What the host's backend kind can hand out (controller.backends.base.Capabilities): slice kinds (None: all),
+    # What the host's backend kind can hand out (controller.backends.contract.Capabilities): slice kinds (None: all),
     # leased whole, one slice kind per lease, and why the others are missing.
     slice_kinds: frozenset[str] | None = None
     whole_node: bool = False

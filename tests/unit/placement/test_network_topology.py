@@ -3,6 +3,7 @@ top of the network), and refusals that name the layer that could not be met and 
 
 from __future__ import annotations
 
+from controller.backends.contract import Capabilities
 from controller.leases.fleet import to_placement_host
 from controller.placement import Decision, Engine, Refusal
 from tests.unit.placement.fleet import gpu_host
@@ -99,7 +100,7 @@ def test_store_labels_become_network_nodes() -> None:
             "gpufabric.dev/network-node-layer-3": "nn-leaf",
         }
 
-    host = to_placement_host(Row())  # type: ignore[arg-type]
+    host = to_placement_host(Row(), lambda _kind: Capabilities(access="CUDA_VISIBLE_DEVICES on the host"))  # type: ignore[arg-type]
     assert host.network_nodes == ("nn-top", "nn-mid", "nn-leaf")
     assert host.domain("same-network-node-layer-3") == "static/nn-leaf"
     assert host.domain("same-network-node-layer-1") == "static/nn-top"

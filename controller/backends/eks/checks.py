@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.backends.eks import aws_nodegroups, backend_config
+from controller.backends.eks.cluster import aws_nodegroups, backend_config
 from controller.store.models import Backend, Host, Lease
 from drivers.eks import EksError, Finding, VpcCniSettings, builtin_facts, check_nodegroup, cross_az_finding
 from drivers.eks.kube import ZONE_LABEL

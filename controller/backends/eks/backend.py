@@ -1,6 +1,6 @@
 """The ``eks`` backend: leases on EKS GPU nodegroups.
 
-Placement sees two sorts of EKS hosts, both written by the sync job (``controller.backends.eks_sync``):
+Placement sees two sorts of EKS hosts, both written by the sync (``controller.backends.eks.sync``):
 
 - **nodes**: the cluster's GPU nodes (host name = node name), merged with the agent's inventory when the
   DaemonSet's agent reports for the same node;
@@ -20,9 +20,8 @@ nodes.
 from __future__ import annotations
 
 import logging
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +29,33 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.backends.base import Capabilities, LeaseInfo, ProvisionFailed, ProvisionResult, register_provisioner
-from controller.backends.eks_config import EksConfig, NodegroupSharing
+from controller.backends.contract import (
+    BackendBase,
+    Capabilities,
+    KubeAccess,
+    LeaseHooks,
+    LeaseInfo,
+    Outcome,
+    ProvisionResult,
+)
+from controller.backends.eks import checks, sync
+from controller.backends.eks.cluster import (
+    EFA_LABEL,
+    PLACEMENT_GROUP_HOST_LABEL,
+    SCALE_REQUESTED_LABEL,
+    EksBackendError,
+    aws_nodegroups,
+    backend_config,
+    is_headroom,
+    kube_cluster,
+    tenant_namespace,
+)
+from controller.backends.eks.config import EksConfig, NodegroupSharing
+from controller.jobs.hooks import HookRegistry, JobContext
 from controller.placement import Allocation
 from controller.store.db import Database
-from controller.store.models import Host, Lease
-from drivers.eks import EksError, EksNodegroups, cross_az_finding
+from controller.store.models import Backend, Host
+from drivers.eks import EksError, cross_az_finding
 from drivers.eks.kube import (
     EFA_RESOURCE,
     GPU_RESOURCE,
@@ -46,70 +66,11 @@ from drivers.eks.kube import (
     DevicePluginSharing,
     KubeGpuCluster,
     SharedResource,
-    kube_configuration,
-    kube_configuration_from_file,
     pod_spec_fragment,
 )
 from drivers.eks.models import Taint
 
 log = logging.getLogger("gpufabric.backends.eks")
-
-SOURCE_LABEL = "gpufabric.io/eks-source"  # "node" | "headroom"
-SCALE_REQUESTED_LABEL = "gpufabric.io/eks-scale-requested"  # headroom: the lease it was scaled for
-EFA_LABEL = "gpufabric.io/efa"
-PLACEMENT_GROUP_HOST_LABEL = "gpufabric.dev/placement-group"
-
-
-class EksBackendError(ProvisionFailed):
-    pass
-
-
-def backend_config(raw: dict[str, Any]) -> EksConfig:
-    return EksConfig.from_stored(raw)
-
-
-def kube_cluster(config: EksConfig) -> KubeGpuCluster:
-    if config.kube_in_cluster:
-        from kubernetes import client as k8s_client
-        from kubernetes import config as k8s_config
-
-        configuration = k8s_client.Configuration()
-        # Re-read per use: the projected ServiceAccount token rotates.
-        k8s_config.load_incluster_config(client_configuration=configuration)
-    elif config.kubeconfig:
-        configuration = kube_configuration_from_file(config.kubeconfig, config.kube_context)
-    elif config.kube_api_url:
-        configuration = kube_configuration(
-            config.kube_api_url, config.kube_token, ca_data=config.kube_ca_data, verify_ssl=config.kube_verify_ssl
-        )
-    else:
-        raise EksBackendError(
-            f"EKS cluster {config.cluster}: no Kubernetes access configured (kube_api_url or kubeconfig)"
-        )
-    return KubeGpuCluster.from_configuration(configuration)
-
-
-@contextmanager
-def connected(config: EksConfig) -> Any:
-    cluster = kube_cluster(config)
-    try:
-        yield cluster
-    finally:
-        cluster.close()
-
-
-def aws_nodegroups(config: EksConfig) -> EksNodegroups:
-    return EksNodegroups.connect(config.aws)
-
-
-def tenant_namespace(tenant: str, lease_id: str) -> str:
-    """A DNS label unique per lease that still names the tenant."""
-    slug = re.sub(r"[^a-z0-9-]+", "-", tenant.lower()).strip("-")[:30].strip("-") or "tenant"
-    return f"gf-{slug}-{lease_id[:12]}"
-
-
-def is_headroom(host: Host) -> bool:
-    return (host.labels or {}).get(SOURCE_LABEL) == "headroom"
 
 
 def slice_resource(a: Allocation, sharing: NodegroupSharing | None) -> str:
@@ -135,14 +96,62 @@ class _Node:
         return (self.host.labels or {}).get(ZONE_LABEL)
 
 
-class EksBackend:
-    """The provisioner of kind ``eks``. It reads hosts and backend configs from the store (``db``)."""
+class EksBackend(BackendBase):
+    """The backend kind ``eks``. It reads hosts and backend configs from the store (``db``) and keeps one node
+    watch per backend between syncs of its periodic job (``trackers``)."""
 
     kind = "eks"
+    description = "AWS EKS GPU nodegroups"
+    config_model = EksConfig
+    capabilities = Capabilities(
+        access="a tenant namespace with a ResourceQuota for the leased GPU resources and a pod spec fragment pinned "
+        "to the leased nodes",
+        slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}),
+        why_not="EKS nodes offer no vGPUs",
+        validation="an MPIJob of nccl-tests on a nodegroup (POST /v1/validations with backend and nodegroup)",
+        unsupported={
+            "reconcile": "an EKS backend reconciles on every sync (orphan tenant namespaces, leases waiting for a "
+            "node): POST /v1/backends/{name}/sync",
+        },
+    )
 
     def __init__(self, db: Database, kube_factory: Callable[[EksConfig], KubeGpuCluster] = kube_cluster) -> None:
         self.db = db
         self.kube_factory = kube_factory
+        self.trackers = sync.EksNodeTrackers()  # the periodic job's node watches, one per backend
+
+    # -- sync, checks, validation, jobs ---------------------------------------------------------------------
+
+    def sync(self, name: str, leases: LeaseHooks | None) -> Outcome:
+        """Nodes become hosts, headroom, leases waiting for a node move onto it and are provisioned again (a plain
+        paginated node list: the periodic job follows its node watches instead)."""
+        report = sync.run_sync(self.db, name, leases, kube_factory=self.kube_factory)
+        return Outcome(report.as_dict(), ok=not report.errors, audit={"changed": sorted(set(report.changed))[:50]})
+
+    def checks(self, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Networking findings per nodegroup: pods per node, subnet IP headroom at maxSize, cross-AZ leases."""
+        with self.db.session() as session:
+            row = session.scalar(select(Backend).where(Backend.name == name, Backend.kind == self.kind))
+            if row is None:
+                raise EksBackendError(f"backend {name} is not an eks backend")
+            return checks.backend_checks(session, row, options.get("pods_per_node"))
+
+    def nccl_runner(self, target: KubeAccess) -> Any:
+        from drivers.eks.mpijob import MpiJobRunner
+
+        return MpiJobRunner.from_url(target.url, target.token, target.verify_ssl)
+
+    def install_jobs(self, hooks: HookRegistry, leases: LeaseHooks) -> None:
+        """The EKS backend-sync hook (once per app), following each backend's node watch."""
+        if "backend-sync:eks" in hooks.hooks:
+            return
+
+        def job(_ctx: JobContext) -> None:
+            for report in sync.sync_all(self.db, leases, self.trackers, kube_factory=self.kube_factory):
+                for error in report.errors:
+                    log.warning("eks sync %s: %s", report.backend, error)
+
+        hooks.register("backend-sync", "eks", job, interval_s=sync.SYNC_INTERVAL_S)
 
     # -- provisioning ---------------------------------------------------------------------------------------
 
@@ -372,15 +381,3 @@ class EksBackend:
                 continue
             if outcome.changed:
                 log.info("scaled nodegroup %s/%s down to %d (idle nodes)", config.cluster, g, outcome.desired)
-
-
-def waiting_leases(session: Session) -> list[str]:
-    """EKS leases still provisioning (the sync job provisions them again)."""
-    return list(session.scalars(select(Lease.id).where(Lease.backend == "eks", Lease.state == "provisioning")))
-
-
-register_provisioner(
-    "eks",
-    EksBackend,
-    Capabilities(slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}), why_not="EKS nodes offer no vGPUs"),
-)

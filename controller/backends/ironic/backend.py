@@ -1,6 +1,6 @@
 """The ``ironic`` backend: a lease gets whole bare-metal GPU nodes, deployed for it.
 
-Each of the lease's hosts is an Ironic node (the sync job, ``controller.backends.openstack_sync``, made it a host
+Each of the lease's hosts is an Ironic node (the sync, ``controller.backends.ironic.discovery``, made it a host
 with its GPUs). A node is leased whole: a lease holding only some of a node's GPUs is sent elsewhere
 (``TryElsewhere``), because a deployed node belongs to one tenant.
 
@@ -24,19 +24,20 @@ import logging
 import time
 from typing import Any
 
-from controller.backends.base import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
-from controller.backends.openstack_common import (
+from controller.backends.contract import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere
+from controller.backends.ironic.config import IronicConfig
+from controller.backends.ironic.discovery import ironic_docs
+from controller.backends.openstack.common import (
     IRONIC_NODE_LABEL,
     OpenStackBackendError,
     bootstrap_for,
-    connection,
     lease_hosts,
     release_configs,
     revoke_bootstrap,
 )
-from controller.backends.openstack_config import IronicConfig
+from controller.backends.openstack.family import OpenStackBackend
+from controller.backends.openstack.hosts import Observed
 from controller.placement import Allocation
-from controller.store.db import Database
 from drivers.openstack import (
     AgentBootstrap,
     IronicDeployRequest,
@@ -46,30 +47,62 @@ from drivers.openstack import (
     ProvisionedNode,
     ProvisioningFailed,
     ResourceNotFound,
+    TaggedResource,
 )
 
 log = logging.getLogger("gpufabric.backends.ironic")
 
 
-def ironic_driver(config: IronicConfig) -> IronicDriver:
-    return IronicDriver(
-        connection(config.auth),
-        resource_class_prefix=config.resource_class_prefix,
-        clean_on_release=config.cleaning == "expected",
-    )
-
-
-class IronicBackend:
+class IronicBackend(OpenStackBackend):
     kind = "ironic"
+    description = "OpenStack Ironic bare-metal nodes (whole-node passthrough)"
+    config_model = IronicConfig
+    capabilities = Capabilities(
+        access="whole bare-metal nodes deployed with the backend's image; the agent registers from the config drive",
+        slice_kinds=frozenset({"gpu"}),
+        why_not="Ironic nodes are leased whole, as whole GPUs",
+        whole_node=True,
+        whole_node_reason="a deployed node belongs to one tenant: a lease takes every GPU of its nodes",
+        validation="the deployed nodes' agents run nccl-tests (POST /v1/validations with hosts)",
+        unsupported={
+            "checks": "Ironic backends report their health through reconcile (orphans, missing nodes)",
+            "nccl": "agents run nccl-tests on Ironic nodes; no cluster job runner",
+        },
+    )
+    resource = "ironic_node"
+    result_items = ("nodes", "node_id")
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def driver(self, config: IronicConfig) -> IronicDriver:
+        return IronicDriver(
+            self.connections.get(config.auth),
+            resource_class_prefix=config.resource_class_prefix,
+            clean_on_release=config.cleaning == "expected",
+        )
+
+    # -- discovery and reconcile ----------------------------------------------------------------------------
+
+    def observe(self, config: IronicConfig, live: set[str]) -> Observed:
+        driver = self.driver(config)
+        docs, skipped = ironic_docs(config, driver.discover(), live)
+        return Observed(docs, skipped, driver.tagged())
+
+    def tagged(self, config: IronicConfig) -> list[TaggedResource]:
+        return self.driver(config).tagged()
+
+    def release_orphan(self, config: IronicConfig, resource: TaggedResource) -> None:
+        self.driver(config).release(resource.id, config.release_poll, lease_id=resource.lease_id)
+
+    def placement_report(self, name: str, seen: Observed) -> dict[str, Any]:
+        return {
+            "checked": False,
+            "reason": "Ironic nodes are compared through their state and tags; standalone Ironic has no Placement",
+        }
 
     # -- provisioning ---------------------------------------------------------------------------------------
 
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
         with self.db.session() as session:
-            found = lease_hosts(session, lease.hosts, self.kind)
+            found = lease_hosts(session, lease.hosts, self.kind, IronicConfig)
             config: IronicConfig = found.config
             nodes: dict[str, str] = {}
             for host in found.hosts:
@@ -85,7 +118,7 @@ class IronicBackend:
                 if not node_id:
                     raise OpenStackBackendError(f"host {host.hostname} has no {IRONIC_NODE_LABEL} label")
                 nodes[host.hostname] = str(node_id)
-        driver = ironic_driver(config)
+        driver = self.driver(config)
         try:
             return self._deploy(driver, config, found.backend, lease, nodes)
         except (TryElsewhere, OpenStackBackendError) as exc:
@@ -223,9 +256,9 @@ class IronicBackend:
 
     def release(self, lease: LeaseInfo) -> None:
         """Undeploy every node tagged for the lease (found in Ironic, so a half-done deploy is found too)."""
-        for config in release_configs(self.db, lease.hosts, self.kind):
+        for config in release_configs(self.db, lease.hosts, self.kind, IronicConfig):
             assert isinstance(config, IronicConfig)
-            driver = ironic_driver(config)
+            driver = self.driver(config)
             errors = []
             for tagged in driver.tagged():
                 if tagged.lease_id != lease.id:
@@ -237,12 +270,3 @@ class IronicBackend:
             if errors:
                 raise OpenStackBackendError("Ironic undeploy failed: " + "; ".join(errors))
         revoke_bootstrap(self.db, lease.id)
-
-
-register_provisioner(
-    "ironic",
-    IronicBackend,
-    Capabilities(
-        slice_kinds=frozenset({"gpu"}), whole_node=True, why_not="Ironic nodes are leased whole, as whole GPUs"
-    ),
-)

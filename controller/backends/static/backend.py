@@ -10,12 +10,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.backends.base import Capabilities, LeaseInfo, ProvisionFailed, ProvisionResult, register_provisioner
+from controller.backends.contract import BackendBase, Capabilities, LeaseInfo, ProvisionFailed, ProvisionResult
+from controller.backends.static.config import StaticConfig
 from controller.placement import Allocation
 
+_AGENTS = "static hosts register themselves through their agents"
 
-class StaticBackend:
+
+class StaticBackend(BackendBase):
     kind = "static"
+    description = "Hosts that only run the gpufabric agent"
+    config_model = StaticConfig
+    capabilities = Capabilities(
+        access="the host's GPUs and MIG instances by UUID, with the CUDA_VISIBLE_DEVICES value to use",
+        slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}),
+        why_not="vGPUs need a hypervisor backend (nova); a static host cannot attach them",
+        validation="the hosts' agents run nccl-tests (POST /v1/validations with hosts)",
+        unsupported={
+            "sync": f"{_AGENTS}: there is nothing to discover",
+            "reconcile": f"{_AGENTS} and nothing outside is provisioned: there is no drift to look for",
+            "checks": "a static backend calls nothing outside; its hosts' health comes from their agents",
+            "nccl": "agents run nccl-tests on static hosts; no cluster job runner",
+        },
+    )
 
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
         waiting: list[str] = []
@@ -59,13 +76,3 @@ class StaticBackend:
     def release(self, lease: LeaseInfo) -> None:
         # Nothing to undo outside: the desired state is derived from live claims, which the caller releases.
         return None
-
-
-register_provisioner(
-    "static",
-    lambda _db: StaticBackend(),
-    Capabilities(
-        slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}),
-        why_not="vGPUs need a hypervisor backend (nova); a static host cannot attach them",
-    ),
-)

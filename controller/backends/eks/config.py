@@ -1,6 +1,6 @@
 """The stored config of an ``eks`` backend: the eksctl import plus where the controller reaches AWS and Kubernetes.
 
-``POST /v1/backends`` validates it with :class:`EksConfig` (kind ``eks`` in ``controller.backends.registry``).
+``POST /v1/backends`` validates it with :class:`EksConfig` (``EksBackend.config_model``).
 The nodegroup part is exactly :class:`drivers.eks.EksBackendConfig` (``gpufabric eks import-eksctl`` makes
 it); the rest is the controller's: Kubernetes API access, what to do when a nodegroup is at ``maxSize``,
 whether idle nodes are scaled down on release, and per-nodegroup GPU sharing.

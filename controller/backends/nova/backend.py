@@ -1,6 +1,6 @@
 """The ``nova`` backend: a lease gets one Nova server per compute host, with the flavor its slices ask for.
 
-The sync job (``controller.backends.openstack_sync``) makes each compute node a host whose devices come from
+The sync (``controller.backends.nova.discovery``) makes each compute node a host whose devices come from
 Placement: a nested pGPU provider with ``VGPU`` inventory is a device offering vGPU slices, a PCI GPU resource class
 (``[pci] report_in_placement``) gives whole-GPU devices. ``provision`` picks, per host, the smallest GPU flavor that
 gives exactly what the lease holds there: whole GPUs of the model (PCI alias or ``CUSTOM_*GPU*`` resource class
@@ -21,19 +21,21 @@ import logging
 import time
 from typing import Any, Literal
 
-from controller.backends.base import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere, register_provisioner
-from controller.backends.openstack_common import (
+from controller.backends.contract import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere
+from controller.backends.nova.config import NovaConfig
+from controller.backends.nova.discovery import nova_docs
+from controller.backends.nova.placement_check import placement_check
+from controller.backends.openstack.common import (
     HYPERVISOR_LABEL,
     OpenStackBackendError,
     bootstrap_for,
-    connection,
     lease_hosts,
     release_configs,
     revoke_bootstrap,
 )
-from controller.backends.openstack_config import NovaConfig
+from controller.backends.openstack.family import OpenStackBackend
+from controller.backends.openstack.hosts import Observed
 from controller.placement import Allocation
-from controller.store.db import Database
 from drivers.openstack import (
     GpuFlavor,
     NoMatchingFlavor,
@@ -42,18 +44,15 @@ from drivers.openstack import (
     NoValidHost,
     OpenStackCallFailed,
     OpenStackError,
+    PlacementReader,
     ProvisionedServer,
     ProvisioningFailed,
+    TaggedResource,
     match_flavor,
     product_for_name,
 )
 
 log = logging.getLogger("gpufabric.backends.nova")
-
-
-def nova_driver(config: NovaConfig, tenant: str | None = None) -> NovaDriver:
-    auth = config.auth if tenant is None else config.auth_for(tenant)
-    return NovaDriver(connection(auth), alias_models=config.pci_alias_models)
 
 
 def server_name(lease_id: str, host: str) -> str:
@@ -104,20 +103,56 @@ def _wants(host: str, allocations: list[Allocation]) -> tuple[Literal["gpu", "vg
     return kind, sum(a.units for a in mine), models.pop(), (types.pop() if len(types) == 1 else None)  # type: ignore[return-value]
 
 
-class NovaBackend:
+class NovaBackend(OpenStackBackend):
     kind = "nova"
+    description = "OpenStack Nova hosts (PCI passthrough, vGPU)"
+    config_model = NovaConfig
+    capabilities = Capabilities(
+        access="one Nova server per compute host with the GPU flavor the lease holds there; the agent starts from "
+        "user data",
+        slice_kinds=frozenset({"gpu", "vgpu"}),
+        why_not="Nova provides whole GPUs (PCI passthrough) and vGPUs",
+        one_kind_per_host=True,
+        one_kind_reason="a Nova server gets one flavor: whole GPUs or vGPUs of one model",
+        validation="the servers' agents run nccl-tests (POST /v1/validations with hosts)",
+        unsupported={
+            "checks": "Nova backends report their health through reconcile (orphans, Placement mismatches)",
+            "nccl": "agents run nccl-tests on Nova servers; no cluster job runner",
+        },
+    )
+    resource = "nova_server"
+    result_items = ("servers", "server_id")
 
-    def __init__(self, db: Database) -> None:
-        self.db = db
+    def driver(self, config: NovaConfig, tenant: str | None = None) -> NovaDriver:
+        auth = config.auth if tenant is None else config.auth_for(tenant)
+        return NovaDriver(self.connections.get(auth), alias_models=config.pci_alias_models)
+
+    # -- discovery and reconcile ----------------------------------------------------------------------------
+
+    def observe(self, config: NovaConfig, live: set[str]) -> Observed:
+        conn = self.connections.get(config.auth)
+        hypervisors = NovaDriver(conn).hypervisors()
+        view = PlacementReader(conn).view()
+        docs, skipped = nova_docs(config, view, hypervisors)
+        return Observed(docs, skipped, self.tagged(config), view)
+
+    def tagged(self, config: NovaConfig) -> list[TaggedResource]:
+        return self.driver(config).tagged(all_projects=True)
+
+    def release_orphan(self, config: NovaConfig, resource: TaggedResource) -> None:
+        self.driver(config).release(resource.id, config.delete_poll)
+
+    def placement_report(self, name: str, seen: Observed) -> dict[str, Any]:
+        return placement_check(self.db, name, seen)
 
     # -- provisioning ---------------------------------------------------------------------------------------
 
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
         with self.db.session() as session:
-            found = lease_hosts(session, lease.hosts, self.kind)
+            found = lease_hosts(session, lease.hosts, self.kind, NovaConfig)
             config: NovaConfig = found.config
             hypervisors = {h.hostname: str((h.labels or {}).get(HYPERVISOR_LABEL) or h.hostname) for h in found.hosts}
-        driver = nova_driver(config, lease.tenant)
+        driver = self.driver(config, lease.tenant)
         try:
             return self._boot(driver, config, found.backend, lease, allocations, hypervisors)
         except (TryElsewhere, OpenStackBackendError) as exc:
@@ -197,7 +232,7 @@ class NovaBackend:
             log.warning("lease %s: could not delete its servers (%s); the reconciler will find them", lease.id, err)
 
     def _delete_servers(self, config: NovaConfig, lease_id: str) -> list[str]:
-        admin = nova_driver(config)
+        admin = self.driver(config)
         deleted = []
         for tagged in admin.tagged(all_projects=True):
             if tagged.lease_id == lease_id:
@@ -232,7 +267,7 @@ class NovaBackend:
 
     def release(self, lease: LeaseInfo) -> None:
         errors = []
-        for config in release_configs(self.db, lease.hosts, self.kind):
+        for config in release_configs(self.db, lease.hosts, self.kind, NovaConfig):
             assert isinstance(config, NovaConfig)
             try:
                 self._delete_servers(config, lease.id)
@@ -241,14 +276,3 @@ class NovaBackend:
         if errors:
             raise OpenStackBackendError("Nova delete failed: " + "; ".join(errors))
         revoke_bootstrap(self.db, lease.id)
-
-
-register_provisioner(
-    "nova",
-    NovaBackend,
-    Capabilities(
-        slice_kinds=frozenset({"gpu", "vgpu"}),
-        one_kind_per_host=True,
-        why_not="Nova provides whole GPUs (PCI passthrough) and vGPUs",
-    ),
-)

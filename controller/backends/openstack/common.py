@@ -1,5 +1,5 @@
-"""What the ``ironic`` and ``nova`` provisioners and their sync/reconcile job share: connections, the store rows a
-lease's hosts come from, the agent bootstrap token a provisioned machine gets, and the provisioning deadline."""
+"""What the ``ironic`` and ``nova`` backends share: connections, the store rows a lease's hosts come from, and the
+agent bootstrap token a provisioned machine gets."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, selectinload
 
 from controller.auth.tokens import Role, create_api_token
-from controller.backends.base import LeaseInfo, ProvisionFailed
-from controller.backends.openstack_config import IronicConfig, NovaConfig, stored_auth
+from controller.backends.contract import LeaseInfo, ProvisionFailed
+from controller.backends.openstack.config import OpenStackBackendConfig, stored_auth
 from controller.store.db import Database
 from controller.store.models import ApiToken, Backend, Host
 from drivers.openstack import AgentBootstrap, OpenStackAuth, OpenStackConfigError, connect
@@ -37,22 +37,25 @@ class OpenStackBackendError(ProvisionFailed):
     pass
 
 
-_connections: dict[str, Any] = {}
-_connections_lock = threading.Lock()
+class OpenStackConnections:
+    """One openstacksdk connection per distinct auth (Keystone tokens are reused across calls), kept by the
+    backends of one app (``controller.backends.registry.build_backends`` gives ironic and nova the same one)."""
 
+    def __init__(self) -> None:
+        self._connections: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
-def connection(auth: OpenStackAuth) -> Any:
-    """One openstacksdk connection per distinct auth (Keystone tokens are reused across calls)."""
-    key = hashlib.sha256(json.dumps(stored_auth(auth), sort_keys=True).encode()).hexdigest()
-    with _connections_lock:
-        conn = _connections.get(key)
-        if conn is None:
-            try:
-                conn = connect(auth)
-            except OpenStackConfigError as exc:
-                raise OpenStackBackendError(f"OpenStack configuration: {exc}") from None
-            _connections[key] = conn
-        return conn
+    def get(self, auth: OpenStackAuth) -> Any:
+        key = hashlib.sha256(json.dumps(stored_auth(auth), sort_keys=True).encode()).hexdigest()
+        with self._lock:
+            conn = self._connections.get(key)
+            if conn is None:
+                try:
+                    conn = connect(auth)
+                except OpenStackConfigError as exc:
+                    raise OpenStackBackendError(f"OpenStack configuration: {exc}") from None
+                self._connections[key] = conn
+            return conn
 
 
 @dataclass
@@ -62,7 +65,9 @@ class LeaseHosts:
     hosts: list[Host]
 
 
-def lease_hosts(session: Session, hostnames: Iterable[str], kind: str) -> LeaseHosts:
+def lease_hosts(
+    session: Session, hostnames: Iterable[str], kind: str, model: type[OpenStackBackendConfig]
+) -> LeaseHosts:
     """The store rows of a lease's hosts, which must all belong to one backend of ``kind``."""
     names = sorted(set(hostnames))
     rows = list(
@@ -75,25 +80,24 @@ def lease_hosts(session: Session, hostnames: Iterable[str], kind: str) -> LeaseH
     if len(backends) != 1 or any(b.kind != kind for b in backends.values()):
         raise OpenStackBackendError(f"the lease's hosts span backends {sorted(backends)}; it needs one {kind} backend")
     backend = next(iter(backends.values()))
-    return LeaseHosts(backend.name, backend_config(backend), sorted(rows, key=lambda h: h.hostname))
+    return LeaseHosts(backend.name, model.model_validate(backend.config), sorted(rows, key=lambda h: h.hostname))
 
 
-def backend_config(backend: Backend) -> IronicConfig | NovaConfig:
-    model = IronicConfig if backend.kind == "ironic" else NovaConfig
-    return model.model_validate(backend.config)
-
-
-def release_configs(db: Database, hostnames: Iterable[str], kind: str) -> list[IronicConfig | NovaConfig]:
+def release_configs(
+    db: Database, hostnames: Iterable[str], kind: str, model: type[OpenStackBackendConfig]
+) -> list[Any]:
     """The backend configs to release a lease in: its hosts' backend, else (hosts gone from the store) every
     backend of ``kind``, whose tagged resources are then searched for the lease."""
     with db.session() as session:
         try:
-            return [lease_hosts(session, hostnames, kind).config]
+            return [lease_hosts(session, hostnames, kind, model).config]
         except OpenStackBackendError:
-            return [backend_config(b) for b in session.scalars(select(Backend).where(Backend.kind == kind))]
+            return [
+                model.model_validate(b.config) for b in session.scalars(select(Backend).where(Backend.kind == kind))
+            ]
 
 
-def bootstrap_for(db: Database, lease: LeaseInfo, backend: str, config: IronicConfig | NovaConfig) -> AgentBootstrap:
+def bootstrap_for(db: Database, lease: LeaseInfo, backend: str, config: OpenStackBackendConfig) -> AgentBootstrap:
     """A fresh agent-bootstrap token for a machine of this lease (named after the lease; revoked on release)."""
     with db.session() as session:
         _, token = create_api_token(
