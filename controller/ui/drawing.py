@@ -204,6 +204,13 @@ class FunnelStep:
     examples: list[str]
 
 
+def candidate_hosts(candidates: Any) -> int:
+    """Hosts considered: the API answers ``candidates`` as ``{hosts, devices, ...}`` (a bare count is accepted)."""
+    if isinstance(candidates, dict):
+        return int(candidates.get("hosts") or 0)
+    return int(candidates or 0)
+
+
 def funnel_steps(candidates: int, filters: list[dict[str, Any]]) -> list[FunnelStep]:
     """Hosts left after each filter, in the order placement applies them (only filters that removed some)."""
     left = candidates

@@ -80,7 +80,8 @@ def live_claims(session: Session, host_ids: list[int] | None = None) -> dict[tup
 def lease_tenants(session: Session, lease_ids: set[str]) -> dict[str, str]:
     if not lease_ids:
         return {}
-    return dict(session.execute(select(Lease.id, Lease.tenant).where(Lease.id.in_(lease_ids))).tuples())
+    rows = session.execute(select(Lease.id, Lease.tenant).where(Lease.id.in_(lease_ids)))
+    return {lease_id: tenant for lease_id, tenant in rows}
 
 
 def _claimed_devices(claims: dict[tuple[str, int], str]) -> set[str]:

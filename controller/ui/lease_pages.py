@@ -80,10 +80,11 @@ def _form_page(
     refusal: dict[str, Any] | None = None,
     error: str = "",
 ) -> HTMLResponse:
-    steps = drawing.funnel_steps(int(refusal.get("candidates") or 0), refusal.get("filters") or []) if refusal else []
+    candidates = drawing.candidate_hosts(refusal.get("candidates")) if refusal else 0
+    steps = drawing.funnel_steps(candidates, refusal.get("filters") or []) if refusal else []
     return page(
         request, "lease_new.html", session, status, title="Request a lease", form=form, kinds=KINDS,
-        topologies=TOPOLOGIES, policies=POLICIES, preview=preview, refusal=refusal, steps=steps,
+        topologies=TOPOLOGIES, policies=POLICIES, preview=preview, refusal=refusal, steps=steps, candidates=candidates,
         funnel_width=drawing.FUNNEL_W, error=error, idempotency_key=secrets.token_urlsafe(16),
     )  # fmt: skip
 
