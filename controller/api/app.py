@@ -30,9 +30,9 @@ from controller.observability.metrics import ApiMetrics
 from controller.observability.middleware import RequestContextMiddleware
 from controller.observability.redact import install_log_redaction
 from controller.settings import Settings
-from controller.ui import install_ui
 from controller.store.db import Database
 from controller.store.schema import require_current_schema
+from controller.ui import install_ui
 from controller.validation import api as validation_api
 from controller.validation import wiring as validation_wiring
 
