@@ -55,6 +55,11 @@ def see_other(url: str) -> RedirectResponse:
     return RedirectResponse(url, status_code=303, headers=SECURITY_HEADERS)
 
 
+def _signed_in(request: Request) -> UiSession | None:
+    session = getattr(request.state, "ui_session", None)
+    return session if isinstance(session, UiSession) else None
+
+
 def install_error_pages(app: FastAPI) -> None:
     async def not_signed_in(request: Request, _: Exception) -> Response:
         if request.method != "GET" or request.headers.get("x-gpufabric-fragment"):
@@ -64,12 +69,12 @@ def install_error_pages(app: FastAPI) -> None:
 
     async def forbidden(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Forbidden)
-        return page(request, "error.html", None, 403, title="Not allowed", message=exc.message)
+        return page(request, "error.html", _signed_in(request), 403, title="Not allowed", message=exc.message)
 
     async def ui_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, UiError)
         title = {404: "Not found", 403: "Not allowed", 409: "Conflict", 422: "Invalid input"}.get(exc.status, "Error")
-        return page(request, "error.html", None, exc.status, title=title, message=exc.message)
+        return page(request, "error.html", _signed_in(request), exc.status, title=title, message=exc.message)
 
     app.add_exception_handler(NotSignedIn, not_signed_in)
     app.add_exception_handler(Forbidden, forbidden)

@@ -93,7 +93,9 @@ async def current_session(request: Request) -> UiSession:
     if principal is None or principal.role not in DASHBOARD_ROLES:
         raise NotSignedIn()
     request.state.principal = principal  # request logs and audit entries name who acted
-    return UiSession(principal=principal, csrf=csrf_for(token, nonce))
+    session = UiSession(principal=principal, csrf=csrf_for(token, nonce))
+    request.state.ui_session = session  # error pages keep the signed-in navigation
+    return session
 
 
 async def admin_session(request: Request) -> UiSession:

@@ -153,7 +153,9 @@ def test_mig_instances_are_drawn_to_scale_with_the_lease_holding_them(fleet: Con
         instances = [(m["profile"], m["placement_start"], m["placement_size"]) for m in device["mig_instances"]]
         assert [(label, int(s), int(n)) for _, label, s, n, *_ in drawn] == sorted(instances, key=lambda i: i[1])
         for state, label, start, size, holder, x, width in drawn:
-            assert float(x) == pytest.approx(480 * int(start) / 8 + 1) and float(width) == pytest.approx(480 * int(size) / 8 - 2)
+            assert float(x) == pytest.approx(480 * int(start) / 8 + 1) and float(width) == pytest.approx(
+                480 * int(size) / 8 - 2
+            )
             if device["uuid"] == held["device"] and label == "3g.40gb":
                 assert (state, holder, x) == ("leased", lease["id"], "241.00")  # start 4 of 8: half-way across
             else:
@@ -166,7 +168,9 @@ def test_timeslice_replicas_and_a_refusal_funnel(fleet: Controller) -> None:
         csrf = csrf_of(ui, "/ui/leases/new")
         preview = ui.post("/ui/leases/new", data={"csrf": csrf, "op": "preview", "kind": "timeslice", "count": "2"})
         assert preview.status_code == 200 and "Dry run: it fits" in preview.text and L4_HOST in preview.text
-        refused = ui.post("/ui/leases/new", data={"csrf": csrf, "op": "preview", "kind": "gpu", "count": "8", "model": "A100"})
+        refused = ui.post(
+            "/ui/leases/new", data={"csrf": csrf, "op": "preview", "kind": "gpu", "count": "8", "model": "A100"}
+        )
         assert refused.status_code == 409 and "Why nothing fits" in refused.text
         assert 'data-filter="slice-kind" data-removed-hosts="2"' in refused.text
         assert 'id="nearest-fit"' in refused.text

@@ -26,7 +26,10 @@ MIG_POLICY = {
 }
 TIMESLICE_POLICY = {
     "sharing": {
-        "config": {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}}
+        "config": {
+            "version": "v1",
+            "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}},
+        }
     }
 }
 
@@ -46,7 +49,10 @@ def _agent(url: str, bootstrap: str, tmp: Path, hostname: str, spec: str) -> Age
 
 def build_fleet(url: str, admin_token: str, bootstrap_token: str, tmp: Path) -> list[AgentRunner]:
     """Register both hosts, put them in their pools and let their agents converge (a few report cycles)."""
-    agents = [_agent(url, bootstrap_token, tmp, MIG_HOST, "a100-80gb-4x"), _agent(url, bootstrap_token, tmp, L4_HOST, "l4-4x")]
+    agents = [
+        _agent(url, bootstrap_token, tmp, MIG_HOST, "a100-80gb-4x"),
+        _agent(url, bootstrap_token, tmp, L4_HOST, "l4-4x"),
+    ]
     for a in agents:
         a.cycle()
     with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_token}"}, timeout=30) as admin:
