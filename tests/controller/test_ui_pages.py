@@ -67,6 +67,12 @@ def test_bad_tokens_get_a_clear_message_and_no_cookie(controller: Controller) ->
             answer = sign_in(ui, token)
             assert answer.status_code == status and message in answer.text, answer.text
             assert "gpufabric_session" not in answer.headers.get("set-cookie", "")
+        form = ui.get("/ui/signin")
+        nul = ui.post("/ui/signin", content=f"csrf={CSRF.search(form.text).group(1)}&token=gft_a%00b",  # type: ignore[union-attr]
+                      headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert nul.status_code == 422 and "NUL character" in nul.text
+        # Form bodies are for the dashboard only: the REST API still takes JSON alone.
+        assert ui.post("/v1/leases", data={"token": "x"}).status_code == 415
         # A sign-in post without the form's own nonce (another site's form) is refused.
         forged = ui.post("/ui/signin", data={"csrf": "x", "token": controller.admin_token})
         assert forged.status_code == 403 and "gpufabric_session" not in forged.headers.get("set-cookie", "")
