@@ -4,6 +4,7 @@ and expected line, the refusal funnel, timelines."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_the_nccl_curve_has_a_log2_size_axis_and_the_expected_line() -> None:
     chart = drawing.nccl_chart(rows, expected=360.0, threshold=288.0)
     assert chart is not None
     xs = [x for x, _, _, _ in chart.points]
-    steps = [b - a for a, b in zip(xs, xs[1:], strict=False)]
+    steps = [b - a for a, b in pairwise(xs)]
     assert max(steps) - min(steps) < 1e-9  # doubling the size is one equal step: a log2 axis
     assert xs[0] == drawing.PAD_L and xs[-1] == pytest.approx(drawing.CHART_W - drawing.PAD_R)
     assert chart.points[-1][3] == 250.0  # the better of out-of-place and in-place busbw
