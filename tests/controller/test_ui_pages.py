@@ -55,6 +55,15 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_sign_out_clears_it(controller
         out = ui.post("/ui/signout", data={"csrf": csrf_of(ui, "/ui/fleet")})
         assert out.status_code == 303 and 'gpufabric_session=""' in out.headers["set-cookie"]
         assert ui.get("/ui/fleet").status_code == 303  # back to the sign-in form
+    # Served over https (here: a TLS proxy on 127.0.0.1 saying so, as uvicorn trusts by default): Secure too.
+    with httpx.Client(base_url=controller.url, headers={"X-Forwarded-Proto": "https"}, timeout=30) as tls:
+        form = tls.get("/ui/signin")
+        assert "Secure" in form.headers["set-cookie"]
+        nonce = CSRF.search(form.text)
+        assert nonce
+        tls.cookies.set("gpufabric_signin", nonce.group(1))  # httpx keeps no Secure cookie over plain http
+        signed = tls.post("/ui/signin", data={"csrf": nonce.group(1), "token": controller.admin_token})
+        assert signed.status_code == 303 and "; Secure" in signed.headers["set-cookie"]
 
 
 def test_bad_tokens_get_a_clear_message_and_no_cookie(controller: Controller) -> None:
