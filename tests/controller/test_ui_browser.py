@@ -1,5 +1,6 @@
-"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against a controller (uvicorn on a
-free port, SQLite) with simulated agents. One server for the module; a handful of tests.
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against the demo fleet (a controller
+on a free port with SQLite, five simulated hosts whose agents run as processes). One fleet for the module; a
+handful of tests.
 
 Without /usr/bin/chromium these skip (``apt-get install chromium``), unless ``GPUFABRIC_REQUIRE_BROWSER=1``
 (CI, ``.ci/run``), when that is a failure. Playwright's own browser download is never used.
@@ -17,13 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.api.app import create_app
-from controller.auth.tokens import Role, create_api_token
-from controller.settings import Settings
-from controller.store.db import Database
-from controller.store.schema import upgrade
-from controller.testing import ServerThread
-from tests.controller.ui_fleet import L4_HOST, MIG_HOST, build_fleet
+from controller.demo.fleet import load_fleet
+from controller.demo.run import Demo
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,6 +27,9 @@ CHROMIUM_ARGS = [
     "--disable-sync", "--no-first-run",
 ]  # fmt: skip
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui-browser")]
+MIG_HOST, L4_HOST = "demo-a100-80gb-1", "demo-l4-1"
+DEMO_HOSTS = ["demo-a100-40gb-1", "demo-a100-80gb-1", "demo-a16-1", "demo-h100-1", "demo-l4-1"]
+DEADLINE_S = 180.0
 
 
 def _browser_or_skip() -> Any:
@@ -61,24 +60,22 @@ class Site:
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("ui-browser")
-    settings = Settings.model_validate(
-        {"data_dir": tmp, "database_url": f"sqlite:///{tmp / 'controller.db'}", "scheduler_enabled": False}
-    )
-    db = Database(settings.database_url)
-    upgrade(db.engine)
-    with db.session() as session:
-        _, admin = create_api_token(session, role=Role.admin, name="ui-admin")
-        _, tenant = create_api_token(session, role=Role.tenant, name="ui-tenant", tenant="acme")
-        _, other = create_api_token(session, role=Role.tenant, name="ui-other", tenant="globex")
-        _, bootstrap = create_api_token(session, role=Role.bootstrap, name="ui-agents")
-    server = ServerThread(create_app(settings, db=db)).start()
+    """The demo fleet (``./dev demo``'s five simulated hosts, their agents as processes), ready."""
+    demo = Demo(fleet=load_fleet(), data_dir=tmp_path_factory.mktemp("ui-browser"), agent_interval_s=2.0)
     try:
-        build_fleet(server.url, admin, bootstrap, tmp / "agents")
-        yield Site(server.url, admin, tenant, other)
+        demo.start_controller()
+        demo.configure()
+        demo.start_agents()
+        demo.assign_pools(DEADLINE_S)
+        demo.wait_ready(DEADLINE_S)
+        with demo.client() as admin:
+            tokens = [
+                admin.post("/v1/tokens", json={"role": "tenant", "tenant": t, "name": f"ui-{t}"}).json()["token"]
+                for t in ("acme", "globex")
+            ]
+        yield Site(demo.url, demo.admin_token, *tokens)
     finally:
-        server.stop()
-        db.dispose()
+        demo.stop()
 
 
 @pytest.fixture(scope="module")
@@ -114,18 +111,23 @@ def test_admin_fleet_to_host_drawing_and_drain_with_confirmation(page: Any, site
     sign_in(page, site, site.admin_token)
     assert page.title() == "Fleet · gpufabric"
     hosts = page.locator("tr[data-host]")
-    assert sorted(hosts.evaluate_all("rows => rows.map(r => r.dataset.host)")) == sorted([MIG_HOST, L4_HOST])
+    assert sorted(hosts.evaluate_all("rows => rows.map(r => r.dataset.host)")) == DEMO_HOSTS
     page.get_by_role("link", name=MIG_HOST).click()
     page.wait_for_url(f"**/ui/hosts/{MIG_HOST}")
     with site.api(site.admin_token) as api:
         devices = api.get(f"/v1/hosts/{MIG_HOST}").json()["devices"]
     for device in devices:
         gpu = page.locator(f'section.gpu[data-uuid="{device["uuid"]}"]')
-        drawn = gpu.locator("g.part").evaluate_all(
-            "gs => gs.map(g => [g.dataset.label, Number(g.dataset.start), Number(g.dataset.size)])"
-        )
+        parts = "gs => gs.map(g => [g.dataset.label, Number(g.dataset.start), Number(g.dataset.size)])"
+        drawn = gpu.locator("g.part:not(.free)").evaluate_all(parts)
         reported = sorted((m["profile"], m["placement_start"], m["placement_size"]) for m in device["mig_instances"])
         assert sorted(tuple(d) for d in drawn) == reported
+        # What no instance covers is drawn free, and nothing else is.
+        covered = {s for _, start, size in reported for s in range(start, start + size)}
+        free = {
+            s for _, start, size in gpu.locator("g.part.free").evaluate_all(parts) for s in range(start, start + size)
+        }
+        assert free == set(range(8)) - covered
         # Drawn to scale in the browser's layout too: the instance at start 4 begins half-way across the GPU.
         frame = gpu.locator("rect.frame").bounding_box()
         half = gpu.locator('g.part[data-start="4"] rect').bounding_box()
