@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
@@ -12,15 +14,20 @@ from controller.ui.render import page
 from controller.ui.session import UiSession, admin_session
 
 router = APIRouter(include_in_schema=False)
-FILTER = Query("", max_length=128)
+
+
+def text_filter() -> Any:
+    """A fresh ``Query`` per parameter: FastAPI binds a parameter's name to its FieldInfo, so one shared
+    object would make every filter read the first one's query parameter."""
+    return Query("", max_length=128)
 
 
 @router.get("/ui/audit", response_class=HTMLResponse)
 def audit_page(
     request: Request,
-    action: str = FILTER,
-    actor: str = FILTER,
-    target: str = FILTER,
+    action: str = text_filter(),
+    actor: str = text_filter(),
+    target: str = text_filter(),
     result: str = Query("", pattern="^(|ok|failed)$"),
     session: UiSession = Depends(admin_session),
     db: Database = Depends(get_db),

@@ -112,7 +112,18 @@ def summarize(session: Session, row: Host, claimed: set[str]) -> HostSummary:
     )
 
 
-def fleet(session: Session, keep: FleetFilter) -> list[FleetGroup]:
+# The page renders every host it shows; past this many the filters narrow it (the API pages through any number).
+FLEET_PAGE_HOSTS = 2000
+
+
+@dataclass
+class Fleet:
+    groups: list[FleetGroup]
+    shown: int
+    matching: int
+
+
+def fleet(session: Session, keep: FleetFilter, limit: int = FLEET_PAGE_HOSTS) -> Fleet:
     rows = session.scalars(
         select(Host)
         .order_by(Host.hostname)
@@ -120,17 +131,19 @@ def fleet(session: Session, keep: FleetFilter) -> list[FleetGroup]:
     ).all()
     claimed = _claimed_devices(live_claims(session))
     hosts = [h for h in (summarize(session, r, claimed) for r in rows) if keep.keeps(h)]
+    matching = len(hosts)
+    hosts = hosts[:limit]
 
     def key(h: HostSummary) -> tuple[str, str, str, str]:
         return (h.backend, h.pool, h.region, h.az)
 
-    return [FleetGroup(*k, hosts=list(g)) for k, g in groupby(sorted(hosts, key=key), key=key)]
+    groups = [FleetGroup(*k, hosts=list(g)) for k, g in groupby(sorted(hosts, key=key), key=key)]
+    return Fleet(groups, len(hosts), matching)
 
 
 def filter_choices(session: Session) -> dict[str, list[str]]:
     """The values each fleet filter can take (from every host, not only the shown ones)."""
-    groups = fleet(session, FleetFilter())
-    hosts = [h for g in groups for h in g.hosts]
+    hosts = [h for g in fleet(session, FleetFilter()).groups for h in g.hosts]
     return {
         "backend": sorted({h.backend for h in hosts}),
         "pool": sorted({h.pool for h in hosts}),

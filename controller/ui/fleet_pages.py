@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
@@ -12,7 +14,14 @@ from controller.ui.render import page
 from controller.ui.session import UiSession, admin_session
 
 router = APIRouter(include_in_schema=False)
-FILTER = Query("", max_length=128)
+
+
+def text_filter() -> Any:
+    """A fresh ``Query`` per parameter: FastAPI binds a parameter's name to its FieldInfo, so one shared
+    object would make every filter read the first one's query parameter."""
+    return Query("", max_length=128)
+
+
 REFRESH_S = 5
 
 
@@ -25,40 +34,40 @@ def _filter(
 @router.get("/ui/fleet", response_class=HTMLResponse)
 def fleet_page(
     request: Request,
-    backend: str = FILTER,
-    pool: str = FILTER,
-    region: str = FILTER,
-    az: str = FILTER,
-    model: str = FILTER,
-    state: str = FILTER,
-    health: str = FILTER,
+    backend: str = text_filter(),
+    pool: str = text_filter(),
+    region: str = text_filter(),
+    az: str = text_filter(),
+    model: str = text_filter(),
+    state: str = text_filter(),
+    health: str = text_filter(),
     session: UiSession = Depends(admin_session),
     db: Database = Depends(get_db),
 ) -> HTMLResponse:
     keep = _filter(backend, pool, region, az, model, state, health)
     with db.session() as s:
-        groups = fleet_data.fleet(s, keep)
+        shown = fleet_data.fleet(s, keep)
         choices = fleet_data.filter_choices(s)
     return page(
-        request, "fleet.html", session, title="Fleet", groups=groups, choices=choices, keep=keep, refresh_s=REFRESH_S
+        request, "fleet.html", session, title="Fleet", fleet=shown, choices=choices, keep=keep, refresh_s=REFRESH_S
     )
 
 
 @router.get("/ui/fleet/hosts", response_class=HTMLResponse)
 def fleet_fragment(
     request: Request,
-    backend: str = FILTER,
-    pool: str = FILTER,
-    region: str = FILTER,
-    az: str = FILTER,
-    model: str = FILTER,
-    state: str = FILTER,
-    health: str = FILTER,
+    backend: str = text_filter(),
+    pool: str = text_filter(),
+    region: str = text_filter(),
+    az: str = text_filter(),
+    model: str = text_filter(),
+    state: str = text_filter(),
+    health: str = text_filter(),
     session: UiSession = Depends(admin_session),
     db: Database = Depends(get_db),
 ) -> HTMLResponse:
     """The host groups alone: what the page's script polls every few seconds to stay current."""
     keep = _filter(backend, pool, region, az, model, state, health)
     with db.session() as s:
-        groups = fleet_data.fleet(s, keep)
-    return page(request, "_fleet_groups.html", session, groups=groups)
+        shown = fleet_data.fleet(s, keep)
+    return page(request, "_fleet_groups.html", session, fleet=shown)

@@ -50,6 +50,21 @@ def health_events(inventory: dict[str, Any] | None) -> list[tuple[datetime, str,
     return events
 
 
+def vgpu_types(inventory: dict[str, Any] | None) -> dict[str, list[str]]:
+    """GPU UUID -> the vGPU types its driver offers, ``name (n max)``, marked creatable ones first."""
+    out: dict[str, list[str]] = {}
+    for gpu in (inventory or {}).get("gpus") or []:
+        vgpu = gpu.get("vgpu") or {}
+        creatable = set(vgpu.get("creatable") or [])
+        types = sorted(vgpu.get("supported") or [], key=lambda t: (t.get("id") not in creatable, t.get("name", "")))
+        if types:
+            out[str(gpu.get("uuid"))] = [
+                f"{t.get('name')} ({t.get('max_instances')} max{', creatable now' if t.get('id') in creatable else ''})"
+                for t in types
+            ]
+    return out
+
+
 @router.get("/ui/hosts/{hostname}", response_class=HTMLResponse)
 def host_page(
     request: Request, hostname: str, session: UiSession = Depends(admin_session), db: Database = Depends(get_db)
@@ -75,6 +90,7 @@ def host_page(
         tenants=tenants,
         validation=validation,
         marks=marks,
+        vgpus=vgpu_types(detail.inventory),
         actions=ACTIONS,
         gpu_width=drawing.GPU_WIDTH,
         gpu_height=drawing.GPU_HEIGHT,

@@ -4,13 +4,17 @@ tenant isolation, admin-only pages, and GPU drawings that match what the API rep
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from controller.auth.tokens import Role, create_api_token
+from controller.ui import fleet_data
+from drivers.contract.inventory import HealthReason, VgpuInfo, VgpuType
 from tests.controller.conftest import Controller
+from tests.controller.helpers import register, report, synthetic_inventory
 from tests.controller.ui_fleet import L4_HOST, MIG_HOST, build_fleet
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -116,6 +120,9 @@ def test_posts_without_the_csrf_token_change_nothing(fleet: Controller) -> None:
             assert admin.get(f"/v1/hosts/{L4_HOST}").json()["admin_state"] == "drained"
             (entry,) = admin.get("/v1/audit", params={"action": "host.drain"}).json()
             assert entry["detail"]["reason"] == "ui test" and entry["role"] == "admin"
+        audit = ui.get("/ui/audit", params={"action": "host.drain", "actor": entry["actor"]}).text
+        assert audit.count("<td>host.drain</td>") == 1 and "<td>pool.create</td>" not in audit
+        assert "<td>pool.create</td>" in ui.get("/ui/audit").text
 
 
 def test_tenants_see_only_their_leases_and_no_admin_page(fleet: Controller) -> None:
@@ -197,3 +204,48 @@ def test_timeslice_replicas_and_a_refusal_funnel(fleet: Controller) -> None:
         sign_in(ui, fleet.admin_token)
         page = ui.get(f"/ui/hosts/{L4_HOST}").text
         assert page.count('data-kind="timeslice"') == 4 and page.count('data-label="replica 3"') == 4
+
+
+def test_health_events_and_vgpu_types_are_on_the_host_page(controller: Controller) -> None:
+    """A GPU's health reasons from the last inventory (an XID 79: fell off the bus) are marks on the timeline."""
+    since = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    inventory = synthetic_inventory("ui-xid", gpus=2, health="unhealthy")
+    inventory.gpus[1].health.reasons.append(
+        HealthReason(code="xid-79", message="GPU has fallen off the bus", severity="unhealthy", since=since)
+    )
+    inventory.gpus[0].vgpu = VgpuInfo(
+        supported=[VgpuType(id=7, name="NVIDIA A16-4Q", type_class="Quadro", framebuffer_mib=4096, max_instances=4)],
+        creatable=[7],
+    )
+    with controller.client() as api:
+        credential = register(api, controller.bootstrap_token, "ui-xid")
+        assert report(api, credential, inventory, 1).status_code == 200
+    with browser(controller) as ui:
+        sign_in(ui, controller.admin_token)
+        page = ui.get("/ui/hosts/ui-xid").text
+        assert "<title>2026-01-02 03:04:05 UTC xid-79: GPU 1: GPU has fallen off the bus (unhealthy)</title>" in page
+        assert page.count('<g class="mark">') == 1
+        assert "vGPU types this GPU's driver offers: NVIDIA A16-4Q (4 max, creatable now)" in page
+        assert ui.get("/ui/hosts/no-such-host").status_code == 404
+
+
+def test_fleet_groups_counts_filters_and_its_page_limit(fleet: Controller) -> None:
+    with fleet.client(fleet.tenant_token) as api:
+        assert api.post("/v1/leases", json={"slices": [{"kind": "mig", "profile": "3g.40gb"}]}).status_code == 201
+    with browser(fleet) as ui:
+        sign_in(ui, fleet.admin_token)
+        page = ui.get("/ui/fleet").text
+        assert "pool ui-mig" in page and "pool ui-ts" in page
+        row = page.split(f'<tr data-host="{MIG_HOST}">', 1)[1].split("</tr>", 1)[0]
+        assert '<span class="nums">3 / 1 / 0</span>' in row  # 4 GPUs: one holds the leased instance
+        assert "4 × NVIDIA A100-SXM4-80GB" in row and 's-ready">ready<' in row
+        only_l4 = ui.get("/ui/fleet", params={"model": "L4"}).text
+        assert f'data-host="{L4_HOST}"' in only_l4 and f'data-host="{MIG_HOST}"' not in only_l4
+        fragment = ui.get("/ui/fleet/hosts", params={"pool": "ui-mig"}, headers={"X-Gpufabric-Fragment": "1"})
+        assert (
+            fragment.status_code == 200 and "<html" not in fragment.text and f'data-host="{MIG_HOST}"' in fragment.text
+        )
+        assert ui.get("/ui/fleet", params={"state": "drained"}).text.count("<tr data-host=") == 0
+    with fleet.db.session() as session:
+        limited = fleet_data.fleet(session, fleet_data.FleetFilter(), limit=1)
+    assert (limited.shown, limited.matching) == (1, 2)
