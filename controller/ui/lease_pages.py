@@ -27,7 +27,6 @@ from controller.ui.render import page, see_other
 from controller.ui.session import UiSession, current_session
 
 router = APIRouter(include_in_schema=False)
-LIFECYCLE = ["requested", "placing", "provisioning", "ready", "releasing", "released"]
 
 
 @router.get("/ui/leases", response_class=HTMLResponse)
@@ -129,14 +128,17 @@ def lease_page(
     request: Request, lease_id: str, session: UiSession = Depends(current_session), db: Database = Depends(get_db)
 ) -> HTMLResponse:
     lease = through_api(lambda: leases_api.show_lease(lease_id=lease_id, principal=session.principal, db=db))
-    events = [(t.at, t.to_state, t.reason) for t in lease.transitions]
-    end = max([datetime.now(UTC) if lease.state not in ("released", "failed") else lease.updated_at])
-    marks = drawing.timeline([(at if at.tzinfo else at.replace(tzinfo=UTC), s, r) for at, s, r in events],
-                             end if end.tzinfo else end.replace(tzinfo=UTC))  # fmt: skip
+    finished = lease.state in ("released", "failed")
+    end = _utc(lease.updated_at) if finished else datetime.now(UTC)
+    marks = drawing.timeline([(_utc(t.at), t.to_state, t.reason) for t in lease.transitions], end)
     return page(
         request, "lease.html", session, title=f"Lease {lease.id}", lease=lease, marks=marks, use=what_to_use(lease.result),
         timeline_width=drawing.TIMELINE_W,
     )  # fmt: skip
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite hands back naive UTC times
 
 
 @router.post("/ui/leases/{lease_id}/release")

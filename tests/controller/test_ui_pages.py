@@ -148,6 +148,11 @@ def test_tenants_see_only_their_leases_and_no_admin_page(fleet: Controller) -> N
             refused = ui.get(path)
             assert refused.status_code == 403 and "for admins" in refused.text, path
         assert ui.post(f"/ui/hosts/{MIG_HOST}/drain", data={"csrf": csrf}).status_code == 403
+        released = ui.post(f"/ui/leases/{mine}/release", data={"csrf": csrf})
+        assert released.status_code == 303
+        page = ui.get(f"/ui/leases/{mine}").text
+        assert 'id="lease-state">released<' in page and "Release this lease" not in page
+        assert "<title>" in page and page.count('<g class="mark s-') == 6  # requested ... released
     with fleet.client(other) as api:
         assert api.get(f"/v1/leases/{theirs}").json()["state"] == "ready"
     with fleet.admin() as admin:
