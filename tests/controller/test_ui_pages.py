@@ -254,3 +254,14 @@ def test_fleet_groups_counts_filters_and_its_page_limit(fleet: Controller) -> No
     with fleet.db.session() as session:
         limited = fleet_data.fleet(session, fleet_data.FleetFilter(), limit=1)
     assert (limited.shown, limited.matching) == (1, 2)
+
+
+@pytest.mark.parametrize("target", ["//evil.example/ui/", "https://evil.example/", "/ui\\@evil.example", "/v1/hosts"])
+def test_sign_in_returns_only_to_a_dashboard_page(controller: Controller, target: str) -> None:
+    with browser(controller) as ui:
+        nonce = CSRF.search(ui.get("/ui/signin").text)
+        assert nonce
+        signed = ui.post("/ui/signin", data={"csrf": nonce.group(1), "token": controller.admin_token, "next": target})
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/fleet"
+        again = ui.get("/ui/signin", params={"next": "/ui/audit?action=host.drain"})
+        assert 'name="next" value="/ui/audit?action=host.drain"' in again.text
