@@ -169,6 +169,7 @@ def test_mig_instances_are_drawn_to_scale_with_the_lease_holding_them(fleet: Con
     with browser(fleet) as ui:
         sign_in(ui, fleet.admin_token)
         page = ui.get(f"/ui/hosts/{MIG_HOST}").text
+    assert page.count(f'<a href="/ui/leases/{lease["id"]}" aria-label="3g.40gb: lease {lease["id"]}">') == 1
     for device in devices:
         section = page.split(f'data-uuid="{device["uuid"]}"', 1)[1].split("</section>", 1)[0]
         assert 'data-width="480.0" data-slices="8"' in section  # A100-80GB: 8 memory slices (GPU catalog)
