@@ -33,6 +33,7 @@ from controller.observability.redact import install_log_redaction
 from controller.settings import Settings
 from controller.store.db import Database
 from controller.store.schema import require_current_schema
+from controller.ui import install_ui
 from controller.validation import api as validation_api
 from controller.validation import wiring as validation_wiring
 
@@ -153,6 +154,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     install_docs_pages(app)
+    install_ui(app)  # the dashboard at /ui (controller/ui, docs/dashboard.md)
     _check_every_route_declares_roles(app)
     app.add_middleware(
         AdmissionMiddleware,
