@@ -89,7 +89,7 @@ def _claimed_devices(claims: dict[tuple[str, int], str]) -> set[str]:
 
 
 def summarize(session: Session, row: Host, claimed: set[str]) -> HostSummary:
-    placed = to_placement_host(row)
+    placed = to_placement_host(row, lambda _kind: None)  # only where the host is (region, AZ) is read
     devices: list[Device] = list(row.devices)
     unhealthy = [d for d in devices if d.health in UNHEALTHY or d.admin_state != "active"]
     leased = [d for d in devices if d.uuid in claimed and d not in unhealthy]
