@@ -10,13 +10,10 @@ from pathlib import Path
 import pytest
 
 from agent.runner import AgentConfig, AgentRunner
-from controller.api.app import create_app
-from controller.auth.tokens import Role, create_api_token
 from controller.backends.contract import OPERATIONS
 from controller.backends.registry import build_backends
 from controller.store.db import Database
-from controller.testing import ServerThread
-from tests.controller.conftest import Controller, make_settings
+from tests.controller.conftest import Controller, running_controller
 from tests.controller.helpers import assert_problem
 
 VGPU = {"slices": [{"kind": "vgpu", "vgpu_type": "A16-4C"}]}
@@ -32,16 +29,8 @@ def test_fake_is_opt_in_and_declares_its_capabilities(migrated_db: Database) -> 
 
 @pytest.fixture
 def fake_controller(migrated_db: Database, database_url: str, tmp_path: Path) -> Iterator[Controller]:
-    settings = make_settings(database_url, tmp_path, backend_kinds=["static", "fake"])
-    with migrated_db.session() as session:
-        _, admin = create_api_token(session, role=Role.admin, name="fake-admin")
-        _, tenant = create_api_token(session, role=Role.tenant, name="fake-tenant", tenant="acme")
-        _, bootstrap = create_api_token(session, role=Role.bootstrap, name="fake-bootstrap")
-    server = ServerThread(create_app(settings, db=migrated_db)).start()
-    try:
-        yield Controller(server.url, migrated_db, settings, admin, tenant, bootstrap, server)
-    finally:
-        server.stop()
+    with running_controller(migrated_db, database_url, tmp_path, backend_kinds=["static", "fake"]) as ctl:
+        yield ctl
 
 
 def _agent(ctl: Controller, tmp_path: Path, hostname: str, sim: str) -> AgentRunner:
