@@ -25,15 +25,7 @@ def text_filter() -> Any:
 REFRESH_S = 5
 
 
-def _filter(
-    backend: str, pool: str, region: str, az: str, model: str, state: str, health: str
-) -> fleet_data.FleetFilter:
-    return fleet_data.FleetFilter(backend, pool, region, az, model, state, health)
-
-
-@router.get("/ui/fleet", response_class=HTMLResponse)
-def fleet_page(
-    request: Request,
+def fleet_filter(
     backend: str = text_filter(),
     pool: str = text_filter(),
     region: str = text_filter(),
@@ -41,10 +33,18 @@ def fleet_page(
     model: str = text_filter(),
     state: str = text_filter(),
     health: str = text_filter(),
+) -> fleet_data.FleetFilter:
+    """The fleet's filters, from the query string (the page and the fragment it polls read the same ones)."""
+    return fleet_data.FleetFilter(backend, pool, region, az, model, state, health)
+
+
+@router.get("/ui/fleet", response_class=HTMLResponse)
+def fleet_page(
+    request: Request,
+    keep: fleet_data.FleetFilter = Depends(fleet_filter),
     session: UiSession = Depends(admin_session),
     db: Database = Depends(get_db),
 ) -> HTMLResponse:
-    keep = _filter(backend, pool, region, az, model, state, health)
     with db.session() as s:
         shown = fleet_data.fleet(s, keep)
         choices = fleet_data.filter_choices(s)
@@ -56,18 +56,11 @@ def fleet_page(
 @router.get("/ui/fleet/hosts", response_class=HTMLResponse)
 def fleet_fragment(
     request: Request,
-    backend: str = text_filter(),
-    pool: str = text_filter(),
-    region: str = text_filter(),
-    az: str = text_filter(),
-    model: str = text_filter(),
-    state: str = text_filter(),
-    health: str = text_filter(),
+    keep: fleet_data.FleetFilter = Depends(fleet_filter),
     session: UiSession = Depends(admin_session),
     db: Database = Depends(get_db),
 ) -> HTMLResponse:
     """The host groups alone: what the page's script polls every few seconds to stay current."""
-    keep = _filter(backend, pool, region, az, model, state, health)
     with db.session() as s:
         shown = fleet_data.fleet(s, keep)
     return page(request, "_fleet_groups.html", session, fleet=shown)
