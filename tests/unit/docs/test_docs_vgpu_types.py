@@ -34,3 +34,19 @@ def test_every_vgpu_type_named_in_the_docs_is_in_the_catalog() -> None:
     unknown = {doc: sorted(types - catalog) for doc, types in named.items() if types - catalog}
     assert unknown == {}, f"vGPU types not in drivers/nvml/data/catalog.yaml: {unknown}"
     assert set().union(*named.values()) >= {"A16-4C", "L40S-8C"}  # the docs do name some: the check is not empty
+
+
+def test_the_data_center_vgpu_table_in_sharing_md_is_the_catalog() -> None:
+    """Every row of docs/sharing.md's vGPU table lists exactly its board's types, maxima and MIG profiles."""
+    boards = {b.name: b for b in load_catalog().boards()}
+    rows = [
+        line
+        for line in (REPO / "docs" / "sharing.md").read_text().splitlines()
+        if line.startswith("| ") and "(`NVIDIA" in line
+    ]
+    assert len(rows) == 7
+    for row in rows:
+        board = boards[re.search(r"\(`(NVIDIA [^`]+)`\)", row)[1]]  # type: ignore[index]
+        sliced = {(n, None, int(m)) for n, m in re.findall(r"`([A-Z0-9-]+C)` \((\d+)\)", row)}
+        backed = {(n, p, int(m)) for n, p, m in re.findall(r"`([A-Z0-9-]+)` -> `([^`]+)` \((\d+)\)", row)}
+        assert sliced | backed == {(t.name, t.mig_profile, t.max_instances) for t in board.vgpu_types}, board.name
