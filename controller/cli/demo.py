@@ -68,6 +68,7 @@ def demo(
         _print_ready(url, run.admin_token, details, time.monotonic() - started)
         _print_lease(url, run.tenant_lease())
         _print_validation(run.nccl_validation(fleet.hosts[0].name))
+        _print_mig_backed_vgpu(url, run.mig_backed_vgpu_dry_run())
         if exit_after_ready:
             return
         console.print("\nrunning; Ctrl-C to stop")
@@ -113,6 +114,28 @@ def _print_validation(validation: dict[str, Any]) -> None:
     print(f"\nan NCCL validation of {', '.join(validation['hosts'])} (stand-in nccl-tests output: simulated): "
           f"{validation['status']}, busbw {verdict.get('measured_busbw_gbps')} GB/s "
           f"(expected {verdict.get('expected_busbw_gbps')}); its curve is on the dashboard's Validations page")  # fmt: skip
+
+
+def _print_mig_backed_vgpu(url: str, shown: dict[str, Any]) -> None:
+    host, answer = shown["host"], shown["answer"]
+    print("\na MIG-backed vGPU (dry run: the demo's static backend cannot attach vGPUs, so no lease is made):")
+    for d in host["devices"]:
+        instances = ", ".join(f"{m['profile']}@{m['placement_start']}" for m in d["mig_instances"])
+        mode = f"MIG mode, GPU instances {instances}" if d["mig_mode"] == "enabled" else "MIG off (time-sliced vGPU)"
+        print(f"  {host['hostname']} GPU {d['index']}: {mode}")
+    print(
+        f"  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+        f"'{url}/v1/placements:dry-run?tenant=demo-tenant' -d '{json.dumps(shown['request'])}'"
+    )
+    nearest = answer.get("nearest_fit") or {}
+    for a in nearest.get("would_take", []):
+        p = a.get("placement") or {}
+        print(
+            f"  -> {shown['status']}: {nearest['host']} would give {a['vgpu_type']} the {a['profile']} GPU instance at "
+            f"{p.get('start')}:{p.get('size')} ({a.get('mig_uuid')}); refused only because: {'; '.join(nearest['missing'])}"
+        )
+    if shown["status"] == 200:
+        print(f"  -> fits: {answer.get('allocations')}")
 
 
 def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed: float) -> None:

@@ -109,6 +109,18 @@ class Demo:
                 validation = _ok(api.get(f"/v1/validations/{validation['id']}"))
         return dict(validation)
 
+    def mig_backed_vgpu_dry_run(self) -> dict[str, Any]:
+        """Where a MIG-backed vGPU would go: a dry run as the demo tenant (no lease: the demo's ``static``
+        backend cannot attach a vGPU, so placement refuses it for that reason alone and names the GPU instance
+        the A100 vGPU host would give it)."""
+        request = {"slices": [{"kind": "vgpu", "vgpu_type": "A100-3-20C"}]}
+        with self.client() as api:
+            host = _ok(api.get("/v1/hosts/demo-a100-vgpu-1"))
+            response = api.post("/v1/placements:dry-run", params={"tenant": "demo-tenant"}, json=request)
+        if response.status_code not in (200, 409):
+            raise DemoError(f"POST /v1/placements:dry-run: {response.status_code} {response.text}")
+        return {"request": request, "status": response.status_code, "answer": response.json(), "host": host}
+
     def agent_dir(self, host: str) -> Path:
         """One directory per agent: its credential, health and sharing state, simulator state and log.
 

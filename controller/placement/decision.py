@@ -128,6 +128,8 @@ class Refusal:
     detail: str
     funnel: Funnel
     quota: str | None = None  # the quota that blocked it (HTTP 403) rather than capacity (409)
+    # What the nearest fit's GPUs would give if its host filters allowed it (empty: not computed / partial fit).
+    nearest_allocations: list[Allocation] = field(default_factory=list)
 
     @property
     def status(self) -> int:
@@ -164,6 +166,8 @@ class Refusal:
                 "available": nf.have,
                 "missing": nf.missing,
             }
+            if self.nearest_allocations:
+                out["nearest_fit"]["would_take"] = [_alloc_dict(a) for a in self.nearest_allocations]
         return out
 
     def to_problem(self) -> dict[str, Any]:

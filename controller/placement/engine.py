@@ -352,7 +352,14 @@ class Engine:
             detail = f"no placement for {req.describe()} among {funnel.hosts} hosts"
             if removed:
                 detail += " (" + ", ".join(removed) + ")"
-        return Refusal(req, tenant, detail, funnel, quota if blocked_by_quota else None)
+        refusal = Refusal(req, tenant, detail, funnel, quota if blocked_by_quota else None)
+        nf = funnel.nearest_fit
+        if nf is not None and nf.satisfied >= 1.0 and nf.host_id in self.index.hosts:
+            # Its GPUs could serve the request; only host filters (a backend that cannot hand it out, a state)
+            # stand in the way. What it would take there, so a refusal also shows where the units are.
+            plan = self._plan_host(self.index.hosts[nf.host_id], demands, policy)
+            refusal.nearest_allocations = plan.allocations if plan is not None else []
+        return refusal
 
     # --- claiming and releasing ------------------------------------------------------------------------
 

@@ -276,7 +276,7 @@ def device_room(host: Host, d: Device, demand: Demand) -> int:
         return max(0, d.share_free()) if memory_ok(d.memory_mib, s.min_memory_mib) else 0
     variants = demand.variants.get(d.model, [])
     if s.kind == "vgpu":
-        return max((d.vgpu_free(t) for t in variants), default=0)
+        return d.vgpu_free_of(variants)
     n = sum(1 for m in d.mig_instances if m.claimed_by is None and not m.pending and m.profile in variants)
     if host.on_demand_mig:
         layout = d.mig_layout()

@@ -18,7 +18,7 @@ from controller.demo.fleet import load_fleet
 from controller.demo.run import Demo
 
 DEMO_COMMAND = [sys.executable, "-c", "from controller.cli import main; main()", "demo"]
-HOSTS = ("demo-h100-1", "demo-a100-80gb-1", "demo-a100-40gb-1", "demo-l4-1", "demo-a16-1")
+HOSTS = ("demo-h100-1", "demo-a100-80gb-1", "demo-a100-40gb-1", "demo-l4-1", "demo-a16-1", "demo-a100-vgpu-1")
 # Generous: the fleet is ready in ~15 s on an idle 2-core machine; these only end a test that would hang.
 DEADLINE_S = 180.0
 
@@ -135,6 +135,46 @@ def test_the_vgpu_host_is_healthy_and_a_vgpu_lease_is_refused_only_for_its_stati
     assert nearest["host"] == "demo-a16-1"
     assert nearest["available"] == {"1 x vgpu:A16-4C": 1}
     assert len(nearest["missing"]) == 1 and "hypervisor backend (nova)" in nearest["missing"][0]
+
+
+@ON_THE_SHARED_FLEET
+@pytest.mark.slow
+def test_a_mig_backed_vgpu_would_take_exactly_one_gpu_instance_of_the_a100_vgpu_host(demo: Demo) -> None:
+    """The A100 vGPU host's GPU 0 is in MIG mode and offers MIG-backed types on its GPU instances, GPU 1 the
+    time-sliced ones. On the demo's static backend a vGPU is refused for that reason alone; the refusal names the
+    one GPU instance placement would give it. A time-sliced type is never put on the MIG GPU, nor the reverse."""
+    shown = demo.mig_backed_vgpu_dry_run()
+    assert [d["mig_mode"] for d in shown["host"]["devices"]] == ["enabled", "disabled"]
+    gpu0 = shown["host"]["devices"][0]
+    assert shown["status"] == 409, shown["answer"]
+    problem = shown["answer"]
+    assert [f["filter"] for f in problem["filters"]] == ["capability"]
+    nearest = problem["nearest_fit"]
+    assert nearest["host"] == "demo-a100-vgpu-1" and "hypervisor backend (nova)" in nearest["missing"][0]
+    (would,) = nearest["would_take"]
+    instance = next(m for m in gpu0["mig_instances"] if m["profile"] == "3g.20gb")
+    assert (would["device"], would["kind"], would["vgpu_type"], would["profile"]) == (
+        gpu0["uuid"],
+        "vgpu",
+        "A100-3-20C",
+        "3g.20gb",
+    )
+    assert would["placement"] == {"start": instance["placement_start"], "size": instance["placement_size"]}
+    assert would["mig_uuid"] == instance["uuid"]
+    with demo.client() as api:
+        # Two 3g.20gb do not fit the one instance; a time-sliced type goes to GPU 1 only.
+        two = api.post(
+            "/v1/placements:dry-run",
+            params={"tenant": "demo-tenant"},
+            json={"slices": [{"kind": "vgpu", "vgpu_type": "A100-3-20C", "count": 2}]},
+        ).json()
+        sliced = api.post(
+            "/v1/placements:dry-run",
+            params={"tenant": "demo-tenant"},
+            json={"slices": [{"kind": "vgpu", "vgpu_type": "A100-4C", "count": 2}]},
+        ).json()
+    assert not two["nearest_fit"].get("would_take")
+    assert [a["device"] for a in sliced["nearest_fit"]["would_take"]] == [shown["host"]["devices"][1]["uuid"]]
 
 
 @pytest.mark.slow
