@@ -66,9 +66,10 @@ def demo(
         run.assign_pools(timeout)
         details = run.wait_ready(timeout)
         _print_ready(url, run.admin_token, details, time.monotonic() - started)
-        _print_lease(url, run.tenant_lease())
+        shown = run.tenant_lease()
+        _print_lease(url, shown)
         _print_validation(run.nccl_validation(fleet.hosts[0].name))
-        _print_mig_backed_vgpu(url, run.mig_backed_vgpu_dry_run())
+        _print_mig_backed_vgpu(url, run.mig_backed_vgpu_lease(shown["token"]))
         if exit_after_ready:
             return
         console.print("\nrunning; Ctrl-C to stop")
@@ -117,25 +118,28 @@ def _print_validation(validation: dict[str, Any]) -> None:
 
 
 def _print_mig_backed_vgpu(url: str, shown: dict[str, Any]) -> None:
-    host, answer = shown["host"], shown["answer"]
-    print("\na MIG-backed vGPU (dry run: the demo's static backend cannot attach vGPUs, so no lease is made):")
+    host, lease = shown["host"], shown["lease"]
+    print("\na MIG-backed vGPU (the vGPU hosts sit behind the demo's pretend hypervisor: a `fake` backend):")
     for d in host["devices"]:
         instances = ", ".join(f"{m['profile']}@{m['placement_start']}" for m in d["mig_instances"])
         mode = f"MIG mode, GPU instances {instances}" if d["mig_mode"] == "enabled" else "MIG off (time-sliced vGPU)"
         print(f"  {host['hostname']} GPU {d['index']}: {mode}")
     print(
-        f"  curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
-        f"'{url}/v1/placements:dry-run?tenant=demo-tenant' -d '{json.dumps(shown['request'])}'"
+        f"  curl -s -X POST -H \"Authorization: Bearer $TENANT_TOKEN\" -H 'Content-Type: application/json' "
+        f"{url}/v1/leases -d '{json.dumps(shown['request'])}'"
     )
-    nearest = answer.get("nearest_fit") or {}
-    for a in nearest.get("would_take", []):
+    for a in lease.get("allocations", []):
         p = a.get("placement") or {}
         print(
-            f"  -> {shown['status']}: {nearest['host']} would give {a['vgpu_type']} the {a['profile']} GPU instance at "
-            f"{p.get('start')}:{p.get('size')} ({a.get('mig_uuid')}); refused only because: {'; '.join(nearest['missing'])}"
+            f"  -> lease {lease['id']}: {lease['state']}, {a.get('vgpu_type')} on {a['host']} GPU instance "
+            f"{a.get('profile')} at {p.get('start')}:{p.get('size')} ({a.get('mig_uuid')})"
         )
-    if shown["status"] == 200:
-        print(f"  -> fits: {answer.get('allocations')}")
+    for node in (lease.get("result") or {}).get("nodes", []):
+        for s in node.get("slices", []):
+            if s.get("mdev_uuids"):
+                print(
+                    f"     mdev {', '.join(s['mdev_uuids'])} (simulated); kept: see it on {url}/ui/hosts/{host['hostname']}"
+                )
 
 
 def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed: float) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,6 +51,8 @@ class Demo:
             report_interval_s=self.agent_interval_s,
             sweep_interval_s=5.0,
             log_json=True,
+            # The shipped kinds and the opt-in fake one the vGPU hosts sit behind.
+            backend_kinds=["static", "ironic", "nova", "eks", "fake"],
         )
         db = Database(settings.database_url)
         upgrade(db.engine)
@@ -71,8 +75,8 @@ class Demo:
     def configure(self) -> None:
         """Backend and pools through the admin API, as an operator would."""
         with self.client() as api:
-            b = self.fleet.backend
-            _ok(api.post("/v1/backends", json={"name": b.name, "kind": b.kind, "config": b.config}))
+            for b in self.fleet.backends:
+                _ok(api.post("/v1/backends", json={"name": b.name, "kind": b.kind, "config": b.config}))
             for pool in self.fleet.pools:
                 _ok(
                     api.post(
@@ -109,17 +113,17 @@ class Demo:
                 validation = _ok(api.get(f"/v1/validations/{validation['id']}"))
         return dict(validation)
 
-    def mig_backed_vgpu_dry_run(self) -> dict[str, Any]:
-        """Where a MIG-backed vGPU would go: a dry run as the demo tenant (no lease: the demo's ``static``
-        backend cannot attach a vGPU, so placement refuses it for that reason alone and names the GPU instance
-        the A100 vGPU host would give it)."""
+    def mig_backed_vgpu_lease(self, token: str) -> dict[str, Any]:
+        """A MIG-backed vGPU lease as the demo tenant: placement gives it one GPU instance of the A100 vGPU host
+        (the geometry of a MIG slice), the demo's pretend hypervisor attaches it (``fake`` backend: a made-up mdev
+        UUID, marked simulated). The lease is kept, so the dashboard shows it on the host's drawing."""
         request = {"slices": [{"kind": "vgpu", "vgpu_type": "A100-3-20C"}]}
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "demo-mig-backed-vgpu"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as tenant:
+            lease = _ok(tenant.post("/v1/leases", json=request))
         with self.client() as api:
             host = _ok(api.get("/v1/hosts/demo-a100-vgpu-1"))
-            response = api.post("/v1/placements:dry-run", params={"tenant": "demo-tenant"}, json=request)
-        if response.status_code not in (200, 409):
-            raise DemoError(f"POST /v1/placements:dry-run: {response.status_code} {response.text}")
-        return {"request": request, "status": response.status_code, "answer": response.json(), "host": host}
+        return {"request": request, "lease": lease, "host": host}
 
     def agent_dir(self, host: str) -> Path:
         """One directory per agent: its credential, health and sharing state, simulator state and log.
@@ -144,11 +148,13 @@ class Demo:
                 "--sim-state", str(directory / "sim-state.json"),
                 "--hostname", host.name,
                 "--state-file", str(directory / "agent.json"),
-                "--backend", self.fleet.backend.name,
+                "--backend", self.fleet.backend_of(host),
                 "--interval", str(self.agent_interval_s),
             ]  # fmt: skip
             with (directory / "agent.log").open("ab") as log:
-                self.agents[host.name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                self.agents[host.name] = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                )
 
     def assign_pools(self, timeout_s: float) -> None:
         """Once each host registered, put it in its pool (and select its MIG config if it differs)."""
@@ -221,3 +227,15 @@ def _ok(response: httpx.Response) -> Any:
             f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
         )
     return response.json() if response.content else None
+
+
+PR_SET_PDEATHSIG = 1
+# Resolved here, in the parent: between fork and exec the child only makes the call (no loading, no allocation).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the agent's process before it runs: SIGTERM it when the demo dies, however it dies (a SIGKILL or a
+    crash skips the demo's own clean-up), so no simulated agent outlives it. Linux only; elsewhere a no-op."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM))
