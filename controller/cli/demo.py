@@ -27,7 +27,7 @@ def demo(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the fleet")] = 180.0,
     exit_after_ready: Annotated[bool, typer.Option("--exit-after-ready", help="Stop once the fleet is ready")] = False,
 ) -> None:
-    """Start the controller and a simulated fleet (H100, A100 MIG, L4 time-slicing, A16 vGPU).
+    """Start the controller and a simulated fleet (H100, A100 MIG, L4 time-slicing, A16 and A100 vGPU).
 
     Ctrl-C (SIGINT) or SIGTERM stops the agents and the controller and removes the temp dir (not a --data-dir)."""
     from controller.demo.fleet import load_fleet
