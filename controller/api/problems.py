@@ -42,6 +42,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "host-registered": "Host already registered; re-register with its own credential or have an admin reset it",
     "device-conflict": "A GPU in this report belongs to another host",
     "unsupported-media-type": "Request body is not JSON",
+    "lease-failed": "The lease failed",
 }
 
 _STATUS_SLUG = {
@@ -65,6 +66,7 @@ class Problem(Exception):
         self.slug = slug
         self.detail = detail
         self.extensions = extensions
+        self.headers: dict[str, str] = {}  # e.g. Location of a lease that failed
 
 
 def not_found(what: str) -> Problem:
@@ -95,8 +97,9 @@ def problem_response(
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem_response(request, exc.status, exc.slug, exc.detail, headers, **exc.extensions)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        headers.update(exc.headers)
+        return problem_response(request, exc.status, exc.slug, exc.detail, headers or None, **exc.extensions)
 
     @app.exception_handler(IllegalTransition)
     async def _illegal_transition(request: Request, exc: IllegalTransition) -> JSONResponse:

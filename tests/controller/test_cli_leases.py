@@ -222,6 +222,13 @@ def test_a_failed_lease_exits_1(tenant: Cli, controller: Controller) -> None:
     lease_id = json.loads(tenant("lease", "list", "--json").stdout)[0]["id"]
     waited = tenant("lease", "wait", lease_id)
     assert waited.exit_code == 1 and f"error: lease {lease_id} is failed" in waited.stderr
+    # Without --wait too: the controller answers 409 lease-failed, the CLI prints the lease and exits 1.
+    with static_backend_replaced(BrokenStatic):
+        at_once = tenant("lease", "create", "--slice", "kind=gpu", "--json")
+    assert at_once.exit_code == 1, at_once.output
+    failed = json.loads(at_once.stdout)
+    assert failed["state"] == "failed" and "the hypervisor is on fire" in failed["failure_reason"]
+    assert f"error: lease {failed['id']} is failed: " in at_once.stderr
 
 
 def test_an_admin_acts_for_a_tenant(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, controller: Controller) -> None:
