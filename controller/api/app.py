@@ -16,7 +16,19 @@ from controller.api.deps import declared_roles
 from controller.api.docs_pages import install_docs_pages
 from controller.api.openapi import build_openapi
 from controller.api.problems import install_problem_handlers
-from controller.api.routes import agents, audit_log, backends, devices, hosts, leases, pools, quotas, system, tokens
+from controller.api.routes import (
+    agents,
+    audit_log,
+    backends,
+    catalog,
+    devices,
+    hosts,
+    leases,
+    pools,
+    quotas,
+    system,
+    tokens,
+)
 from controller.auth.cache import AUTH_CACHE, warm_agent_credentials
 from controller.backends import eks_sync, openstack_sync
 from controller.fleet.ingest import LastSeenBuffer
@@ -45,6 +57,7 @@ ROUTERS = [
     devices.router,
     audit_log.router,
     leases.router,
+    catalog.router,  # before quotas: /v1/quotas/me is not the tenant "me" for tenants
     quotas.router,
     validation_api.router,
 ]

@@ -2,7 +2,8 @@
 
 Creating is asynchronous where the backend is: 201 for a lease ready at once, 202 Accepted with ``Location`` while
 it is not (``GET /v1/leases/{id}?wait=N`` long-polls it), 409 ``lease-failed`` (with the lease's id and reason) when
-it failed before the answer.
+it failed before the answer. Refusals and dry runs show tenants counts and reasons, not other hosts' names
+(:mod:`controller.api.redaction`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from controller.api.deps import Require, get_db, get_settings
 from controller.api.lease_wait import MAX_WAIT_S, wait_for_change
 from controller.api.problems import Problem
+from controller.api.redaction import plan_for, refusal_for
 from controller.auth.tokens import Principal, Role
 from controller.bounds import MAX_OFFSET, NO_NUL
 from controller.leases.errors import LeaseError
@@ -75,7 +77,7 @@ def service(request: Request) -> LeaseService:
 
 
 def as_problem(exc: LeaseError, principal: Principal) -> Problem:
-    return Problem(exc.status, exc.slug, exc.detail, **exc.extensions)
+    return Problem(exc.status, exc.slug, exc.detail, **refusal_for(principal, exc))
 
 
 def lease_failed(out: LeaseOut) -> Problem:
@@ -279,6 +281,6 @@ def dry_run(
     """Where the request would go, with scores and the filter funnel; claims nothing."""
     who = tenant_of(principal, tenant) if principal.role is Role.tenant or tenant else "admin"
     try:
-        return svc.dry_run(bounded_request(body, settings), who)
+        return plan_for(principal, svc.dry_run(bounded_request(body, settings), who))
     except LeaseError as exc:
         raise as_problem(exc, principal) from None

@@ -172,7 +172,7 @@ def test_whole_node_lease_deploys_with_a_config_drive_and_release_undeploys(
         partial = tenant.post("/v1/leases", json={"slices": [{"kind": "gpu", "count": 2, "model": "H100"}]})
         problem = assert_problem(partial, 409, "no-capacity")
         capability = next(f for f in problem["filters"] if f["filter"] == "capability")
-        assert "ironic nodes are leased whole: 2 of 8 GPUs asked" in capability["examples"][0], problem
+        assert "ironic nodes are leased whole: 2 of 8 GPUs asked" in capability["reasons"][0], problem  # a tenant
         assert ironic_conn.baremetal.get_node(node.id).provision_state == "available"
 
         t0 = time.monotonic()
