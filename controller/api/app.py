@@ -30,6 +30,7 @@ from controller.api.routes import (
     tokens,
 )
 from controller.auth.cache import AUTH_CACHE, warm_agent_credentials
+from controller.auth.external import ExternalIdentity
 from controller.backends import eks_sync, openstack_sync
 from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
@@ -75,6 +76,7 @@ def lease_timeouts(settings: Settings) -> LeaseTimeouts:
 def create_app(settings: Settings, *, db: Database | None = None, hooks: HookRegistry | None = None) -> FastAPI:
     """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current."""
     install_log_redaction()  # secrets never logged, whoever configured logging (controller.observability.redact)
+    identity = ExternalIdentity.from_settings(settings)  # OIDC / Keystone sign-in (ValueError if half-configured)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
@@ -139,6 +141,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     app.state.metrics = metrics
     app.state.hooks = registry
     app.state.leases = leases_service
+    app.state.identity = identity
     app.state.last_seen = LastSeenBuffer(db, settings.last_seen_flush_s)
     app.state.agent_replies = AgentReplyCache(db)
     AUTH_CACHE.ttl_s = settings.auth_cache_ttl_s
