@@ -39,18 +39,35 @@ def leased_instances(desired: DesiredState, inventory: Inventory) -> dict[int, s
     return out
 
 
+def pinned_instances(desired: DesiredState, inventory: Inventory) -> dict[int, list[tuple[str, int]]]:
+    """GPU index -> (profile, placement start) of the MIG instances the controller placed for leases and this
+    host has not created yet (no MIG UUID in the lease): the agent creates them exactly there."""
+    index = {gpu.uuid: gpu.index for gpu in inventory.gpus}
+    out: dict[int, list[tuple[str, int]]] = {}
+    for s in desired.leases:
+        pending = s.kind == "mig" and s.mig_uuid is None and s.profile and s.placement_start is not None
+        if pending and s.device_uuid in index:
+            out.setdefault(index[s.device_uuid], []).append((s.profile, s.placement_start))  # type: ignore[arg-type]
+    return out
+
+
 def converge_selected(
-    config: MigPartedConfig, selected: str, sim_host: Any | None, leased: dict[int, set[int]]
+    config: MigPartedConfig,
+    selected: str,
+    sim_host: Any | None,
+    leased: dict[int, set[int]],
+    pinned: dict[int, list[tuple[str, int]]] | None = None,
 ) -> MigApplyReport:
     """Converge on one config of a parsed mig-parted document, keeping ``leased`` instances (and any with
-    running processes); on a simulated host a MIG mode change waiting for a GPU reset gets that reset."""
-    report: MigApplyReport = converge_mig(config, selected, leased=leased)
+    running processes) and creating ``pinned`` ones where the controller placed them; on a simulated host a
+    MIG mode change waiting for a GPU reset gets that reset."""
+    report: MigApplyReport = converge_mig(config, selected, leased=leased, pinned=pinned)
     if report.pending_reset and sim_host is not None:
         for gpu in report.gpus:
             if gpu.status == "pending-reset":
                 log.info("simulated host: resetting GPU %d to apply its MIG mode change", gpu.index)
                 sim_host.reset_gpu(gpu.index)
-        report = converge_mig(config, selected, leased=leased)
+        report = converge_mig(config, selected, leased=leased, pinned=pinned)
     return report
 
 
@@ -66,9 +83,11 @@ def describe_mig_report(report: MigApplyReport) -> str:
     )
 
 
-def _apply_mig(mig: MigDesired, sim_host: Any | None, leased: dict[int, set[int]]) -> tuple[bool, str]:
+def _apply_mig(
+    mig: MigDesired, sim_host: Any | None, leased: dict[int, set[int]], pinned: dict[int, list[tuple[str, int]]]
+) -> tuple[bool, str]:
     config = parse_mig_desired(mig, source="controller desired state")
-    report = converge_selected(config, mig.selected, sim_host, leased)
+    report = converge_selected(config, mig.selected, sim_host, leased, pinned)
     return report.converged, f"mig {mig.selected}: {describe_mig_report(report)}"
 
 
@@ -83,14 +102,16 @@ def apply_desired(
 ) -> AppliedState:
     """Apply MIG then sharing; never raises — what the host cannot take (or any failure) it says instead.
 
-    ``inventory`` (this cycle's) finds the MIG instances the desired state's leases hold, which are kept.
+    ``inventory`` (this cycle's) finds the MIG instances the desired state's leases hold, which are kept, and
+    the GPUs of the instances the controller placed for leases, which are created where it placed them.
     """
     messages: list[str] = []
     ok = True
     if desired.mig is not None:
         try:
             leased = leased_instances(desired, inventory) if inventory is not None else {}
-            step_ok, message = _apply_mig(desired.mig, sim_host, leased)
+            pinned = pinned_instances(desired, inventory) if inventory is not None else {}
+            step_ok, message = _apply_mig(desired.mig, sim_host, leased, pinned)
         except MigError as exc:
             step_ok, message = False, f"mig {desired.mig.selected}: {exc}"
         except Exception as exc:

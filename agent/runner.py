@@ -97,6 +97,15 @@ CYCLE_BACKOFF_BASE_S = 1.0
 CYCLE_BACKOFF_FLOOR_S = 1.0
 # Added on top of Retry-After, as a fraction of it: agents told the same value still spread out.
 RETRY_AFTER_JITTER = 0.1
+# A desired state the agent failed to apply is tried again after base * 2^(failures-1), at most the cap (a busy
+# process holding a GPU, a driver hiccup: what an operator fixes without changing the desired state).
+APPLY_RETRY_BASE_S = 60.0
+APPLY_RETRY_CAP_S = 900.0
+
+
+def apply_retry_delay_s(failures: int) -> float:
+    """How long after its last failed apply the same desired state is tried again."""
+    return min(APPLY_RETRY_CAP_S, APPLY_RETRY_BASE_S * 2 ** max(0, failures - 1))
 
 
 def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
@@ -375,9 +384,19 @@ class AgentRunner:
         with open_nvml(self.config.sim, self.config.sim_state) as sim_host:
             inventory, content_hash = self._collect()
             reply = self._send(inventory, content_hash, force_report=self.cycles == 0)
-            if self.state.applied is None or self.state.applied.revision != reply.desired.revision:
-                log.info("converging on desired state %s", reply.desired.revision)
+            if self._should_apply(reply.desired.revision):
+                retry = self.state.applied is not None and self.state.applied.revision == reply.desired.revision
+                if retry:
+                    log.info(
+                        "trying desired state %s again (failed %d times)", reply.desired.revision,
+                        self.state.apply_failures,
+                    )  # fmt: skip
+                else:
+                    log.info("converging on desired state %s", reply.desired.revision)
                 self.state.applied = self._apply(reply, sim_host, inventory)
+                self.state.apply_failures = (
+                    0 if self.state.applied.ok else self.state.apply_failures + 1 if retry else 1
+                )
                 if self.state.applied.ok:
                     self.state.sharing = reply.desired.sharing.config if reply.desired.sharing else None
                 self.state.save(self.config.state_file)
@@ -397,10 +416,22 @@ class AgentRunner:
         self.last_reply = reply
         return reply
 
+    def _should_apply(self, revision: str) -> bool:
+        """A new revision, or the same one after a failed apply once its back-off (``apply_retry_delay_s``) is
+        over."""
+        applied = self.state.applied
+        if applied is None or applied.revision != revision:
+            return True
+        if applied.ok:
+            return False
+        waited = (self.clock() - applied.at).total_seconds()
+        return waited >= apply_retry_delay_s(self.state.apply_failures)
+
     def _apply(self, reply: ReportReply, sim_host: Any, inventory: Inventory) -> AppliedState:
         """Converge on the reply's desired state. Never raises: a desired state this host cannot apply, for
         whatever reason, is reported as a failed apply of that revision (the admin sees it on the host) and
-        the loop goes on reporting; it is not tried again until the revision changes."""
+        the loop goes on reporting; the same revision is tried again after a back-off (1, 2, 4 ... at most 15
+        minutes), a new one at once."""
         try:
             applied = apply_desired(
                 reply.desired,

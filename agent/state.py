@@ -5,8 +5,11 @@ Written atomically (temp file + rename) so a crash never leaves a half-written c
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,8 @@ class AgentState(BaseModel):
     generation: int = 0
     last_reported_hash: str | None = None
     applied: AppliedState | None = None
+    # Failed applies of ``applied.revision`` in a row (0 once one succeeds): the retry back-off grows with it.
+    apply_failures: int = 0
     # The sharing config of the applied desired state: the slice offers reported depend on it.
     sharing: dict[str, Any] | None = None
     finished_tasks: list[str] = []
@@ -46,3 +51,31 @@ class AgentState(BaseModel):
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(self.model_dump(mode="json"), indent=2))
         os.replace(tmp, path)
+
+
+class StateInUse(Exception):
+    """Another agent process holds this state file."""
+
+
+@contextlib.contextmanager
+def exclusive_state(path: Path) -> Iterator[None]:
+    """Hold ``<state file>.lock`` (an advisory ``flock``, released when the process ends, however it ends) while
+    the agent runs: two agents sharing a state file would overwrite each other's credential and generation.
+    Raises :class:`StateInUse` naming the other process."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise StateInUse(
+                f"another gpufabric-agent (pid {holder}) is using {path}; give each agent its own state "
+                "(GPUFABRIC_STATE_DIR or --state-file)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

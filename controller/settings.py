@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GPUFABRIC_", extra="forbid")
 
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the SQLite file lives")
+    backend_kinds: list[str] | None = Field(
+        default=None,
+        description="Backend kinds this controller serves (static, ironic, nova, eks, fake); default: every kind it "
+        "ships but fake (simulated hosts for demos and tests, opt-in)",
+    )
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite:///<data_dir>/controller.db")
     bind_host: str = "127.0.0.1"
     bind_port: int = 8080

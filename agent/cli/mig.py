@@ -17,7 +17,7 @@ from agent.cli.common import JsonOption, SimOption, SimStateOption, console, fai
 from agent.cli.inventory import mig_profiles
 from agent.mig.apply import MigApplyReport, converge_mig, plan_from_nvml
 from agent.mig.config import MigConfigError, MigPartedConfig, load_mig_config
-from agent.mig.planner import LayoutEntry, MigPlan, MigValidationError, Operation
+from agent.mig.model import LayoutEntry, MigPlan, MigValidationError, Operation
 
 EXIT_BLOCKED = 1
 EXIT_INVALID = 2

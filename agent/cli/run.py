@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -14,7 +15,7 @@ from agent.cli.common import SimOption, SimStateOption, fail
 from agent.kube import kube_node_config
 from agent.runner import AgentConfig, AgentError, AgentRunner
 from agent.settings import AgentSettingsError, load_settings
-from agent.state import default_state_file
+from agent.state import StateInUse, default_state_file, exclusive_state
 
 
 def run(
@@ -124,17 +125,19 @@ def run(
         kube=kube,
     )
     stop = threading.Event()
-    try:
-        runner = AgentRunner(config, stop=stop)
-    except AgentError as exc:
-        raise fail(str(exc), 2) from None
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        if once:
-            runner.cycle()
-        else:
-            runner.run(stop)
-    except AgentError as exc:
-        raise fail(str(exc), 2) from None
-    except KeyboardInterrupt:
-        pass
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(exclusive_state(config.state_file))
+            runner = AgentRunner(config, stop=stop)
+        except (AgentError, StateInUse) as exc:
+            raise fail(str(exc), 2) from None
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            if once:
+                runner.cycle()
+            else:
+                runner.run(stop)
+        except AgentError as exc:
+            raise fail(str(exc), 2) from None
+        except KeyboardInterrupt:
+            pass

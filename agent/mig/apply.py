@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.discovery import FULL_CI_PROFILE_INDEX, gpu_handles, possible_placements, running_processes
 from agent.mig.config import MigPartedConfig, parse_mig_config
-from agent.mig.planner import (
+from agent.mig.model import (
     GiProfile,
     GpuPlan,
     LayoutEntry,
@@ -30,8 +30,8 @@ from agent.mig.planner import (
     ObservedGi,
     ObservedGpu,
     Operation,
-    plan_mig,
 )
+from agent.mig.planner import plan_mig
 from drivers.contract.inventory import Placement
 
 with warnings.catch_warnings():
@@ -166,12 +166,17 @@ def observe_gpu(index: int, handle: Any) -> ObservedGpu:
     return gpu
 
 
-def observe(handles: Sequence[Any] | None = None, leased: Mapping[int, Set[int]] | None = None) -> list[ObservedGpu]:
+def observe(
+    handles: Sequence[Any] | None = None,
+    leased: Mapping[int, Set[int]] | None = None,
+    pinned: Mapping[int, Sequence[tuple[str, int]]] | None = None,
+) -> list[ObservedGpu]:
     """Observe every GPU (``handles`` in index order; default: all GPUs NVML sees).
 
     ``leased`` maps a GPU index to the GPU-instance ids a controller lease holds: the planner keeps those
     like instances with running processes, so releasing one lease never destroys another lease's instance
-    of the same profile.
+    of the same profile. ``pinned`` maps a GPU index to the ``(profile, placement start)`` the controller chose
+    for lease instances not created yet: the planner creates them exactly there.
 
     NVML lists GPU-instance profiles only while MIG mode is on. A GPU with MIG off borrows the
     table of another GPU of the same model on this host that has it on, so a config can be
@@ -183,6 +188,7 @@ def observe(handles: Sequence[Any] | None = None, leased: Mapping[int, Set[int]]
         held = (leased or {}).get(gpu.index, set())
         for gi in gpu.instances:
             gi.leased = gi.gpu_instance_id in held
+        gpu.pinned = list((pinned or {}).get(gpu.index, ()))
     for gpu in gpus:
         if gpu.mig_capable and gpu.profiles is None:
             donor = next((g for g in gpus if g.pci_device_id == gpu.pci_device_id and g.profiles), None)
@@ -340,6 +346,7 @@ def converge_mig(
     force: bool = False,
     handles: Sequence[Any] | None = None,
     leased: Mapping[int, Set[int]] | None = None,
+    pinned: Mapping[int, Sequence[tuple[str, int]]] | None = None,
 ) -> MigApplyReport:
     """Bring every GPU to config ``name``, then report what was done and what the GPUs now hold.
 
@@ -352,7 +359,7 @@ def converge_mig(
     executed: dict[int, list[ExecutedOperation]] = {i: [] for i in range(len(handles))}
     errors: dict[int, str] = {}
     for _ in range(MAX_ROUNDS):
-        plan = plan_mig(config, name, observe(handles, leased), force=force)
+        plan = plan_mig(config, name, observe(handles, leased, pinned), force=force)
         work = [
             g
             for g in plan.gpus
@@ -366,7 +373,7 @@ def converge_mig(
             error = _run_gpu(handles[gpu_plan.index], gpu_plan, executed[gpu_plan.index])
             if error:
                 errors[gpu_plan.index] = error
-    final_gpus = observe(handles, leased)
+    final_gpus = observe(handles, leased, pinned)
     final = plan_mig(config, name, final_gpus, force=force)
     results = []
     for gpu, gpu_plan in zip(final_gpus, final.gpus, strict=True):

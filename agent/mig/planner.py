@@ -1,7 +1,7 @@
 """Plan MIG changes: from what a GPU has now to what a mig-parted config asks for.
 
-Pure: no NVML here. ``agent.mig.apply`` observes the GPUs through pynvml into the models below and
-runs the operations; keeping the decisions in plain functions lets them be tested exhaustively and
+Pure: no NVML here. ``agent.mig.apply`` observes the GPUs through pynvml into the models of
+``agent.mig.model`` and runs the operations; keeping the decisions in plain functions lets them be tested exhaustively and
 shown to an operator (``gpufabric-agent mig plan``) before anything changes.
 
 Where mig-parted destroys every instance on a GPU it touches, this planner:
@@ -9,8 +9,9 @@ Where mig-parted destroys every instance on a GPU it touches, this planner:
 * leaves a GPU alone when its instances already satisfy the config;
 * keeps instances that fit the target, and never destroys one with running processes unless
   forced; when the target cannot be laid out around a busy instance it names that instance;
-* chooses placements for new instances by exhaustive search (a GPU has at most 8 memory slices),
-  preferring the layout that leaves the largest contiguous free range, then the fewest holes;
+* creates the instances the controller placed for leases exactly where it placed them (``pinned``), and
+  chooses placements for the others by exhaustive search (``agent.mig.search``; a GPU has at most 8 memory
+  slices), preferring the layout that leaves the largest contiguous free range, then the fewest holes;
 * treats a MIG mode change that waits for a GPU reset as a state (``pending-reset``), not as done.
 
 Because every run plans from observed state, an apply interrupted after any operation converges
@@ -21,302 +22,28 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from agent.mig.config import MigConfigEntry, MigError, MigPartedConfig, is_compute_instance_profile
+from agent.mig.config import MigConfigEntry, MigPartedConfig, is_compute_instance_profile
+from agent.mig.model import (
+    GiProfile,
+    GpuPlan,
+    MigPlan,
+    MigValidationError,
+    ObservedGi,
+    ObservedGpu,
+    Operation,
+    layout_of,
+)
+from agent.mig.search import (
+    best_placements,
+    compute_slice_count,
+    fragmentation_score,
+    memory_slice_count,
+    pinned_placements,
+)
 from drivers.contract.inventory import Placement
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class GiProfile(_Model):
-    """A GPU-instance profile as NVML reports it for one GPU."""
-
-    name: str = Field(description="e.g. 1g.5gb, 1g.5gb+me")
-    profile_id: int = Field(description="nvmlGpuInstanceProfileInfo_t.id: what create/placement calls take")
-    profile_index: int = Field(description="NVML_GPU_INSTANCE_PROFILE_* index used to look the profile up")
-    slices: int = Field(description="compute slices (sliceCount)")
-    memory_mib: int = 0
-    max_instances: int
-    placements: list[Placement]
-
-
-class ObservedCi(_Model):
-    id: int
-    profile_id: int
-    slices: int
-
-
-class ObservedGi(_Model):
-    gpu_instance_id: int
-    profile: str
-    profile_id: int
-    placement: Placement
-    compute_instances: list[ObservedCi] = Field(default_factory=list)
-    processes: list[int] = Field(default_factory=list, description="PIDs running on this instance")
-    leased: bool = Field(False, description="a controller lease holds this instance (kept like a busy one)")
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.processes) or self.leased
-
-    def describe(self) -> str:
-        text = f"GI {self.gpu_instance_id} ({self.profile} at {_span(self.placement)})"
-        if self.processes:
-            text += f" with running processes (pid {', '.join(str(p) for p in self.processes)})"
-        if self.leased:
-            text += " held by a lease"
-        return text
-
-
-MigModeState = Literal["unsupported", "disabled", "enabled", "pending-enable", "pending-disable"]
-
-
-class ObservedGpu(_Model):
-    index: int
-    name: str
-    pci_device_id: str = Field(description="0xDDDDVVVV as in mig-parted device-filter")
-    mig_capable: bool
-    mig_current: bool = False
-    mig_pending: bool = False
-    profiles: list[GiProfile] | None = Field(
-        default=None, description="None when NVML cannot list profiles (MIG mode off on a real GPU)"
-    )
-    profiles_borrowed_from: int | None = Field(
-        default=None, description="index of a GPU of the same model whose profile table was used"
-    )
-    instances: list[ObservedGi] = Field(default_factory=list)
-
-    @property
-    def mig_state(self) -> MigModeState:
-        if not self.mig_capable:
-            return "unsupported"
-        if self.mig_current == self.mig_pending:
-            return "enabled" if self.mig_current else "disabled"
-        return "pending-enable" if self.mig_pending else "pending-disable"
-
-    def profile(self, name: str) -> GiProfile | None:
-        return next((p for p in self.profiles or [] if p.name == name), None)
-
-    def layout(self) -> list[LayoutEntry]:
-        return sorted(
-            (
-                LayoutEntry(
-                    profile=gi.profile,
-                    profile_id=gi.profile_id,
-                    placement=gi.placement,
-                    gpu_instance_id=gi.gpu_instance_id,
-                    state="kept",
-                    busy=gi.busy,
-                )
-                for gi in self.instances
-            ),
-            key=lambda e: (e.placement.start, e.profile_id),
-        )
-
-
-OperationKind = Literal["set-mig-mode", "destroy-ci", "destroy-gi", "create-gi", "create-ci"]
-
-
-class Operation(_Model):
-    """One mutating NVML call."""
-
-    op: OperationKind
-    gpu: int
-    nvml: str = Field(description="the pynvml call, for people")
-    mig_enabled: bool | None = None
-    profile: str | None = None
-    profile_id: int | None = None
-    placement: Placement | None = None
-    gpu_instance_id: int | None = Field(default=None, description="existing GI (destroy, create-ci on a kept GI)")
-    compute_instance_id: int | None = None
-    slices: int | None = Field(default=None, description="create-ci: the GI's slices (full compute instance)")
-
-
-class LayoutEntry(_Model):
-    profile: str
-    profile_id: int
-    placement: Placement
-    gpu_instance_id: int | None = Field(default=None, description="None for an instance still to be created")
-    state: Literal["kept", "created"]
-    busy: bool = False
-
-
-GpuPlanStatus = Literal["untouched", "change", "pending-reset", "blocked"]
-
-
-class GpuPlan(_Model):
-    index: int
-    name: str
-    status: GpuPlanStatus
-    entry: int | None = Field(default=None, description="1-based config entry that selects this GPU")
-    mig_enabled: bool | None = Field(default=None, description="target MIG mode (None: not selected)")
-    mig_state: MigModeState
-    reason: str | None = None
-    blockers: list[str] = Field(default_factory=list)
-    operations: list[Operation] = Field(default_factory=list)
-    layout: list[LayoutEntry] = Field(default_factory=list, description="instances after the operations")
-    deferred: bool = Field(
-        default=False,
-        description="instances are created after MIG mode becomes active (profile table unknown until then)",
-    )
-
-
-class MigPlan(_Model):
-    config: str
-    source: str
-    force: bool = False
-    gpus: list[GpuPlan]
-
-    @property
-    def blocked(self) -> bool:
-        return any(g.status == "blocked" for g in self.gpus)
-
-    @property
-    def operations(self) -> list[Operation]:
-        return [op for g in self.gpus for op in g.operations]
-
-
-class MigValidationError(MigError):
-    """The selected config cannot be applied to this host; nothing was changed."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
-
-
-# --- placement search -----------------------------------------------------------------------
-
-
-def _span(p: Placement) -> str:
-    return f"{p.start}:{p.size}"
-
-
-def memory_slice_count(profiles: Iterable[GiProfile]) -> int:
-    """Memory slices of the GPU: the end of the furthest placement (8 on A100/H100, 4 on A30)."""
-    return max((pl.start + pl.size for p in profiles for pl in p.placements), default=0)
-
-
-def compute_slice_count(profiles: Iterable[GiProfile]) -> int:
-    """Compute slices of the GPU: those of its largest profile (7g -> 7)."""
-    return max((p.slices for p in profiles), default=0)
-
-
-def fragmentation_score(occupied: Iterable[Placement], total: int) -> tuple[int, int]:
-    """(largest contiguous free run, number of free runs) over memory slices."""
-    used = [False] * total
-    for p in occupied:
-        for s in range(p.start, min(p.start + p.size, total)):
-            used[s] = True
-    runs: list[int] = []
-    length = 0
-    for taken in [*used, True]:
-        if taken:
-            if length:
-                runs.append(length)
-            length = 0
-        else:
-            length += 1
-    return (max(runs, default=0), len(runs))
-
-
-def _overlaps(a: Placement, b: Placement) -> bool:
-    return a.start < b.start + b.size and b.start < a.start + a.size
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    placed: tuple[tuple[GiProfile, Placement], ...]
-    key: tuple[int, int, tuple[tuple[int, int], ...]]
-
-
-def best_placements(
-    to_place: Sequence[GiProfile],
-    occupied: Sequence[tuple[int, Placement]],
-    table: Sequence[GiProfile],
-) -> list[tuple[GiProfile, Placement]] | None:
-    """Place every profile in ``to_place`` around ``occupied`` (profile id, placement) pairs.
-
-    Exhaustive: among all layouts that fit, return the one leaving the largest contiguous free
-    range, then the fewest free holes, then the lowest starts (a total order, so the same inputs
-    always give the same answer - which is what makes interrupted applies converge to the same
-    layout). ``None`` when nothing fits.
-    """
-    total = memory_slice_count(table)
-    compute_total = compute_slice_count(table)
-    by_id = {p.profile_id: p for p in table}
-    used_compute = sum(by_id[pid].slices for pid, _ in occupied if pid in by_id)
-    if used_compute + sum(p.slices for p in to_place) > compute_total:
-        return None
-    counts = Counter(pid for pid, _ in occupied)
-    counts.update(p.profile_id for p in to_place)
-    if any(counts[pid] > by_id[pid].max_instances for pid in counts if pid in by_id):
-        return None
-    # Big instances first prunes the search early; same-profile instances take increasing starts
-    # so that permutations of identical instances are not explored twice.
-    order = sorted(to_place, key=lambda p: (-max((pl.size for pl in p.placements), default=0), p.profile_id))
-    best: _Candidate | None = None
-    taken: list[Placement] = [pl for _, pl in occupied]
-    chosen: list[tuple[GiProfile, Placement]] = []
-
-    def search(i: int) -> None:
-        nonlocal best
-        if i == len(order):
-            largest, holes = fragmentation_score(taken, total)
-            starts = tuple(sorted((pl.start, p.profile_id) for p, pl in chosen))
-            candidate = _Candidate(tuple(chosen), (-largest, holes, starts))
-            if best is None or candidate.key < best.key:
-                best = candidate
-            return
-        profile = order[i]
-        floor = -1
-        if i > 0 and order[i - 1].profile_id == profile.profile_id:
-            floor = chosen[-1][1].start
-        for pl in sorted(profile.placements, key=lambda p: p.start):
-            if pl.start <= floor or any(_overlaps(pl, t) for t in taken):
-                continue
-            taken.append(pl)
-            chosen.append((profile, pl))
-            search(i + 1)
-            chosen.pop()
-            taken.pop()
-
-    search(0)
-    if best is None:
-        return None
-    return sorted(best.placed, key=lambda pp: (pp[1].start, pp[0].profile_id))
-
-
-def first_fit_placements(
-    to_place: Sequence[GiProfile], occupied: Sequence[tuple[int, Placement]]
-) -> list[tuple[GiProfile, Placement]] | None:
-    """The naive strategy (each instance in the given order at its lowest free placement).
-
-    Kept as the baseline the fragmentation-aware search is measured against in tests and docs.
-    """
-    taken = [pl for _, pl in occupied]
-    result = []
-    for profile in to_place:
-        spot = next(
-            (
-                pl
-                for pl in sorted(profile.placements, key=lambda p: p.start)
-                if not any(_overlaps(pl, t) for t in taken)
-            ),
-            None,
-        )
-        if spot is None:
-            return None
-        taken.append(spot)
-        result.append((profile, spot))
-    return result
-
 
 # --- validation -----------------------------------------------------------------------------
 
@@ -511,20 +238,33 @@ def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_
             for gi in busy_doomed
         ]
 
-    def layout_for(keep: Sequence[ObservedGi]) -> list[tuple[GiProfile, Placement]] | None:
+    def layout_for(
+        keep: Sequence[ObservedGi], pins: Sequence[tuple[str, int]] = ()
+    ) -> list[tuple[GiProfile, Placement]] | None:
         remaining = want - Counter(gi.profile for gi in keep)
         if any(v < 0 for v in remaining.values()) or Counter(gi.profile for gi in keep) - want:
             return None
+        fixed = pinned_placements(pins, keep, remaining, profiles)
+        if fixed is None:
+            return None
+        remaining -= Counter(p.name for p, _ in fixed)
         to_place = [profiles[name] for name in sorted(remaining.elements())]
-        return best_placements(to_place, [(gi.profile_id, gi.placement) for gi in keep], table)
+        occupied = [(gi.profile_id, gi.placement) for gi in keep] + [(p.profile_id, pl) for p, pl in fixed]
+        rest = best_placements(to_place, occupied, table)
+        return None if rest is None else sorted([*fixed, *rest], key=lambda pp: (pp[1].start, pp[0].profile_id))
 
-    best: tuple[tuple[int, int, tuple[int, int, tuple[tuple[int, int], ...]]], _Layout] | None = None
+    best: tuple[tuple[int, int, int, tuple[int, int, tuple[tuple[int, int], ...]]], _Layout] | None = None
     busy = [gi for gi in reusable if gi.busy]
     for size in range(len(reusable), -1, -1):
         for keep in itertools.combinations(reusable, size):
             if not force and any(gi not in keep for gi in busy):
                 continue
-            created = layout_for(keep)
+            # The controller's placements first; a layout that cannot honour them (an instance with running
+            # processes in the way) places those instances elsewhere, and the controller moves its claims.
+            unpinned = 0
+            created = layout_for(keep, gpu.pinned)
+            if created is None and gpu.pinned:
+                unpinned, created = 1, layout_for(keep)
             if created is None:
                 continue
             occupied = [gi.placement for gi in keep] + [pl for _, pl in created]
@@ -532,11 +272,11 @@ def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_
             starts = tuple(sorted([(gi.placement.start, gi.profile_id) for gi in keep]
                                   + [(pl.start, p.profile_id) for p, pl in created]))  # fmt: skip
             busy_lost = sum(1 for gi in busy if gi not in keep) + len(busy_doomed)
-            key = (busy_lost, len(reusable) - size, (-largest, holes, starts))
+            key = (busy_lost, unpinned, len(reusable) - size, (-largest, holes, starts))
             if best is None or key < best[0]:
                 destroyed = doomed + [gi for gi in reusable if gi not in keep]
                 best = (key, _Layout(list(keep), created, destroyed))
-        if best is not None and best[0][0] == 0:
+        if best is not None and best[0][0] == 0 and best[0][1] == 0:
             break  # keeping more instances always wins over a better fragmentation score
     if best is not None:
         return best[1], []
@@ -634,10 +374,7 @@ def plan_gpu(
         assert layout is not None, "validated configs fit on an empty GPU"
         for profile, placement in layout.created:
             ops.extend(_create_ops(gpu.index, profile, placement))
-        base.layout = [
-            LayoutEntry(profile=p.name, profile_id=p.profile_id, placement=pl, state="created")
-            for p, pl in layout.created
-        ]
+        base.layout = layout_of((), layout.created)
         return base
 
     layout, blockers = _plan_instances(gpu, wanted, force)
@@ -652,20 +389,7 @@ def plan_gpu(
         ops.extend(_ci_missing_ops(gpu.index, gi, profiles.get(gi.profile)))
     for profile, placement in layout.created:
         ops.extend(_create_ops(gpu.index, profile, placement))
-    entries = [
-        LayoutEntry(
-            profile=gi.profile,
-            profile_id=gi.profile_id,
-            placement=gi.placement,
-            gpu_instance_id=gi.gpu_instance_id,
-            state="kept",
-            busy=gi.busy,
-        )
-        for gi in layout.kept
-    ] + [
-        LayoutEntry(profile=p.name, profile_id=p.profile_id, placement=pl, state="created") for p, pl in layout.created
-    ]
-    base.layout = sorted(entries, key=lambda e: (e.placement.start, e.profile_id))
+    base.layout = layout_of(layout.kept, layout.created)
     if ops:
         base.status, base.operations = "change", ops
     else:

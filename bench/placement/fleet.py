@@ -12,6 +12,8 @@ from controller.placement import Decision, Device, Engine, Host, MigSlot, VgpuOf
 
 REGIONS = {"us-east-1": ["us-east-1a", "us-east-1b", "us-east-1c"], "eu-west-1": ["eu-west-1a", "eu-west-1b"]}
 PG_SIZE = 16  # hosts per placement group / rack
+# EKS hosts' instance topology (EC2 DescribeInstanceTopology, three layers): hosts per network node at each layer.
+LEAF_SIZE, BLOCK_SIZE, SPINE_SIZE = 64, 512, 4096
 
 # share of hosts, model, memory MiB, backend kind, device mode
 SHAPES = [
@@ -44,7 +46,8 @@ def build_fleet(n_hosts: int, seed: int = 7, preload: float = 0.3) -> list[Host]
         x = (i * 0.6180339887) % 1.0  # low-discrepancy mix, stable across sizes
         shape = next(s for b, s in bounds if x < b)
         _, model, mem, kind, mode = shape
-        region, az = azs[(i // PG_SIZE) % len(azs)]
+        # A network spine (and so its blocks, leaves and placement groups) sits in one AZ, as in EC2.
+        region, az = azs[(i // SPINE_SIZE) % len(azs)]
         hid = f"h{i:06d}"
         devices: list[Device] = []
         # Whole-GPU hosts are leased by the host or a part of it: ``preload`` of them hold 1-8 leased GPUs.
@@ -78,6 +81,11 @@ def build_fleet(n_hosts: int, seed: int = 7, preload: float = 0.3) -> list[Host]
                 region=region,
                 az=az,
                 placement_group=f"pg-{i // PG_SIZE:05d}",
+                network_nodes=(
+                    (f"nn1-{i // SPINE_SIZE:03d}", f"nn2-{i // BLOCK_SIZE:04d}", f"nn3-{i // LEAF_SIZE:05d}")
+                    if kind == "eks"
+                    else ()
+                ),
                 pool=f"{model}-pool",
                 state="ready" if rng.random() > 0.005 else rng.choice(["drained", "unreachable"]),
                 validation="validated" if rng.random() < 0.9 else "unvalidated",
@@ -90,7 +98,8 @@ def build_fleet(n_hosts: int, seed: int = 7, preload: float = 0.3) -> list[Host]
 
 
 def mixed_requests(n: int, seed: int = 11) -> list[dict[str, Any]]:
-    """Single slices, multi-GPU same-host and multi-node same-placement-group requests."""
+    """Single slices, multi-GPU same-host, multi-node same-placement-group requests and 16-node gangs under one
+    layer-3 network node."""
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
     for _ in range(n):
@@ -110,11 +119,17 @@ def mixed_requests(n: int, seed: int = 11) -> list[dict[str, Any]]:
             body = {"slices": [{"kind": "timeslice", "count": rng.choice([1, 2])}]}
         elif r < 0.88:
             body = {"slices": [{"kind": "vgpu", "vgpu_type": "A16-2Q"}]}
-        else:
+        elif r < 0.97:
             body = {
                 "slices": [{"kind": "gpu", "model": "H100-80GB", "count": 8}],
                 "nodes": rng.choice([2, 4]),
                 "topology": "same-placement-group",
+            }
+        else:
+            body = {
+                "slices": [{"kind": "gpu", "model": "H100-80GB", "count": 8}],
+                "nodes": 16,
+                "topology": "same-network-node-layer-3",
             }
         if rng.random() < 0.1:
             body["regions"] = [rng.choice(list(REGIONS))]

@@ -359,6 +359,22 @@ def _where_time_goes(rows: list[tuple[int, dict[str, Any], dict[str, Any]]]) -> 
             f"{1000 / TARGET_PAIRS_PER_S:.1f} ms per pair, and one controller process runs Python on one core at a "
             "time (the GIL).",
         ]
+        floor = r.get("floor")
+        if floor:
+            h, a = floor["healthz"], floor["authenticated_read"]
+            two = 2 * a["server_cpu_ms_per_request"]
+            lines.append(
+                f"- The floor under any lease: `GET /healthz` (HTTP and middleware, no token, no store) costs "
+                f"{_ms(h['server_cpu_ms_per_request'])} of controller CPU per request (p50 {_ms(h['p50_ms'])}); "
+                f"`GET /v1/leases/{{id}}` (the tenant's token checked, one read of a lease and its transitions, "
+                f"the answer validated and serialised) {_ms(a['server_cpu_ms_per_request'])} (p50 {_ms(a['p50_ms'])}). "
+                f"A pair is two such requests that also write: even if create and release wrote nothing, two "
+                f"authenticated requests with one read each cost {_ms(two)} of CPU, at most "
+                f"{1000 / two:,.0f} pairs/s on one core, while the pair's own work (claim, provisioning, release: "
+                f"{_ms(seq['server_cpu_ms_per_pair'] - two)} beyond that floor) is durable store transactions. "
+                f"The bench's client runs on the same 2 cores ({_ms(a['p50_ms'] - a['server_cpu_ms_per_request'])} "
+                "of each request's wall time is not the controller's CPU)."
+            )
         prof = r.get("profile") or {}
         for key, title in (("dry_run", "dry-run"), ("lease_pairs", "lease pairs")):
             p = prof.get(key)

@@ -389,6 +389,34 @@ def _pairs(url: str, token: str, n: int, out: dict[str, Any], start: threading.B
     out.update(create=create, release=release, pair=pair, errors=errors, done=time.perf_counter())
 
 
+def time_floor(ctl: Controller, token: str, requests: int) -> dict[str, Any]:
+    """What any request costs before a lease does anything: ``GET /healthz`` (HTTP, middleware, no auth, no
+    store) and ``GET /v1/leases/{id}`` of one released lease (the same plus the tenant's token and one read of
+    the lease with its transitions). Sequential on one keep-alive client; server CPU per request, as above."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    out: dict[str, Any] = {"requests": requests}
+    with httpx.Client(base_url=ctl.url, headers=headers, timeout=120) as client:
+        made = client.post("/v1/leases", content=json.dumps(LEASE_REQUEST).encode())
+        if made.status_code != 201:
+            raise AssertionError(f"lease for the floor answered {made.status_code}: {made.text[:2000]}")
+        lease_id = made.json()["id"]
+        client.delete(f"/v1/leases/{lease_id}").raise_for_status()
+        for name, path in (("healthz", "/healthz"), ("authenticated_read", f"/v1/leases/{lease_id}")):
+            for _ in range(20):
+                client.get(path).raise_for_status()
+            times: list[float] = []
+            cpu0 = ctl.cpu_s()
+            for _ in range(requests):
+                t = time.perf_counter()
+                r = client.get(path)
+                times.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    raise AssertionError(f"GET {path} answered {r.status_code}: {r.text[:2000]}")
+            cpu = ctl.cpu_s() - cpu0
+            out[name] = {"path": path, **_summary(times), "server_cpu_ms_per_request": round(1000 * cpu / requests, 3)}
+    return out
+
+
 def time_lease_pairs(ctl: Controller, token: str, pairs: int, clients: int) -> dict[str, Any]:
     """``pairs`` create + release pairs in all, over ``clients`` threads (1: sequential)."""
     per = max(1, pairs // clients)
@@ -582,6 +610,7 @@ def rest_side(
                 "sequential": time_lease_pairs(ctl, token, pairs, 1),
                 "concurrent": time_lease_pairs(ctl, token, pairs, clients) if clients > 1 else None,
             }
+            out["floor"] = time_floor(ctl, token, requests)
             if profile:
                 with _profiled(ctl, profile, "lease_pairs", f"{size}-{label}-leases", profiles):
                     time_lease_pairs(ctl, token, pairs, 1)
@@ -594,6 +623,13 @@ def rest_side(
                 f"  REST       {size:>6} hosts  {label:<10} lease pairs x{row['clients']:<2}   "
                 f"p50 {row['pair']['p50_ms']:>8.3f} ms  p99 {row['pair']['p99_ms']:>8.3f} ms  "
                 f"{row['pairs_per_s']:>8,.1f} pairs/s",
+                flush=True,
+            )
+        for name in ("healthz", "authenticated_read"):
+            f = out["floor"][name]
+            print(
+                f"  REST       {size:>6} hosts  {label:<10} floor {name:<18} p50 {f['p50_ms']:>8.3f} ms  "
+                f"server CPU {f['server_cpu_ms_per_request']:>6.3f} ms/req",
                 flush=True,
             )
     return out

@@ -16,22 +16,11 @@ from controller.api.deps import declared_roles
 from controller.api.docs_pages import install_docs_pages
 from controller.api.openapi import build_openapi
 from controller.api.problems import install_problem_handlers
-from controller.api.routes import (
-    agents,
-    audit_log,
-    backends,
-    catalog,
-    devices,
-    hosts,
-    leases,
-    pools,
-    quotas,
-    system,
-    tokens,
-)
+from controller.api.routes import agents, audit_log, catalog, devices, hosts, leases, pools, quotas, system, tokens
+from controller.api.routes import backends as backend_routes
 from controller.auth.cache import AUTH_CACHE, warm_agent_credentials
 from controller.auth.external import ExternalIdentity
-from controller.backends import eks_sync, openstack_sync
+from controller.backends.registry import BackendRegistry, build_backends
 from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
 from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
@@ -45,6 +34,7 @@ from controller.observability.redact import install_log_redaction
 from controller.settings import Settings
 from controller.store.db import Database
 from controller.store.schema import require_current_schema
+from controller.ui import install_ui
 from controller.validation import api as validation_api
 from controller.validation import wiring as validation_wiring
 
@@ -52,7 +42,8 @@ ROUTERS = [
     system.router,
     tokens.router,
     agents.router,
-    backends.router,
+    backend_routes.router,
+    backend_routes.kinds_router,
     pools.router,
     hosts.router,
     devices.router,
@@ -73,16 +64,27 @@ def lease_timeouts(settings: Settings) -> LeaseTimeouts:
     )
 
 
-def create_app(settings: Settings, *, db: Database | None = None, hooks: HookRegistry | None = None) -> FastAPI:
-    """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current."""
+def create_app(
+    settings: Settings,
+    *,
+    db: Database | None = None,
+    hooks: HookRegistry | None = None,
+    backends: BackendRegistry | None = None,
+) -> FastAPI:
+    """Build the app. Raises :class:`controller.store.schema.SchemaError` unless the schema is current.
+
+    ``backends``: the backend kinds the app serves; default: those ``settings.backend_kinds`` names, made now."""
     install_log_redaction()  # secrets never logged, whoever configured logging (controller.observability.redact)
     identity = ExternalIdentity.from_settings(settings)  # OIDC / Keystone sign-in (ValueError if half-configured)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
     registry = hooks or default_hooks.copy()
+    backends = backends or build_backends(db, settings.backend_kinds)
     # This replica's placement index, built from the store; see controller.leases.index.
-    leases_service = LeaseService(db, owner=settings.instance_id, timeouts=lease_timeouts(settings)).load()
+    leases_service = LeaseService(
+        db, backends=backends, owner=settings.instance_id, timeouts=lease_timeouts(settings)
+    ).load()
     metrics.registry.register(LeaseCollector(leases_service))
     if "lease-expiry:leases" not in registry.hooks:
 
@@ -98,10 +100,9 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
         registry.register(
             "lease-recovery", "leases", recover_leases, interval_s=settings.lease_recovery_interval_s, at_start=True
         )
-    validation_wiring.install(registry, leases_service.hosts_changed)
-    eks_sync.install(registry, leases_service, db)
-    openstack_sync.install(registry, leases_service, db)
-    metrics.registry.register(openstack_sync.OpenStackCollector(db))
+    validation_wiring.install(registry, backends.nccl_runner, leases_service.hosts_changed)
+    backends.install_jobs(registry, leases_service)
+    metrics.registry.register(backends.collector())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -140,6 +141,7 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     app.state.db = db
     app.state.metrics = metrics
     app.state.hooks = registry
+    app.state.backends = backends
     app.state.leases = leases_service
     app.state.identity = identity
     app.state.last_seen = LastSeenBuffer(db, settings.last_seen_flush_s)
@@ -149,13 +151,14 @@ def create_app(settings: Settings, *, db: Database | None = None, hooks: HookReg
     # Every replica drops a host's cached agent credentials when the host changes (re-registration rotates
     # the credential and stamps the host; a deleted host is announced too): see controller.store.changes.
     auth_feed = AUTH_CACHE.change_listener(since=db.changes.clock())
-    db.changes.subscribe(auth_feed)
+    db.changes.subscribe(auth_feed, credentials=True)
     app.state.auth_feed = auth_feed
     app.state.jobs = None
     install_problem_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
     install_docs_pages(app)
+    install_ui(app)  # the dashboard at /ui (controller/ui, docs/dashboard.md)
     _check_every_route_declares_roles(app)
     app.add_middleware(
         AdmissionMiddleware,

@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from controller.backends.contract import NotSupported
+from controller.leases.state import IllegalTransition as LeaseIllegalTransition
 from controller.statemachine import IllegalTransition
 
 PROBLEM_BASE = "https://gpufabric.dev/problems/"
@@ -42,6 +44,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "host-registered": "Host already registered; re-register with its own credential or have an admin reset it",
     "device-conflict": "A GPU in this report belongs to another host",
     "unsupported-media-type": "Request body is not JSON",
+    "not-supported": "Not supported by this backend kind",
     "lease-failed": "The lease failed",
 }
 
@@ -104,6 +107,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(IllegalTransition)
     async def _illegal_transition(request: Request, exc: IllegalTransition) -> JSONResponse:
         return problem_response(request, 409, "illegal-transition", str(exc), **exc.problem_extensions())
+
+    @app.exception_handler(LeaseIllegalTransition)
+    async def _illegal_lease_transition(request: Request, exc: LeaseIllegalTransition) -> JSONResponse:
+        # A lease moved meanwhile (another replica, the expiry job): the client re-reads it and decides again.
+        return problem_response(request, 409, "illegal-transition", str(exc), **exc.problem_extensions())
+
+    @app.exception_handler(NotSupported)
+    async def _not_supported(request: Request, exc: NotSupported) -> JSONResponse:
+        return problem_response(
+            request, 422, "not-supported", str(exc), kind=exc.kind, operation=exc.operation, reason=exc.reason
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -10,9 +10,10 @@ handler's own. Correctness rules:
   (another worker or replica, the ``gpufabric admin token revoke`` CLI, a bulk SQL update) stops working: a
   revoked token is refused on every replica within 1 s. Admin and tenant calls are few, so the short life costs
   about one indexed read per token and second; agents, which call all the time, hold credentials instead:
-* An agent credential entry lives ``agent_ttl_s`` (default 1 h): re-registration, an admin's credential reset
-  or the host's deletion stamps the host in the change feed, and every replica drops the host's entries within
-  ``change_poll_s``.
+* An agent credential entry lives ``agent_ttl_s`` (default 1 h): re-registration, an admin's credential reset,
+  a rename or the host's deletion stamps the host's ``credential_seq`` in the change feed, and every replica drops
+  the host's entries within ``change_poll_s``. Other changes to the host (claims, reports, admin changes) leave
+  its credentials cached.
 * After a start the agents' credentials are loaded in bulk (:meth:`AuthCache.warm_agents`, one query, in the
   background): a whole fleet reconnecting to a restarted controller then authenticates without a database read
   per agent. A loaded credential is checked like a stored one (sha256 of the secret, constant-time compare) and
@@ -144,9 +145,9 @@ class AuthCache:
         self.invalidate(host_ids=frozenset(host_ids))
 
     def change_listener(self, since: int = -1) -> ChangeListener:
-        """A listener for one database's host change feed: drops a changed host's credentials once per change. A
-        change is announced twice (by the committing process at once, by its poller later); a credential looked
-        up in between is already newer than the change and stays. Changes stamped at or before ``since`` (the
+        """A listener for one database's credential changes (``HostChangeFeed.subscribe(..., credentials=True)``):
+        drops a host's credentials once per change. A change is announced twice (by the committing process at
+        once, by its poller later); a credential looked up in between is already newer than the change and stays. Changes stamped at or before ``since`` (the
         clock when the listener was made) are older than anything this listener's app looked up."""
         return ChangeListener(self, since)
 

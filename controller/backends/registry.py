@@ -1,80 +1,129 @@
-"""The registry of backend kinds: each kind names a pydantic model its ``config`` must satisfy.
+"""The backend kinds this controller serves, made once at application start: the app's :class:`BackendRegistry`.
 
-Later work (provisioning, sync) attaches behaviour per kind through :func:`register_kind`; the
-admin API validates a backend's config with the model registered for its kind.
+``build_backends`` is the one place that names the kinds gpufabric ships; ``create_app`` calls it and keeps the
+registry on ``app.state.backends``, and hands it to the lease service and the jobs. Importing a kind's package
+registers nothing: a kind exists for an app only when its registry was built with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from prometheus_client.core import Metric
+from prometheus_client.registry import Collector
+from pydantic import ValidationError
 
-from controller.backends.eks_config import EksConfig
-from controller.backends.openstack_config import IronicConfig, NovaConfig
-
-
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class StaticConfig(_Config):
-    """Hosts that only run the agent (servers you own); nothing to call."""
-
-    region: str | None = None
-    zone: str | None = None
+from controller.backends.contract import Backend, Capabilities, KubeAccess, LeaseHooks, ProvisionFailed
+from controller.jobs.hooks import HookRegistry
+from controller.store.db import Database
 
 
-@dataclass
-class BackendKind:
-    name: str
-    config_model: type[BaseModel]
-    description: str
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-class UnknownBackendKind(ValueError):
-    pass
+class UnknownBackendKind(ProvisionFailed, LookupError):
+    """A kind this controller does not serve (a lease on it fails with this message)."""
 
 
 class InvalidBackendConfig(ValueError):
     pass
 
 
-_KINDS: dict[str, BackendKind] = {}
+class BackendRegistry:
+    """The backend objects of one app, by kind."""
+
+    def __init__(self, backends: Iterable[Backend] = ()) -> None:
+        self._backends: dict[str, Backend] = {}
+        for backend in backends:
+            self.add(backend)
+
+    def add(self, backend: Backend) -> Backend | None:
+        """Serve ``backend`` for its kind; returns the one it replaces, if any."""
+        previous = self._backends.get(backend.kind)
+        self._backends[backend.kind] = backend
+        return previous
+
+    def get(self, kind: str) -> Backend:
+        try:
+            return self._backends[kind]
+        except KeyError:
+            raise UnknownBackendKind(
+                f"backend kind {kind!r} is not served here (known: {', '.join(self.kinds())})"
+            ) from None
+
+    def kinds(self) -> list[str]:
+        return sorted(self._backends)
+
+    def __iter__(self) -> Iterator[Backend]:
+        return iter([self._backends[k] for k in self.kinds()])
+
+    def capabilities(self, kind: str) -> Capabilities | None:
+        backend = self._backends.get(kind)
+        return backend.capabilities if backend is not None else None
+
+    def validate_config(self, kind: str, config: dict[str, Any]) -> dict[str, Any]:
+        """The config as stored: valid for the kind's model, defaults filled in, ``None`` fields left out."""
+        try:
+            model = self.get(kind).config_model.model_validate(config)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InvalidBackendConfig(f"{kind} config: {where}: {first['msg']}") from None
+        return model.model_dump(mode="json", exclude_none=True)
+
+    def nccl_runner(self, target: KubeAccess) -> Any:
+        """The NCCL job runner of the target's backend kind."""
+        return self.get(target.kind).nccl_runner(target)
+
+    def install_jobs(self, hooks: HookRegistry, leases: LeaseHooks) -> None:
+        for backend in self:
+            backend.install_jobs(hooks, leases)
+
+    def collector(self) -> Collector:
+        return _BackendMetrics(self)
 
 
-def register_kind(kind: BackendKind) -> None:
-    _KINDS[kind.name] = kind
+class _BackendMetrics(Collector):
+    """Every kind's metric families at scrape time; families of the same name (ironic and nova both report
+    ``gpufabric_openstack_*``) are merged."""
+
+    def __init__(self, registry: BackendRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        merged: dict[str, Metric] = {}
+        for backend in self.registry:
+            for family in backend.metrics():
+                kept = merged.setdefault(family.name, family)
+                if kept is not family:
+                    kept.samples.extend(family.samples)
+        yield from merged.values()
 
 
-def get_kind(name: str) -> BackendKind:
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise UnknownBackendKind(f"unknown backend kind {name!r} (known: {sorted(_KINDS)})") from None
+# Kinds served only when named in ``backend_kinds``: ``fake`` pretends to attach vGPUs, which no production
+# controller should do by default (as Ironic's fake-hardware is not enabled by default).
+OPT_IN = frozenset({"fake"})
 
 
-def kinds() -> list[str]:
-    return sorted(_KINDS)
+def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendRegistry:
+    """The kinds gpufabric ships (all but the opt-in ``fake``, or those named), each made once for this app."""
+    from controller.backends.eks.backend import EksBackend
+    from controller.backends.fake.backend import FakeBackend
+    from controller.backends.ironic.backend import IronicBackend
+    from controller.backends.nova.backend import NovaBackend
+    from controller.backends.openstack.common import OpenStackConnections
+    from controller.backends.static.backend import StaticBackend
 
-
-def validate_config(kind_name: str, config: dict[str, Any]) -> dict[str, Any]:
-    kind = get_kind(kind_name)
-    try:
-        model = kind.config_model.model_validate(config)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InvalidBackendConfig(f"{kind_name} config: {where}: {first['msg']}") from None
-    return model.model_dump(mode="json", exclude_none=True)
-
-
-for _kind in (
-    BackendKind("static", StaticConfig, "Hosts that only run the gpufabric agent"),
-    BackendKind("ironic", IronicConfig, "OpenStack Ironic bare-metal nodes (whole-node passthrough)"),
-    BackendKind("nova", NovaConfig, "OpenStack Nova hosts (PCI passthrough, vGPU)"),
-    BackendKind("eks", EksConfig, "AWS EKS GPU nodegroups"),
-):
-    register_kind(_kind)
+    connections = OpenStackConnections()  # one openstacksdk connection per distinct auth, shared by both kinds
+    shipped: list[Backend] = [
+        StaticBackend(),
+        IronicBackend(db, connections),
+        NovaBackend(db, connections),
+        EksBackend(db),
+        FakeBackend(db),
+    ]
+    wanted = set(kinds) if kinds is not None else {b.kind for b in shipped} - OPT_IN
+    unknown = wanted - {b.kind for b in shipped}
+    if unknown:
+        raise UnknownBackendKind(
+            f"unknown backend kinds {sorted(unknown)} (gpufabric ships {sorted(b.kind for b in shipped)})"
+        )
+    return BackendRegistry(b for b in shipped if b.kind in wanted)

@@ -67,6 +67,7 @@ def demo(
         details = run.wait_ready(timeout)
         _print_ready(url, run.admin_token, details, time.monotonic() - started)
         _print_lease(url, run.tenant_lease())
+        _print_validation(run.nccl_validation(fleet.hosts[0].name))
         if exit_after_ready:
             return
         console.print("\nrunning; Ctrl-C to stop")
@@ -106,6 +107,14 @@ def _print_lease(url: str, shown: dict[str, Any]) -> None:
     print(f"  -> {released['state']} ({' -> '.join(t['to_state'] for t in released['transitions'])})")
 
 
+def _print_validation(validation: dict[str, Any]) -> None:
+    runs = validation.get("runs") or [{}]
+    verdict = runs[0].get("verdict") or {}
+    print(f"\nan NCCL validation of {', '.join(validation['hosts'])} (stand-in nccl-tests output: simulated): "
+          f"{validation['status']}, busbw {verdict.get('measured_busbw_gbps')} GB/s "
+          f"(expected {verdict.get('expected_busbw_gbps')}); its curve is on the dashboard's Validations page")  # fmt: skip
+
+
 def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed: float) -> None:
     table = Table("host", "pool", "GPUs", "models", "applied")
     for d in details:
@@ -119,6 +128,7 @@ def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed
         )
     console.print(table)
     console.print(f"\n[bold]fleet ready[/] in {elapsed:.1f}s")
+    console.print(f"  dashboard: {url}/ui   (sign in with the admin token below, or a tenant token)")
     console.print(f"  API:      {url}/v1   (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
     console.print(f"  metrics:  {url}/metrics   health: {url}/healthz  {url}/readyz")
     console.print(f"  admin token: {token}")

@@ -14,6 +14,7 @@ import httpx
 
 from controller.api.app import create_app
 from controller.auth.tokens import Role, create_api_token
+from controller.demo import nccl_standin
 from controller.demo.fleet import Fleet
 from controller.settings import Settings
 from controller.store.db import Database
@@ -91,6 +92,23 @@ class Demo:
             released = _ok(tenant.delete(f"/v1/leases/{lease['id']}"))
         return {"request": request, "lease": lease, "released": released, "token": tenant_token}
 
+    def nccl_validation(self, host: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        """One NCCL validation of ``host`` through the admin API, its agent running the stand-in binary: the
+        dashboard's Validations page then has a curve (labelled simulated). Waits for the verdict."""
+        body = {"hosts": [host], "test": "all_reduce_perf", "min_bytes": "8", "max_bytes": "1G", "iters": 5}
+        deadline = time.monotonic() + timeout_s
+        with self.client() as api:
+            validation = _ok(api.post("/v1/validations", json=body))
+            while validation["status"] in ("pending", "running"):
+                self._check_agents()
+                if time.monotonic() > deadline:
+                    raise DemoError(
+                        f"validation {validation['id']} still {validation['status']} after {timeout_s:.0f}s"
+                    )
+                time.sleep(0.5)
+                validation = _ok(api.get(f"/v1/validations/{validation['id']}"))
+        return dict(validation)
+
     def agent_dir(self, host: str) -> Path:
         """One directory per agent: its credential, health and sharing state, simulator state and log.
 
@@ -102,6 +120,8 @@ class Demo:
         # The bootstrap token goes in the environment (GPUFABRIC_BOOTSTRAP_TOKEN, which the agent reads like
         # --bootstrap-token): a command line is visible to every user of the machine in ps.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "GPUFABRIC_BOOTSTRAP_TOKEN": self.bootstrap_token}
+        # No GPU, no nccl-tests here: the agents run the demo's stand-in binaries (simulated output, said so).
+        env["GPUFABRIC_NCCL_TESTS_DIR"] = str(nccl_standin.install(self.data_dir / "nccl-tests"))
         for host in self.fleet.hosts:
             directory = self.agent_dir(host.name)
             directory.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,7 @@ def leased_slices(session: Session, host: Host) -> list[_Leased]:
                 units=a.get("units", 1),
                 profile=a.get("profile"),
                 mig_uuid=a.get("mig_uuid"),
+                placement_start=(a.get("placement") or {}).get("start") if a["kind"] == "mig" else None,
             )
             out.append(_Leased(wire, bool(a.get("create"))))
     return out

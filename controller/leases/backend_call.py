@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.backends.base import LeaseInfo
+from controller.backends.contract import LeaseInfo
 from controller.leases.fleet import allocation_from_dict
 from controller.placement import Allocation
 from controller.store.db import Database

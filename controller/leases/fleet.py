@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.backends.base import SLICE_KINDS, capabilities_for
+from controller.backends.contract import SLICE_KINDS, Capabilities
 from controller.placement import Allocation, Host, MigSlot, VgpuOffer
 from controller.placement import Device as PlacementDevice
 from controller.store.models import Device
@@ -18,7 +18,11 @@ from controller.store.models import Host as HostRow
 _REGION_LABELS = ("region", "topology.kubernetes.io/region", "gpufabric.dev/region")
 _AZ_LABELS = ("az", "zone", "topology.kubernetes.io/zone", "gpufabric.dev/az")
 _GROUP_LABELS = ("placement-group", "gpufabric.dev/placement-group", "rack")
-_BACKEND_KINDS = {"static", "ironic", "nova", "eks"}
+# The instance topology's network nodes, layer 1 (top) to 3 (directly above the host): the labels EKS puts on
+# nodes, or gpufabric's own for hosts of other backends (an OpenStack aggregate, a static host's rack switch).
+_NETWORK_LABELS = tuple(
+    (f"topology.k8s.aws/network-node-layer-{n}", f"gpufabric.dev/network-node-layer-{n}") for n in (1, 2, 3)
+)
 
 
 @cache
@@ -46,7 +50,9 @@ def host_state(row: HostRow) -> str:
     return "ready" if row.status == "ready" else "unreachable"
 
 
-def to_placement_host(row: HostRow) -> Host:
+def to_placement_host(row: HostRow, capabilities: Callable[[str], Capabilities | None]) -> Host:
+    """The host as placement sees it; ``capabilities``: the declared capabilities of a backend kind (None: a kind
+    this controller does not serve, whose hosts are given nothing)."""
     labels = dict(row.labels or {})
     backend_config = row.backend.config if row.backend is not None else {}
     kind = row.backend.kind if row.backend is not None else "static"
@@ -54,10 +60,11 @@ def to_placement_host(row: HostRow) -> Host:
     host = Host(
         id=row.hostname,
         backend_id=row.backend.name if row.backend is not None else "static",
-        backend_kind=kind if kind in _BACKEND_KINDS else "static",  # type: ignore[arg-type]
+        backend_kind=kind,
         region=_label(labels, _REGION_LABELS) or str(backend_config.get("region") or "default"),
         az=_label(labels, _AZ_LABELS) or str(backend_config.get("zone") or "default"),
         placement_group=_label(labels, _GROUP_LABELS),
+        network_nodes=tuple(_label(labels, keys) for keys in _NETWORK_LABELS),
         pool=row.pool.name if row.pool is not None else None,
         state=host_state(row),  # type: ignore[arg-type]
         validation=labels.get("gpufabric.dev/validation", "unvalidated"),  # type: ignore[arg-type]
@@ -65,9 +72,13 @@ def to_placement_host(row: HostRow) -> Host:
         cost=float(labels.get("gpufabric.dev/cost", 1.0)),
         on_demand_mig=bool(policy.get("on_demand_mig")),
     )
-    caps = capabilities_for(host.backend_kind)
-    host.slice_kinds = caps.slice_kinds if caps.slice_kinds != SLICE_KINDS else None
-    host.whole_node, host.one_kind, host.why_not = caps.whole_node, caps.one_kind_per_host, caps.why_not
+    caps = capabilities(host.backend_kind)
+    if caps is None:
+        host.slice_kinds = frozenset()
+        host.why_not = f"this controller does not serve backend kind {kind} (setting backend_kinds)"
+    else:
+        host.slice_kinds = caps.slice_kinds if caps.slice_kinds != SLICE_KINDS else None
+        host.whole_node, host.one_kind, host.why_not = caps.whole_node, caps.one_kind_per_host, caps.why_not
     host.devices = [to_placement_device(d) for d in row.devices]
     return host
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import defer, selectinload
 
+from controller.backends.contract import Capabilities
 from controller.leases.fleet import allocation_from_dict, apply_claim, to_placement_host
 from controller.placement import Claim, Engine
 from controller.store.db import Database
@@ -41,9 +42,10 @@ class _LoadedHost:
 class PlacementIndex:
     """The engine and what it was loaded from: each host's id, name, signature and change stamp."""
 
-    def __init__(self, db: Database, engine: Engine) -> None:
+    def __init__(self, db: Database, engine: Engine, capabilities: Callable[[str], Capabilities | None]) -> None:
         self.db = db
         self.engine = engine
+        self.capabilities = capabilities  # a backend kind's declared capabilities
         self._signatures: dict[int, tuple[Any, ...]] = {}
         self._names: dict[int, str] = {}
         self._ids: dict[str, int] = {}  # the reverse of _names: a claim looks its hosts up in O(1)
@@ -98,7 +100,7 @@ class PlacementIndex:
                     .order_by(HostRow.id)  # the index breaks ties by insertion order: keep it the hosts' order
                 )
                 for r in session.scalars(stmt).unique():
-                    hosts[r.hostname] = to_placement_host(r)
+                    hosts[r.hostname] = to_placement_host(r, self.capabilities)
                     rows.append(_LoadedHost(r.id, r.hostname, _signature(r), r.change_seq))
         with self.db.session() as session:
             live = select(SliceClaim.lease_id).where(SliceClaim.released_at.is_(None))

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from controller.backends import static as _static  # noqa: F401  (registers the static provisioner)
-from controller.backends.base import ProvisionFailed, TryElsewhere, provisioner_for
+from controller.backends.contract import ProvisionFailed, TryElsewhere
+from controller.backends.registry import BackendRegistry
 from controller.leases.backend_call import backend_call
 from controller.leases.claims import Claims, StoreConflict
 from controller.leases.errors import LeaseRefused, PlacementContended, QuotaExceeded
@@ -40,8 +40,11 @@ class _LeaseMoved(Exception):
 
 
 class Provisioning:
-    def __init__(self, db: Database, ownership: Ownership, claims: Claims, releases: Releases) -> None:
+    def __init__(
+        self, db: Database, ownership: Ownership, claims: Claims, releases: Releases, backends: BackendRegistry
+    ) -> None:
         self.db = db
+        self.backends = backends
         self.ownership = ownership
         self.claims = claims
         self.releases = releases
@@ -60,7 +63,7 @@ class Provisioning:
                 return
             backend = call.backend
             try:
-                outcome = provisioner_for(backend, self.db).provision(call.info, call.allocations)
+                outcome = self.backends.get(backend).provision(call.info, call.allocations)
             except TryElsewhere as exc:
                 relocate = exc
             except ProvisionFailed as exc:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from controller import audit
 from controller.auth.tokens import Principal
-from controller.backends.base import provisioner_for
+from controller.backends.registry import BackendRegistry
 from controller.leases.backend_call import backend_call
 from controller.leases.claims import Claims
 from controller.leases.errors import LeaseNotFound, PlacementContended
@@ -28,8 +28,11 @@ log = logging.getLogger("gpufabric.leases")
 
 
 class Releases:
-    def __init__(self, db: Database, ownership: Ownership, claims: Claims, stats: Stats) -> None:
+    def __init__(
+        self, db: Database, ownership: Ownership, claims: Claims, stats: Stats, backends: BackendRegistry
+    ) -> None:
         self.db = db
+        self.backends = backends
         self.ownership = ownership
         self.claims = claims
         self.stats = stats
@@ -69,7 +72,7 @@ class Releases:
             if call is None:
                 return
             try:
-                provisioner_for(call.backend, self.db).release(call.info)
+                self.backends.get(call.backend).release(call.info)
             except Exception as exc:
                 with self.db.session() as session:
                     row = session.get(Lease, lease_id, with_for_update=True)

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import select
 
 from controller.auth.tokens import Principal
+from controller.backends.registry import BackendRegistry
 from controller.leases import expiry
 from controller.leases.claims import Claims, IdempotencyRace, parse_lease_request, request_hash
 from controller.leases.errors import LeaseNotFound, PlacementContended
@@ -56,16 +57,24 @@ class CreatedLease:
 
 
 class LeaseService:
-    def __init__(self, db: Database, *, owner: str | None = None, timeouts: LeaseTimeouts | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        backends: BackendRegistry,
+        owner: str | None = None,
+        timeouts: LeaseTimeouts | None = None,
+    ) -> None:
         self.db = db
+        self.backends = backends  # the app's backend kinds (controller.backends.registry)
         self.stats = Stats()
         self.ownership = Ownership(owner or f"leases-{uuidlib.uuid4().hex[:12]}", timeouts or LeaseTimeouts())
         self.quotas = TenantQuotas(db)
         self.engine = Engine(quota=self.quotas.check)
-        self.index = PlacementIndex(db, self.engine)
+        self.index = PlacementIndex(db, self.engine, backends.capabilities)
         self.claims = Claims(db, self.index, self.quotas, self.ownership, self.stats)
-        self.releases = Releases(db, self.ownership, self.claims, self.stats)
-        self.provisioning = Provisioning(db, self.ownership, self.claims, self.releases)
+        self.releases = Releases(db, self.ownership, self.claims, self.stats, backends)
+        self.provisioning = Provisioning(db, self.ownership, self.claims, self.releases, backends)
         self.mig_binding = MigBinding(db, self.index, self.provisioning)
         self.recovery = Recovery(db, self.ownership, self.provisioning, self.releases)
 

@@ -18,7 +18,7 @@ for ``ready`` or a terminal state clears both. ``controller.leases.recovery`` fi
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
@@ -56,6 +56,17 @@ class IllegalTransition(ValueError):
         self.lease_id = lease_id
         self.current = current
         self.target = target
+
+    def problem_extensions(self) -> dict[str, Any]:
+        """The same shape as the other state machines' refusals (controller.statemachine)."""
+        allowed = sorted(_allowed(self.current)) if self.current else ["requested"]
+        return {
+            "machine": "lease",
+            "lease": self.lease_id,
+            "current": self.current,
+            "target": self.target,
+            "allowed": [{"to": to} for to in allowed],
+        }
 
 
 def _allowed(current: str) -> frozenset[str]:

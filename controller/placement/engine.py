@@ -148,6 +148,12 @@ class Engine:
             if b is not None:
                 yield from b.iter_hosts(min_units, spread)
 
+    def _domain_hosts(self, demand: Demand, attr: str, value: str, min_units: int) -> Iterator[str]:
+        for key in demand.keys:
+            b = self.index.bucket(key, attr, value)
+            if b is not None:
+                yield from b.iter_hosts(min_units, False)
+
     def _primary(self, req: PlacementRequest, demands: list[Demand]) -> Demand:
         """The most selective demand: the one whose buckets hold the fewest hosts."""
 
@@ -207,24 +213,63 @@ class Engine:
 
         attr = DOMAIN_ATTR[req.topology]
 
-        def some_domain_large_enough() -> bool:
-            """Whether any domain has req.nodes hosts with free units of the primary demand (O(domains))."""
-            min_units = primary.min_units()
+        min_units = primary.min_units()
+
+        def large_domains() -> dict[str, int]:
+            """Domains not yet visited whose buckets hold req.nodes hosts with free units of the primary demand,
+            with that count (O(domains))."""
             per_domain: dict[str, int] = {}
             for key in primary.keys:
                 for value, db in self.index.domains.get((key, attr), {}).items():
-                    n = per_domain[value] = per_domain.get(value, 0) + db.count(min_units)
-                    if n >= req.nodes:
-                        return True
-            return False
+                    if value not in visited:
+                        per_domain[value] = per_domain.get(value, 0) + db.count(min_units)
+            large = {v: n for v, n in per_domain.items() if n >= req.nodes}
+            if req.regions or req.azs:
+                # A domain lies in one AZ (a network node, a placement group) or is one: its first host tells.
+                for value in list(large):
+                    first = next(iter(self._domain_hosts(primary, attr, value, min_units)), None)
+                    h = self.index.hosts.get(first) if first is not None else None
+                    if h is None or (req.regions and h.region not in req.regions) or (req.azs and h.az not in req.azs):
+                        del large[value]
+            return large
 
         def n_domains() -> int:
             return max(len(self.index.domains.get((key, attr), {})) for key in primary.keys)
 
+        def room_in(dom: str) -> int:
+            """Hosts of the domain with free units of the primary demand: a bound on its candidates."""
+            n = 0
+            for k2 in primary.keys:
+                b = self.index.bucket(k2, attr, dom)
+                if b is not None:
+                    n += b.count(min_units)
+            return n
+
+        def gather(dom: str) -> None:
+            """Plan the domain's hosts until it holds the gang (plus a few to weigh); keep it if it does."""
+            visited.add(dom)
+            members: list[HostPlan] = []
+            spare = 0
+            for k2 in primary.keys:
+                b = self.index.bucket(k2, attr, dom)
+                if b is None:
+                    continue
+                spare += b.count(min_units)
+                for hid2 in b.iter_hosts(min_units, spread):
+                    p2 = plan(hid2)
+                    if p2 is not None and all(m.host.id != hid2 for m in members):
+                        members.append(p2)
+                        if len(members) >= req.nodes + extra:
+                            break
+                if len(members) >= req.nodes + extra:
+                    break
+            if len(members) >= req.nodes:
+                groups.append((dom, members, spare - req.nodes))
+
         visited: set[str] = set()
-        bounded = False
         groups: list[tuple[str, list[HostPlan], int]] = []
         extra = max(2, self.candidates // 2)
+        jumped = False
         for key in primary.keys:
             for hid in self._stream(req, primary, spread, key):
                 host = self.index.hosts[hid]
@@ -233,42 +278,26 @@ class Engine:
                     continue
                 # Bucket counts bound the domain's candidates: skip it without planning a host if they are too
                 # few (a gang no domain can hold is then refused in O(domains), not O(hosts)).
-                in_domain = 0
-                for k2 in primary.keys:
-                    b = self.index.bucket(k2, attr, dom)
-                    if b is not None:
-                        in_domain += b.count(primary.min_units())
-                if in_domain < req.nodes:
+                if room_in(dom) < req.nodes:
                     visited.add(dom)
-                    # Many domains too small and no gang yet: if none is large enough, stop walking hosts.
-                    if not bounded and not groups and len(visited) >= max(64, n_domains() // 16):
-                        bounded = True
-                        if not some_domain_large_enough():
-                            return None
+                    # Many domains too small and no gang yet: stop walking hosts; go straight to the domains
+                    # whose buckets can hold the gang, tightest first (the topology weigher's preference), or
+                    # refuse if there is none. A large gang on a busy fleet then costs O(domains), not O(hosts).
+                    if not groups and len(visited) >= max(64, n_domains() // 16):
+                        large = large_domains()
+                        for value in sorted(large, key=lambda v: (large[v], v)):
+                            gather(value)
+                            if len(groups) >= self.max_domains:
+                                break
+                        jumped = True
+                        break
                     continue
                 if plan(hid) is None:
                     continue
-                visited.add(dom)
-                members: list[HostPlan] = []
-                spare = 0
-                for k2 in primary.keys:
-                    b = self.index.bucket(k2, attr, dom)
-                    if b is None:
-                        continue
-                    spare += b.count(primary.min_units())
-                    for hid2 in b.iter_hosts(primary.min_units(), spread):
-                        p2 = plan(hid2)
-                        if p2 is not None and all(m.host.id != hid2 for m in members):
-                            members.append(p2)
-                            if len(members) >= req.nodes + extra:
-                                break
-                    if len(members) >= req.nodes + extra:
-                        break
-                if len(members) >= req.nodes:
-                    groups.append((dom, members, spare - req.nodes))
-                    if len(groups) >= self.max_domains:
-                        break
-            if len(groups) >= self.max_domains:
+                gather(dom)
+                if len(groups) >= self.max_domains:
+                    break
+            if jumped or len(groups) >= self.max_domains:
                 break
         if not groups:
             return None
@@ -314,7 +343,7 @@ class Engine:
             return self._plan_host(h, demands, policy) is not None
 
         def topology_ok(hosts: list[Host]) -> str | None:
-            return topology_reason(req, len(hosts), lambda: Counter(h.domain(req.topology) for h in hosts))
+            return topology_reason(req, len(hosts), lambda topology: Counter(h.domain(topology) for h in hosts))
 
         return explain_exhaustive(req, demands, self.index.hosts.values(), fits, topology_ok)
 

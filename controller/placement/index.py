@@ -23,13 +23,16 @@ from controller.placement.model import Device, Host, OfferKey, host_offers
 
 # Gang domains; every value is qualified by the host's backend (a lease stays inside one backend), and
 # ``backend`` itself is the domain of a gang with topology ``any``.
-DOMAINS = ("placement_group", "az", "region", "backend")
-DomainValues = tuple[str | None, str, str, str]
+DOMAINS = ("placement_group", "az", "region", "backend", "network_node_3", "network_node_2", "network_node_1")
+DomainValues = tuple[str | None, str, str, str, str | None, str | None, str | None]
 
 
 def domain_values(host: Host) -> DomainValues:
     b = host.backend_id
-    return (f"{b}/{host.placement_group}" if host.placement_group else None, f"{b}/{host.az}", f"{b}/{host.region}", b)
+    nodes = host.network_nodes
+    n3, n2, n1 = (f"{b}/{nodes[i]}" if len(nodes) > i and nodes[i] else None for i in (2, 1, 0))
+    group = f"{b}/{host.placement_group}" if host.placement_group else None
+    return (group, f"{b}/{host.az}", f"{b}/{host.region}", b, n3, n2, n1)
 
 
 class Bucket:

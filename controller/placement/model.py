@@ -12,7 +12,7 @@ from typing import Literal
 
 from controller.placement import mig
 
-BackendKind = Literal["static", "ironic", "nova", "eks"]
+BackendKind = str  # the kinds are the backend registry's (controller.backends.registry)
 HostState = Literal["ready", "drained", "quarantined", "unreachable"]
 Validation = Literal["validated", "unvalidated", "failed"]
 SliceKind = Literal["gpu", "mig", "timeslice", "mps", "vgpu"]
@@ -110,6 +110,9 @@ class Device:
         )
 
 
+NETWORK_TOPOLOGY = "same-network-node-layer-"
+
+
 @dataclass(slots=True)
 class Host:
     id: str
@@ -118,6 +121,9 @@ class Host:
     region: str
     az: str
     placement_group: str | None = None
+    # The network nodes above the host, layer 1 (top of the network) to layer 3 (directly above it); empty when
+    # no instance topology is recorded (labels ``*/network-node-layer-N``, see controller.leases.fleet).
+    network_nodes: tuple[str | None, ...] = ()
     pool: str | None = None
     state: HostState = "ready"
     validation: Validation = "unvalidated"
@@ -126,7 +132,7 @@ class Host:
     # The pool's policy allows creating MIG instances on demand on this host's MIG-enabled GPUs.
     on_demand_mig: bool = False
     devices: list[Device] = field(default_factory=list)
-    # What the host's backend kind can hand out (controller.backends.base.Capabilities): slice kinds (None: all),
+    # What the host's backend kind can hand out (controller.backends.contract.Capabilities): slice kinds (None: all),
     # leased whole, one slice kind per lease, and why the others are missing.
     slice_kinds: frozenset[str] | None = None
     whole_node: bool = False
@@ -146,9 +152,13 @@ class Host:
         itself, an AZ is ``<backend>/<az>`` (two clusters' ``us-east-1a`` are different domains)."""
         if topology == "any":
             return self.backend_id
-        value = {"same-placement-group": self.placement_group, "same-az": self.az, "same-region": self.region}.get(
-            topology
-        )
+        if topology.startswith(NETWORK_TOPOLOGY):
+            layer = int(topology[len(NETWORK_TOPOLOGY) :])
+            value = self.network_nodes[layer - 1] if len(self.network_nodes) >= layer else None
+        else:
+            value = {"same-placement-group": self.placement_group, "same-az": self.az, "same-region": self.region}.get(
+                topology
+            )
         return f"{self.backend_id}/{value}" if value else None
 
 

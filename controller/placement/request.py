@@ -19,7 +19,16 @@ from pydantic import (
 from controller.bounds import NO_NUL, no_nul
 from controller.placement.model import SliceKind
 
-Topology = Literal["same-host", "same-placement-group", "same-az", "same-region", "any"]
+Topology = Literal[
+    "same-host",
+    "same-network-node-layer-3",
+    "same-network-node-layer-2",
+    "same-network-node-layer-1",
+    "same-placement-group",
+    "same-az",
+    "same-region",
+    "any",
+]
 Policy = Literal["pack", "spread"]
 _SSH_KEY_TYPES = ("ssh-", "ecdsa-sha2-", "sk-ssh-", "sk-ecdsa-")
 # Bounds: names fit the store's columns (GPU models and backends String(128), MIG profiles String(32)); memory
@@ -87,7 +96,9 @@ class PlacementRequest(BaseModel):
     """What a tenant asks for. ``slices`` are per node; ``nodes`` distinct hosts each get all of them.
 
     ``topology`` constrains how the nodes relate (all-or-nothing): ``same-host`` (one node),
-    ``same-placement-group`` (rack / EC2 cluster placement group), ``same-az``, ``same-region`` or ``any``.
+    ``same-network-node-layer-N`` (every node under one network node at layer N of the instance topology: 3 is
+    the node directly above the instances, 1 the top), ``same-placement-group`` (rack / EC2 cluster placement
+    group), ``same-az``, ``same-region`` or ``any``.
     ``backends`` and ``regions``/``azs`` both restrict and, in list order, express preference.
     """
 

@@ -23,6 +23,9 @@ more. Instead:
   report interval.
 
 Listeners get ``{host_id: change_seq}`` and must be cheap (they run on the committing thread or the poller).
+A change to a host's agent credentials (one issued, reset or revoked, the host renamed) also stamps
+``hosts.credential_seq`` with the same value; listeners subscribed with ``credentials=True`` (the auth caches) hear
+only those, so a claim, a report or an admin's change does not cost the host's agent a credential lookup.
 A deleted host cannot be stamped: it is announced with ``change_seq`` :data:`DELETED`, at once by the process
 that deleted it and by every other within ``deletion_scan_s`` (the poller compares the set of host ids).
 """
@@ -54,6 +57,7 @@ log = logging.getLogger("gpufabric.store.changes")
 
 _HOSTS_KEY = "gpufabric.changed_hosts"
 _POOLS_KEY = "gpufabric.changed_pools"
+_CREDENTIALS_KEY = "gpufabric.changed_credentials"
 _STAMP_KEY = "gpufabric.change_stamp"
 _DELETED_KEY = "gpufabric.deleted_hosts"
 DELETED = 2**62
@@ -88,18 +92,25 @@ def _history_changed(obj: Any, names: Iterable[str]) -> bool:
 def _collect_orm_changes(session: Session, _flush_context: Any) -> None:
     """``after_flush``: the ORM's view of what changed (object histories are still pre-flush here)."""
     hosts: set[int] = session.info.setdefault(_HOSTS_KEY, set())
+    credentials: set[int] = session.info.setdefault(_CREDENTIALS_KEY, set())
     for obj in session.new:
         if isinstance(obj, Host):
             hosts.add(obj.id)
         elif isinstance(obj, _HOST_ROWS) and obj.host_id is not None:
             hosts.add(obj.host_id)
+            if isinstance(obj, AgentCredential):
+                credentials.add(obj.host_id)
     for obj in session.dirty:
         if isinstance(obj, Host):
             if _history_changed(obj, _HOST_COLUMNS):
                 hosts.add(obj.id)
+                if _history_changed(obj, ("hostname",)):
+                    credentials.add(obj.id)  # a credential's principal names its host
         elif isinstance(obj, _HOST_ROWS):
             if session.is_modified(obj, include_collections=False) and obj.host_id is not None:
                 hosts.add(obj.host_id)
+                if isinstance(obj, AgentCredential):
+                    credentials.add(obj.host_id)
         elif isinstance(obj, Pool) and _history_changed(obj, ("policy",)):
             session.info.setdefault(_POOLS_KEY, set()).add(obj.id)
     for obj in session.deleted:
@@ -107,6 +118,8 @@ def _collect_orm_changes(session: Session, _flush_context: Any) -> None:
             session.info.setdefault(_DELETED_KEY, set()).add(obj.id)
         elif isinstance(obj, _HOST_ROWS) and obj.host_id is not None:
             hosts.add(obj.host_id)
+            if isinstance(obj, AgentCredential):
+                credentials.add(obj.host_id)
 
 
 def _stamp(session: Session) -> None:
@@ -116,6 +129,8 @@ def _stamp(session: Session) -> None:
     session.flush()  # before_commit runs before the commit's own flush: collect what it would write
     ids: set[int] = session.info.pop(_HOSTS_KEY, set())
     pools: set[int] = session.info.pop(_POOLS_KEY, set())
+    credentials: set[int] = session.info.pop(_CREDENTIALS_KEY, set())
+    credentials.discard(None)  # type: ignore[arg-type]
     if pools:
         ids.update(session.scalars(select(Host.id).where(Host.pool_id.in_(sorted(pools)))))
     ids.discard(None)  # type: ignore[arg-type]
@@ -126,7 +141,17 @@ def _stamp(session: Session) -> None:
         seq, previous = _stamp_postgresql(session, ordered)
     else:
         seq, previous = _stamp_portable(session, ordered)
-    session.info[_STAMP_KEY] = (seq, previous)
+    credentials &= ids
+    if credentials:
+        # Rare (registration, a reset, a rename): one more statement, under the row locks taken above.
+        session.execute(
+            update(Host)
+            .where(Host.id.in_(bindparam("ids", expanding=True)))
+            .values(credential_seq=seq)
+            .execution_options(synchronize_session=False),
+            {"ids": sorted(credentials)},
+        )
+    session.info[_STAMP_KEY] = (seq, previous, frozenset(credentials))
 
 
 def _stamp_portable(session: Session, ordered: list[int]) -> tuple[int, dict[int, int]]:
@@ -179,7 +204,7 @@ def _stamp_postgresql(session: Session, ordered: list[int]) -> tuple[int, dict[i
 
 
 def _forget(session: Session, *_: Any) -> None:
-    for key in (_HOSTS_KEY, _POOLS_KEY, _STAMP_KEY, _DELETED_KEY):
+    for key in (_HOSTS_KEY, _POOLS_KEY, _CREDENTIALS_KEY, _STAMP_KEY, _DELETED_KEY):
         session.info.pop(key, None)
 
 
@@ -201,6 +226,7 @@ class HostChangeFeed:
         self._known_ids: set[int] | None = None
         self._last_scan = 0.0
         self._listeners: list[Listener] = []
+        self._credential_listeners: list[Listener] = []
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._cursor: int | None = None
@@ -216,12 +242,15 @@ class HostChangeFeed:
     def cursor(self) -> int | None:
         return self._cursor
 
-    def subscribe(self, listener: Listener) -> None:
-        """Call ``listener`` with ``{host_id: change_seq}`` for every change from now on; starts the poller."""
+    def subscribe(self, listener: Listener, *, credentials: bool = False) -> None:
+        """Call ``listener`` with ``{host_id: change_seq}`` for every change from now on; starts the poller.
+
+        ``credentials=True``: only for changes to hosts' agent credentials (issued, reset, revoked, the host
+        renamed or deleted), with ``{host_id: credential_seq}``: what an auth cache must drop."""
         with self._lock:
             if self._cursor is None:
                 self._cursor = self.clock()
-            self._listeners.append(listener)
+            (self._credential_listeners if credentials else self._listeners).append(listener)
             if self._thread is None and self.poll_interval_s > 0:
                 self._thread = threading.Thread(
                     target=_poll_loop,
@@ -243,11 +272,12 @@ class HostChangeFeed:
             return {}
         with self._poll_lock:
             changed: dict[int, int] = {}
-            cursor = self._cursor
+            credentials: dict[int, int] = {}
+            cursor = start = self._cursor
             # Keyset pages on (change_seq, id): one commit can stamp far more hosts than a page (a pool's policy,
             # the sweeper after an outage), and they all carry the same stamp.
             stmt = (
-                select(Host.id, Host.change_seq)
+                select(Host.id, Host.change_seq, Host.credential_seq)
                 .where(tuple_(Host.change_seq, Host.id) > tuple_(bindparam("seq"), bindparam("id")))
                 .order_by(Host.change_seq, Host.id)
                 .limit(self.POLL_BATCH)
@@ -256,17 +286,23 @@ class HostChangeFeed:
             with self.engine.connect() as conn:
                 while True:
                     rows = conn.execute(stmt, {"seq": cursor, "id": after_id}).all()
-                    for host_id, seq in rows:
+                    for host_id, seq, credential_seq in rows:
                         changed[host_id] = seq
+                        if credential_seq > start:  # stamped by a commit this poll is the first to see
+                            credentials[host_id] = credential_seq
                     if rows:
                         cursor, after_id = rows[-1][1], rows[-1][0]
                     if len(rows) < self.POLL_BATCH:
                         break
             self._cursor = max(cursor, self._cursor)
             if time.monotonic() - self._last_scan >= self.deletion_scan_s:
-                changed.update(self._deleted_since_last_scan())
+                deleted = self._deleted_since_last_scan()
+                changed.update(deleted)
+                credentials.update(deleted)
         if changed:
             self._notify(changed)
+        if credentials:
+            self._notify(credentials, self._credential_listeners)
         return changed
 
     def _deleted_since_last_scan(self) -> dict[int, int]:
@@ -283,12 +319,15 @@ class HostChangeFeed:
         deleted = session.info.pop(_DELETED_KEY, None)
         if deleted:
             self._notify(dict.fromkeys(deleted, DELETED))
+            self._notify(dict.fromkeys(deleted, DELETED), self._credential_listeners)
         stamp = session.info.pop(_STAMP_KEY, None)
         if stamp is None:
             return
-        seq, previous = stamp
+        seq, previous, credentials = stamp
         self._local.stamp = (seq, previous)
         self._notify(dict.fromkeys(previous, seq))
+        if credentials:
+            self._notify(dict.fromkeys(credentials, seq), self._credential_listeners)
 
     def last_commit_stamp(self) -> tuple[int, dict[int, int]] | None:
         """The stamp of this thread's most recent commit that changed hosts, once: ``(change_seq, {host_id:
@@ -297,8 +336,8 @@ class HostChangeFeed:
         self._local.stamp = None
         return stamp
 
-    def _notify(self, changed: dict[int, int]) -> None:
-        for listener in list(self._listeners):
+    def _notify(self, changed: dict[int, int], listeners: list[Listener] | None = None) -> None:
+        for listener in list(self._listeners if listeners is None else listeners):
             try:
                 listener(changed)
             except Exception:

@@ -85,6 +85,9 @@ class Host(Base):
     # The fleet clock's value at this host's last change (controller.store.changes): replicas poll
     # ``change_seq > cursor`` to learn which hosts' desired state, tasks or placement inputs changed.
     change_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The stamp of the last change that matters to the host's agent credentials (a credential issued, reset or
+    # revoked; the host renamed): auth caches drop the host's cached credentials for these, not for every change.
+    credential_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     backend: Mapped[Backend | None] = relationship(lazy="joined")
     pool: Mapped[Pool | None] = relationship(lazy="joined")

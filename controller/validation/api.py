@@ -84,8 +84,9 @@ def _load(session: Session, validation_id: str) -> Validation:
 
 
 def _mpi_runner(request: Request) -> service.MpiRunnerFactory:
-    factory: service.MpiRunnerFactory = getattr(request.app.state, "mpi_runner_factory", service.default_mpi_runner)
-    return factory
+    # A test may set its own; the app's is its backend registry's (the target backend kind's NCCL runner).
+    factory: service.MpiRunnerFactory | None = getattr(request.app.state, "mpi_runner_factory", None)
+    return factory or request.app.state.backends.nccl_runner
 
 
 def _reconciled(request: Request, db: Database, validation_id: str) -> ValidationOut:

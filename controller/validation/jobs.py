@@ -151,16 +151,15 @@ def burn_in_tick(db: Database, cursor: BurnInCursor | None = None) -> list[str]:
     return started
 
 
-def _reconcile(ctx: JobContext) -> None:
-    service.reconcile(ctx.db)
-
-
 def _schedules(ctx: JobContext) -> None:
     fire_due_schedules(ctx.db)
 
 
-def register_validation_hooks(registry: HookRegistry) -> None:
-    registry.register("periodic", "validation-reconcile", _reconcile, interval_s=RECONCILE_INTERVAL_S)
+def register_validation_hooks(registry: HookRegistry, mpi_runner: service.MpiRunnerFactory) -> None:
+    def reconcile(ctx: JobContext) -> None:
+        service.reconcile(ctx.db, mpi_runner=mpi_runner)
+
+    registry.register("periodic", "validation-reconcile", reconcile, interval_s=RECONCILE_INTERVAL_S)
     registry.register("periodic", "validation-schedules", _schedules, interval_s=SCHEDULE_INTERVAL_S)
     cursor = BurnInCursor()
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller import audit
 from controller.auth.tokens import Principal
+from controller.backends.contract import NotSupported
 from controller.store.db import Database
 from controller.store.models import Backend, Host, HostTask
 from controller.validation import gate
@@ -278,6 +279,7 @@ class KubeTarget:
     url: str
     token: str | None = None
     verify_ssl: bool = True
+    kind: str = "eks"  # the backend kind whose cluster it is (its NCCL runner: ``Backend.nccl_runner``)
 
 
 def kube_target(backend: Backend) -> KubeTarget:
@@ -286,21 +288,14 @@ def kube_target(backend: Backend) -> KubeTarget:
     url = config.get("kube_api_url")
     if not url:
         raise ValidationRequestError(f"backend {backend.name} has no kube_api_url in its config")
-    return KubeTarget(str(url), config.get("kube_token"), bool(config.get("kube_verify_ssl", True)))
+    return KubeTarget(str(url), config.get("kube_token"), bool(config.get("kube_verify_ssl", True)), backend.kind)
 
 
+# The app's is its backend registry's ``nccl_runner`` (the runner of the target's backend kind).
 MpiRunnerFactory = Callable[[KubeTarget], Any]
 
 
-def default_mpi_runner(target: KubeTarget) -> Any:
-    from drivers.eks.mpijob import MpiJobRunner
-
-    return MpiJobRunner.from_url(target.url, target.token, target.verify_ssl)
-
-
-def reconcile(
-    db: Database, validation_id: str | None = None, *, mpi_runner: MpiRunnerFactory = default_mpi_runner
-) -> list[str]:
+def reconcile(db: Database, validation_id: str | None = None, *, mpi_runner: MpiRunnerFactory) -> list[str]:
     """Advance active validations (or the one given); returns the ids that finished now."""
     with db.session() as session:
         stmt = select(Validation.id).where(Validation.status.in_(ACTIVE)).order_by(Validation.created_at)
@@ -407,7 +402,7 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
     namespace, name = run.job_namespace or "default", run.job_name or ""
     try:
         runner = mpi_runner(kube_target(backend))
-    except ValidationRequestError as exc:
+    except (ValidationRequestError, NotSupported) as exc:
         set_run_status(run, "failed")
         run.message = str(exc)
         return

@@ -76,6 +76,9 @@ class LeasedSlice(_Model):
     units: int = 1
     profile: str | None = None
     mig_uuid: str | None = None
+    # MIG: the memory-slice start the controller chose (its claims cover that placement); an instance not yet
+    # created (no ``mig_uuid``) is created exactly there (additive in protocol v1: older agents ignore it).
+    placement_start: int | None = None
 
 
 class DesiredState(_Model):

@@ -62,15 +62,12 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
 
 
 @contextmanager
-def static_backend_replaced(fake: Callable[[], Any]) -> Iterator[None]:
-    """Provision leases of static hosts with ``fake()`` (a fault-injecting StaticBackend) inside the block; the
-    registered provisioners are restored afterwards, whatever happened."""
-    from controller.backends import base
-
-    saved = dict(base._PROVISIONERS)
-    base.register_provisioner("static", lambda _db: fake())
+def static_backend_replaced(app: Any, fake: Callable[[], Any]) -> Iterator[None]:
+    """Provision leases of the app's static hosts with ``fake()`` (a fault-injecting StaticBackend) inside the
+    block; the app's own static backend is served again afterwards, whatever happened."""
+    backends = app.state.backends
+    saved = backends.add(fake())
     try:
         yield
     finally:
-        base._PROVISIONERS.clear()
-        base._PROVISIONERS.update(saved)
+        backends.add(saved)

@@ -4,12 +4,14 @@ environment those files set. In a DaemonSet the host registers under NODE_NAME (
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app as agent_app
+from agent.state import exclusive_state
 from tests.controller.conftest import Controller
 
 
@@ -35,6 +37,13 @@ def test_the_agent_runs_from_the_environment_alone_and_registers_under_node_name
         host = api.get("/v1/hosts/ip-10-0-1-7.ec2.internal")
         assert host.status_code == 200, host.text
         assert len(host.json()["devices"]) == 8
+    # A second agent on the same state (a copied unit file, two DaemonSet pods on one hostPath): refused at
+    # start with the other's pid, instead of both overwriting the credential.
+    with exclusive_state(tmp_path / "state" / "agent.json"):
+        second = CliRunner().invoke(agent_app, ["run", "--once", "--sim", "h100-8x"], env=env)
+    assert second.exit_code == 2, second.output
+    assert f"another gpufabric-agent (pid {os.getpid()}) is using" in second.output
+    assert "GPUFABRIC_STATE_DIR" in second.output
     # Without a controller URL anywhere: a one-line error naming the variable, exit 2.
     bare = {k: v for k, v in env.items() if k != "GPUFABRIC_CONTROLLER_URL"}
     missing = CliRunner().invoke(agent_app, ["run", "--once", "--sim", "h100-8x"], env=bare)

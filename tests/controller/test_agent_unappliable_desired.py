@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from agent.runner import AgentConfig, AgentRunner
+from agent.runner import AgentConfig, AgentRunner, apply_retry_delay_s
 from controller.store.models import DesiredOverride, Host
 from tests.controller.conftest import Controller
 
@@ -171,3 +172,39 @@ def test_agent_reports_a_host_failure_while_applying(
         host = api.get("/v1/hosts/broken-l4").json()
         assert host["converged"] is True, host["applied"]
         assert host["applied"]["message"].startswith("sharing time-slicing: ")
+
+
+def test_a_failed_apply_is_tried_again_after_its_back_off(controller: Controller, tmp_path: Path) -> None:
+    """The operator fixes the host, not the desired state: the agent tries the same revision again once the
+    back-off after its failure is over (not at every cycle before it), and converges."""
+    agent = _agent(controller, tmp_path, "retry-l4", sim="l4-4x")
+    agent.cycle()
+    blocker = tmp_path / "agent" / "sharing" / "sharing-state.tmp"
+    blocker.mkdir(parents=True)
+    sharing = {
+        "config": {
+            "version": "v1",
+            "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}},
+        }
+    }
+    with controller.admin() as api:
+        revision = api.put("/v1/hosts/retry-l4/desired", json={"sharing": sharing}).json()["desired"]["revision"]
+        agent.cycle()
+        failed_at = api.get("/v1/hosts/retry-l4").json()["applied"]
+        assert failed_at["revision"] == revision and failed_at["ok"] is False
+        assert agent.state.apply_failures == 1
+
+        blocker.rmdir()  # the host is fixed
+        agent.cycle()  # within the back-off: not tried again
+        assert api.get("/v1/hosts/retry-l4").json()["applied"] == failed_at
+
+        later = datetime.now(UTC) + timedelta(seconds=apply_retry_delay_s(1) + 1)
+        agent.clock = lambda: later
+        agent.cycle()
+        host = api.get("/v1/hosts/retry-l4").json()
+        assert host["applied"]["revision"] == revision and host["applied"]["ok"] is True, host["applied"]
+        assert host["converged"] is True and agent.state.apply_failures == 0
+
+
+def test_apply_back_off_doubles_up_to_its_cap() -> None:
+    assert [apply_retry_delay_s(n) for n in (1, 2, 3, 4, 5, 6, 20)] == [60, 120, 240, 480, 900, 900, 900]

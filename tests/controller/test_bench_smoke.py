@@ -13,6 +13,7 @@ from sqlalchemy.orm import selectinload
 from bench.placement_vs_openstack.__main__ import main
 from bench.placement_vs_openstack.fleets import gpufabric_fleet
 from bench.placement_vs_openstack.rest import load_store_fleet
+from controller.backends.registry import build_backends
 from controller.leases.fleet import to_placement_host
 from controller.store.db import Database
 from controller.store.models import Device
@@ -25,11 +26,12 @@ def test_store_fleet_is_the_in_process_fleet(tmp_path: Path) -> None:
     db = Database(url)
     upgrade(db.engine)
     assert load_store_fleet(url, 3, "vgpu")["devices"] == 6
+    capabilities = build_backends(db).capabilities
     with db.session() as session:
         rows = session.scalars(
             select(HostRow).options(selectinload(HostRow.devices).selectinload(Device.mig_instances))
         ).all()
-        stored = sorted((to_placement_host(r) for r in rows), key=lambda h: h.id)
+        stored = sorted((to_placement_host(r, capabilities) for r in rows), key=lambda h: h.id)
     for got, want in zip(stored, gpufabric_fleet(3), strict=True):
         assert (got.id, got.region, got.az, got.state) == (want.id, want.region, want.az, want.state)
         assert [(d.uuid, d.model, d.memory_mib, d.mode, d.vgpu_types) for d in got.devices] == [
@@ -39,7 +41,7 @@ def test_store_fleet_is_the_in_process_fleet(tmp_path: Path) -> None:
     assert load_store_fleet(url, 2, "gpu")["hosts"] == 2
     with db.session() as session:
         rows = session.scalars(select(HostRow).options(selectinload(HostRow.devices))).all()
-        assert {d.mode for r in rows for d in to_placement_host(r).devices} == {"whole"}
+        assert {d.mode for r in rows for d in to_placement_host(r, capabilities).devices} == {"whole"}
         assert len(rows) == 2
     db.dispose()
 
@@ -69,6 +71,11 @@ def test_rest_side_runs_on_a_tiny_fleet(tmp_path: Path) -> None:
         assert {"pairs_per_s", "pair", "create", "release", "server_cpu_ms_per_pair"} <= x.keys()
         assert {"p50_ms", "p99_ms"} <= x["pair"].keys()
         assert x["counters"]["leases_created"] == x["counters"]["leases_released"] == 8
+    floor = rest["floor"]
+    for name in ("healthz", "authenticated_read"):
+        assert floor[name]["n"] == 10 and floor[name]["server_cpu_ms_per_request"] >= 0  # 10 ms clock ticks
+    assert floor["authenticated_read"]["path"].startswith("/v1/leases/")
     assert "rest_targets" not in result  # only measured at 10,000 hosts
     md = (out / "placement_vs_openstack.md").read_text()
     assert "REST dry-run p50" in md and "pairs/s" in md and "--skip-openstack" in md
+    assert "The floor under any lease" in md

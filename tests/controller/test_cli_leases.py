@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.runner import AgentConfig, AgentRunner
-from controller.backends.base import LeaseInfo, ProvisionFailed, ProvisionResult
-from controller.backends.static import StaticBackend
+from controller.backends.contract import LeaseInfo, ProvisionFailed, ProvisionResult
+from controller.backends.static.backend import StaticBackend
 from controller.placement import Allocation
 from tests.controller.cli_helpers import Cli, isolated_cli, sqlite_url
 from tests.controller.conftest import Controller
@@ -219,7 +219,7 @@ class BrokenStatic(StaticBackend):
 
 def test_a_failed_lease_exits_1(tenant: Cli, controller: Controller) -> None:
     h100_fleet(controller, hosts=1)
-    with static_backend_replaced(BrokenStatic):
+    with static_backend_replaced(controller.server.app, BrokenStatic):
         result = tenant("lease", "create", "--slice", "kind=gpu", "--wait")
     assert result.exit_code == 1, result.output
     assert "the hypervisor is on fire" in result.stderr and " is failed: " in result.stderr
@@ -227,7 +227,7 @@ def test_a_failed_lease_exits_1(tenant: Cli, controller: Controller) -> None:
     waited = tenant("lease", "wait", lease_id)
     assert waited.exit_code == 1 and f"error: lease {lease_id} is failed" in waited.stderr
     # Without --wait too: the controller answers 409 lease-failed, the CLI prints the lease and exits 1.
-    with static_backend_replaced(BrokenStatic):
+    with static_backend_replaced(controller.server.app, BrokenStatic):
         at_once = tenant("lease", "create", "--slice", "kind=gpu", "--json")
     assert at_once.exit_code == 1, at_once.output
     failed = json.loads(at_once.stdout)

@@ -63,6 +63,8 @@ def test_demo_exit_after_ready(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "fleet ready" in done.stdout
     assert "admin token: gft_" in done.stdout
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ui ", done.stdout), done.stdout
+    assert "an NCCL validation of demo-h100-1 (stand-in nccl-tests output: simulated): passed" in done.stdout
     for host in HOSTS:
         assert host in done.stdout
     assert (tmp_path / "controller.db").exists()
@@ -181,3 +183,24 @@ def wait_for_output(proc: subprocess.Popen[bytes], out: Path, marker: str) -> st
         assert proc.poll() is None, f"demo exited with {proc.returncode}:\n{text[-3000:]}"
         assert time.monotonic() < deadline, f"no {marker!r} after {DEADLINE_S:.0f}s:\n{text[-3000:]}"
         time.sleep(0.2)
+
+
+@ON_THE_SHARED_FLEET
+@pytest.mark.slow
+def test_the_demo_validation_has_a_curve_shown_as_simulated(demo: Demo) -> None:
+    """The demo's NCCL validation: the agent runs the stand-in binary, the controller parses and judges its log,
+    and the dashboard draws the curve with the expected line, labelled simulated."""
+    validation = demo.nccl_validation("demo-h100-1")
+    assert validation["status"] == "passed", validation
+    (run,) = validation["runs"]
+    assert len(run["rows"]) == 28 and run["rows"][-1]["size_bytes"] == 1 << 30  # 8 B .. 1 GiB, factor 2
+    assert "SIMULATED output" in run["log_tail"]
+    assert run["verdict"]["expected_busbw_gbps"] == 360.0 and run["verdict"]["measured_busbw_gbps"] > 360.0
+    with httpx.Client(base_url=demo.url, timeout=30) as ui:
+        form = ui.get("/ui/signin").text
+        nonce = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert nonce
+        ui.post("/ui/signin", data={"csrf": nonce.group(1), "token": demo.admin_token})
+        page = ui.get(f"/ui/validations/{validation['id']}").text
+    assert "Simulated hosts (demo-h100-1)" in page and "expected 360.0 GB/s" in page
+    assert page.count('class="point"') == 28

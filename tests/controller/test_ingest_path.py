@@ -18,7 +18,7 @@ from controller.auth.tokens import agent_credential_parts, live_agent_credential
 from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache, ReplyEntry, build_entry
 from controller.jobs.sweeper import sweep_unreachable
-from controller.store.models import AgentCredential, Device, Host
+from controller.store.models import AgentCredential, Device, FleetClock, Host
 from drivers.contract.protocol import Heartbeat, inventory_content_hash
 
 from .conftest import Controller
@@ -200,7 +200,7 @@ def test_bulk_load_skips_hosts_changed_while_it_ran(controller: Controller) -> N
     """Rows read before a credential rotation that the change feed announced during the load are not loaded."""
     cache = AuthCache(ttl_s=0.5, agent_ttl_s=3600)
     feed = cache.change_listener(since=controller.db.changes.clock())
-    controller.db.changes.subscribe(feed)
+    controller.db.changes.subscribe(feed, credentials=True)
     with controller.client() as client:
         old = register(client, controller.bootstrap_token, "race-1")
         since = controller.db.changes.clock()
@@ -266,3 +266,33 @@ def test_a_change_not_yet_heard_is_never_carried_over() -> None:
     assert cache.after_report(leased, (7, {1: 5}), **kwargs) is None
     carried = cache.after_report(before, (7, {1: 5}), **kwargs)
     assert carried is not None and (carried.seq, carried.inventory_hash, carried.generation) == (7, "b", 2)
+
+
+def test_a_host_change_keeps_its_agent_credential_cached(controller: Controller) -> None:
+    """A changed report, a lease's claim or an admin's drain changes the host but not its credential: the agent's
+    next request authenticates from the cache, without reading ``agent_credentials``; a reset still drops it, on
+    this replica at once and on another replica (raw SQL here: only the poller sees it) within a poll."""
+    with controller.client() as client, controller.admin() as api:
+        cred = register(client, controller.bootstrap_token, "keep-1")
+        assert report(client, cred, synthetic_inventory("keep-1"), 1).status_code == 200
+        assert _heartbeat(client, "keep-1", cred).status_code == 200  # cached now
+        assert report(client, cred, synthetic_inventory("keep-1", health="degraded"), 2).status_code == 200
+        assert api.post("/v1/hosts/keep-1/drain", json={"reason": "maintenance"}).status_code == 200
+        seen, listener = _agent_statements(controller)
+        try:
+            assert _heartbeat(client, "keep-1", cred, generation=2).status_code == 200
+        finally:
+            event.remove(controller.db.engine, "before_cursor_execute", listener)
+        assert not [s for s in seen if "agent_credentials" in s], seen
+        # Revoked by another process: no ORM event here, only the credential stamp the poller reads.
+        with controller.db.engine.begin() as conn:
+            host_id = conn.execute(select(Host.id).where(Host.hostname == "keep-1")).scalar_one()
+            conn.execute(update(AgentCredential).where(AgentCredential.host_id == host_id).values(
+                revoked_at=datetime.now(UTC)))  # fmt: skip
+            stamp = conn.execute(
+                update(FleetClock).where(FleetClock.name == "hosts").values(value=FleetClock.value + 1)
+                .returning(FleetClock.value)
+            ).scalar_one()  # fmt: skip
+            conn.execute(update(Host).where(Host.id == host_id).values(change_seq=stamp, credential_seq=stamp))
+        controller.db.changes.poll()
+        assert_problem(_heartbeat(client, "keep-1", cred, generation=2), 401, "unauthorized")

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, update
 
-from controller.backends.base import LeaseInfo, ProvisionResult, TryElsewhere
-from controller.backends.static import StaticBackend
+from controller.backends.contract import LeaseInfo, ProvisionResult, TryElsewhere
+from controller.backends.static.backend import StaticBackend
 from controller.jobs.hooks import JobContext
 from controller.leases.errors import QuotaExceeded
 from controller.leases.provisioning import MAX_CANDIDATES
@@ -38,9 +38,9 @@ class PickyStatic(StaticBackend):
 
 
 @pytest.fixture
-def picky() -> Iterator[type[PickyStatic]]:
+def picky(controller: Controller) -> Iterator[type[PickyStatic]]:
     PickyStatic.calls = []
-    with static_backend_replaced(PickyStatic):
+    with static_backend_replaced(controller.server.app, PickyStatic):
         yield PickyStatic
 
 
@@ -111,7 +111,7 @@ def test_quota_holds_against_a_concurrent_claim_on_another_replica(controller: C
     with controller.admin() as admin:
         put = admin.put("/v1/quotas/acme", json={"limits": [{"kind": "gpu", "model": "*", "limit": 2}]})
         assert put.status_code == 200, put.text
-    replica_b = LeaseService(controller.db).load()
+    replica_b = LeaseService(controller.db, backends=controller.server.app.state.backends).load()
     claim = replica_b.engine.claim
     raced: list[int] = []
 

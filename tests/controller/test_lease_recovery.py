@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from controller.backends.base import LeaseInfo, ProvisionResult
-from controller.backends.static import StaticBackend
+from controller.backends.contract import LeaseInfo, ProvisionResult
+from controller.backends.static.backend import StaticBackend
 from controller.jobs.hooks import JobContext
 from controller.leases.state import TRANSITIONAL
 from controller.placement import Allocation
@@ -48,11 +48,11 @@ class FlakyStatic(StaticBackend):
 
 
 @pytest.fixture
-def flaky() -> Iterator[type[FlakyStatic]]:
+def flaky(controller: Controller) -> Iterator[type[FlakyStatic]]:
     FlakyStatic.release_error = None
     FlakyStatic.provision_mode = "normal"
     FlakyStatic.releases = []
-    with static_backend_replaced(FlakyStatic):
+    with static_backend_replaced(controller.server.app, FlakyStatic):
         yield FlakyStatic
 
 

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from controller.auth.tokens import Role, create_api_token
-from controller.backends.base import LeaseInfo, ProvisionFailed, ProvisionResult
-from controller.backends.static import StaticBackend
+from controller.backends.contract import LeaseInfo, ProvisionFailed, ProvisionResult
+from controller.backends.static.backend import StaticBackend
 from controller.leases.service import LeaseService
 from controller.placement import Allocation
 from controller.store.models import Lease
@@ -41,9 +41,9 @@ class BrokenStatic(StaticBackend):
 
 
 @pytest.fixture
-def slow() -> Iterator[type[SlowStatic]]:
+def slow(controller: Controller) -> Iterator[type[SlowStatic]]:
     SlowStatic.ready = False
-    with static_backend_replaced(SlowStatic):
+    with static_backend_replaced(controller.server.app, SlowStatic):
         yield SlowStatic
 
 
@@ -82,7 +82,7 @@ def test_pending_is_202_and_a_long_poll_sees_another_replica_finish_it(
         assert held.status_code == 200 and held.json()["state"] == "provisioning"
 
         # Replica B (its own lease service on the same store) finishes the lease while a long-poll waits on A.
-        replica_b = LeaseService(controller.db).load()
+        replica_b = LeaseService(controller.db, backends=controller.server.app.state.backends).load()
 
         def finish() -> None:
             time.sleep(0.5)
@@ -106,7 +106,10 @@ def test_pending_is_202_and_a_long_poll_sees_another_replica_finish_it(
 
 def test_a_failed_creation_is_409_naming_the_lease_and_its_reason(controller: Controller) -> None:
     fleet(controller, hosts=1)
-    with controller.client(controller.tenant_token) as api, static_backend_replaced(BrokenStatic):
+    with (
+        controller.client(controller.tenant_token) as api,
+        static_backend_replaced(controller.server.app, BrokenStatic),
+    ):
         made = create(api, GPU1, key="broken-1")
         problem = assert_problem(made, 409, "lease-failed")
         lease_id = problem["lease_id"]

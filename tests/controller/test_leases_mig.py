@@ -123,3 +123,29 @@ def test_releasing_one_on_demand_instance_keeps_the_other_leases_instance(
     assert instances == [kept], f"released {uuids[released]}, expected only {kept} left; found {instances}"
     with controller.client(controller.tenant_token) as api:
         assert api.get(f"/v1/leases/{ids[1 - released]}").json()["state"] == "ready"
+
+
+def test_the_agent_creates_on_demand_instances_where_the_controller_placed_them(
+    controller: Controller, tmp_path: Path
+) -> None:
+    """One MIG decision: the engine packs small instances towards the top of a GPU (keeping its low half for a
+    4g), the agent left to itself would start at slice 0. It is told the placements and creates the instances
+    exactly there, so the lease's claims never move."""
+    agent = _mig_agent(controller, tmp_path, "mig-pin")
+    request = {"slices": [{"kind": "mig", "profile": "1g.10gb", "model": "A100"}]}
+    with controller.client(controller.tenant_token) as api:
+        ids = [api.post("/v1/leases", json=request).json()["id"] for _ in range(2)]
+        chosen = {i: api.get(f"/v1/leases/{i}").json()["allocations"][0]["placement"] for i in ids}
+        assert all(p["start"] > 0 for p in chosen.values()), chosen  # not where first fit would go
+        reply = agent.cycle()
+        assert {s.placement_start for s in reply.desired.leases} == {p["start"] for p in chosen.values()}
+        agent.cycle()
+        leases = {i: api.get(f"/v1/leases/{i}").json() for i in ids}
+    assert [lease["state"] for lease in leases.values()] == ["ready", "ready"], leases
+    with controller.admin() as admin:
+        host = admin.get("/v1/hosts/mig-pin").json()
+    where = {m["uuid"]: m["placement_start"] for d in host["devices"] for m in d["mig_instances"]}
+    for lease_id, lease in leases.items():
+        alloc = lease["allocations"][0]
+        assert alloc["placement"] == chosen[lease_id], "the claim did not move"
+        assert where[alloc["mig_uuid"]] == chosen[lease_id]["start"], "created where the controller placed it"

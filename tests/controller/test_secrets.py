@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from controller.api.app import create_app
-from controller.backends import eks as eks_backend
+from controller.backends.eks.cluster import backend_config as eks_backend_config
 from controller.observability.logs import JsonFormatter
 from controller.settings import Settings
 from controller.store.db import Database
@@ -142,7 +142,7 @@ def test_an_eks_row_stored_before_the_schema_still_loads_and_shows_only_known_fi
     legacy = {**_eks(), "old_field": f"http://u:{KUBE_URL_PASSWORD}@x"}
     with controller.db.session() as session:
         session.add(Backend(name="eks-old", kind="eks", config=legacy))
-    assert eks_backend.backend_config(legacy).cluster == "train"  # what sync, checks and leases load
+    assert eks_backend_config(legacy).cluster == "train"  # what sync, checks and leases load
     with controller.admin() as api:
         shown = api.get("/v1/backends/eks-old")
     assert shown.status_code == 200 and "old_field" not in shown.json()["config"]
@@ -157,7 +157,7 @@ def test_the_reconcile_job_never_logs_the_auth_url_password(
     with controller.admin() as api:
         made = api.post("/v1/backends", json={"name": "ironic-lab", "kind": "ironic", "config": _ironic()})
         assert made.status_code == 201, made.text
-    job = controller.server.app.state.hooks.hooks["backend-sync:openstack"]
+    job = controller.server.app.state.hooks.hooks["backend-sync:ironic"]
     from controller.jobs.hooks import JobContext
 
     with caplog.at_level(logging.DEBUG):

@@ -101,3 +101,24 @@ def test_a_task_is_cancelled_only_through_its_own_host(controller: Controller) -
         task = api.post("/v1/hosts/sm-a/tasks", json={"kind": "ping", "params": {}}).json()
         assert_problem(api.post(f"/v1/hosts/sm-b/tasks/{task['id']}/cancel"), 404, "not-found")
         assert api.get("/v1/hosts/sm-a/tasks").json()[0]["status"] == "pending"
+
+
+def test_a_lease_move_its_table_forbids_is_a_409_naming_where_it_is() -> None:
+    """The lease table's own refusal (a lease that moved meanwhile) answers like the other machines'."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from controller.api.problems import install_problem_handlers
+    from controller.leases.state import check
+
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/move")
+    def move() -> None:
+        check("released", "ready", "lease-1")
+
+    body = assert_problem(TestClient(app).post("/move"), 409, "illegal-transition")
+    assert body["machine"] == "lease" and body["lease"] == "lease-1"
+    assert body["current"] == "released" and body["target"] == "ready" and body["allowed"] == []
+    assert "released -> ready is not allowed" in body["detail"]

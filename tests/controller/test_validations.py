@@ -451,7 +451,7 @@ def test_eks_validation_failed_job_is_judged_failed(controller: Controller, kube
 def test_reconcile_hook_is_registered(controller: Controller) -> None:
     hooks = controller.server.app.state.hooks.hooks
     assert {"periodic:validation-reconcile", "periodic:validation-burn-in"} <= set(hooks)
-    assert service.reconcile(controller.db) == []
+    assert service.reconcile(controller.db, mpi_runner=controller.server.app.state.backends.nccl_runner) == []
 
 
 def test_cli_run_wait_and_show(controller: Controller, agent: AgentFactory) -> None:

@@ -156,7 +156,8 @@ def _out(lease: Lease, transitions: Iterable[LeaseTransition] = ()) -> LeaseOut:
     )
 
 
-def _visible(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
+def visible_lease(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
+    """The lease as ``principal`` may see it: another tenant's is 404, with no hint that it exists."""
     out = lease_out(db, lease_id)
     if principal.role is Role.tenant and out.tenant != principal.tenant:
         raise Problem(404, "not-found", f"lease {lease_id} not found")  # no hint that it exists
@@ -246,7 +247,7 @@ async def show_lease(
     db: Database = Depends(get_db),
 ) -> LeaseOut:
     """State, every transition (with time and reason), allocations, and the backend's result when ready."""
-    out = await run_in_threadpool(_visible, db, principal, lease_id)
+    out = await run_in_threadpool(visible_lease, db, principal, lease_id)
     if wait > 0 and out.state in WAITABLE and await wait_for_change(db, lease_id, out.state, out.reason, wait):
         out = await run_in_threadpool(lease_out, db, lease_id)
     return out
@@ -260,7 +261,7 @@ def release_lease(
     svc: LeaseService = Depends(service),
 ) -> LeaseOut:
     """Release: ``releasing`` then ``released``; the capacity returns. Releasing a released lease is a no-op."""
-    _visible(db, principal, lease_id)
+    visible_lease(db, principal, lease_id)
     try:
         svc.release(lease_id, principal)
     except LeaseError as exc:

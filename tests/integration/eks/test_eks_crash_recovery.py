@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from controller.backends.eks import tenant_namespace
+from controller.backends.eks.cluster import tenant_namespace
 from controller.cli import app as cli_app
 from controller.leases.faults import POINTS
 from drivers.eks import AwsTarget, EksNodegroups

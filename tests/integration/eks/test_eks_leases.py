@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from controller.backends import eks_sync
+from controller.backends.eks import sync as eks_sync
 from controller.cli import app as cli_app
 from drivers.eks import AwsTarget, EksNodegroups
 from tests.controller.conftest import Controller
@@ -256,7 +256,7 @@ def test_the_agents_inventory_wins_for_devices_the_node_gives_zone_and_nodegroup
 def test_the_sync_job_lists_nodes_once_then_follows_the_watch(
     fabric: Controller, kube: KubeEmulator, nodegroups: EksNodegroups
 ) -> None:
-    trackers = eks_sync.EksNodeTrackers()  # what install() gives the backend-sync job
+    trackers = eks_sync.EksNodeTrackers()  # what the EKS backend keeps for its backend-sync job
     before = kube.count_requests("GET", "/api/v1/nodes", watch=False)
     first = eks_sync.run_sync(fabric.db, "eks-train", trackers=trackers)
     assert first.errors == [] and len(first.nodes) == 2

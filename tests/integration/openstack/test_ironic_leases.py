@@ -15,9 +15,9 @@ from sqlalchemy import select
 
 from controller.api.app import create_app
 from controller.auth.tokens import Role
-from controller.backends import openstack_sync
-from controller.backends.base import ProvisionResult
-from controller.backends.ironic import IronicBackend
+from controller.backends.contract import ProvisionResult
+from controller.backends.ironic.backend import IronicBackend
+from controller.backends.openstack.family import JOB_INTERVAL_S
 from controller.store.models import ApiToken, Backend
 from controller.testing import ServerThread
 from drivers.openstack import LEASE_TAG, AgentBootstrap, IronicDeployRequest, IronicDriver, PollPolicy
@@ -231,11 +231,12 @@ def test_whole_node_lease_deploys_with_a_config_drive_and_release_undeploys(
 
     # The periodic job (leader only, every 15 s) reconciles each backend whose report is older than its
     # reconcile_interval_s (60 s by default): not yet, an hour from now yes.
-    hook = controller.server.app.state.hooks.hooks["backend-sync:openstack"]
-    assert hook.kind == "backend-sync" and hook.interval_s == openstack_sync.JOB_INTERVAL_S
+    hook = controller.server.app.state.hooks.hooks["backend-sync:ironic"]
+    assert hook.kind == "backend-sync" and hook.interval_s == JOB_INTERVAL_S
     leases = controller.server.app.state.leases
-    assert openstack_sync.reconcile_due(controller.db, leases) == []
-    later = openstack_sync.reconcile_due(controller.db, leases, now=datetime.now(UTC) + timedelta(hours=1))
+    ironic = controller.server.app.state.backends.get("ironic")
+    assert ironic.reconcile_due(leases) == []
+    later = ironic.reconcile_due(leases, now=datetime.now(UTC) + timedelta(hours=1))
     assert [r["backend"] for r in later] == ["metal"] and later[0]["orphans"][0]["id"] == ghost.id
 
 

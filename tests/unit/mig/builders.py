@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.mig.planner import GiProfile, ObservedCi, ObservedGi, ObservedGpu
+from agent.mig.model import GiProfile, ObservedCi, ObservedGi, ObservedGpu
 from drivers.contract.inventory import Placement
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from agent.mig.apply import MigApplyReport, apply_mig_document, converge_mig, observe, plan_from_nvml
 from agent.mig.config import parse_mig_config
-from agent.mig.planner import MigValidationError
+from agent.mig.model import MigValidationError
 
 sim_host = pytest.importorskip("drivers.nvml.sim.host")
 from drivers.nvml.session import open_nvml  # noqa: E402

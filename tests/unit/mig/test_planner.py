@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 
 from agent.mig.config import parse_mig_config
-from agent.mig.planner import (
-    MigValidationError,
-    ObservedCi,
-    ObservedGpu,
-    best_placements,
-    first_fit_placements,
-    fragmentation_score,
-    plan_mig,
-)
+from agent.mig.model import MigValidationError, ObservedCi, ObservedGpu
+from agent.mig.planner import plan_mig
+from agent.mig.search import best_placements, first_fit_placements, fragmentation_score
 from drivers.contract.inventory import Placement
 from tests.unit.mig.builders import A100_40GB, PROFILE, a100, instance
 
@@ -310,3 +304,52 @@ def test_gi_with_split_compute_instances_is_recreated_or_blocks_when_busy() -> N
     busy = split.model_copy(update={"processes": [31]})
     result = plan([a100(0, busy, instance(2, "3g.20gb", 4))], "all | true | 3g.20gb:2").gpus[0]
     assert result.status == "blocked" and "compute instances are not the single full-size one" in result.blockers[0]
+
+
+# --- the controller's placements (one MIG decision) --------------------------------------------
+
+
+def test_an_instance_the_controller_placed_is_created_exactly_there() -> None:
+    """Left alone the planner puts one 3g.20gb at the lowest start; pinned at 4 by a lease, it goes to 4, and
+    the rest of the config is laid out around it."""
+    free = plan([a100(0)], "all | true | 3g.20gb:1,1g.5gb:2").gpus[0]
+    assert ("3g.20gb", 0) in layout_of(free)
+    gpu = a100(0)
+    gpu.pinned = [("3g.20gb", 4)]
+    result = plan([gpu], "all | true | 3g.20gb:1,1g.5gb:2").gpus[0]
+    assert result.status == "change"
+    assert ("3g.20gb", 4) in layout_of(result)
+    created = [(op.profile, op.placement.start) for op in result.operations if op.op == "create-gi"]
+    assert ("3g.20gb", 4) in [(p, s) for p, s in created]
+
+
+def test_a_pinned_instance_next_to_kept_ones() -> None:
+    gpu = a100(0, instance(1, "3g.20gb", 0))
+    gpu.pinned = [("1g.5gb", 6)]
+    result = plan([gpu], "all | true | 3g.20gb:1,1g.5gb:1").gpus[0]
+    assert layout_of(result) == [("3g.20gb", 0), ("1g.5gb", 6)]
+    assert not any(op.op.startswith("destroy") for op in result.operations)
+
+
+def test_a_pin_already_created_is_not_created_twice() -> None:
+    gpu = a100(0, instance(2, "3g.20gb", 4))
+    gpu.pinned = [("3g.20gb", 4)]
+    result = plan([gpu], "all | true | 3g.20gb:1").gpus[0]
+    assert result.status == "untouched" and result.operations == []
+
+
+def test_a_pin_a_busy_instance_blocks_is_placed_elsewhere() -> None:
+    """A process runs on a 1g.5gb at slice 5 (an instance the controller did not know was busy): the lease's
+    3g.20gb cannot go to 4:4, so it is created at 0 and the controller moves its claim when it binds it."""
+    gpu = a100(0, instance(9, "1g.5gb", 5, pids=(31337,)))
+    gpu.pinned = [("3g.20gb", 4)]
+    result = plan([gpu], "all | true | 3g.20gb:1,1g.5gb:1").gpus[0]
+    assert result.status == "change"
+    assert ("3g.20gb", 0) in layout_of(result) and ("1g.5gb", 5) in layout_of(result)
+
+
+def test_a_pin_off_the_profile_placements_is_not_honoured() -> None:
+    gpu = a100(0)
+    gpu.pinned = [("3g.20gb", 2)]  # a 3g.20gb starts at 0 or 4 only
+    result = plan([gpu], "all | true | 3g.20gb:1").gpus[0]
+    assert layout_of(result) == [("3g.20gb", 0)]

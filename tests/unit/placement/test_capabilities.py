@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
-from controller.backends.base import capabilities_for
+from controller.backends.eks.backend import EksBackend
+from controller.backends.ironic.backend import IronicBackend
+from controller.backends.nova.backend import NovaBackend
+from controller.backends.static.backend import StaticBackend
 from controller.placement import Decision, Engine, Host, Refusal
 from tests.unit.placement.fleet import gpu_host, vgpu_host
 
@@ -14,11 +17,9 @@ def ironic(hid: str, n: int = 8) -> Host:
 
 
 def test_the_backends_declare_their_capabilities() -> None:
-    import controller.api.app  # noqa: F401  (registers every backend kind)
-
-    assert capabilities_for("ironic").whole_node and capabilities_for("ironic").slice_kinds == {"gpu"}
-    assert "vgpu" not in capabilities_for("static").slice_kinds and "vgpu" not in capabilities_for("eks").slice_kinds
-    assert capabilities_for("nova").one_kind_per_host and capabilities_for("nova").slice_kinds == {"gpu", "vgpu"}
+    assert IronicBackend.capabilities.whole_node and IronicBackend.capabilities.slice_kinds == {"gpu"}
+    assert "vgpu" not in StaticBackend.capabilities.slice_kinds and "vgpu" not in EksBackend.capabilities.slice_kinds
+    assert NovaBackend.capabilities.one_kind_per_host and NovaBackend.capabilities.slice_kinds == {"gpu", "vgpu"}
 
 
 def test_part_of_an_ironic_node_is_refused_before_any_claim_with_the_reason() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from controller.placement import Decision, Device, Engine, Host, MigSlot, VgpuOffer, mig, parse_request
 from controller.placement.filters import resolve
-from controller.placement.index import Index
+from controller.placement.index import DOMAINS, Index
 
 MODELS = {"H100-80GB": 81559, "A100-40GB": 40960, "A100-80GB": 81920, "L4": 23034, "A16": 15356}
 MIG_MODELS = ("A100-40GB", "A100-80GB", "H100-80GB")
@@ -63,6 +63,14 @@ def random_device(rng: random.Random, hid: str, j: int, model: str, mode: str) -
     return d
 
 
+def random_network_nodes(rng: random.Random) -> tuple[str | None, ...]:
+    """A tree of network nodes (2 spines, 2 blocks each, 2 leaves each), or none recorded (a third of hosts)."""
+    if rng.random() < 0.33:
+        return ()
+    spine, block, leaf = rng.randrange(2), rng.randrange(2), rng.randrange(2)
+    return (f"nn-{spine}", f"nn-{spine}-{block}", f"nn-{spine}-{block}-{leaf}")
+
+
 def random_host(rng: random.Random, i: int) -> Host:
     hid = f"h{i:04d}"
     region = rng.choice(sorted(REGIONS))
@@ -94,6 +102,7 @@ def random_host(rng: random.Random, i: int) -> Host:
         az=rng.choice(REGIONS[region]),
         # Few placement groups, so gangs sometimes fit, sometimes tie, sometimes find no group at all.
         placement_group=rng.choice([None, "pg1", "pg2", "pg3", "pg4"]),
+        network_nodes=random_network_nodes(rng),
         state=rng.choices(["ready", "drained", "quarantined", "unreachable"], [85, 5, 5, 5])[0],  # type: ignore[arg-type]
         validation=rng.choice(["validated", "validated", "unvalidated", "failed"]),  # type: ignore[arg-type]
         on_demand_mig=rng.random() < 0.5,
@@ -142,7 +151,10 @@ def random_request(rng: random.Random) -> dict[str, Any]:
     body: dict[str, Any] = {"slices": [random_slice(rng) for _ in range(rng.choice([1, 1, 1, 2, 3]))]}
     if rng.random() < 0.35:
         body["nodes"] = rng.choice([2, 3, 5, 40])
-        body["topology"] = rng.choice(["same-placement-group", "same-az", "same-region", "any"])
+        body["topology"] = rng.choice(
+            ["same-placement-group", "same-az", "same-region", "any"]
+            + [f"same-network-node-layer-{n}" for n in (1, 2, 3)]
+        )
     elif rng.random() < 0.2:
         body["topology"] = "same-host"
     if rng.random() < 0.15:
@@ -181,8 +193,10 @@ def assert_groups_consistent(e: Engine) -> None:
     # Per-domain counts of the fine groups, kept current through the churn.
     for fines in e.index.fine.values():
         for g in fines.values():
-            for i, attr in enumerate(("placement_group", "az", "region")):
-                want = Counter(e.index.hosts[h].domain(f"same-{attr.replace('_', '-')}") for h in g.members)
+            topologies = ["same-placement-group", "same-az", "same-region", "any"]
+            topologies += [f"same-network-node-layer-{n}" for n in (3, 2, 1)]
+            for i, (attr, topology) in enumerate(zip(DOMAINS, topologies, strict=True)):
+                want = Counter(e.index.hosts[h].domain(topology) for h in g.members)
                 assert g.domain_counts(attr) == want
                 assert want == Counter(e.index.domains_of(h)[i] for h in g.members)
     # Host order: the seq numbers follow the order of ``hosts``.

@@ -1,0 +1,2 @@
+"""The ``eks`` backend kind: leases on EKS GPU nodegroups (``backend``), nodes and headroom as hosts (``sync``,
+``headroom``), networking checks (``checks``)."""

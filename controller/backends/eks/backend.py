@@ -1,0 +1,383 @@
+"""The ``eks`` backend: leases on EKS GPU nodegroups.
+
+Placement sees two sorts of EKS hosts, both written by the sync (``controller.backends.eks.sync``):
+
+- **nodes**: the cluster's GPU nodes (host name = node name), merged with the agent's inventory when the
+  DaemonSet's agent reports for the same node;
+- **headroom**: nodes a nodegroup could still start (``maxSize - desiredSize``, at least one), with the
+  nodegroup's GPUs and a high cost, so a request that does not fit on running nodes can still be placed.
+
+``provision`` on headroom scales the nodegroup up (all or nothing) and answers ``pending``; at ``maxSize``
+the backend's ``at_max`` policy fails the lease with the nodegroup's figures or keeps it waiting. When the
+new node registers (or, waiting, a node of the nodegroup is idle again) the sync job moves the lease's
+claims onto it and provisions again. On real nodes ``provision`` creates the tenant namespace with a
+ResourceQuota for the leased resources, writes the device-plugin sharing config for shared slices, and
+returns the namespace and a pod spec fragment pinned to the leased nodes. ``release`` deletes the
+namespace (and its quota) and, with ``scale_down: idle``, lowers the nodegroups' desired size by their idle
+nodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from controller.backends.contract import (
+    BackendBase,
+    Capabilities,
+    KubeAccess,
+    LeaseHooks,
+    LeaseInfo,
+    Outcome,
+    ProvisionResult,
+)
+from controller.backends.eks import checks, sync
+from controller.backends.eks.cluster import (
+    EFA_LABEL,
+    PLACEMENT_GROUP_HOST_LABEL,
+    SCALE_REQUESTED_LABEL,
+    EksBackendError,
+    aws_nodegroups,
+    backend_config,
+    is_headroom,
+    kube_cluster,
+    tenant_namespace,
+)
+from controller.backends.eks.config import EksConfig, NodegroupSharing
+from controller.jobs.hooks import HookRegistry, JobContext
+from controller.placement import Allocation
+from controller.store.db import Database
+from controller.store.models import Backend, Host
+from drivers.eks import EksError, cross_az_finding
+from drivers.eks.kube import (
+    EFA_RESOURCE,
+    GPU_RESOURCE,
+    INSTANCE_TYPE_LABEL,
+    MIG_RESOURCE_PREFIX,
+    NODEGROUP_LABEL,
+    ZONE_LABEL,
+    DevicePluginSharing,
+    KubeGpuCluster,
+    SharedResource,
+    pod_spec_fragment,
+)
+from drivers.eks.models import Taint
+
+log = logging.getLogger("gpufabric.backends.eks")
+
+
+def slice_resource(a: Allocation, sharing: NodegroupSharing | None) -> str:
+    """The Kubernetes extended resource one allocation is consumed as."""
+    if a.kind == "mig":
+        return f"{MIG_RESOURCE_PREFIX}{a.profile}"
+    if a.kind in ("timeslice", "mps"):
+        return sharing.resource if sharing is not None else GPU_RESOURCE
+    return GPU_RESOURCE
+
+
+@dataclass
+class _Node:
+    host: Host
+    allocations: list[Allocation] = field(default_factory=list)
+
+    @property
+    def nodegroup(self) -> str | None:
+        return (self.host.labels or {}).get(NODEGROUP_LABEL)
+
+    @property
+    def zone(self) -> str | None:
+        return (self.host.labels or {}).get(ZONE_LABEL)
+
+
+class EksBackend(BackendBase):
+    """The backend kind ``eks``. It reads hosts and backend configs from the store (``db``) and keeps one node
+    watch per backend between syncs of its periodic job (``trackers``)."""
+
+    kind = "eks"
+    description = "AWS EKS GPU nodegroups"
+    config_model = EksConfig
+    capabilities = Capabilities(
+        access="a tenant namespace with a ResourceQuota for the leased GPU resources and a pod spec fragment pinned "
+        "to the leased nodes",
+        slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}),
+        why_not="EKS nodes offer no vGPUs",
+        validation="an MPIJob of nccl-tests on a nodegroup (POST /v1/validations with backend and nodegroup)",
+        unsupported={
+            "reconcile": "an EKS backend reconciles on every sync (orphan tenant namespaces, leases waiting for a "
+            "node): POST /v1/backends/{name}/sync",
+        },
+    )
+
+    def __init__(self, db: Database, kube_factory: Callable[[EksConfig], KubeGpuCluster] = kube_cluster) -> None:
+        self.db = db
+        self.kube_factory = kube_factory
+        self.trackers = sync.EksNodeTrackers()  # the periodic job's node watches, one per backend
+
+    # -- sync, checks, validation, jobs ---------------------------------------------------------------------
+
+    def sync(self, name: str, leases: LeaseHooks | None) -> Outcome:
+        """Nodes become hosts, headroom, leases waiting for a node move onto it and are provisioned again (a plain
+        paginated node list: the periodic job follows its node watches instead)."""
+        report = sync.run_sync(self.db, name, leases, kube_factory=self.kube_factory)
+        return Outcome(report.as_dict(), ok=not report.errors, audit={"changed": sorted(set(report.changed))[:50]})
+
+    def checks(self, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
+        """Networking findings per nodegroup: pods per node, subnet IP headroom at maxSize, cross-AZ leases."""
+        with self.db.session() as session:
+            row = session.scalar(select(Backend).where(Backend.name == name, Backend.kind == self.kind))
+            if row is None:
+                raise EksBackendError(f"backend {name} is not an eks backend")
+            return checks.backend_checks(session, row, options.get("pods_per_node"))
+
+    def nccl_runner(self, target: KubeAccess) -> Any:
+        from drivers.eks.mpijob import MpiJobRunner
+
+        return MpiJobRunner.from_url(target.url, target.token, target.verify_ssl)
+
+    def install_jobs(self, hooks: HookRegistry, leases: LeaseHooks) -> None:
+        """The EKS backend-sync hook (once per app), following each backend's node watch."""
+        if "backend-sync:eks" in hooks.hooks:
+            return
+
+        def job(_ctx: JobContext) -> None:
+            for report in sync.sync_all(self.db, leases, self.trackers, kube_factory=self.kube_factory):
+                for error in report.errors:
+                    log.warning("eks sync %s: %s", report.backend, error)
+
+        hooks.register("backend-sync", "eks", job, interval_s=sync.SYNC_INTERVAL_S)
+
+    # -- provisioning ---------------------------------------------------------------------------------------
+
+    def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
+        with self.db.session() as session:
+            nodes, config, backend_name = self._nodes(session, lease.hosts, allocations)
+            headroom = [n for n in nodes if is_headroom(n.host)]
+            if headroom:
+                return self._scale_for(session, lease, config, headroom)
+            for n in nodes:
+                if n.host.status != "ready":
+                    return ProvisionResult("pending", message=f"node {n.host.hostname} is not ready yet")
+            return self._grant(lease, config, backend_name, nodes)
+
+    def _nodes(
+        self, session: Session, hostnames: Iterable[str], allocations: list[Allocation]
+    ) -> tuple[list[_Node], EksConfig, str]:
+        names = sorted(set(hostnames) | {a.host_id for a in allocations})
+        rows = {h.hostname: h for h in session.scalars(select(Host).where(Host.hostname.in_(names)))}
+        missing = [n for n in names if n not in rows]
+        if missing:
+            raise EksBackendError(f"hosts {', '.join(missing)} are gone")
+        backends = {h.backend.name: h.backend for h in rows.values() if h.backend is not None}
+        if len(backends) != 1 or any(b.kind != "eks" for b in backends.values()):
+            raise EksBackendError(f"lease spans backends {sorted(backends)}; an EKS lease needs one EKS backend")
+        backend = next(iter(backends.values()))
+        config = backend_config(backend.config)
+        nodes = {name: _Node(rows[name]) for name in names}
+        for a in allocations:
+            nodes[a.host_id].allocations.append(a)
+        return list(nodes.values()), config, backend.name
+
+    def _scale_for(
+        self, session: Session, lease: LeaseInfo, config: EksConfig, headroom: list[_Node]
+    ) -> ProvisionResult:
+        """Headroom hosts were claimed: start that many nodes of their nodegroup(s), once per lease."""
+        wanted: dict[str, list[_Node]] = defaultdict(list)
+        for n in headroom:
+            if (n.host.labels or {}).get(SCALE_REQUESTED_LABEL) != lease.id:
+                wanted[n.nodegroup or ""].append(n)
+        waiting = []
+        if wanted:
+            groups = aws_nodegroups(config)
+            for nodegroup, group_nodes in sorted(wanted.items()):
+                try:
+                    outcome = groups.scale_up(config.cluster, nodegroup, len(group_nodes))
+                except EksError as exc:
+                    raise EksBackendError(f"scaling nodegroup {nodegroup}: {exc}") from None
+                if outcome.refused:
+                    reason = outcome.reason or f"nodegroup {nodegroup} cannot grow"
+                    if config.at_max == "fail":
+                        raise EksBackendError(reason)
+                    waiting.append(f"{reason}; waiting for a node of {nodegroup} to free up (at_max: wait)")
+                    continue
+                log.info(
+                    "scaled nodegroup %s/%s to %d for lease %s", config.cluster, nodegroup, outcome.desired, lease.id
+                )
+                for n in group_nodes:
+                    # Marks the headroom host: this lease's node has been asked for (provision is re-entrant).
+                    n.host.labels = {**(n.host.labels or {}), SCALE_REQUESTED_LABEL: lease.id}
+                session.commit()
+        if waiting:
+            return ProvisionResult("pending", message="; ".join(waiting))
+        groups_named = sorted({n.nodegroup or "" for n in headroom})
+        return ProvisionResult(
+            "pending",
+            message=f"waiting for nodegroup {', '.join(groups_named)} to start {len(headroom)} node(s)",
+        )
+
+    def _grant(self, lease: LeaseInfo, config: EksConfig, backend_name: str, nodes: list[_Node]) -> ProvisionResult:
+        namespace = tenant_namespace(lease.tenant, lease.id)
+        quota: dict[str, int] = defaultdict(int)
+        node_docs: list[dict[str, Any]] = []
+        sharing_applied = []
+        with self._kube(config) as kube:
+            for n in sorted(nodes, key=lambda n: n.host.hostname):
+                sharing = config.sharing.get(n.nodegroup or "")
+                per_node: dict[str, int] = defaultdict(int)
+                for a in n.allocations:
+                    per_node[slice_resource(a, sharing)] += a.units
+                efa = self._efa_share(n)
+                if efa:
+                    per_node[EFA_RESOURCE] += efa
+                if any(a.kind in ("timeslice", "mps") for a in n.allocations):
+                    sharing_applied.append(self._ensure_sharing(kube, config, n, sharing))
+                for r, count in per_node.items():
+                    quota[r] += count
+                node_docs.append(
+                    {
+                        "host": n.host.hostname,
+                        "nodegroup": n.nodegroup,
+                        "zone": n.zone,
+                        "instance_type": (n.host.labels or {}).get(INSTANCE_TYPE_LABEL),
+                        "resources": dict(sorted(per_node.items())),
+                        "devices": sorted({a.device_uuid for a in n.allocations}),
+                    }
+                )
+            try:
+                access = kube.create_tenant_namespace(namespace, dict(quota), lease.id)
+            except EksError as exc:
+                raise EksBackendError(str(exc)) from None
+        groups = sorted({n.nodegroup for n in nodes if n.nodegroup})
+        zones = sorted({n.zone for n in nodes if n.zone})
+        pgs = sorted({(n.host.labels or {}).get(PLACEMENT_GROUP_HOST_LABEL, "") for n in nodes} - {""})
+        taints: dict[tuple[str, str | None, str], Taint] = {}
+        for g in groups:
+            ng = config.nodegroup(g)
+            for t in ng.taints if ng is not None else []:
+                taints[(t.key, t.value, t.effect)] = t
+        # One pod per node: the container limits are one node's share (every node of a lease gets the same).
+        first: dict[str, int] = dict(node_docs[0]["resources"]) if node_docs else {}
+        fragment = pod_spec_fragment(
+            first,
+            nodegroup=groups[0] if len(groups) == 1 else None,
+            zone=zones[0] if len(zones) == 1 else None,
+            placement_group=pgs[0] if len(pgs) == 1 else None,
+            taints=taints.values(),
+            node_names=[n.host.hostname for n in nodes],
+        )
+        result: dict[str, Any] = {
+            "backend": self.kind,
+            "backend_name": backend_name,
+            "cluster": config.cluster,
+            "region": config.region,
+            "namespace": namespace,
+            "quota": {"name": access.quota_name, "hard": access.hard},
+            "nodes": node_docs,
+            "pod_spec": fragment,
+        }
+        if sharing_applied:
+            result["sharing"] = sharing_applied
+        warning = cross_az_finding(len(nodes), zones, efa=any(self._efa_share(n) for n in nodes))
+        if warning is not None:
+            result["warnings"] = [warning.model_dump(mode="json")]
+        if len(node_docs) == 1:
+            result["host"] = node_docs[0]["host"]
+        return ProvisionResult("ready", result)
+
+    @staticmethod
+    def _efa_share(n: _Node) -> int:
+        """EFA interfaces go with whole GPUs, in proportion (a whole node gets them all)."""
+        efa = int((n.host.labels or {}).get(EFA_LABEL, 0) or 0)
+        gpus = [a for a in n.allocations if a.kind == "gpu"]
+        total = len(n.host.devices) or 1
+        if not efa or not gpus:
+            return 0
+        return max(1, efa * len(gpus) // total)
+
+    def _ensure_sharing(
+        self, kube: KubeGpuCluster, config: EksConfig, n: _Node, sharing: NodegroupSharing | None
+    ) -> dict[str, Any]:
+        nodegroup = n.nodegroup
+        if nodegroup is None:
+            raise EksBackendError(f"node {n.host.hostname} has no {NODEGROUP_LABEL} label; cannot configure sharing")
+        if sharing is None:
+            # Shares the node already advertises (GFD replicas): nothing for us to write.
+            return {"nodegroup": nodegroup, "config_name": None, "source": "node"}
+        plugin = DevicePluginSharing(
+            strategy=sharing.strategy,
+            resources=[SharedResource(replicas=sharing.replicas)],
+            rename_by_default=sharing.rename,
+        )
+        try:
+            applied = kube.apply_sharing_config(
+                nodegroup,
+                sharing.config_name(nodegroup),
+                plugin,
+                namespace=config.device_plugin_namespace,
+                configmap=config.device_plugin_configmap,
+            )
+        except EksError as exc:
+            raise EksBackendError(f"device-plugin config for {nodegroup}: {exc}") from None
+        return {
+            "nodegroup": nodegroup,
+            "config_name": applied.config_name,
+            "configmap": f"{applied.namespace}/{applied.configmap}",
+            "strategy": sharing.strategy,
+            "replicas": sharing.replicas,
+            "resource": sharing.resource,
+        }
+
+    @contextmanager
+    def _kube(self, config: EksConfig) -> Any:
+        try:
+            kube = self.kube_factory(config)
+        except EksError as exc:
+            raise EksBackendError(str(exc)) from None
+        try:
+            yield kube
+        finally:
+            kube.close()
+
+    # -- release --------------------------------------------------------------------------------------------
+
+    def release(self, lease: LeaseInfo) -> None:
+        with self.db.session() as session:
+            rows = list(session.scalars(select(Host).where(Host.hostname.in_(lease.hosts))))
+            backend = next((h.backend for h in rows if h.backend is not None and h.backend.kind == "eks"), None)
+            if backend is None:
+                return  # the hosts (and their backend) are gone: nothing left to undo
+            config = backend_config(backend.config)
+            real = [h for h in rows if not is_headroom(h)]
+            if real and config.has_kube:
+                with self._kube(config) as kube:
+                    kube.delete_tenant_namespace(tenant_namespace(lease.tenant, lease.id))
+            if config.scale_down == "idle":
+                self._scale_down_idle(session, config, backend.id, lease.hosts_in_use, rows)
+
+    def _scale_down_idle(
+        self, session: Session, config: EksConfig, backend_id: int, busy: frozenset[str], rows: list[Host]
+    ) -> None:
+        """Lower each nodegroup of the lease by its idle nodes: not headroom, no other lease's claims (``busy``)."""
+        groups = sorted({str(g) for h in rows if (g := (h.labels or {}).get(NODEGROUP_LABEL))})
+        aws = aws_nodegroups(config)
+        for g in groups:
+            idle = [
+                h
+                for h in session.scalars(select(Host).where(Host.backend_id == backend_id))
+                if (h.labels or {}).get(NODEGROUP_LABEL) == g and not is_headroom(h) and h.hostname not in busy
+            ]
+            if not idle:
+                continue
+            try:
+                outcome = aws.scale_down(config.cluster, str(g), len(idle))
+            except EksError as exc:
+                log.warning("could not scale down nodegroup %s: %s", g, exc)
+                continue
+            if outcome.changed:
+                log.info("scaled nodegroup %s/%s down to %d (idle nodes)", config.cluster, g, outcome.desired)

@@ -1,0 +1,114 @@
+"""Nova discovery: every compute node a host, its devices from Placement (``NovaBackend.sync``).
+
+A nested pGPU provider with ``VGPU`` inventory is a device offering vGPU slices (type and framebuffer from the
+catalog; the number of instances is Placement's), a PCI GPU resource class gives whole-GPU devices. A hypervisor
+that is down or disabled is unreachable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from controller.backends.nova.config import NovaConfig
+from controller.backends.openstack.common import HYPERVISOR_LABEL
+from controller.backends.openstack.hosts import HostDoc, base_labels, device_doc
+from drivers.nvml.catalog import Product, VgpuType
+from drivers.openstack import PlacementView, ResourceProvider, product_for_label, product_for_name, vgpu_type_for
+from drivers.openstack.nova import is_gpu_resource_class
+
+
+def _vgpu_offer(config: NovaConfig, product: Product, capacity: int) -> tuple[dict[str, Any], str]:
+    """The vGPU type a pGPU offers: configured, else the catalog type with Placement's instance count, else one
+    derived from the framebuffer split (the catalog does not list every product's types)."""
+    chosen: VgpuType | None = None
+    configured = next((t for m, t in config.vgpu_types.items() if _same(m, product)), None)
+    if configured:
+        found = vgpu_type_for(configured, product)
+        if found is not None:
+            chosen = found[1]
+        else:
+            fb = product.memory_mib // max(capacity, 1)
+            return {"name": configured, "framebuffer_mib": fb, "max_instances": capacity}, "config"
+    if chosen is None:
+        exact = [t for t in product.vgpu_types if t.max_instances == capacity]
+        chosen = min(exact, key=lambda t: t.framebuffer_mib) if exact else None
+    if chosen is not None:
+        return {"name": chosen.name, "framebuffer_mib": chosen.framebuffer_mib, "max_instances": capacity}, "catalog"
+    fb_gib = max(product.memory_mib // max(capacity, 1) // 1024, 1)
+    name = f"{product.model}-{fb_gib}C"
+    return {"name": name, "framebuffer_mib": fb_gib * 1024, "max_instances": capacity}, "derived"
+
+
+def _same(model: str, product: Product) -> bool:
+    p = product_for_name(model)
+    return p is not None and p.model == product.model
+
+
+def _tree_product(view: PlacementView, p: ResourceProvider) -> Product | None:
+    for trait in (*p.traits, *view.by_uuid(p.root_uuid).traits):
+        found = product_for_label(trait)
+        if found is not None:
+            return found
+    return None
+
+
+def nova_docs(config: NovaConfig, view: PlacementView, hypervisors: dict[str, bool]) -> tuple[list[HostDoc], list[str]]:
+    """``hypervisors``: hypervisor hostname -> up and enabled."""
+    alias_of_rc = {rc: alias for alias, rc in config.pci_alias_resource_classes.items()}
+    docs, skipped = [], []
+    roots = {r.name: r for r in view.roots()}
+    for name, up in sorted(hypervisors.items()):
+        root = roots.get(name)
+        if root is None:
+            skipped.append(f"{name}: no resource provider in Placement")
+            continue
+        devices: list[dict[str, Any]] = []
+        for p in sorted(view.tree(root.uuid), key=lambda p: p.name):
+            for rc, inv in sorted(p.inventories.items()):
+                if not is_gpu_resource_class(rc) or inv.capacity <= 0:
+                    continue
+                if rc == "VGPU":
+                    product = _tree_product(view, p)
+                    if product is None:
+                        skipped.append(f"{p.name}: VGPU provider without a GPU model trait (CUSTOM_GPU_<MODEL>)")
+                        continue
+                    offer, source = _vgpu_offer(config, product, inv.capacity)
+                    devices.append(
+                        device_doc(
+                            f"nova-{p.uuid}",
+                            len(devices),
+                            product,
+                            product.model,
+                            {
+                                "source": "placement",
+                                "provider": p.uuid,
+                                "provider_name": p.name,
+                                "resource_class": rc,
+                                "vgpu": {"supported": [offer], "type_source": source},
+                            },
+                        )
+                    )
+                    continue
+                alias = alias_of_rc.get(rc)
+                product = None
+                if alias and alias in config.pci_alias_models:
+                    product = product_for_name(config.pci_alias_models[alias])
+                product = product or product_for_label(rc) or (_tree_product(view, p) if rc == "PGPU" else None)
+                if product is None:
+                    skipped.append(f"{p.name}: {rc} names no GPU model the catalog knows")
+                    continue
+                for i in range(inv.capacity):
+                    devices.append(
+                        device_doc(
+                            f"nova-{p.uuid}-{i}",
+                            len(devices),
+                            product,
+                            product.model,
+                            {"source": "placement", "provider": p.uuid, "provider_name": p.name, "resource_class": rc},
+                        )
+                    )
+        if not devices:
+            continue
+        labels = {**base_labels(config, "nova"), HYPERVISOR_LABEL: name}
+        docs.append(HostDoc(name, up, labels, devices))
+    return docs, skipped

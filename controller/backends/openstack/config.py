@@ -1,0 +1,70 @@
+"""What the stored configs of the ``ironic`` and ``nova`` backends share: how to reach the cloud and how gpufabric
+uses it (``controller.backends.ironic.config``, ``controller.backends.nova.config`` add each kind's fields).
+
+``POST /v1/backends`` validates a config with its kind's model (``config_model`` of the kind's backend); a bad field
+is a 422 problem naming it (``ironic config: auth.cloud: ...``).
+
+Authentication is :class:`drivers.openstack.OpenStackAuth` (a ``clouds.yaml`` cloud, Keystone password or
+application credential, or ``none`` / ``admin_token`` with explicit endpoints for standalone services). Provisioning
+never uses openstacksdk's ``wait=True``: the backend polls with ``poll_interval_s`` and gives up after
+``deploy_timeout_s`` (Ironic) / ``boot_timeout_s`` (Nova), counted from the moment the lease started provisioning.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_serializer
+
+from drivers.openstack import OpenStackAuth
+
+OrphanPolicy = Literal["report", "release"]
+_SECRETS = ("password", "application_credential_secret", "token")
+
+
+def stored_auth(auth: OpenStackAuth) -> dict[str, Any]:
+    """The auth as the store keeps it: secrets in clear (pydantic masks ``SecretStr`` in a JSON dump)."""
+    data = auth.model_dump(mode="json", exclude_none=True)
+    for name in _SECRETS:
+        value = getattr(auth, name)
+        if value is not None:
+            data[name] = value.get_secret_value()
+    return data
+
+
+class OpenStackBackendConfig(BaseModel):
+    """What every OpenStack backend config has: how to reach the cloud and how gpufabric uses it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    auth: OpenStackAuth
+    region: str | None = Field(default=None, description="Region label of the backend's hosts (placement filter)")
+    az: str | None = Field(default=None, description="Availability zone label of the backend's hosts")
+    controller_url: HttpUrl = Field(
+        description="The gpufabric controller URL the provisioned machine's agent registers with (config drive / "
+        "user data)"
+    )
+    poll_interval_s: float = Field(default=5.0, gt=0, description="Seconds between state polls")
+    inline_wait_s: float = Field(
+        default=20.0,
+        ge=0,
+        description="How long POST /v1/leases waits for the deploy / boot before answering 'provisioning'; the "
+        "reconcile job finishes it",
+    )
+    orphans: OrphanPolicy = Field(
+        default="report",
+        description="Nodes/servers tagged for a lease that is not live: only report them, or also release them",
+    )
+    reconcile_interval_s: float = Field(default=60.0, ge=5, description="Period of the sync + reconcile job")
+    cost: float = Field(default=1.0, gt=0, description="Placement cost of this backend's hosts (lower is preferred)")
+    tenant_ssh_keys: dict[str, list[str]] = Field(
+        default_factory=dict, description="Tenant -> SSH public keys put on machines provisioned for it"
+    )
+
+    @field_serializer("auth")
+    def _dump_auth(self, auth: OpenStackAuth) -> dict[str, Any]:
+        return stored_auth(auth)
+
+    @property
+    def zone(self) -> str | None:  # the name the placement engine's fallback reads from a backend config
+        return self.az
