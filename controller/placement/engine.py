@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from controller.placement.catalog import OfferCount, OfferGroup, catalog
 from controller.placement.claims import apply_allocation, unapply_allocation
 from controller.placement.decision import (
     Allocation,
@@ -92,6 +93,11 @@ class Engine:
             if admin is not None:
                 d.admin_state = admin
             self.index.refresh(host_id)
+
+    def catalog(self) -> dict[OfferGroup, OfferCount]:
+        """Free units by backend, region, kind, model and profile (``controller.placement.catalog``)."""
+        with self._lock:
+            return catalog(self.index)
 
     # --- deciding --------------------------------------------------------------------------------------
 

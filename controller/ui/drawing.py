@@ -222,7 +222,11 @@ def funnel_steps(candidates: int, filters: list[dict[str, Any]]) -> list[FunnelS
         if not removed and not devices:
             continue
         left = max(0, left - removed)
-        steps.append(FunnelStep(f["filter"], removed, devices, left, left * scale, list(f.get("examples") or [])))
+        steps.append(
+            FunnelStep(
+                f["filter"], removed, devices, left, left * scale, list(f.get("examples") or f.get("reasons") or [])
+            )
+        )
     return steps
 
 

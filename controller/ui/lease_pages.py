@@ -127,7 +127,7 @@ async def request_lease(
 def lease_page(
     request: Request, lease_id: str, session: UiSession = Depends(current_session), db: Database = Depends(get_db)
 ) -> HTMLResponse:
-    lease = through_api(lambda: leases_api.show_lease(lease_id=lease_id, principal=session.principal, db=db))
+    lease = through_api(lambda: leases_api.visible_lease(db, session.principal, lease_id))
     finished = lease.state in ("released", "failed")
     end = _utc(lease.updated_at) if finished else datetime.now(UTC)
     marks = drawing.timeline([(_utc(t.at), t.to_state, t.reason) for t in lease.transitions], end)

@@ -195,7 +195,8 @@ def test_timeslice_replicas_and_a_refusal_funnel(fleet: Controller) -> None:
         sign_in(ui, fleet.tenant_token)
         csrf = csrf_of(ui, "/ui/leases/new")
         preview = ui.post("/ui/leases/new", data={"csrf": csrf, "op": "preview", "kind": "timeslice", "count": "2"})
-        assert preview.status_code == 200 and "Dry run: it fits" in preview.text and L4_HOST in preview.text
+        assert preview.status_code == 200 and "Dry run: it fits" in preview.text
+        assert L4_HOST not in preview.text and "(not shown to tenants)" in preview.text  # no host names to tenants
         refused = ui.post(
             "/ui/leases/new", data={"csrf": csrf, "op": "preview", "kind": "gpu", "count": "8", "model": "A100"}
         )
