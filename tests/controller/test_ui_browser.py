@@ -28,7 +28,7 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ui-browser")]
 MIG_HOST, L4_HOST = "demo-a100-80gb-1", "demo-l4-1"
-DEMO_HOSTS = ["demo-a100-40gb-1", "demo-a100-80gb-1", "demo-a16-1", "demo-h100-1", "demo-l4-1"]
+DEMO_HOSTS = sorted(h.name for h in load_fleet().hosts)
 DEADLINE_S = 180.0
 
 
