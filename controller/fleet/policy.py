@@ -20,7 +20,7 @@ from drivers.contract.errors import DesiredStateError, MigConfigError
 from drivers.contract.mig import MigConfigEntry, MigPartedConfig, is_compute_instance_profile
 from drivers.contract.protocol import MigDesired, SharingDesired
 from drivers.contract.sharing import DevicePluginConfig
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.catalog import load_catalog
 
 __all__ = [
     "DesiredStateError",

@@ -28,7 +28,7 @@ _NETWORK_LABELS = tuple(
 @cache
 def short_model(nvml_name: str) -> str:
     """The catalog's short model name ("H100-80GB") for an NVML name; the name itself if unknown."""
-    from drivers.nvml.catalog import load_catalog
+    from drivers.gpus.catalog import load_catalog
 
     try:
         return load_catalog().product(nvml_name).model
@@ -39,7 +39,7 @@ def short_model(nvml_name: str) -> str:
 @cache
 def _mig_profiles_of_vgpu_types() -> dict[str, str]:
     """vGPU type name -> the MIG profile it occupies, for the catalog's MIG-backed types (A100-3-20C: 3g.20gb)."""
-    from drivers.nvml.catalog import load_catalog
+    from drivers.gpus.catalog import load_catalog
 
     return {t.name: t.mig_profile for b in load_catalog().boards() for t in b.vgpu_types if t.mig_profile}
 

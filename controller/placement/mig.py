@@ -1,6 +1,7 @@
 """MIG geometry for placement: which GPU-instance placements are free and how much a new instance fragments.
 
-Profile tables come from the GPU catalog (``drivers.nvml.catalog``), the same facts the simulated NVML uses.
+Profile tables come from the GPU catalog through ``drivers.gpus.mig.geometry`` (the same facts the simulated NVML
+uses).
 A device's MIG *layout* is a sorted tuple of ``(start, size, profile)`` for every GPU instance on it, claimed
 or not; everything here is a pure function of ``(model, layout)`` and memoised, so the hot path pays for a
 layout only the first time any GPU is in it.
@@ -8,55 +9,11 @@ layout only the first time any GPU is in it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache, lru_cache
 
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.mig import geometry
 
 Layout = tuple[tuple[int, int, str], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class MigProfileGeom:
-    name: str
-    profile_id: int
-    slices: int
-    memory_mib: int
-    max_instances: int
-    placements: tuple[tuple[int, int], ...]
-
-    @property
-    def is_variant(self) -> bool:
-        """``+me`` style variants share geometry with their base profile and are not weighed separately."""
-        return "+" in self.name or "-" in self.name
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class MigGeometry:
-    model: str
-    memory_slices: int
-    compute_slices: int
-    profiles: dict[str, MigProfileGeom]
-
-    def profile(self, name: str) -> MigProfileGeom | None:
-        return self.profiles.get(name.removeprefix("MIG ").strip())
-
-
-@cache
-def geometry(model: str) -> MigGeometry | None:
-    """The MIG geometry of a GPU model (short name or NVML name); ``None`` if unknown or not MIG-capable."""
-    try:
-        product = load_catalog().product(model)
-    except KeyError:
-        return None
-    if not product.mig_capable:
-        return None
-    profiles = {
-        p.name: MigProfileGeom(p.name, p.profile_id, p.slices, p.memory_mib, p.max_instances, tuple(p.placements))
-        for p in product.mig_profiles
-    }
-    compute = max(p.slices for p in profiles.values())
-    return MigGeometry(product.model, product.memory_slices, compute, profiles)
 
 
 def _mask(start: int, size: int) -> int:

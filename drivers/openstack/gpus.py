@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import cache
 
-from drivers.nvml.catalog import Product, VgpuType, load_catalog
+from drivers.gpus.catalog import Product, VgpuType, load_catalog
 
 NVIDIA_VENDOR_ID = 0x10DE
 # Prefixes that name a GPU model in traits and resource classes: CUSTOM_GPU_H100, baremetal-gpu-a100-80gb,

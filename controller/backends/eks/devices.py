@@ -22,7 +22,7 @@ def _norm(name: str) -> str:
 @cache
 def nvml_name(gfd_product: str | None, fallback_model: str | None = None) -> tuple[str, int | None]:
     """The NVML device name (and memory) for GFD's ``nvidia.com/gpu.product`` ("NVIDIA-L4" -> "NVIDIA L4")."""
-    from drivers.nvml.catalog import load_catalog
+    from drivers.gpus.catalog import load_catalog
 
     catalog = load_catalog()
     if gfd_product:

@@ -13,7 +13,7 @@ from typing import Any
 from controller.backends.nova.config import NovaConfig
 from controller.backends.openstack.common import HYPERVISOR_LABEL
 from controller.backends.openstack.hosts import HostDoc, base_labels, device_doc
-from drivers.nvml.catalog import Product
+from drivers.gpus.catalog import Product
 from drivers.openstack import (
     PlacementView,
     ResourceProvider,

@@ -27,7 +27,7 @@ from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.observability.redact import redact
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease
-from drivers.nvml.catalog import Product
+from drivers.gpus.catalog import Product
 from drivers.openstack import PlacementView, TaggedResource
 
 # Lease states that may legitimately own a node / server (placing: between two candidates).

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from drivers.nvml.catalog import Product, load_catalog
+from drivers.gpus.catalog import Product, load_catalog
 
 _UUID_NS = uuid.UUID("6a1f3c52-9d0e-4b7a-8e21-5c3f0b9d7e64")
 # Bus numbers of the eight GPUs of a typical HGX board, then more in steps of 0x10.

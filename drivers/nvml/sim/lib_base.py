@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from drivers.nvml.catalog import CiProfile, MigProfile, Product
+from drivers.gpus.catalog import CiProfile, MigProfile, Product
 from drivers.nvml.sim import handles as H
 from drivers.nvml.sim.codes import (
     GPU_IS_LOST,

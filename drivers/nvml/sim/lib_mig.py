@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.nvml.catalog import CiProfile, MigProfile
+from drivers.gpus.catalog import CiProfile, MigProfile
 from drivers.nvml.sim import handles as H
 from drivers.nvml.sim import mig
 from drivers.nvml.sim.codes import (

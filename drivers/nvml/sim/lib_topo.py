@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.nvml.catalog import VgpuType
+from drivers.gpus.catalog import VgpuType
 from drivers.nvml.sim import handles as H
 from drivers.nvml.sim.codes import (
     HOST_VGPU_SRIOV,

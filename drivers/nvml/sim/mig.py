@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 
-from drivers.nvml.catalog import CiProfile, MigProfile, Product
+from drivers.gpus.catalog import CiProfile, MigProfile, Product
 from drivers.nvml.sim.codes import INSUFFICIENT_RESOURCES, INVALID_ARGUMENT, NvmlFail
 from drivers.nvml.sim.state import CiState, GiState, GpuState
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from drivers.contract.inventory import Inventory
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.catalog import load_catalog
 from tests.conftest import SHARED
 
 AGENT = str(Path(sys.executable).parent / "gpufabric-agent")

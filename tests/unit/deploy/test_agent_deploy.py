@@ -81,7 +81,7 @@ def test_every_manifest_validates_against_the_kubernetes_schema(version: str) ->
 def test_schema_check_catches_a_typo() -> None:
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     (ds,) = [d for _, d in _docs() if d["kind"] == "DaemonSet"]
-    ds["spec"]["template"]["spec"]["nodeSelectr"] = ds["spec"]["template"]["spec"].pop("nodeSelector")
+    ds["spec"]["template"]["spec"]["afinity"] = ds["spec"]["template"]["spec"].pop("affinity")
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(ds, K8S_VERSIONS[-1], strict=True)
 
@@ -89,7 +89,9 @@ def test_schema_check_catches_a_typo() -> None:
 def test_daemonset_targets_gpu_nodes_with_node_name_and_state() -> None:
     (ds,) = [d for _, d in _docs() if d["kind"] == "DaemonSet"]
     pod = ds["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    keys = {e["key"] for t in terms for e in t["matchExpressions"]}
+    assert keys == {"nvidia.com/gpu.present", "feature.node.kubernetes.io/pci-10de.present"}
     assert any(t["key"] == "nvidia.com/gpu" and t["operator"] == "Exists" for t in pod["tolerations"])
     (container,) = pod["containers"]
     env = {e["name"]: e for e in container["env"]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.catalog import load_catalog
 
 REPO = Path(__file__).resolve().parents[3]
 DOCS = sorted([REPO / "README.md", *(REPO / "docs").rglob("*.md")])
@@ -32,7 +32,7 @@ def test_every_vgpu_type_named_in_the_docs_is_in_the_catalog() -> None:
     catalog = {v.name for board in load_catalog().boards() for v in board.vgpu_types}
     named = {doc.relative_to(REPO).as_posix(): vgpu_types_named(doc.read_text()) for doc in DOCS}
     unknown = {doc: sorted(types - catalog) for doc, types in named.items() if types - catalog}
-    assert unknown == {}, f"vGPU types not in drivers/nvml/data/catalog.yaml: {unknown}"
+    assert unknown == {}, f"vGPU types not in drivers/gpus/data/catalog.yaml: {unknown}"
     assert set().union(*named.values()) >= {"A16-4C", "L40S-8C"}  # the docs do name some: the check is not empty
 
 

@@ -8,7 +8,7 @@ from drivers.contract.mig import (
     check_profile_name,
     mig_config_from_document,
 )
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.catalog import load_catalog
 
 
 def test_no_catalog_gpu_holds_more_instances_than_the_bound() -> None:

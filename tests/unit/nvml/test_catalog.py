@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from drivers.nvml.catalog import go_round, load_catalog, mig_profile_name
+from drivers.gpus.catalog import go_round, load_catalog, mig_profile_name
 
 CAT = load_catalog()
 MIG_PRODUCTS = [p.model for p in CAT.mig_capable()]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pynvml as N
 import pytest
 
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.catalog import load_catalog
 
 from .conftest import Sim, mig_spec
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from drivers.nvml.catalog import Product, VgpuType, check_vgpu_types, load_catalog
+from drivers.gpus.catalog import Product, VgpuType, check_vgpu_types, load_catalog
 
 CAT = load_catalog()
 BOARDS = {b.name: b for b in CAT.boards()}

@@ -6,7 +6,7 @@ import pytest
 
 from controller.backends.nova.config import NovaConfig
 from controller.backends.nova.discovery import _vgpu_offer
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.catalog import load_catalog
 from drivers.openstack import flavor_from_specs, gpu_instance_layout, product_for_label, vgpu_type_for
 
 A100_SXM = load_catalog().product("A100-40GB")  # what the CUSTOM_GPU_A100 trait names

@@ -69,7 +69,7 @@ def vgpu_host(hid: str, n: int = 2, **kw: Any) -> Host:
 def a100_vgpu_host(hid: str, n: int = 2, layout: list[tuple[str, int, int]] | None = None, **kw: Any) -> Host:
     """A100 PCIe 40GB vGPU host with NVIDIA's A100-* types: MIG-backed on GPUs in MIG mode (``layout``: their
     GPU instances), time-sliced otherwise."""
-    from drivers.nvml.catalog import load_catalog
+    from drivers.gpus.catalog import load_catalog
 
     types = load_catalog().product("NVIDIA A100-PCIE-40GB").vgpu_types
     h = gpu_host(hid, "A100-40GB", n, **kw)

@@ -17,7 +17,7 @@ import pytest
 from controller.placement import Decision, Device, Engine, Host, MigSlot, VgpuOffer, mig, parse_request
 from controller.placement.filters import resolve
 from controller.placement.index import DOMAINS, Index
-from drivers.nvml.catalog import load_catalog
+from drivers.gpus.catalog import load_catalog
 
 MODELS = {"H100-80GB": 81559, "A100-40GB": 40960, "A100-80GB": 81920, "L4": 23034, "A16": 15356}
 MIG_MODELS = ("A100-40GB", "A100-80GB", "H100-80GB")

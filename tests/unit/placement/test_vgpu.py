@@ -123,7 +123,7 @@ def _row(mig_mode: str, vgpu: dict[str, Any], instances: list[tuple[str, int, in
 
 
 def _supported() -> list[dict[str, Any]]:
-    from drivers.nvml.catalog import load_catalog
+    from drivers.gpus.catalog import load_catalog
 
     types = load_catalog().product("NVIDIA A100-PCIE-40GB").vgpu_types
     return [

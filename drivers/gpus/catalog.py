@@ -1,6 +1,6 @@
 """GPU product facts for the simulated NVML (and for anyone who needs MIG profile geometry).
 
-The data lives in ``drivers/nvml/data/catalog.yaml`` (package data). ``load_catalog()`` parses it once.
+The data lives in ``drivers/gpus/data/catalog.yaml`` (package data). ``load_catalog()`` parses it once.
 """
 
 from __future__ import annotations
@@ -273,7 +273,7 @@ def mig_profile_name(
 
 @cache
 def load_catalog() -> Catalog:
-    text = resources.files("drivers.nvml").joinpath("data/catalog.yaml").read_text(encoding="utf-8")
+    text = resources.files("drivers.gpus").joinpath("data/catalog.yaml").read_text(encoding="utf-8")
     raw = yaml.safe_load(text)
     products = {p["name"]: p for p in raw["products"]}
     return Catalog.model_validate({"schema": raw["schema"], "products": products})
