@@ -21,6 +21,8 @@ class SyncReport:
     # {"namespace", "lease", "lease_state", "action": "deleted" | "delete failed"}
     orphans: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # DescribeInstanceTopology this sync: instances asked of EC2, nodes labelled from it (asked now or remembered)
+    instance_topology: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,5 +33,6 @@ class SyncReport:
             "unreachable": self.unreachable,
             "bound": self.bound,
             "orphans": self.orphans,
+            "instance_topology": self.instance_topology,
             "errors": redact(self.errors),
         }

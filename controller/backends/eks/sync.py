@@ -38,6 +38,7 @@ from controller.backends.eks.config import EksConfig
 from controller.backends.eks.devices import KEPT_LABEL_PREFIXES, device_docs, node_labels
 from controller.backends.eks.headroom import bind_waiting, sync_headroom
 from controller.backends.eks.report import SyncReport
+from controller.backends.eks.topology import node_topology_labels
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.fleet.states import set_host_status
 from controller.leases.state import HOLDING, TRANSITIONAL
@@ -128,6 +129,14 @@ def sync_backend(
         except EksError as exc:
             report.errors.append(f"describing nodegroups (headroom unchanged): {exc}")
             scaling = {}
+    with db.session() as session:
+        stored = {
+            hostname: dict(labels or {})
+            for hostname, labels in session.execute(
+                select(Host.hostname, Host.labels).where(Host.backend_id == backend_id)
+            )
+        }
+    topology = node_topology_labels(config, nodes, stored)  # an EC2 call only for instances not asked before
     now = datetime.now(UTC)
     with db.session() as session:
         busy = live_claim_hosts(session)
@@ -139,9 +148,12 @@ def sync_backend(
                 .options(selectinload(Host.devices))
             )
         }
+        report.instance_topology = {"asked": topology.asked, "labelled": topology.labelled}
+        report.errors += topology.errors
         for node in nodes:
             report.nodes.append(node.name)
-            if _upsert_node(session, hosts.get(node.name), node, config, backend_id, now):
+            extra = topology.labels.get(node.name, {})
+            if _upsert_node(session, hosts.get(node.name), node, config, backend_id, now, extra):
                 report.changed.append(node.name)
         present = {n.name for n in nodes}
         for host in hosts.values():
@@ -195,10 +207,16 @@ def _reconcile_namespaces(db: Database, kube: KubeGpuCluster, report: SyncReport
 
 
 def _upsert_node(
-    session: Session, host: Host | None, node: KubeGpuHost, config: EksConfig, backend_id: int, now: datetime
+    session: Session,
+    host: Host | None,
+    node: KubeGpuHost,
+    config: EksConfig,
+    backend_id: int,
+    now: datetime,
+    extra_labels: dict[str, str] | None = None,
 ) -> bool:
     ng = config.nodegroup(node.nodegroup)
-    labels = node_labels(node, ng)
+    labels = {**(extra_labels or {}), **node_labels(node, ng)}  # the node's own labels win
     if host is None:
         host = Host(hostname=node.name, backend_id=backend_id, labels={}, registered_at=now)
         session.add(host)
