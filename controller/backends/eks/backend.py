@@ -37,8 +37,17 @@ from controller.backends.contract import (
     LeaseInfo,
     Outcome,
     ProvisionResult,
+    TryElsewhere,
 )
 from controller.backends.eks import checks, sync
+from controller.backends.eks.capacity import (
+    block_end_refusal,
+    ensure_placement_group,
+    now_utc,
+    provider_for,
+    reservation_state,
+    scale_up_refusal,
+)
 from controller.backends.eks.cluster import (
     EFA_LABEL,
     PLACEMENT_GROUP_HOST_LABEL,
@@ -52,7 +61,7 @@ from controller.backends.eks.cluster import (
 )
 from controller.backends.eks.config import EksConfig, NodegroupSharing
 from controller.jobs.hooks import HookRegistry, JobContext
-from controller.placement import Allocation
+from controller.placement import Allocation, parse_request
 from controller.store.db import Database
 from controller.store.models import Backend, Host
 from drivers.eks import EksError, cross_az_finding
@@ -158,6 +167,7 @@ class EksBackend(BackendBase):
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
         with self.db.session() as session:
             nodes, config, backend_name = self._nodes(session, lease.hosts, allocations)
+            self._check_capacity_blocks(lease, config, nodes)
             headroom = [n for n in nodes if is_headroom(n.host)]
             if headroom:
                 return self._scale_for(session, lease, config, headroom)
@@ -184,6 +194,54 @@ class EksBackend(BackendBase):
             nodes[a.host_id].allocations.append(a)
         return list(nodes.values()), config, backend.name
 
+    def _check_capacity_blocks(self, lease: LeaseInfo, config: EksConfig, nodes: list[_Node]) -> None:
+        """A lease on a Capacity Block must end before the block does; otherwise placement tries other hosts."""
+        blocks = [
+            ng
+            for g in sorted({n.nodegroup for n in nodes if n.nodegroup})
+            if (ng := config.nodegroup(g)) is not None
+            and ng.capacity_type == "CAPACITY_BLOCK"
+            and ng.capacity_reservation_id
+        ]
+        if not blocks:
+            return
+        duration = parse_request(lease.request).duration
+        try:
+            provider = provider_for(config)
+            for ng in blocks:
+                reason = block_end_refusal(reservation_state(provider, ng, None, 0), ng, duration, now_utc())
+                if reason:
+                    raise TryElsewhere(reason, hosts=[n.host.hostname for n in nodes if n.nodegroup == ng.name])
+        except EksError as exc:
+            raise EksBackendError(f"capacity block of the lease's nodegroup: {exc}") from None
+
+    def _capacity_refusal(
+        self, session: Session, config: EksConfig, nodegroup: str, add: int, backend_id: int | None
+    ) -> str | None:
+        """Before scaling up: the nodegroup's reservation (ODCR or Capacity Block) must hold the new nodes, and an
+        EFA nodegroup's cluster placement group is reused or created."""
+        ng = config.nodegroup(nodegroup)
+        if ng is None or not (ng.capacity_reservation_id or (ng.efa and ng.placement_group)):
+            return None
+        try:
+            provider = provider_for(config)
+            if ng.efa and ng.placement_group:
+                group, created = ensure_placement_group(provider, ng.placement_group)
+                if created:
+                    log.info("created cluster placement group %s for nodegroup %s", group.name, nodegroup)
+            if not ng.capacity_reservation_id:
+                return None
+            desired = aws_nodegroups(config).describe_nodegroup(config.cluster, nodegroup).scaling.desired
+            registered = sum(
+                1
+                for h in session.scalars(select(Host).where(Host.backend_id == backend_id))
+                if (h.labels or {}).get(NODEGROUP_LABEL) == nodegroup and not is_headroom(h)
+            )
+            state = reservation_state(provider, ng, desired, registered)
+        except EksError as exc:
+            raise EksBackendError(f"capacity of nodegroup {nodegroup}: {exc}") from None
+        return scale_up_refusal(state, ng, add, now_utc())
+
     def _scale_for(
         self, session: Session, lease: LeaseInfo, config: EksConfig, headroom: list[_Node]
     ) -> ProvisionResult:
@@ -196,16 +254,20 @@ class EksBackend(BackendBase):
         if wanted:
             groups = aws_nodegroups(config)
             for nodegroup, group_nodes in sorted(wanted.items()):
+                reserved = self._capacity_refusal(
+                    session, config, nodegroup, len(group_nodes), group_nodes[0].host.backend_id
+                )
                 try:
-                    outcome = groups.scale_up(config.cluster, nodegroup, len(group_nodes))
+                    outcome = None if reserved else groups.scale_up(config.cluster, nodegroup, len(group_nodes))
                 except EksError as exc:
                     raise EksBackendError(f"scaling nodegroup {nodegroup}: {exc}") from None
-                if outcome.refused:
-                    reason = outcome.reason or f"nodegroup {nodegroup} cannot grow"
+                if outcome is None or outcome.refused:
+                    reason = reserved or (outcome.reason if outcome else None) or f"nodegroup {nodegroup} cannot grow"
                     if config.at_max == "fail":
                         raise EksBackendError(reason)
                     waiting.append(f"{reason}; waiting for a node of {nodegroup} to free up (at_max: wait)")
                     continue
+                assert outcome is not None
                 log.info(
                     "scaled nodegroup %s/%s to %d for lease %s", config.cluster, nodegroup, outcome.desired, lease.id
                 )
