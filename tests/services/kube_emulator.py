@@ -99,13 +99,16 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, short_names=("ds",)),
     ResourceType("apps", "v1", "deployments", "Deployment", True, short_names=("deploy",)),
     ResourceType("kubeflow.org", "v2beta1", "mpijobs", "MPIJob", True),
+    # Karpenter's CRDs: stored as given (no schema validation here; tests validate against their fixture).
+    ResourceType("karpenter.sh", "v1", "nodepools", "NodePool", False),
+    ResourceType("karpenter.k8s.aws", "v1", "ec2nodeclasses", "EC2NodeClass", False, short_names=("ec2nc",)),
 )
 
 # DELETE answers with the deleted object for these kinds (the client deserializes it so), else a Status.
 _DELETE_RETURNS_OBJECT = {"Pod", "Service", "ServiceAccount", "ResourceQuota", "Namespace", "MPIJob"}
 
 # Objects in these groups get metadata.generation bumped on spec changes, as the real server does.
-_GENERATION_KINDS = {"Deployment", "DaemonSet", "MPIJob"}
+_GENERATION_KINDS = {"Deployment", "DaemonSet", "MPIJob", "NodePool", "EC2NodeClass"}
 
 
 class ApiError(Exception):

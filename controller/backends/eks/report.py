@@ -23,6 +23,7 @@ class SyncReport:
     errors: list[str] = field(default_factory=list)
     # DescribeInstanceTopology this sync: instances asked of EC2, nodes labelled from it (asked now or remembered)
     instance_topology: dict[str, int] = field(default_factory=dict)
+    karpenter: dict[str, dict[str, str]] = field(default_factory=dict)  # pool -> {kind: created|updated|unchanged}
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -34,5 +35,6 @@ class SyncReport:
             "bound": self.bound,
             "orphans": self.orphans,
             "instance_topology": self.instance_topology,
+            "karpenter": self.karpenter,
             "errors": redact(self.errors),
         }

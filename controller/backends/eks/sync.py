@@ -45,6 +45,7 @@ from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease
 from drivers.eks import EksError
+from drivers.eks.karpenter import apply_pool
 from drivers.eks.kube import GpuNodeWatch, KubeGpuCluster, KubeGpuHost
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
@@ -111,6 +112,7 @@ def sync_backend(
             else:
                 nodes = kube.list_gpu_hosts()
             _reconcile_namespaces(db, kube, report)
+            _apply_karpenter(kube, config, report)
         finally:
             kube.close()
     except (EksError, EksBackendError) as exc:
@@ -172,6 +174,15 @@ def sync_backend(
     report.bound = bind_waiting(db, name)
     report.changed += list(report.bound.values())
     return report
+
+
+def _apply_karpenter(kube: KubeGpuCluster, config: EksConfig, report: SyncReport) -> None:
+    """Write each Karpenter GPU pool's EC2NodeClass and NodePool (create, or replace when they differ)."""
+    for pool in config.karpenter:
+        try:
+            report.karpenter[pool.name] = apply_pool(kube.api_client, pool)
+        except EksError as exc:
+            report.errors.append(f"karpenter pool {pool.name}: {exc}")
 
 
 def _reconcile_namespaces(db: Database, kube: KubeGpuCluster, report: SyncReport) -> None:

@@ -47,6 +47,8 @@ def test_rbac_is_what_the_controller_calls() -> None:
         ("", "namespaces"): {"create", "list", "delete"},
         ("", "resourcequotas"): {"create", "update", "delete"},
         ("kubeflow.org", "mpijobs"): {"create", "get", "list", "delete"},
+        ("karpenter.sh", "nodepools"): {"get", "create", "update"},
+        ("karpenter.k8s.aws", "ec2nodeclasses"): {"get", "create", "update"},
         ("", "pods"): {"list"},
         ("", "pods/log"): {"get"},
     }
