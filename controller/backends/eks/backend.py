@@ -60,6 +60,13 @@ from controller.backends.eks.cluster import (
     tenant_namespace,
 )
 from controller.backends.eks.config import EksConfig, NodegroupSharing
+from controller.backends.eks.karpenter import (
+    create_placeholders,
+    delete_placeholders,
+    group_of,
+    karpenter_room,
+    pool_of,
+)
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.placement import Allocation, parse_request
 from controller.store.db import Database
@@ -249,39 +256,61 @@ class EksBackend(BackendBase):
         wanted: dict[str, list[_Node]] = defaultdict(list)
         for n in headroom:
             if (n.host.labels or {}).get(SCALE_REQUESTED_LABEL) != lease.id:
-                wanted[n.nodegroup or ""].append(n)
+                wanted[group_of(n.host.labels) or ""].append(n)
         waiting = []
-        if wanted:
-            groups = aws_nodegroups(config)
-            for nodegroup, group_nodes in sorted(wanted.items()):
-                reserved = self._capacity_refusal(
-                    session, config, nodegroup, len(group_nodes), group_nodes[0].host.backend_id
-                )
-                try:
-                    outcome = None if reserved else groups.scale_up(config.cluster, nodegroup, len(group_nodes))
-                except EksError as exc:
-                    raise EksBackendError(f"scaling nodegroup {nodegroup}: {exc}") from None
-                if outcome is None or outcome.refused:
-                    reason = reserved or (outcome.reason if outcome else None) or f"nodegroup {nodegroup} cannot grow"
-                    if config.at_max == "fail":
-                        raise EksBackendError(reason)
-                    waiting.append(f"{reason}; waiting for a node of {nodegroup} to free up (at_max: wait)")
-                    continue
-                assert outcome is not None
-                log.info(
-                    "scaled nodegroup %s/%s to %d for lease %s", config.cluster, nodegroup, outcome.desired, lease.id
-                )
-                for n in group_nodes:
-                    # Marks the headroom host: this lease's node has been asked for (provision is re-entrant).
-                    n.host.labels = {**(n.host.labels or {}), SCALE_REQUESTED_LABEL: lease.id}
-                session.commit()
+        for group, group_nodes in sorted(wanted.items()):
+            refusal = self._scale_group(session, lease, config, group, group_nodes)
+            if refusal is not None:
+                if config.at_max == "fail":
+                    raise EksBackendError(refusal)
+                waiting.append(f"{refusal}; waiting for a node of {group} to free up (at_max: wait)")
+                continue
+            for n in group_nodes:
+                # Marks the headroom host: this lease's node has been asked for (provision is re-entrant).
+                n.host.labels = {**(n.host.labels or {}), SCALE_REQUESTED_LABEL: lease.id}
+            session.commit()
         if waiting:
             return ProvisionResult("pending", message="; ".join(waiting))
-        groups_named = sorted({n.nodegroup or "" for n in headroom})
-        return ProvisionResult(
-            "pending",
-            message=f"waiting for nodegroup {', '.join(groups_named)} to start {len(headroom)} node(s)",
-        )
+        named = sorted({group_of(n.host.labels) or "" for n in headroom})
+        pools = [g.removeprefix("karpenter:") for g in named if g.startswith("karpenter:")]
+        groups_named = [g for g in named if not g.startswith("karpenter:")]
+        what = [f"nodegroup {', '.join(groups_named)}"] if groups_named else []
+        what += [f"Karpenter NodePool {', '.join(pools)}"] if pools else []
+        return ProvisionResult("pending", message=f"waiting for {' and '.join(what)} to start {len(headroom)} node(s)")
+
+    def _scale_group(
+        self, session: Session, lease: LeaseInfo, config: EksConfig, group: str, nodes: list[_Node]
+    ) -> str | None:
+        """Ask for ``len(nodes)`` more nodes of a nodegroup (its reservation permitting) or a Karpenter pool (its
+        limit permitting, by placeholder pods); the reason when it cannot grow."""
+        pool = pool_of(config, group)
+        if pool is not None:
+            hosts = list(session.scalars(select(Host).where(Host.backend_id == nodes[0].host.backend_id)))
+            room, reason = karpenter_room(hosts, pool, lease.id)
+            if room < len(nodes):
+                return (
+                    reason or f"Karpenter NodePool {pool.name} has room for {room} more node(s), {len(nodes)} requested"
+                )
+            with self._kube(config) as kube:
+                try:
+                    create_placeholders(
+                        kube.api_client, pool, lease.id, len(nodes), config.karpenter_placeholder_namespace
+                    )
+                except EksError as exc:
+                    raise EksBackendError(str(exc)) from None
+            log.info("asked Karpenter pool %s for %d node(s) for lease %s", pool.name, len(nodes), lease.id)
+            return None
+        reserved = self._capacity_refusal(session, config, group, len(nodes), nodes[0].host.backend_id)
+        if reserved:
+            return reserved
+        try:
+            outcome = aws_nodegroups(config).scale_up(config.cluster, group, len(nodes))
+        except EksError as exc:
+            raise EksBackendError(f"scaling nodegroup {group}: {exc}") from None
+        if outcome.refused:
+            return outcome.reason or f"nodegroup {group} cannot grow"
+        log.info("scaled nodegroup %s/%s to %d for lease %s", config.cluster, group, outcome.desired, lease.id)
+        return None
 
     def _grant(self, lease: LeaseInfo, config: EksConfig, backend_name: str, nodes: list[_Node]) -> ProvisionResult:
         namespace = tenant_namespace(lease.tenant, lease.id)
@@ -289,6 +318,11 @@ class EksBackend(BackendBase):
         node_docs: list[dict[str, Any]] = []
         sharing_applied = []
         with self._kube(config) as kube:
+            if config.karpenter:
+                try:  # the node Karpenter launched for this lease is here: its placeholder pods make way
+                    delete_placeholders(kube.api_client, lease.id, config.karpenter_placeholder_namespace)
+                except EksError as exc:
+                    raise EksBackendError(str(exc)) from None
             for n in sorted(nodes, key=lambda n: n.host.hostname):
                 sharing = config.sharing.get(n.nodegroup or "")
                 per_node: dict[str, int] = defaultdict(int)
@@ -322,6 +356,9 @@ class EksBackend(BackendBase):
         for g in groups:
             ng = config.nodegroup(g)
             for t in ng.taints if ng is not None else []:
+                taints[(t.key, t.value, t.effect)] = t
+        for pool in {p.name: p for n in nodes if (p := pool_of(config, group_of(n.host.labels)))}.values():
+            for t in pool.taints:
                 taints[(t.key, t.value, t.effect)] = t
         # One pod per node: the container limits are one node's share (every node of a lease gets the same).
         first: dict[str, int] = dict(node_docs[0]["resources"]) if node_docs else {}
@@ -416,9 +453,12 @@ class EksBackend(BackendBase):
                 return  # the hosts (and their backend) are gone: nothing left to undo
             config = backend_config(backend.config)
             real = [h for h in rows if not is_headroom(h)]
-            if real and config.has_kube:
+            if (real or config.karpenter) and config.has_kube:
                 with self._kube(config) as kube:
-                    kube.delete_tenant_namespace(tenant_namespace(lease.tenant, lease.id))
+                    if config.karpenter:
+                        delete_placeholders(kube.api_client, lease.id, config.karpenter_placeholder_namespace)
+                    if real:
+                        kube.delete_tenant_namespace(tenant_namespace(lease.tenant, lease.id))
             if config.scale_down == "idle":
                 self._scale_down_idle(session, config, backend.id, lease.hosts_in_use, rows)
 

@@ -94,6 +94,11 @@ class EksConfig(EksBackendConfig):
         default_factory=list,
         description="GPU pools served by Karpenter: the sync writes each one's NodePool and EC2NodeClass",
     )
+    karpenter_placeholder_namespace: str = Field(
+        default="gpufabric",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Where the placeholder pods that make Karpenter launch a lease's nodes go (the controller's)",
+    )
 
     @model_validator(mode="before")
     @classmethod

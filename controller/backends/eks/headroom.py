@@ -19,6 +19,7 @@ from controller.backends.eks.cluster import (
 )
 from controller.backends.eks.config import EksConfig
 from controller.backends.eks.devices import device_docs
+from controller.backends.eks.karpenter import group_of
 from controller.backends.eks.report import SyncReport
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.fleet.states import set_host_status
@@ -135,14 +136,14 @@ def bind_waiting(db: Database, backend_name: str) -> dict[str, str]:
             placeholder = session.get(Host, headroom_id)
             if placeholder is None:
                 continue
-            group = (placeholder.labels or {}).get(NODEGROUP_LABEL)
+            group = group_of(placeholder.labels)
             candidates = [
                 h
                 for h in session.scalars(
                     select(Host).where(Host.backend_id == placeholder.backend_id).options(selectinload(Host.devices))
                 )
                 if not is_headroom(h)
-                and (h.labels or {}).get(NODEGROUP_LABEL) == group
+                and group_of(h.labels) == group
                 and h.status == "ready"
                 and h.admin_state == "active"
                 and h.id not in busy

@@ -37,6 +37,7 @@ from controller.backends.eks.cluster import (
 from controller.backends.eks.config import EksConfig
 from controller.backends.eks.devices import KEPT_LABEL_PREFIXES, device_docs, node_labels
 from controller.backends.eks.headroom import bind_waiting, sync_headroom
+from controller.backends.eks.karpenter import sync_karpenter_headroom
 from controller.backends.eks.report import SyncReport
 from controller.backends.eks.topology import node_topology_labels
 from controller.backends.hostsync import apply_devices, live_claim_hosts
@@ -119,8 +120,9 @@ def sync_backend(
         report.errors.append(f"listing nodes: {exc}")
         return report
     known = {ng.name for ng in config.nodegroups}
-    if known:
-        nodes = [n for n in nodes if n.nodegroup in known]
+    pools = {p.name for p in config.karpenter}
+    if known or pools:
+        nodes = [n for n in nodes if n.nodegroup in known or n.labels.get("karpenter.sh/nodepool") in pools]
     scaling: dict[str, tuple[int, int]] = {}
     if config.headroom:
         try:
@@ -171,6 +173,8 @@ def sync_backend(
                 report.changed.append(host.hostname)
         if scaling:
             sync_headroom(session, config, backend_id, name, hosts, busy, scaling, now, report)
+        if config.headroom and config.karpenter:
+            sync_karpenter_headroom(session, config, backend_id, name, busy, now, report)
     report.bound = bind_waiting(db, name)
     report.changed += list(report.bound.values())
     return report

@@ -11,10 +11,11 @@ import jsonschema
 import pytest
 import yaml
 
+from drivers.eks import builtin_facts
 from drivers.eks.karpenter import KarpenterGpuPool, apply_pool
 from tests.controller.conftest import Controller
 from tests.integration.eks.conftest import REGION
-from tests.services.kube_emulator import KubeEmulator
+from tests.services.kube_emulator import KubeEmulator, node_objects
 
 pytestmark = pytest.mark.integration
 
@@ -80,3 +81,68 @@ def test_a_changed_pool_replaces_its_objects(kube: KubeEmulator, kube_cluster: A
     grown = pool.model_copy(update={"max_nodes": 6})
     assert apply_pool(kube_cluster.api_client, grown) == {"EC2NodeClass": "unchanged", "NodePool": "updated"}
     assert kube.get("nodepools", "h100-karpenter", group="karpenter.sh")["spec"]["limits"] == {"nvidia.com/gpu": "48"}
+
+
+def karpenter_node(kube: KubeEmulator, pool: str, index: int) -> str:
+    """What Karpenter does for a pending pod: a node of the pool registers (no nodegroup label)."""
+    (node,) = node_objects(
+        "fabric-train", pool, "p5.48xlarge", 1, ["us-east-1a"], REGION, builtin_facts("p5.48xlarge"), start_index=index
+    )
+    labels = node["metadata"]["labels"]
+    del labels["eks.amazonaws.com/nodegroup"]
+    labels.update({"karpenter.sh/nodepool": pool, "karpenter.sh/capacity-type": "reserved"})
+    kube.add_nodes([node])
+    return str(node["metadata"]["name"])
+
+
+def test_a_lease_on_a_karpenter_pool_scales_it_by_placeholder_pods_up_to_its_limit(
+    kube: KubeEmulator, controller: Controller
+) -> None:
+    kube.seed("namespaces", {"metadata": {"name": "gpufabric"}})
+    first = karpenter_node(kube, "h100-karpenter", 0)
+    taints = [
+        {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"},
+        {"key": "gpufabric.io/tier", "value": "train", "effect": "NoSchedule"},
+    ]
+    body = backend(kube, [{**POOL, "max_nodes": 2, "taints": taints}])
+    body["config"]["headroom"] = True
+    whole = {"slices": [{"kind": "gpu", "count": 8, "model": "H100"}], "topology": "same-host"}
+    with controller.admin() as api, controller.client(controller.tenant_token) as tenant:
+        assert api.post("/v1/backends", json=body).status_code == 201
+        report = api.post("/v1/backends/eks-train/sync").json()
+        assert report["errors"] == [] and report["nodes"] == [first], report
+        assert report["headroom"] == {"karpenter:h100-karpenter": 1}
+
+        on_node = tenant.post("/v1/leases", json=whole).json()
+        assert on_node["state"] == "ready" and on_node["result"]["host"] == first, on_node
+
+        waiting = tenant.post("/v1/leases", json=whole).json()
+        assert waiting["state"] == "provisioning", waiting
+        assert "waiting for Karpenter NodePool h100-karpenter to start 1 node(s)" in waiting["reason"]
+        (pod,) = kube.list_objects("pods", namespace="gpufabric")
+        assert pod["metadata"]["labels"]["gpufabric.io/lease"] == waiting["id"]
+        assert pod["spec"]["nodeSelector"] == {"karpenter.sh/nodepool": "h100-karpenter"}
+        assert pod["spec"]["containers"][0]["resources"]["requests"] == {"nvidia.com/gpu": "8"}
+        assert {"key": "gpufabric.io/tier", "operator": "Equal", "value": "train", "effect": "NoSchedule"} in pod[
+            "spec"
+        ]["tolerations"]
+
+        api.post("/v1/backends/eks-train/sync")
+        at_limit = tenant.post("/v1/leases", json=whole).json()
+        assert at_limit["state"] == "failed", at_limit
+        assert "Karpenter NodePool h100-karpenter is at its limit nvidia.com/gpu=16" in at_limit["reason"]
+        assert len(kube.list_objects("pods", namespace="gpufabric")) == 1
+
+        second = karpenter_node(kube, "h100-karpenter", 1)  # Karpenter launched the node for the placeholder
+        report = api.post("/v1/backends/eks-train/sync").json()
+        assert report["bound"] == {waiting["id"]: second}, report
+        ready = tenant.get(f"/v1/leases/{waiting['id']}").json()
+        assert ready["state"] == "ready" and ready["result"]["host"] == second, ready
+        tolerations = ready["result"]["pod_spec"]["tolerations"]
+        assert {
+            "key": "gpufabric.io/tier",
+            "operator": "Equal",
+            "value": "train",
+            "effect": "NoSchedule",
+        } in tolerations
+        assert kube.list_objects("pods", namespace="gpufabric") == []  # the placeholder made way

@@ -55,6 +55,9 @@ def test_rbac_is_what_the_controller_calls() -> None:
     role = docs[("Role", "gpufabric-controller-device-plugin")]
     assert role["metadata"]["namespace"] == "gpu-operator"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]
+    placeholders = docs[("Role", "gpufabric-controller-karpenter-placeholders")]
+    assert placeholders["metadata"]["namespace"] == "gpufabric"
+    assert placeholders["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "list", "delete"]}]
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         binding = next(d for (k, _), d in docs.items() if k == kind)
         assert binding["subjects"] == [
