@@ -1,6 +1,7 @@
 """Capacity in the EKS lease flow, through the REST API: an On-Demand Capacity Reservation consumed by the leases
 that scale its nodegroup up (and refused with its figures when full), an EFA nodegroup's cluster placement group
-created on the first scale-up, a Capacity Block whose end bounds the leases on it, all seen in the checks."""
+created on the first scale-up, a Capacity Block whose end bounds the leases on it, all seen in the checks; a Spot
+nodegroup scaled by maxSize alone (on-demand: test_eks_leases)."""
 
 from __future__ import annotations
 
@@ -197,3 +198,36 @@ def test_leases_on_a_capacity_block_end_before_the_block_does(
         inside = lease(tenant, {**WHOLE_NODE, "duration": 4 * 3600})
         assert inside["state"] == "ready", inside
         assert inside["result"]["nodes"][0]["nodegroup"] == "p5-block"
+
+
+def test_a_spot_nodegroup_scales_by_max_size_alone_and_ignores_block_ends(
+    aws: AwsTarget,
+    aws_double: AwsDouble,
+    eks: Any,
+    cluster: Cluster,
+    nodegroups: EksNodegroups,
+    kube: KubeEmulator,
+    controller: Controller,
+    tmp_path: Path,
+) -> None:
+    eks.create_nodegroup(
+        clusterName=cluster.name,
+        nodegroupName="p5-spot",
+        subnets=[cluster.subnets["us-east-1a"]],
+        nodeRole="arn:aws:iam::123456789012:role/gpufabric-nodes",
+        instanceTypes=["p5.48xlarge"],
+        capacityType="SPOT",
+        scalingConfig={"minSize": 0, "maxSize": 2, "desiredSize": 1},
+    )
+    materialize_nodegroup(kube, nodegroups, cluster.name, "p5-spot", REGION)
+    register(controller, aws, kube, tmp_path, {"name": "p5-spot", "desiredCapacity": 1, "maxSize": 2, "spot": True})
+    with controller.admin() as api, controller.client(controller.tenant_token) as tenant:
+        sync(api)
+        assert capacity(api, "p5-spot") == {"type": "spot", "reservation": None, "placement_group": None}
+        assert lease(tenant, WHOLE_NODE)["state"] == "ready"
+        assert lease(tenant, {**WHOLE_NODE, "duration": 30 * 24 * 3600})["state"] == "provisioning"  # no block end
+        assert nodegroups.describe_nodegroup(cluster.name, "p5-spot").scaling.desired == 2
+        sync(api)  # at maxSize one headroom host remains, for the figures
+        full = lease(tenant, WHOLE_NODE)
+        assert full["state"] == "failed" and "maxSize=2" in full["reason"], full
+    assert not [a for a, _ in aws_double.calls if a in ("DescribeCapacityReservations", "CreatePlacementGroup")]
