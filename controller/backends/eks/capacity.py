@@ -22,6 +22,8 @@ from drivers.eks import EksNodegroupConfig
 from drivers.eks.capacity import Boto3Capacity, CapacityProvider, CapacityReservation, PlacementGroup
 from drivers.eks.errors import CapacityError, EksError
 
+USABLE_UNTIL_LABEL = "gpufabric.dev/usable-until"  # read by placement (controller.leases.fleet): a lease ends before
+
 
 @dataclass(frozen=True)
 class ReservationState:
@@ -160,6 +162,32 @@ def _window(r: CapacityReservation) -> str:
 def _human(delta: timedelta) -> str:
     hours = delta.total_seconds() / 3600
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} h"
+
+
+def capacity_block_ends(config: Any, report: Any) -> dict[str, str]:
+    """The end of each Capacity Block nodegroup's block (ISO 8601), written on its hosts as
+    ``gpufabric.dev/usable-until`` so placement refuses leases that would outlast it. A block AWS does not
+    describe now is named in ``report.unknown_blocks`` and ``report.errors``."""
+    blocks = [ng for ng in config.gpu_nodegroups if ng.capacity_type == "CAPACITY_BLOCK" and ng.capacity_reservation_id]
+    if not blocks:
+        return {}
+    out: dict[str, str] = {}
+    try:
+        provider = provider_for(config)
+    except Exception as exc:  # no credentials / endpoint
+        report.errors.append(f"capacity blocks: {exc}")
+        report.unknown_blocks.update(ng.name for ng in blocks)
+        return out
+    for ng in blocks:
+        try:
+            state = reservation_state(provider, ng, None, 0)
+        except EksError as exc:
+            report.errors.append(f"capacity block of nodegroup {ng.name}: {exc}")
+            report.unknown_blocks.add(ng.name)
+            continue
+        if state is not None and state.reservation.end is not None:
+            out[ng.name] = state.reservation.end.astimezone(UTC).isoformat()
+    return out
 
 
 def now_utc() -> datetime:

@@ -47,6 +47,7 @@ def sync_headroom(
     scaling: dict[str, tuple[int, int]],
     now: datetime,
     report: SyncReport,
+    block_ends: dict[str, str] | None = None,
 ) -> None:
     for ng in config.gpu_nodegroups:
         if ng.name not in scaling:
@@ -87,6 +88,8 @@ def sync_headroom(
             labels[PLACEMENT_GROUP_HOST_LABEL] = ng.placement_group
         if ng.efa and ng.efa_interfaces:
             labels[EFA_LABEL] = str(ng.efa_interfaces)
+        if block_ends and ng.name in block_ends:
+            labels["gpufabric.dev/usable-until"] = block_ends[ng.name]  # placement's capacity-window filter
         for host in mine:
             if host.id in busy:
                 host.last_seen = now  # keep a claimed headroom host reachable while its lease waits

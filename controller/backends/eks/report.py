@@ -24,6 +24,8 @@ class SyncReport:
     # DescribeInstanceTopology this sync: instances asked of EC2, nodes labelled from it (asked now or remembered)
     instance_topology: dict[str, int] = field(default_factory=dict)
     karpenter: dict[str, dict[str, str]] = field(default_factory=dict)  # pool -> {kind: created|updated|unchanged}
+    # Capacity-block nodegroups whose block AWS did not describe this sync (their hosts keep the last end known).
+    unknown_blocks: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from controller.backends.contract import LeaseHooks
+from controller.backends.eks.capacity import USABLE_UNTIL_LABEL, capacity_block_ends
 from controller.backends.eks.cluster import (
     EksBackendError,
     aws_nodegroups,
@@ -141,6 +142,13 @@ def sync_backend(
             )
         }
     topology = node_topology_labels(config, nodes, stored)  # an EC2 call only for instances not asked before
+    block_ends = capacity_block_ends(config, report)  # nodegroup -> ISO end of its Capacity Block
+    for node in nodes:
+        extra = topology.labels.setdefault(node.name, {})
+        if node.nodegroup in block_ends:
+            extra[USABLE_UNTIL_LABEL] = block_ends[node.nodegroup]
+        elif node.nodegroup in report.unknown_blocks and USABLE_UNTIL_LABEL in stored.get(node.name, {}):
+            extra[USABLE_UNTIL_LABEL] = stored[node.name][USABLE_UNTIL_LABEL]  # AWS did not answer: keep the last
     now = datetime.now(UTC)
     with db.session() as session:
         busy = live_claim_hosts(session)
@@ -172,7 +180,7 @@ def sync_backend(
                 report.removed.append(host.hostname)
                 report.changed.append(host.hostname)
         if scaling:
-            sync_headroom(session, config, backend_id, name, hosts, busy, scaling, now, report)
+            sync_headroom(session, config, backend_id, name, hosts, busy, scaling, now, report, block_ends)
         if config.headroom and config.karpenter:
             sync_karpenter_headroom(session, config, backend_id, name, busy, now, report)
     report.bound = bind_waiting(db, name)
@@ -237,7 +245,12 @@ def _upsert_node(
         session.add(host)
     before = (host.backend_id, dict(host.labels or {}), host.status, host.inventory_hash)
     host.backend_id = backend_id
-    host.labels = {**{k: v for k, v in (host.labels or {}).items() if not k.startswith(KEPT_LABEL_PREFIXES)}, **labels}
+    kept = {
+        k: v
+        for k, v in (host.labels or {}).items()
+        if not k.startswith(KEPT_LABEL_PREFIXES) and k != USABLE_UNTIL_LABEL  # the sync's own, re-supplied above
+    }
+    host.labels = {**kept, **labels}
     agent_owned = host.inventory is not None
     node_ok = node.ready and not node.unschedulable
     if not agent_owned:

@@ -187,12 +187,19 @@ def test_leases_on_a_capacity_block_end_before_the_block_does(
         assert checks["reservation"]["start"].startswith(start.isoformat()[:16])
         assert checks["reservation"]["end"].startswith((start + timedelta(hours=24)).isoformat()[:16])
 
-        too_long = lease(tenant, {**WHOLE_NODE, "duration": 2 * 24 * 3600})
-        assert too_long["state"] == "failed", too_long
-        assert f"capacity block {block}, which ends" in too_long["reason"]
-        assert "a lease of 2.0 days would end" in too_long["reason"]
-        open_ended = lease(tenant, WHOLE_NODE)
-        assert open_ended["state"] == "failed" and "needs a duration that ends before then" in open_ended["reason"]
+        hosts = api.get("/v1/hosts").json()
+        end = checks["reservation"]["end"]
+        assert {h["labels"].get("gpufabric.dev/usable-until") for h in hosts} == {end}  # node and headroom
+
+        # Placement refuses what would outlast the block, naming it; nothing is stored or started.
+        too_long = tenant.post("/v1/leases", json={**WHOLE_NODE, "duration": 2 * 24 * 3600})
+        assert too_long.status_code == 409, too_long.text
+        (window,) = [f for f in too_long.json()["filters"] if f["filter"] == "capacity-window"]
+        assert window["removed_hosts"] == 2
+        assert "a lease of 48.0 h would end after it" in window["examples"][0]
+        open_ended = tenant.post("/v1/leases", json=WHOLE_NODE)
+        assert open_ended.status_code == 409 and "needs a duration that ends before then" in open_ended.text
+        assert tenant.get("/v1/leases").json() == []
         assert nodegroups.describe_nodegroup(cluster.name, "p5-block").scaling.desired == 1  # nothing started
 
         inside = lease(tenant, {**WHOLE_NODE, "duration": 4 * 3600})
