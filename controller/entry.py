@@ -11,7 +11,7 @@ import sys
 # The controller extra's top-level modules (pyproject.toml, [project.optional-dependencies] controller).
 CONTROLLER_EXTRA_MODULES = frozenset(
     {"fastapi", "fastapi_offline", "starlette", "uvicorn", "orjson", "sqlalchemy", "alembic", "apscheduler",
-     "prometheus_client", "boto3", "botocore", "kubernetes", "openstack"}
+     "prometheus_client", "boto3", "botocore", "kubernetes", "openstack", "jwt", "cryptography"}
 )  # fmt: skip
 
 

@@ -29,7 +29,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir, description="Where the SQLite file lives")
     backend_kinds: list[str] | None = Field(
         default=None,
-        description="Backend kinds this controller serves (static, ironic, nova, eks); default: every kind it ships",
+        description="Backend kinds this controller serves (static, ironic, nova, eks, fake); default: every kind it "
+        "ships but fake (simulated hosts for demos and tests, opt-in)",
     )
     database_url: str = Field(default="", description="SQLAlchemy URL; default sqlite:///<data_dir>/controller.db")
     bind_host: str = "127.0.0.1"
@@ -108,6 +109,39 @@ class Settings(BaseSettings):
         gt=0,
         description="How often a replica polls the store's host change feed for other replicas' writes (bounds how "
         "late a desired-state change made on one replica reaches agents heartbeating to another)",
+    )
+
+    # Sign-in with the identity systems clouds already use (docs/identity.md). gpufabric's own tokens always work.
+    oidc_issuer: str = Field(
+        default="", description="OIDC: the issuer (`iss`) bearer JWTs must carry; empty: OIDC sign-in off"
+    )
+    oidc_audience: str = Field(default="", description="OIDC: the audience (`aud`) bearer JWTs must be issued for")
+    oidc_jwks_url: str = Field(default="", description="OIDC: the provider's JSON Web Key Set (HTTPS in production)")
+    oidc_jwks_cache_s: float = Field(
+        default=300.0, gt=0, description="OIDC: how long the key set is kept before it is fetched again"
+    )
+    oidc_jwks_min_refresh_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="OIDC: a token signed by a key not in the cached set fetches the set again (key rotation), at "
+        "most this often",
+    )
+    keystone_url: str = Field(
+        default="", description="OpenStack Keystone: the identity v3 endpoint's base URL; empty: Keystone sign-in off"
+    )
+    keystone_token_cache_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Keystone: a validated token is trusted this long without asking Keystone again (the bound for "
+        "a revocation in Keystone to take effect); 0: ask every time",
+    )
+    identity_timeout_s: float = Field(
+        default=5.0, gt=0, description="HTTP timeout of calls to the OIDC provider's key set and to Keystone"
+    )
+    identity_mapping_file: Path | None = Field(
+        default=None,
+        description="YAML mapping OIDC claims and Keystone projects/roles to gpufabric tenants and roles "
+        "(docs/identity.md); required when OIDC or Keystone sign-in is on",
     )
 
     @model_validator(mode="after")

@@ -95,20 +95,7 @@ class ObservedGpu(_Model):
         return next((p for p in self.profiles or [] if p.name == name), None)
 
     def layout(self) -> list[LayoutEntry]:
-        return sorted(
-            (
-                LayoutEntry(
-                    profile=gi.profile,
-                    profile_id=gi.profile_id,
-                    placement=gi.placement,
-                    gpu_instance_id=gi.gpu_instance_id,
-                    state="kept",
-                    busy=gi.busy,
-                )
-                for gi in self.instances
-            ),
-            key=lambda e: (e.placement.start, e.profile_id),
-        )
+        return layout_of(self.instances)
 
 
 OperationKind = Literal["set-mig-mode", "destroy-ci", "destroy-gi", "create-gi", "create-ci"]
@@ -136,6 +123,22 @@ class LayoutEntry(_Model):
     gpu_instance_id: int | None = Field(default=None, description="None for an instance still to be created")
     state: Literal["kept", "created"]
     busy: bool = False
+
+
+def layout_of(kept: Sequence[ObservedGi], created: Sequence[tuple[GiProfile, Placement]] = ()) -> list[LayoutEntry]:
+    """The layout a GPU has (``kept`` instances) or will have (and the ``created`` ones), by placement."""
+    entries = [
+        LayoutEntry(
+            profile=gi.profile,
+            profile_id=gi.profile_id,
+            placement=gi.placement,
+            gpu_instance_id=gi.gpu_instance_id,
+            state="kept",
+            busy=gi.busy,
+        )
+        for gi in kept
+    ] + [LayoutEntry(profile=p.name, profile_id=p.profile_id, placement=pl, state="created") for p, pl in created]
+    return sorted(entries, key=lambda e: (e.placement.start, e.profile_id))
 
 
 GpuPlanStatus = Literal["untouched", "change", "pending-reset", "blocked"]

@@ -29,12 +29,12 @@ from agent.mig.config import MigConfigEntry, MigPartedConfig, is_compute_instanc
 from agent.mig.model import (
     GiProfile,
     GpuPlan,
-    LayoutEntry,
     MigPlan,
     MigValidationError,
     ObservedGi,
     ObservedGpu,
     Operation,
+    layout_of,
 )
 from agent.mig.search import (
     best_placements,
@@ -374,10 +374,7 @@ def plan_gpu(
         assert layout is not None, "validated configs fit on an empty GPU"
         for profile, placement in layout.created:
             ops.extend(_create_ops(gpu.index, profile, placement))
-        base.layout = [
-            LayoutEntry(profile=p.name, profile_id=p.profile_id, placement=pl, state="created")
-            for p, pl in layout.created
-        ]
+        base.layout = layout_of((), layout.created)
         return base
 
     layout, blockers = _plan_instances(gpu, wanted, force)
@@ -392,20 +389,7 @@ def plan_gpu(
         ops.extend(_ci_missing_ops(gpu.index, gi, profiles.get(gi.profile)))
     for profile, placement in layout.created:
         ops.extend(_create_ops(gpu.index, profile, placement))
-    entries = [
-        LayoutEntry(
-            profile=gi.profile,
-            profile_id=gi.profile_id,
-            placement=gi.placement,
-            gpu_instance_id=gi.gpu_instance_id,
-            state="kept",
-            busy=gi.busy,
-        )
-        for gi in layout.kept
-    ] + [
-        LayoutEntry(profile=p.name, profile_id=p.profile_id, placement=pl, state="created") for p, pl in layout.created
-    ]
-    base.layout = sorted(entries, key=lambda e: (e.placement.start, e.profile_id))
+    base.layout = layout_of(layout.kept, layout.created)
     if ops:
         base.status, base.operations = "change", ops
     else:

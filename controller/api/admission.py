@@ -7,7 +7,8 @@ a bound on agent requests in flight.
 * **What every handler may assume.** A NUL byte in the path or the query string (which no name holds and
   PostgreSQL cannot store or compare) is answered 422 before routing, and so is a JSON body holding the
   escape ``\\u0000`` anywhere (free-form documents included); a non-empty body must be JSON
-  (``application/json`` or ``*/*+json``), else 415.
+  (``application/json`` or ``*/*+json``; the dashboard's forms under ``/ui/`` may also send
+  ``application/x-www-form-urlencoded``), else 415.
 * **Agent admission.** At most ``agent_max_in_flight`` agent requests (``/v1/agents/...``) are handled at once
   per worker process. Past that the controller answers 503 problem+json with ``Retry-After`` at once instead of
   letting requests queue into client timeouts; the value is spread over ``[retry_after_s, 2 x retry_after_s]``
@@ -144,6 +145,8 @@ class AdmissionMiddleware:
         )
 
 
+UI_PREFIX = "/ui/"
+
 # A JSON string escape of U+0000 (``\u0000``), not preceded by an escaped backslash (``\\u0000`` is text).
 _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -164,6 +167,8 @@ def _refused_request(scope: Scope) -> tuple[int, str, str] | None:
         return None  # no declared type: FastAPI parses it as JSON or answers 422
     if media_type == b"application/json" or (media_type.startswith(b"application/") and media_type.endswith(b"+json")):
         return None
+    if media_type == b"application/x-www-form-urlencoded" and scope["path"].startswith(UI_PREFIX):
+        return None  # the dashboard's HTML forms (controller/ui); it refuses NUL in fields itself
     return 415, "unsupported-media-type", f"request bodies are application/json, not {media_type.decode('latin-1')}"
 
 

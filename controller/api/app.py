@@ -16,9 +16,10 @@ from controller.api.deps import declared_roles
 from controller.api.docs_pages import install_docs_pages
 from controller.api.openapi import build_openapi
 from controller.api.problems import install_problem_handlers
-from controller.api.routes import agents, audit_log, devices, hosts, leases, pools, quotas, system, tokens
+from controller.api.routes import agents, audit_log, catalog, devices, hosts, leases, pools, quotas, system, tokens
 from controller.api.routes import backends as backend_routes
 from controller.auth.cache import AUTH_CACHE, warm_agent_credentials
+from controller.auth.external import ExternalIdentity
 from controller.backends.registry import BackendRegistry, build_backends
 from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
@@ -33,6 +34,7 @@ from controller.observability.redact import install_log_redaction
 from controller.settings import Settings
 from controller.store.db import Database
 from controller.store.schema import require_current_schema
+from controller.ui import install_ui
 from controller.validation import api as validation_api
 from controller.validation import wiring as validation_wiring
 
@@ -47,6 +49,7 @@ ROUTERS = [
     devices.router,
     audit_log.router,
     leases.router,
+    catalog.router,  # before quotas: /v1/quotas/me is not the tenant "me" for tenants
     quotas.router,
     validation_api.router,
 ]
@@ -72,6 +75,7 @@ def create_app(
 
     ``backends``: the backend kinds the app serves; default: those ``settings.backend_kinds`` names, made now."""
     install_log_redaction()  # secrets never logged, whoever configured logging (controller.observability.redact)
+    identity = ExternalIdentity.from_settings(settings)  # OIDC / Keystone sign-in (ValueError if half-configured)
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
@@ -139,6 +143,7 @@ def create_app(
     app.state.hooks = registry
     app.state.backends = backends
     app.state.leases = leases_service
+    app.state.identity = identity
     app.state.last_seen = LastSeenBuffer(db, settings.last_seen_flush_s)
     app.state.agent_replies = AgentReplyCache(db)
     AUTH_CACHE.ttl_s = settings.auth_cache_ttl_s
@@ -153,6 +158,7 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     install_docs_pages(app)
+    install_ui(app)  # the dashboard at /ui (controller/ui, docs/dashboard.md)
     _check_every_route_declares_roles(app)
     app.add_middleware(
         AdmissionMiddleware,

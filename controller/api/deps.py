@@ -12,6 +12,7 @@ from starlette.routing import BaseRoute
 
 from controller.api.problems import Problem
 from controller.auth.cache import AUTH_CACHE, token_digest
+from controller.auth.external import ExternalIdentity, KeystoneUnavailable, NotMapped, TokenRejected
 from controller.auth.tokens import Principal, Role, agent_credential_parts, authenticate, key_id_of
 from controller.settings import Settings
 from controller.store.db import Database
@@ -55,9 +56,14 @@ class Require:
             if principal is not None:
                 AUTH_CACHE.put(digest, principal, agent[0])
         if principal is None:
-            principal = await run_in_threadpool(_lookup, get_db(request), token)
-            if principal is not None:
-                AUTH_CACHE.put(digest, principal, key_id_of(token))
+            identity: ExternalIdentity = request.app.state.identity
+            if identity.handles(token):
+                principal = await run_in_threadpool(_outside, identity, token)
+                AUTH_CACHE.put(digest, principal, "")
+            else:
+                principal = await run_in_threadpool(_lookup, get_db(request), token)
+                if principal is not None:
+                    AUTH_CACHE.put(digest, principal, key_id_of(token))
         if principal is None:
             raise Problem(401, "unauthorized", "the token is unknown or revoked")
         if principal.role not in self.roles:
@@ -68,6 +74,18 @@ class Require:
             raise Problem(403, "forbidden", f"this credential is valid for host {principal.hostname} only")
         request.state.principal = principal
         return principal
+
+
+def _outside(identity: ExternalIdentity, token: str) -> Principal:
+    """An OIDC or Keystone token's principal (controller.auth.external), or the problem saying why not."""
+    try:
+        return identity.authenticate(token)
+    except TokenRejected as exc:
+        raise Problem(401, "unauthorized", str(exc)) from None
+    except NotMapped as exc:
+        raise Problem(403, "forbidden", str(exc)) from None
+    except KeystoneUnavailable as exc:
+        raise Problem(503, "unavailable", str(exc)) from None
 
 
 def _lookup(db: Database, token: str) -> Principal | None:

@@ -39,7 +39,8 @@ class ProblemDocument(BaseModel):
 # Refusals a handler raises beyond the rules in the module docstring: (method, path) -> {status: why}.
 RAISES: dict[tuple[str, str], dict[int, str]] = {
     ("POST", "/v1/leases"): {
-        409: "no-capacity (nothing fits; per-filter counts and the nearest fit) or placement-conflict (retry)",
+        409: "no-capacity (nothing fits; per-filter counts), placement-conflict (retry), or lease-failed (the lease "
+        "was stored but failed before the answer: `lease_id`, `failure_reason`, `lease`; header `Location`)",
     },
     ("POST", "/v1/placements:dry-run"): {409: "no-capacity: nothing fits (per-filter counts, the nearest fit)"},
     ("DELETE", "/v1/leases/{lease_id}"): {409: "conflict: the lease cannot be released in its state"},

@@ -45,6 +45,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "device-conflict": "A GPU in this report belongs to another host",
     "unsupported-media-type": "Request body is not JSON",
     "not-supported": "Not supported by this backend kind",
+    "lease-failed": "The lease failed",
 }
 
 _STATUS_SLUG = {
@@ -68,6 +69,7 @@ class Problem(Exception):
         self.slug = slug
         self.detail = detail
         self.extensions = extensions
+        self.headers: dict[str, str] = {}  # e.g. Location of a lease that failed
 
 
 def not_found(what: str) -> Problem:
@@ -98,8 +100,9 @@ def problem_response(
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return problem_response(request, exc.status, exc.slug, exc.detail, headers, **exc.extensions)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+        headers.update(exc.headers)
+        return problem_response(request, exc.status, exc.slug, exc.detail, headers or None, **exc.extensions)
 
     @app.exception_handler(IllegalTransition)
     async def _illegal_transition(request: Request, exc: IllegalTransition) -> JSONResponse:

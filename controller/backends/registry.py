@@ -98,9 +98,15 @@ class _BackendMetrics(Collector):
         yield from merged.values()
 
 
+# Kinds served only when named in ``backend_kinds``: ``fake`` pretends to attach vGPUs, which no production
+# controller should do by default (as Ironic's fake-hardware is not enabled by default).
+OPT_IN = frozenset({"fake"})
+
+
 def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendRegistry:
-    """The kinds gpufabric ships (all of them, or those named), each made once for this app."""
+    """The kinds gpufabric ships (all but the opt-in ``fake``, or those named), each made once for this app."""
     from controller.backends.eks.backend import EksBackend
+    from controller.backends.fake.backend import FakeBackend
     from controller.backends.ironic.backend import IronicBackend
     from controller.backends.nova.backend import NovaBackend
     from controller.backends.openstack.common import OpenStackConnections
@@ -112,8 +118,9 @@ def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendR
         IronicBackend(db, connections),
         NovaBackend(db, connections),
         EksBackend(db),
+        FakeBackend(db),
     ]
-    wanted = set(kinds) if kinds is not None else {b.kind for b in shipped}
+    wanted = set(kinds) if kinds is not None else {b.kind for b in shipped} - OPT_IN
     unknown = wanted - {b.kind for b in shipped}
     if unknown:
         raise UnknownBackendKind(

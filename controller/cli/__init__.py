@@ -16,6 +16,7 @@ from controller.cli import hosts as _hosts
 from controller.cli import leases as _leases
 from controller.cli import login as _login
 from controller.cli import nccl as _nccl
+from controller.cli import offers as _offers
 from controller.cli import pools as _pools
 from controller.cli import quotas as _quotas
 from controller.cli import server as _server
@@ -40,6 +41,7 @@ app.add_typer(_nccl.app, name="nccl")
 app.command("login")(_login.login)
 app.command("logout")(_login.logout)
 app.command("whoami")(_login.whoami)
+app.command("offers")(_offers.offers)
 REST_GROUPS = (
     (_leases.app, "lease", "leases"),
     (_hosts.app, "hosts", "host"),

@@ -27,7 +27,7 @@ def demo(
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the fleet")] = 180.0,
     exit_after_ready: Annotated[bool, typer.Option("--exit-after-ready", help="Stop once the fleet is ready")] = False,
 ) -> None:
-    """Start the controller and a simulated fleet (H100, A100 MIG, L4 time-slicing, A16 vGPU).
+    """Start the controller and a simulated fleet (H100, A100 MIG, L4 time-slicing, A16 and A100 vGPU).
 
     Ctrl-C (SIGINT) or SIGTERM stops the agents and the controller and removes the temp dir (not a --data-dir)."""
     from controller.demo.fleet import load_fleet
@@ -66,7 +66,10 @@ def demo(
         run.assign_pools(timeout)
         details = run.wait_ready(timeout)
         _print_ready(url, run.admin_token, details, time.monotonic() - started)
-        _print_lease(url, run.tenant_lease())
+        shown = run.tenant_lease()
+        _print_lease(url, shown)
+        _print_validation(run.nccl_validation(fleet.hosts[0].name))
+        _print_mig_backed_vgpu(url, run.mig_backed_vgpu_lease(shown["token"]))
         if exit_after_ready:
             return
         console.print("\nrunning; Ctrl-C to stop")
@@ -106,6 +109,39 @@ def _print_lease(url: str, shown: dict[str, Any]) -> None:
     print(f"  -> {released['state']} ({' -> '.join(t['to_state'] for t in released['transitions'])})")
 
 
+def _print_validation(validation: dict[str, Any]) -> None:
+    runs = validation.get("runs") or [{}]
+    verdict = runs[0].get("verdict") or {}
+    print(f"\nan NCCL validation of {', '.join(validation['hosts'])} (stand-in nccl-tests output: simulated): "
+          f"{validation['status']}, busbw {verdict.get('measured_busbw_gbps')} GB/s "
+          f"(expected {verdict.get('expected_busbw_gbps')}); its curve is on the dashboard's Validations page")  # fmt: skip
+
+
+def _print_mig_backed_vgpu(url: str, shown: dict[str, Any]) -> None:
+    host, lease = shown["host"], shown["lease"]
+    print("\na MIG-backed vGPU (the vGPU hosts sit behind the demo's pretend hypervisor: a `fake` backend):")
+    for d in host["devices"]:
+        instances = ", ".join(f"{m['profile']}@{m['placement_start']}" for m in d["mig_instances"])
+        mode = f"MIG mode, GPU instances {instances}" if d["mig_mode"] == "enabled" else "MIG off (time-sliced vGPU)"
+        print(f"  {host['hostname']} GPU {d['index']}: {mode}")
+    print(
+        f"  curl -s -X POST -H \"Authorization: Bearer $TENANT_TOKEN\" -H 'Content-Type: application/json' "
+        f"{url}/v1/leases -d '{json.dumps(shown['request'])}'"
+    )
+    for a in lease.get("allocations", []):
+        p = a.get("placement") or {}
+        print(
+            f"  -> lease {lease['id']}: {lease['state']}, {a.get('vgpu_type')} on {a['host']} GPU instance "
+            f"{a.get('profile')} at {p.get('start')}:{p.get('size')} ({a.get('mig_uuid')})"
+        )
+    for node in (lease.get("result") or {}).get("nodes", []):
+        for s in node.get("slices", []):
+            if s.get("mdev_uuids"):
+                print(
+                    f"     mdev {', '.join(s['mdev_uuids'])} (simulated); kept: see it on {url}/ui/hosts/{host['hostname']}"
+                )
+
+
 def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed: float) -> None:
     table = Table("host", "pool", "GPUs", "models", "applied")
     for d in details:
@@ -119,6 +155,7 @@ def _print_ready(url: str, token: str, details: list[dict[str, object]], elapsed
         )
     console.print(table)
     console.print(f"\n[bold]fleet ready[/] in {elapsed:.1f}s")
+    console.print(f"  dashboard: {url}/ui   (sign in with the admin token below, or a tenant token)")
     console.print(f"  API:      {url}/v1   (OpenAPI: {url}/openapi.json, docs: {url}/docs)")
     console.print(f"  metrics:  {url}/metrics   health: {url}/healthz  {url}/readyz")
     console.print(f"  admin token: {token}")

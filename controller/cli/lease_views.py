@@ -114,8 +114,8 @@ def show_plan(plan: dict[str, Any]) -> None:
         )
     )
     rows = [
-        (node["host"], node.get("backend"), a.get("device"), a.get("kind"), a.get("model"), a.get("units"),
-         a.get("profile"), "create" if a.get("create") else "")
+        (node.get("host") or "-", node.get("backend"), a.get("device") or "-", a.get("kind"), a.get("model"),
+         a.get("units"), a.get("profile"), "create" if a.get("create") else "")
         for node in plan.get("nodes") or []
         for a in node.get("allocations") or []
     ]  # fmt: skip
@@ -128,7 +128,8 @@ def show_plan(plan: dict[str, Any]) -> None:
 
 def show_funnel(filters: list[dict[str, Any]]) -> None:
     rows = [
-        (f.get("filter"), f.get("removed_hosts"), f.get("removed_devices"), f.get("examples") or "") for f in filters
+        (f.get("filter"), f.get("removed_hosts"), f.get("removed_devices"), f.get("examples") or f.get("reasons") or "")
+        for f in filters
     ]
     if rows:
         show(table(("filter", "removed hosts", "removed devices", "for example"), rows, "filters"))
@@ -146,7 +147,8 @@ def explain_refusal(problem: dict[str, Any]) -> None:
         lines.append(f"  candidates: {text(candidates.get('hosts'))} hosts, {text(candidates.get('devices'))} devices")
     for f in problem.get("filters") or []:
         if isinstance(f, dict):
-            examples = "; ".join(str(e) for e in f.get("examples") or [])
+            # Admins get examples naming hosts; tenants the same reasons without them.
+            examples = "; ".join(str(e) for e in f.get("examples") or f.get("reasons") or [])
             lines.append(
                 f"  filter {f.get('filter')}: removed {text(f.get('removed_hosts'))} hosts, "
                 f"{text(f.get('removed_devices'))} devices" + (f" (e.g. {examples})" if examples else "")
@@ -156,7 +158,8 @@ def explain_refusal(problem: dict[str, Any]) -> None:
         available = ", ".join(f"{k}: {v}" for k, v in (nearest.get("available") or {}).items())
         satisfied = nearest.get("satisfied")
         share = f"{satisfied:.0%}" if isinstance(satisfied, int | float) else "?"
-        lines.append(f"  nearest fit: {nearest.get('host')} ({share} satisfied; available {available or '-'})")
+        where = f"{nearest['host']} " if nearest.get("host") else ""
+        lines.append(f"  nearest fit: {where}({share} satisfied; available {available or '-'})")
         lines.extend(f"    missing: {missing}" for missing in nearest.get("missing") or [])
     for line in lines:
         err_console.print(Text(line), highlight=False, soft_wrap=True)

@@ -3,8 +3,9 @@
 ``create`` sends the request language (docs/placement.md) built from ``--slice`` options and/or ``--file``;
 ``--dry-run`` asks ``POST /v1/placements:dry-run`` where it would go instead. A refusal (409 no-capacity,
 403 quota-exceeded) prints the one-line error and then why: the filters that removed candidates and the
-nearest fit. ``wait`` polls until the lease is ready (exit 0), failed or released (1), or ``--timeout`` passes
-(4). Refusals exit 2, an unreachable or failing controller 3 (``controller.cli.common``).
+nearest fit. A lease that failed at once (409 lease-failed) exits 1 like a failed wait. ``wait`` long-polls
+(``GET /v1/leases/{id}?wait=N``) until the lease is ready (exit 0), failed or released (1), or ``--timeout``
+passes (4). Refusals exit 2, an unreachable or failing controller 3 (``controller.cli.common``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from controller.cli.common import (
     err_console,
     fail,
     print_json,
+    request_timeout,
 )
 from controller.cli.lease_requests import SLICE_EXAMPLE, request_body
 from controller.cli.lease_views import explain_refusal, show_lease, show_leases, show_plan
@@ -42,7 +44,13 @@ LeaseId = Annotated[str, typer.Argument(metavar="LEASE", help="The lease id")]
 TenantOption = Annotated[
     str | None, typer.Option("--tenant", help="Admins: the tenant (a tenant token acts for its own tenant)")
 ]
-IntervalOption = Annotated[float, typer.Option("--interval", min=0.0, help="Seconds between polls")]
+IntervalOption = Annotated[
+    float,
+    typer.Option("--interval", min=0.0, help="At least this many seconds between two answers that saw no change"),
+]
+# Seconds one long-poll asks the controller to hold the answer (it allows at most 60).
+LONG_POLL_S = 30.0
+LEASE_FAILED = "https://gpufabric.dev/problems/lease-failed"
 TimeoutOption = Annotated[float, typer.Option("--timeout", min=0.0, help="Give up waiting after this many seconds")]
 
 
@@ -63,20 +71,29 @@ def wait_for(
     timeout_s: float,
     progress: bool,
 ) -> dict[str, Any]:
-    """Poll the lease until its state is one of ``until`` or the timeout passes; the last answer either way.
-    Each change of state or reason is a line on stderr when ``progress``."""
+    """Long-poll the lease until its state is one of ``until`` or the timeout passes; the last answer either way.
+    Each change of state or reason is a line on stderr when ``progress``. The controller holds each request until
+    the lease changes (``?wait=``); an answer that saw no change (the hold ran out, or an older controller that
+    does not hold) is followed by a pause of ``interval_s``."""
     deadline = time.monotonic() + timeout_s
     seen: tuple[str, str] | None = None
+    hold = 0.0
     while True:
-        lease = checked(client.get(_path(lease_id)))
-        if progress and (lease["state"], lease["reason"]) != seen:
-            seen = (lease["state"], lease["reason"])
+        params = {"wait": f"{hold:g}"} if hold > 0 else None
+        lease = checked(client.get(_path(lease_id), params=params, timeout=hold + request_timeout()))
+        now = (lease["state"], lease["reason"])
+        changed = now != seen
+        if progress and changed:
             reason = f" ({lease['reason']})" if lease["reason"] else ""
             err_console.print(Text(f"lease {lease_id}: {lease['state']}{reason}"), highlight=False, soft_wrap=True)
+        seen = now
         left = deadline - time.monotonic()
         if lease["state"] in until or left <= 0:
             return lease
-        time.sleep(min(interval_s, left))
+        if not changed:
+            time.sleep(min(interval_s, left))
+            left = deadline - time.monotonic()
+        hold = max(0.0, min(LONG_POLL_S, left))
 
 
 def finish_wait(lease: dict[str, Any], timeout_s: float, as_json: bool) -> None:
@@ -90,6 +107,24 @@ def finish_wait(lease: dict[str, Any], timeout_s: float, as_json: bool) -> None:
     if lease["state"] in GONE:
         raise fail(f"lease {lease['id']} is {lease['state']}: {lease['reason']}", NOT_READY_EXIT)
     raise fail(f"lease {lease['id']} is still {lease['state']} after {timeout_s:g} s (--timeout)", TIMED_OUT_EXIT)
+
+
+def _failed_lease(response: httpx.Response) -> dict[str, Any] | None:
+    """The lease of a 409 ``lease-failed`` answer (stored, but failed before the controller answered)."""
+    if response.status_code != 409:
+        return None
+    try:
+        problem = response.json()
+    except ValueError:
+        return None
+    if (
+        not isinstance(problem, dict)
+        or problem.get("type") != LEASE_FAILED
+        or not isinstance(problem.get("lease"), dict)
+    ):
+        return None
+    lease: dict[str, Any] = problem["lease"]
+    return lease
 
 
 @app.command("create")
@@ -145,7 +180,11 @@ def create(
             plan = checked(client.post("/v1/placements:dry-run", json=body, params=params), as_json, explain_refusal)
             print_json(plan) if as_json else show_plan(plan)
             return
-        lease = checked(client.post("/v1/leases", json=body, params=params, headers=headers), as_json, explain_refusal)
+        response = client.post("/v1/leases", json=body, params=params, headers=headers)
+        failed = _failed_lease(response)
+        if failed is not None:
+            finish_wait(failed, timeout, as_json)
+        lease = checked(response, as_json, explain_refusal)
         if wait and lease["state"] not in (READY, *GONE):
             lease = wait_for(client, lease["id"], (READY, *GONE), interval, timeout, progress=not as_json)
     if wait:

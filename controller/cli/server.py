@@ -44,10 +44,15 @@ def serve(
 
     from controller.api.app import create_app
     from controller.api.asgi import WORKER_SETTINGS_ENV, worker_settings_json
+    from controller.auth.external import ExternalIdentity
     from controller.observability.logs import configure_logging
 
     settings = settings_or_exit(config, database_url, bind_host=host, bind_port=port)
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    try:
+        ExternalIdentity.from_settings(settings)  # the workers build it again; refuse a bad setup here, once
+    except ValueError as exc:
+        raise fail(f"identity settings: {exc}", 2) from None
     db = Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     if upgrade_schema:
         upgrade(db.engine)

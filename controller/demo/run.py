@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +16,7 @@ import httpx
 
 from controller.api.app import create_app
 from controller.auth.tokens import Role, create_api_token
+from controller.demo import nccl_standin
 from controller.demo.fleet import Fleet
 from controller.settings import Settings
 from controller.store.db import Database
@@ -48,6 +51,8 @@ class Demo:
             report_interval_s=self.agent_interval_s,
             sweep_interval_s=5.0,
             log_json=True,
+            # The shipped kinds and the opt-in fake one the vGPU hosts sit behind.
+            backend_kinds=["static", "ironic", "nova", "eks", "fake"],
         )
         db = Database(settings.database_url)
         upgrade(db.engine)
@@ -70,8 +75,8 @@ class Demo:
     def configure(self) -> None:
         """Backend and pools through the admin API, as an operator would."""
         with self.client() as api:
-            b = self.fleet.backend
-            _ok(api.post("/v1/backends", json={"name": b.name, "kind": b.kind, "config": b.config}))
+            for b in self.fleet.backends:
+                _ok(api.post("/v1/backends", json={"name": b.name, "kind": b.kind, "config": b.config}))
             for pool in self.fleet.pools:
                 _ok(
                     api.post(
@@ -91,6 +96,35 @@ class Demo:
             released = _ok(tenant.delete(f"/v1/leases/{lease['id']}"))
         return {"request": request, "lease": lease, "released": released, "token": tenant_token}
 
+    def nccl_validation(self, host: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        """One NCCL validation of ``host`` through the admin API, its agent running the stand-in binary: the
+        dashboard's Validations page then has a curve (labelled simulated). Waits for the verdict."""
+        body = {"hosts": [host], "test": "all_reduce_perf", "min_bytes": "8", "max_bytes": "1G", "iters": 5}
+        deadline = time.monotonic() + timeout_s
+        with self.client() as api:
+            validation = _ok(api.post("/v1/validations", json=body))
+            while validation["status"] in ("pending", "running"):
+                self._check_agents()
+                if time.monotonic() > deadline:
+                    raise DemoError(
+                        f"validation {validation['id']} still {validation['status']} after {timeout_s:.0f}s"
+                    )
+                time.sleep(0.5)
+                validation = _ok(api.get(f"/v1/validations/{validation['id']}"))
+        return dict(validation)
+
+    def mig_backed_vgpu_lease(self, token: str) -> dict[str, Any]:
+        """A MIG-backed vGPU lease as the demo tenant: placement gives it one GPU instance of the A100 vGPU host
+        (the geometry of a MIG slice), the demo's pretend hypervisor attaches it (``fake`` backend: a made-up mdev
+        UUID, marked simulated). The lease is kept, so the dashboard shows it on the host's drawing."""
+        request = {"slices": [{"kind": "vgpu", "vgpu_type": "A100-3-20C"}]}
+        headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "demo-mig-backed-vgpu"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=30) as tenant:
+            lease = _ok(tenant.post("/v1/leases", json=request))
+        with self.client() as api:
+            host = _ok(api.get("/v1/hosts/demo-a100-vgpu-1"))
+        return {"request": request, "lease": lease, "host": host}
+
     def agent_dir(self, host: str) -> Path:
         """One directory per agent: its credential, health and sharing state, simulator state and log.
 
@@ -102,6 +136,8 @@ class Demo:
         # The bootstrap token goes in the environment (GPUFABRIC_BOOTSTRAP_TOKEN, which the agent reads like
         # --bootstrap-token): a command line is visible to every user of the machine in ps.
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "GPUFABRIC_BOOTSTRAP_TOKEN": self.bootstrap_token}
+        # No GPU, no nccl-tests here: the agents run the demo's stand-in binaries (simulated output, said so).
+        env["GPUFABRIC_NCCL_TESTS_DIR"] = str(nccl_standin.install(self.data_dir / "nccl-tests"))
         for host in self.fleet.hosts:
             directory = self.agent_dir(host.name)
             directory.mkdir(parents=True, exist_ok=True)
@@ -112,11 +148,13 @@ class Demo:
                 "--sim-state", str(directory / "sim-state.json"),
                 "--hostname", host.name,
                 "--state-file", str(directory / "agent.json"),
-                "--backend", self.fleet.backend.name,
+                "--backend", self.fleet.backend_of(host),
                 "--interval", str(self.agent_interval_s),
             ]  # fmt: skip
             with (directory / "agent.log").open("ab") as log:
-                self.agents[host.name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                self.agents[host.name] = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+                )
 
     def assign_pools(self, timeout_s: float) -> None:
         """Once each host registered, put it in its pool (and select its MIG config if it differs)."""
@@ -189,3 +227,15 @@ def _ok(response: httpx.Response) -> Any:
             f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
         )
     return response.json() if response.content else None
+
+
+PR_SET_PDEATHSIG = 1
+# Resolved here, in the parent: between fork and exec the child only makes the call (no loading, no allocation).
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """In the agent's process before it runs: SIGTERM it when the demo dies, however it dies (a SIGKILL or a
+    crash skips the demo's own clean-up), so no simulated agent outlives it. Linux only; elsewhere a no-op."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, int(signal.SIGTERM))

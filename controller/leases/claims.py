@@ -77,6 +77,15 @@ def statement_now(session: Session) -> ColumnElement[datetime] | datetime:
     return datetime.now(UTC)
 
 
+def memory_slices(a: Allocation) -> tuple[str, list[int]] | None:
+    """The store units of an allocation that holds GPU memory slices: a MIG slice, or a MIG-backed vGPU on its GPU
+    instance. Both claim ``mig:<device>`` with one slot per memory slice, so the partial unique index refuses a
+    MIG lease and a vGPU lease (or two of either) holding one slice, whichever replica claimed it first."""
+    if a.placement is None or a.kind not in ("mig", "vgpu"):
+        return None
+    return f"mig:{a.device_uuid}", list(range(a.placement[0], a.placement[0] + a.placement[1]))
+
+
 class Claims:
     def __init__(
         self, db: Database, index: PlacementIndex, quotas: TenantQuotas, ownership: Ownership, stats: Stats
@@ -231,9 +240,9 @@ class Claims:
     def _slots(self, session: Session, a: Allocation) -> tuple[str, list[int]]:
         if a.kind == "gpu":
             return f"gpu:{a.device_uuid}", [0]
-        if a.kind == "mig":
-            assert a.placement is not None
-            return f"mig:{a.device_uuid}", list(range(a.placement[0], a.placement[0] + a.placement[1]))
+        held = memory_slices(a)
+        if held is not None:
+            return held
         host = self.engine.index.hosts.get(a.host_id)
         d = host.device(a.device_uuid) if host else None
         if d is None:

@@ -37,6 +37,27 @@ def short_model(nvml_name: str) -> str:
         return nvml_name
 
 
+@cache
+def _mig_profiles_of_vgpu_types() -> dict[str, str]:
+    """vGPU type name -> the MIG profile it occupies, for the catalog's MIG-backed types (A100-3-20C: 3g.20gb)."""
+    from drivers.nvml.catalog import load_catalog
+
+    return {t.name: t.mig_profile for b in load_catalog().boards() for t in b.vgpu_types if t.mig_profile}
+
+
+def vgpu_offers(vgpu: dict[str, Any], mig_enabled: bool) -> dict[str, VgpuOffer]:
+    """The vGPU types a GPU offers now: MIG-backed ones when it is in MIG mode, time-sliced ones when not (what
+    NVIDIA's vGPU manager creates on each), whatever else the report lists."""
+    profiles = _mig_profiles_of_vgpu_types()
+    offers: dict[str, VgpuOffer] = {}
+    for t in vgpu.get("supported") or []:
+        name = t["name"].removeprefix("NVIDIA ").strip()
+        profile = t.get("mig_profile") or profiles.get(name)
+        if (profile is not None) == mig_enabled:
+            offers[name] = VgpuOffer(t["framebuffer_mib"], t["max_instances"], profile)
+    return offers
+
+
 def _label(labels: dict[str, Any], keys: Iterable[str]) -> str | None:
     for k in keys:
         v = labels.get(k)
@@ -112,7 +133,21 @@ def to_placement_device(row: Device) -> PlacementDevice:
     vgpu = (row.details or {}).get("vgpu") or {}
     own = [s for s in (row.slices or []) if s.get("parent_uuid") == row.uuid]
     share_kinds = {s["kind"] for s in own if s.get("kind") in ("timeslice", "mps")}
-    if row.mig_mode == "enabled":
+    # A vGPU GPU in MIG mode (the agent's report) or configured with a MIG-backed type (Nova, whose Placement
+    # lists the type's GPU instances in the offer): MIG-backed vGPUs on its GPU instances.
+    backed = vgpu_offers(vgpu, True) if vgpu.get("supported") else {}
+    if backed and (row.mig_mode == "enabled" or vgpu.get("gpu_instances")):
+        device.mode = "vgpu"
+        device.vgpu_types = backed
+        if row.mig_mode == "enabled":
+            device.mig_instances = [
+                MigSlot(m.profile, m.placement_start, m.placement_size, m.uuid) for m in row.mig_instances
+            ]
+        else:
+            device.mig_instances = [
+                MigSlot(g["profile"], int(g["start"]), int(g["size"]), g.get("uuid")) for g in vgpu["gpu_instances"]
+            ]
+    elif row.mig_mode == "enabled":
         device.mode = "mig"
         device.mig_instances = [
             MigSlot(m.profile, m.placement_start, m.placement_size, m.uuid) for m in row.mig_instances
@@ -123,10 +158,7 @@ def to_placement_device(row: Device) -> PlacementDevice:
         device.replicas = sum(int(s.get("count", 0)) for s in own if s.get("kind") == kind)
     elif vgpu.get("supported"):
         device.mode = "vgpu"
-        device.vgpu_types = {
-            t["name"].removeprefix("NVIDIA ").strip(): VgpuOffer(t["framebuffer_mib"], t["max_instances"])
-            for t in vgpu["supported"]
-        }
+        device.vgpu_types = vgpu_offers(vgpu, False)
     return device
 
 
@@ -142,6 +174,13 @@ def apply_claim(host: Host, claim_id: str, allocations: Iterable[Allocation]) ->
             d.claimed_by = claim_id
         elif a.kind in ("timeslice", "mps"):
             d.share_claims[claim_id] = d.share_claims.get(claim_id, 0) + a.units
+        elif a.kind == "vgpu" and a.placement is not None:
+            # MIG-backed: the GPU instance it runs on (by MIG UUID, else by placement).
+            slot = next((m for m in d.mig_instances if a.mig_uuid and m.uuid == a.mig_uuid), None) or next(
+                (m for m in d.mig_instances if (m.start, m.size, m.profile) == (*a.placement, a.profile)), None
+            )
+            if slot is not None:
+                slot.claimed_by, slot.vgpu_type = claim_id, a.vgpu_type
         elif a.kind == "vgpu":
             _, n = d.vgpu_claims.get(claim_id, (a.vgpu_type or "", 0))
             d.vgpu_claims[claim_id] = (a.vgpu_type or "", n + a.units)

@@ -40,6 +40,7 @@ from controller.leases.recovery import Recovery
 from controller.leases.release import Releases
 from controller.leases.state import TRANSITIONAL
 from controller.placement import Engine
+from controller.placement.catalog import OfferCount, OfferGroup
 from controller.store.db import Database
 from controller.store.models import Host as HostRow
 from controller.store.models import Lease, LeaseTransition
@@ -114,6 +115,12 @@ class LeaseService:
     def quotas_changed(self, tenant: str) -> None:
         """This replica changed the tenant's limits: decide with them at once."""
         self.quotas.changed(tenant)
+
+    def offers(self) -> dict[OfferGroup, OfferCount]:
+        """What the fleet can hand out now (free units by backend, region, kind, model, profile), after catching up
+        with other replicas' writes."""
+        self.sync()
+        return self.engine.catalog()
 
     # --- a lease's life ---------------------------------------------------------------------------------------
 

@@ -35,8 +35,15 @@ def apply_allocation(hosts: dict[str, Host], cid: str, a: Allocation) -> None:
         assert a.vgpu_type is not None
         if d.vgpu_free(a.vgpu_type) < a.units:
             raise ClaimConflict(f"GPU {a.device_uuid} has no {a.units} free {a.vgpu_type}")
-        _, n = d.vgpu_claims.get(cid, (a.vgpu_type, 0))
-        d.vgpu_claims[cid] = (a.vgpu_type, n + a.units)
+        if a.placement is not None:
+            # MIG-backed: the vGPU occupies exactly this GPU instance.
+            m = _find_slot(d, a)
+            if m is None or m.claimed_by is not None or m.pending:
+                raise ClaimConflict(f"MIG {a.profile} at {a.placement[0]} on {a.device_uuid} is taken")
+            m.claimed_by, m.vgpu_type = cid, a.vgpu_type
+        else:
+            _, n = d.vgpu_claims.get(cid, (a.vgpu_type, 0))
+            d.vgpu_claims[cid] = (a.vgpu_type, n + a.units)
     else:
         assert a.profile is not None and a.placement is not None
         start, size = a.placement
@@ -63,7 +70,12 @@ def unapply_allocation(hosts: dict[str, Host], cid: str, a: Allocation) -> MigDe
     elif a.kind in ("timeslice", "mps"):
         d.share_claims.pop(cid, None)
     elif a.kind == "vgpu":
-        d.vgpu_claims.pop(cid, None)
+        if a.placement is not None:
+            m = _find_slot(d, a)
+            if m is not None and m.claimed_by == cid:
+                m.claimed_by, m.vgpu_type = None, None
+        else:
+            d.vgpu_claims.pop(cid, None)
     else:
         m = _find_slot(d, a)
         if m is None or m.claimed_by != cid:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,8 @@ class Refusal:
     detail: str
     funnel: Funnel
     quota: str | None = None  # the quota that blocked it (HTTP 403) rather than capacity (409)
+    # What the nearest fit's GPUs would give if its host filters allowed it (empty: not computed / partial fit).
+    nearest_allocations: list[Allocation] = field(default_factory=list)
 
     @property
     def status(self) -> int:
@@ -137,33 +140,41 @@ class Refusal:
     def slug(self) -> str:
         return "quota-exceeded" if self.quota else "no-capacity"
 
-    def extensions(self) -> dict[str, Any]:
+    def extensions(self, *, hosts: bool = True) -> dict[str, Any]:
+        """The problem's members. ``hosts=False`` (what tenants are shown): counts and reasons only, no host names
+        and no GPU indexes (which GPUs of some host are busy); admins get the examples and the nearest host."""
         f = self.funnel
+        filters: list[dict[str, Any]] = []
+        for c in f.filters:
+            if not (c.removed_hosts or c.removed_devices):
+                continue
+            entry: dict[str, Any] = {
+                "filter": c.name,
+                "removed_hosts": c.removed_hosts,
+                "removed_devices": c.removed_devices,
+            }
+            if hosts:
+                entry["examples"] = c.examples
+            else:
+                entry["reasons"] = list(dict.fromkeys(_without_gpu(r) for r in c.reasons))
+            filters.append(entry)
         out: dict[str, Any] = {
             "request": self.request.describe(),
             "candidates": {"hosts": f.hosts, "devices": f.devices},
-            "filters": [
-                {
-                    "filter": c.name,
-                    "removed_hosts": c.removed_hosts,
-                    "removed_devices": c.removed_devices,
-                    "examples": c.examples,
-                }
-                for c in f.filters
-                if c.removed_hosts or c.removed_devices
-            ],
+            "filters": filters,
             "nearest_fit": None,
         }
         if self.quota:
             out["quota"] = self.quota
         if f.nearest_fit is not None:
             nf = f.nearest_fit
-            out["nearest_fit"] = {
-                "host": nf.host_id,
-                "satisfied": nf.satisfied,
-                "available": nf.have,
-                "missing": nf.missing,
-            }
+            out["nearest_fit"] = {"satisfied": nf.satisfied, "available": nf.have}
+            if hosts:
+                out["nearest_fit"] = {"host": nf.host_id, **out["nearest_fit"], "missing": nf.missing}
+                if self.nearest_allocations:  # names devices and MIG UUIDs: admins only
+                    out["nearest_fit"]["would_take"] = [_alloc_dict(a) for a in self.nearest_allocations]
+            else:
+                out["nearest_fit"]["missing"] = [_without_gpu(m) for m in nf.missing]
         return out
 
     def to_problem(self) -> dict[str, Any]:
@@ -186,6 +197,14 @@ class Claim:
     @property
     def host_ids(self) -> list[str]:
         return sorted({a.host_id for a in self.allocations})
+
+
+_GPU_INDEX = re.compile(r"GPU \d+: ")
+
+
+def _without_gpu(reason: str) -> str:
+    """A reason without the GPU index it was about (``GPU 3: no free gpu capacity`` -> ``no free gpu capacity``)."""
+    return _GPU_INDEX.sub("", reason)
 
 
 def _alloc_dict(a: Allocation) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from controller.placement.catalog import OfferCount, OfferGroup, catalog
 from controller.placement.claims import apply_allocation, unapply_allocation
 from controller.placement.decision import (
     Allocation,
@@ -92,6 +93,11 @@ class Engine:
             if admin is not None:
                 d.admin_state = admin
             self.index.refresh(host_id)
+
+    def catalog(self) -> dict[OfferGroup, OfferCount]:
+        """Free units by backend, region, kind, model and profile (``controller.placement.catalog``)."""
+        with self._lock:
+            return catalog(self.index)
 
     # --- deciding --------------------------------------------------------------------------------------
 
@@ -352,7 +358,14 @@ class Engine:
             detail = f"no placement for {req.describe()} among {funnel.hosts} hosts"
             if removed:
                 detail += " (" + ", ".join(removed) + ")"
-        return Refusal(req, tenant, detail, funnel, quota if blocked_by_quota else None)
+        refusal = Refusal(req, tenant, detail, funnel, quota if blocked_by_quota else None)
+        nf = funnel.nearest_fit
+        if nf is not None and nf.satisfied >= 1.0 and nf.host_id in self.index.hosts:
+            # Its GPUs could serve the request; only host filters (a backend that cannot hand it out, a state)
+            # stand in the way. What it would take there, so a refusal also shows where the units are.
+            plan = self._plan_host(self.index.hosts[nf.host_id], demands, policy)
+            refusal.nearest_allocations = plan.allocations if plan is not None else []
+        return refusal
 
     # --- claiming and releasing ------------------------------------------------------------------------
 

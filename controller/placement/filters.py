@@ -219,6 +219,8 @@ def device_stage(
         inst = (
             tuple(sorted({m.profile for m in d.mig_instances})) if d.mode == "mig" and not host.on_demand_mig else None
         )
+        if d.mode == "vgpu":  # a MIG-backed and a time-sliced GPU of one model offer different types
+            inst = tuple(sorted(d.vgpu_types))
         key = (demand.index, d.mode, d.model, d.memory_mib, d.health, d.admin_state, host.on_demand_mig, inst)
         hit = cache.get(key)
         if hit is None:
@@ -227,6 +229,8 @@ def device_stage(
     if stage < 7:
         return stage, reason
     if device_free_units(host, d, demand) <= 0:
+        if demand.slice.kind == "vgpu" and demand.slice.vgpu_type:
+            return 7, d.vgpu_refusal(demand.slice.vgpu_type)
         return 7, f"no free {demand.slice.kind} capacity"
     return len(DEVICE_FILTERS), ""
 
@@ -271,7 +275,7 @@ def _static_stage(host: Host, d: Device, demand: Demand) -> tuple[int, str]:
         ]
         if not types:
             if s.vgpu_type and s.vgpu_type not in d.vgpu_types:
-                return 3, f"does not offer vGPU type {s.vgpu_type}"
+                return 3, d.vgpu_refusal(s.vgpu_type)
             return 2, f"no vGPU type with {s.min_memory_gib} GiB"
     elif not memory_ok(d.memory_mib, want):
         return 2, f"{d.memory_mib / 1024:.1f} GiB, wants {s.min_memory_gib}"
@@ -292,7 +296,7 @@ def device_free_units(host: Host, d: Device, demand: Demand) -> int:
         return max(0, d.share_free())
     variants = demand.variants.get(d.model, [])
     if s.kind == "vgpu":
-        return max((d.vgpu_free(t) for t in variants), default=0)
+        return d.vgpu_free_of(variants)
     n = sum(1 for m in d.mig_instances if m.claimed_by is None and not m.pending and m.profile in variants)
     if host.on_demand_mig:
         layout = d.mig_layout()

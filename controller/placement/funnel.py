@@ -50,10 +50,13 @@ class FilterCount:
     removed_hosts: int = 0
     removed_devices: int = 0
     examples: list[str] = field(default_factory=list)
+    # The examples without the host they are about (what a tenant is shown: controller.placement.decision).
+    reasons: list[str] = field(default_factory=list)
 
-    def note(self, reason: str) -> None:
-        if len(self.examples) < 3 and reason not in self.examples:
-            self.examples.append(reason)
+    def note(self, example: str, reason: str | None = None) -> None:
+        if len(self.examples) < 3 and example not in self.examples:
+            self.examples.append(example)
+            self.reasons.append(example if reason is None else reason)
 
 
 @dataclass(slots=True)
@@ -125,10 +128,10 @@ def explain_exhaustive(
                 c.removed_hosts += 1
                 if failures:
                     c.removed_devices += len(host.devices)
-                    c.note(f"{host.id}: {failures[0][1]}")
+                    c.note(f"{host.id}: {failures[0][1]}", failures[0][1])
                 else:
                     c.removed_devices += len(host.devices)
-                    c.note(f"{host.id} all GPUs: {early[1]}")
+                    c.note(f"{host.id} all GPUs: {early[1]}", f"all GPUs: {early[1]}")
                 continue
         # Device funnel: a device reaches the furthest stage any demand lets it reach.
         have: dict[str, int] = {dm.slice.describe(): 0 for dm in demands}
@@ -163,7 +166,7 @@ def explain_exhaustive(
             name, reason = failures[0]
             counts[name].removed_hosts += 1
             counts[name].removed_devices += len(host.devices)
-            counts[name].note(f"{host.id}: {reason}")
+            counts[name].note(f"{host.id}: {reason}", reason)
             continue
         if furthest < len(DEVICE_FILTERS):
             stage_name = DEVICE_FILTERS[max(furthest, 0)]
@@ -172,12 +175,14 @@ def explain_exhaustive(
             if stage < len(DEVICE_FILTERS):
                 c = counts[DEVICE_FILTERS[stage]]
                 c.removed_devices += 1
-                c.note(f"{host.id} GPU {idx}: {reason}")
+                c.note(f"{host.id} GPU {idx}: {reason}", f"GPU {idx}: {reason}")
         if furthest < len(DEVICE_FILTERS):
             continue
         if not fits(host):
             counts["fit"].removed_hosts += 1
-            counts["fit"].note(f"host {host.id} has some but not all of {req.describe()}")
+            counts["fit"].note(
+                f"host {host.id} has some but not all of {req.describe()}", f"has some but not all of {req.describe()}"
+            )
             continue
         fitting.append(host)
     if fitting:
@@ -276,7 +281,7 @@ def device_room(host: Host, d: Device, demand: Demand) -> int:
         return max(0, d.share_free()) if memory_ok(d.memory_mib, s.min_memory_mib) else 0
     variants = demand.variants.get(d.model, [])
     if s.kind == "vgpu":
-        return max((d.vgpu_free(t) for t in variants), default=0)
+        return d.vgpu_free_of(variants)
     n = sum(1 for m in d.mig_instances if m.claimed_by is None and not m.pending and m.profile in variants)
     if host.on_demand_mig:
         layout = d.mig_layout()
@@ -473,7 +478,7 @@ def explain(
         c = counts[name]
         for _seq, hid, tmpl in cands:
             for pre, suf in tmpl:
-                c.note(pre + hid + suf)
+                c.note(pre + hid + suf, suf.lstrip(" :"))
             if len(c.examples) >= 3:
                 break
 

@@ -22,6 +22,7 @@ def plan_host(
     share_used: dict[str, int] = {}
     vgpu_used: dict[str, tuple[str, int]] = {}
     mig_taken: set[tuple[str, int]] = set()
+    mig_vgpus: dict[tuple[str, str], int] = {}
     layouts: dict[str, mig.Layout] = {}
     allocs: list[Allocation] = []
     mig_loss = 0
@@ -66,6 +67,14 @@ def plan_host(
             for d in devices:
                 if need == 0:
                     break
+                if d.mig_backed_vgpu:
+                    while need:
+                        a = pick_mig_backed_vgpu(host, d, dm, mig_taken, mig_vgpus)
+                        if a is None:
+                            break
+                        allocs.append(a)
+                        need -= 1
+                    continue
                 for t in dm.variants.get(d.model, []):
                     cur = vgpu_used.get(d.uuid)
                     if cur is not None and cur[0] != t:
@@ -91,6 +100,29 @@ def plan_host(
     host_offers = offers.get(host.id, {})
     capacity = sum(host_offers.get(k, 0) for dm in demands for k in dm.keys)
     return HostPlan(host, allocs, max(0, capacity - used), max(capacity, used), mig_loss)
+
+
+def pick_mig_backed_vgpu(
+    host: Host, d: Any, dm: Demand, mig_taken: set[tuple[str, int]], planned: dict[tuple[str, str], int]
+) -> Allocation | None:
+    """One MIG-backed vGPU on a free GPU instance of its type's profile (smallest acceptable type first): the
+    geometry a MIG slice takes. The allocation names the instance's placement, which the store claims.
+    ``planned`` counts the vGPUs of each (GPU, type) this plan already took."""
+    for t in dm.variants.get(d.model, []):
+        offer = d.vgpu_types.get(t)
+        if offer is None or offer.mig_profile is None or d.vgpu_free(t) - planned.get((d.uuid, t), 0) <= 0:
+            continue
+        for m in sorted(d.mig_instances, key=lambda m: m.start):
+            if m.profile != offer.mig_profile or m.claimed_by is not None or m.pending:
+                continue
+            if (d.uuid, m.start) in mig_taken:
+                continue
+            mig_taken.add((d.uuid, m.start))
+            planned[(d.uuid, t)] = planned.get((d.uuid, t), 0) + 1
+            return Allocation(
+                host.id, d.uuid, "vgpu", d.model, 1, dm.index, m.profile, (m.start, m.size), m.uuid, vgpu_type=t
+            )
+    return None
 
 
 def pick_mig(

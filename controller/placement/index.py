@@ -133,8 +133,11 @@ def device_signature(host: Host, d: Device) -> tuple[object, ...]:
         state = d.share_free()
     elif mode == "vgpu":
         state = (
-            tuple((t, v.framebuffer_mib, v.max_instances) for t, v in d.vgpu_types.items()),
+            tuple((t, v.framebuffer_mib, v.max_instances, v.mig_profile) for t, v in d.vgpu_types.items()),
             d.vgpu_in_use(),
+            # MIG-backed: the free GPU instances' profiles and the vGPUs of each type on the others.
+            tuple(sorted(m.profile for m in d.mig_instances if m.claimed_by is None and not m.pending)),
+            tuple(sorted(m.vgpu_type or "" for m in d.mig_instances if m.claimed_by is not None)),
         )
     else:
         state = None

@@ -7,6 +7,7 @@ decision. The store builds these from its rows (including which claims hold what
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -36,6 +37,8 @@ KIND_MODE: dict[SliceKind, DeviceMode] = {
 # model, ""), ("vgpu", model, vgpu_type).
 OfferKey = tuple[str, str, str]
 
+_MIG_BACKED_NAME = re.compile(r"^[A-Za-z0-9]+-\d-\d+C(ME)?$")
+
 
 @dataclass(slots=True)
 class MigSlot:
@@ -49,12 +52,16 @@ class MigSlot:
     pending: bool = False
     # Created on demand for a claim: destroyed again when that claim is released.
     ephemeral: bool = False
+    # The MIG-backed vGPU type a claim runs on this GPU instance (None: a MIG slice, or free).
+    vgpu_type: str | None = None
 
 
 @dataclass(slots=True)
 class VgpuOffer:
     framebuffer_mib: int
     max_instances: int
+    # MIG-backed type: the GPU-instance profile one vGPU of it occupies (A100-3-20C: 3g.20gb); None: time-sliced.
+    mig_profile: str | None = None
 
 
 @dataclass(slots=True)
@@ -84,8 +91,16 @@ class Device:
     def share_free(self) -> int:
         return self.replicas - sum(self.share_claims.values())
 
+    @property
+    def mig_backed_vgpu(self) -> bool:
+        """A vGPU GPU in MIG mode: it offers MIG-backed types only, each vGPU on a GPU instance of its profile.
+
+        NVIDIA's vGPU manager offers MIG-backed types on a GPU in MIG mode and time-sliced types on one that is
+        not, so a GPU runs one kind or the other, never both."""
+        return self.mode == "vgpu" and any(v.mig_profile is not None for v in self.vgpu_types.values())
+
     def vgpu_in_use(self) -> tuple[str | None, int]:
-        """Most GPUs run one vGPU type at a time: the type in use (if any) and how many instances."""
+        """A time-sliced vGPU GPU runs one type at a time: the type in use (if any) and how many instances."""
         vtype: str | None = None
         used = 0
         for t, n in self.vgpu_claims.values():
@@ -97,10 +112,44 @@ class Device:
         offer = self.vgpu_types.get(vtype)
         if offer is None:
             return 0
+        if offer.mig_profile is not None:
+            # One vGPU per free GPU instance of the type's profile, within the type's own maximum.
+            free = sum(
+                1
+                for m in self.mig_instances
+                if m.profile == offer.mig_profile and m.claimed_by is None and not m.pending
+            )
+            used = sum(1 for m in self.mig_instances if m.vgpu_type == vtype and m.claimed_by is not None)
+            return max(0, min(free, offer.max_instances - used))
+        # Time-sliced, equal-size mode (NVIDIA's default): every vGPU on the GPU has the same type.
         in_use, used = self.vgpu_in_use()
         if in_use is not None and in_use != vtype:
             return 0
         return offer.max_instances - used
+
+    def vgpu_free_of(self, vtypes: list[str]) -> int:
+        """vGPUs of any of ``vtypes`` this GPU can still take: time-sliced GPUs run one type (the best one),
+        MIG-backed ones mix types (each type has its own GPU-instance profile, so their counts add up)."""
+        if self.mig_backed_vgpu:
+            return sum(self.vgpu_free(t) for t in vtypes)
+        return max((self.vgpu_free(t) for t in vtypes), default=0)
+
+    def vgpu_refusal(self, vtype: str) -> str:
+        """Why this vGPU GPU cannot take one more ``vtype`` vGPU, naming the rule."""
+        offer = self.vgpu_types.get(vtype)
+        if offer is None:
+            if self.mig_backed_vgpu:
+                return f"in MIG mode (MIG-backed vGPU): a time-sliced {vtype} needs a GPU with MIG off"
+            if is_mig_backed_type(vtype):
+                # Independent of the claims: the filters cache this reason per kind of GPU.
+                return f"runs time-sliced vGPU (MIG off): a MIG-backed {vtype} needs a GPU in MIG mode"
+            return f"does not offer vGPU type {vtype}"
+        if offer.mig_profile is not None:
+            return f"no free {offer.mig_profile} GPU instance for MIG-backed {vtype}"
+        running = self.vgpu_in_use()[0]
+        if running is not None and running != vtype:
+            return f"runs time-sliced {running}: {vtype} would mix vGPU sizes on one GPU (equal-size mode)"
+        return f"all {offer.max_instances} {vtype} vGPUs taken"
 
     def is_idle(self) -> bool:
         return (
@@ -164,6 +213,12 @@ class Host:
                 topology
             )
         return f"{self.backend_id}/{value}" if value else None
+
+
+def is_mig_backed_type(name: str) -> bool:
+    """NVIDIA names MIG-backed types <board>-<compute slices>-<GB>C[ME] (A100-3-20C), time-sliced ones
+    <board>-<GB>C (A100-20C)."""
+    return _MIG_BACKED_NAME.match(name.removeprefix("NVIDIA ").strip()) is not None
 
 
 def device_offers(host: Host, d: Device) -> dict[OfferKey, int]:

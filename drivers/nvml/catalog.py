@@ -6,6 +6,7 @@ The data lives in ``drivers/nvml/data/catalog.yaml`` (package data). ``load_cata
 from __future__ import annotations
 
 import math
+import re
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -58,16 +59,72 @@ class CiProfile(_Frozen):
 
 
 class VgpuType(_Frozen):
+    """A vGPU type as NVIDIA's vGPU type tables list it (the release is cited in catalog.yaml).
+
+    ``mig_profile`` names the MIG GPU-instance profile a MIG-backed type occupies (``A100-3-20C`` ->
+    ``3g.20gb``); time-sliced types have none. ``mdev_type`` is the Linux mdev type id the vGPU manager
+    registers (``nvidia-476``) where a source gives it; ids differ between driver releases.
+    """
+
     type_id: int
     name: str
     vgpu_class: str = Field(alias="class")
     framebuffer_mib: int
     max_instances: int
+    mig_profile: str | None = None
+    mdev_type: str | None = None
+
+    @property
+    def mig_backed(self) -> bool:
+        return self.mig_profile is not None
 
 
 class Alias(_Frozen):
     name: str
     pci_device_id: int | None = None
+    # The board sold under this name has its own vGPU type names (A100 PCIe 40GB: A100-*, HGX: A100X-*).
+    vgpu_types: tuple[VgpuType, ...] | None = None
+
+
+# A MIG-backed type is named <board>-<compute slices>-<GB>C[ME] and its profile <slices>g.<GB>gb[+me].
+_MIG_BACKED_NAME = re.compile(r"^[A-Z0-9]+-(?P<slices>\d)-(?P<gb>\d+)C(?P<me>ME)?$")
+
+
+def check_vgpu_types(owner: str, types: tuple[VgpuType, ...], profiles: tuple[MigProfile, ...]) -> None:
+    """Refuse a vGPU table that contradicts itself or the product's MIG table (``ValueError`` naming the type).
+
+    Every MIG-backed type must name a MIG profile of the product whose frame buffer is the type's within the
+    tables' rounding (the type's is the profile's GB in MiB: at most 1 GiB above what NVML reports for the
+    profile), whose name agrees with the type's, and whose instance count bounds the type's.
+    """
+    seen: set[str] = set()
+    for t in types:
+        if t.name in seen:
+            raise ValueError(f"{owner}: vGPU type {t.name} listed twice")
+        seen.add(t.name)
+        if t.framebuffer_mib <= 0 or t.max_instances <= 0:
+            raise ValueError(f"{owner}: vGPU type {t.name}: framebuffer_mib and max_instances must be > 0")
+        if t.mig_profile is None:
+            if _MIG_BACKED_NAME.match(t.name):
+                raise ValueError(f"{owner}: vGPU type {t.name} is named like a MIG-backed type but has no mig_profile")
+            continue
+        profile = next((p for p in profiles if p.name == t.mig_profile), None)
+        if profile is None:
+            raise ValueError(f"{owner}: vGPU type {t.name}: mig_profile {t.mig_profile!r} is not a MIG profile of it")
+        m = _MIG_BACKED_NAME.match(t.name)
+        expected = f"{m['slices']}g.{m['gb']}gb{'+me' if m['me'] else ''}" if m else None
+        if expected != profile.name:
+            raise ValueError(f"{owner}: vGPU type {t.name} does not name MIG profile {profile.name}")
+        if not 0 <= t.framebuffer_mib - profile.memory_mib <= 1024:
+            raise ValueError(
+                f"{owner}: vGPU type {t.name}: framebuffer {t.framebuffer_mib} MiB is not the {profile.name} "
+                f"profile's {profile.memory_mib} MiB within 1 GiB"
+            )
+        if t.max_instances > profile.max_instances:
+            raise ValueError(
+                f"{owner}: vGPU type {t.name}: {t.max_instances} instances, {profile.name} allows "
+                f"{profile.max_instances}"
+            )
 
 
 class Product(_Frozen):
@@ -94,6 +151,10 @@ class Product(_Frozen):
     def _check_mig(self) -> Product:
         if self.mig_capable and not (self.mig_profiles and self.memory_slices and self.max_mig_instances):
             raise ValueError(f"{self.name}: MIG-capable product without a MIG table")
+        check_vgpu_types(self.name, self.vgpu_types, self.mig_profiles)
+        for alias in self.aliases:
+            if alias.vgpu_types is not None:
+                check_vgpu_types(alias.name, alias.vgpu_types, self.mig_profiles)
         return self
 
     def profile_by_id(self, profile_id: int) -> MigProfile | None:
@@ -145,6 +206,8 @@ class Catalog(_Frozen):
                     upd: dict[str, Any] = {"name": a.name, "aliases": ()}
                     if a.pci_device_id is not None:
                         upd["pci_device_id"] = a.pci_device_id
+                    if a.vgpu_types is not None:
+                        upd["vgpu_types"] = a.vgpu_types
                     return p.model_copy(update=upd)
         raise KeyError(f"unknown GPU product {key!r}; known: {', '.join(self.known_names())}")
 
@@ -156,6 +219,32 @@ class Catalog(_Frozen):
 
     def mig_capable(self) -> list[Product]:
         return [p for p in self.products.values() if p.mig_capable]
+
+    def boards(self) -> list[Product]:
+        """Every product and every alias that names a board of its own (with its own vGPU types)."""
+        out: list[Product] = []
+        for p in self.products.values():
+            out.append(p)
+            out += [self.product(a.name) for a in p.aliases]
+        return out
+
+    def vgpu_type_named(self, name: str) -> tuple[Product, VgpuType] | None:
+        """The board and type a vGPU type name (``A100-3-20C``, ``NVIDIA A100-3-20C``) belongs to."""
+        wanted = name.removeprefix("NVIDIA ").removeprefix("GRID ").strip().upper()
+        for board in self.boards():
+            for t in board.vgpu_types:
+                if t.name.upper() == wanted:
+                    return board, t
+        return None
+
+    @model_validator(mode="after")
+    def _unique_vgpu_ids(self) -> Catalog:
+        owner: dict[int, str] = {}
+        for board in self.boards():
+            for t in board.vgpu_types:
+                if owner.setdefault(t.type_id, t.name) != t.name:
+                    raise ValueError(f"vGPU type id {t.type_id} used by {owner[t.type_id]} and {t.name}")
+        return self
 
 
 def go_round(x: float) -> int:

@@ -12,7 +12,14 @@ from drivers.openstack.errors import (
     ProvisioningTimeout,
     ResourceNotFound,
 )
-from drivers.openstack.gpus import product_for_label, product_for_name, product_for_pci, vgpu_type_for
+from drivers.openstack.gpus import (
+    gpu_instance_layout,
+    product_for_label,
+    product_for_name,
+    product_for_pci,
+    vgpu_type_for,
+    vgpu_type_from_traits,
+)
 from drivers.openstack.ironic import IronicDriver, host_from_node, parse_capabilities, pci_devices_from_inventory
 from drivers.openstack.models import (
     LEASE_TAG,
@@ -93,6 +100,7 @@ __all__ = [
     "finish_or_rollback",
     "flavor_capacity",
     "flavor_from_specs",
+    "gpu_instance_layout",
     "host_from_node",
     "match_flavor",
     "parse_capabilities",
@@ -102,4 +110,5 @@ __all__ = [
     "product_for_name",
     "product_for_pci",
     "vgpu_type_for",
+    "vgpu_type_from_traits",
 ]

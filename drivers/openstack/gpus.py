@@ -79,18 +79,65 @@ def product_for_label(name: str) -> Product | None:
 
 
 def vgpu_type_for(name: str, product: Product | None = None) -> tuple[Product, VgpuType] | None:
-    """Catalog facts for a vGPU type named ``L40S-6C``, ``CUSTOM_VGPU_L40S_6C`` or ``nvidia-L40S-6C``.
+    """Catalog facts for a vGPU type named ``L40S-6C``, ``CUSTOM_VGPU_L40S_6C``, ``nvidia-L40S-6C``,
+    ``CUSTOM_VGPU_A100_3_20C`` (MIG-backed) or by its mdev type id ``nvidia-476``.
 
-    With ``product`` only that product's types are searched. None when the catalog does not know the type.
+    The board the type belongs to comes back with it (an A100 PCIe 40GB's types are ``A100-*``, the HGX board's
+    ``A100X-*``). With ``product`` only boards of that GPU model are searched. None when the catalog does not
+    know the type.
     """
-    raw = name.upper()
+    raw = name.upper().strip()
     if raw.startswith(_VGPU_TRAIT_PREFIX):
         raw = raw[len(_VGPU_TRAIT_PREFIX) :]
-    raw = raw.removeprefix("NVIDIA-").removeprefix("GRID ")
+    mdev = raw.lower() if re.fullmatch(r"NVIDIA-\d+", raw) else None
+    raw = raw.removeprefix("NVIDIA-").removeprefix("NVIDIA ").removeprefix("GRID ")
     token = _norm(raw)
-    products = [product] if product is not None else list(load_catalog().products.values())
-    for p in products:
-        for vgpu in p.vgpu_types:
-            if _norm(vgpu.name) == token:
-                return p, vgpu
+    for board in _boards():
+        if product is not None and board.model != product.model:
+            continue
+        for vgpu in board.vgpu_types:
+            if (mdev is not None and vgpu.mdev_type == mdev) or (mdev is None and _norm(vgpu.name) == token):
+                return board, vgpu
     return None
+
+
+def vgpu_type_from_traits(
+    traits: list[str] | tuple[str, ...], product: Product | None
+) -> tuple[Product, VgpuType] | None:
+    """The vGPU type a pGPU provider's ``CUSTOM_VGPU_<TYPE>`` trait names (the type its mdevs are created with)."""
+    for trait in traits:
+        if trait.upper().startswith(_VGPU_TRAIT_PREFIX):
+            found = vgpu_type_for(trait, product)
+            if found is not None:
+                return found
+    return None
+
+
+def gpu_instance_layout(board: Product, vgpu: VgpuType, count: int) -> list[dict[str, int | str]]:
+    """The GPU instances a pGPU needs to host ``count`` vGPUs of a MIG-backed type: ``count`` instances of the
+    type's profile at the lowest placements that do not overlap.
+
+    NVIDIA's vGPU manager creates a MIG-backed vGPU on an existing GPU instance of the type's profile, and Nova's
+    Placement reports only the number of vGPUs (``VGPU`` total), never the instances: this is where gpufabric
+    puts them, so a lease on the pGPU occupies one MIG placement. Raises ``ValueError`` when they do not fit.
+    """
+    profile = board.profile_by_name(vgpu.mig_profile or "")
+    if profile is None:
+        raise ValueError(f"{vgpu.name} is not a MIG-backed type of {board.name}")
+    if count > vgpu.max_instances:
+        raise ValueError(f"{board.name}: {count} x {vgpu.name}, at most {vgpu.max_instances} fit on one GPU")
+    used = 0
+    out: list[dict[str, int | str]] = []
+    for start, size in sorted(profile.placements):
+        bits = ((1 << size) - 1) << start
+        if len(out) < count and not used & bits:
+            used |= bits
+            out.append({"profile": profile.name, "start": start, "size": size})
+    if len(out) < count:
+        raise ValueError(f"{board.name}: only {len(out)} x {profile.name} fit, {count} asked")
+    return out
+
+
+@cache
+def _boards() -> tuple[Product, ...]:
+    return tuple(load_catalog().boards())

@@ -98,6 +98,10 @@ class VgpuFacts(_Model):
     product_model: str
     framebuffer_mib: int
     max_instances: int
+    # MIG-backed type: the MIG profile of the GPU instance each vGPU sits on (A100-3-20C: 3g.20gb).
+    mig_profile: str | None = None
+    # The Linux mdev type (``[devices] enabled_mdev_types``) where the catalog knows it for this type.
+    mdev_type: str | None = None
 
 
 class GpuFlavor(_Model):

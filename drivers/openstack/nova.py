@@ -131,6 +131,8 @@ def flavor_from_specs(
                     product_model=p.model,
                     framebuffer_mib=vt.framebuffer_mib,
                     max_instances=vt.max_instances,
+                    mig_profile=vt.mig_profile,
+                    mdev_type=vt.mdev_type,
                 )
                 break
     return GpuFlavor(

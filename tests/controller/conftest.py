@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,9 +101,13 @@ def migrated_db(database_url: str) -> Iterator[Database]:
     db.dispose()
 
 
-@pytest.fixture
-def controller(migrated_db: Database, database_url: str, tmp_path: Path) -> Iterator[Controller]:
-    settings = make_settings(database_url, tmp_path)
+@contextmanager
+def running_controller(
+    migrated_db: Database, database_url: str, tmp_path: Path, **overrides: object
+) -> Iterator[Controller]:
+    """A controller on ``migrated_db`` (settings ``overrides`` over the tests' defaults) with an admin, a tenant
+    (``acme``) and a bootstrap token."""
+    settings = make_settings(database_url, tmp_path, **overrides)
     with migrated_db.session() as session:
         _, admin = create_api_token(session, role=Role.admin, name="test-admin")
         _, tenant = create_api_token(session, role=Role.tenant, name="test-tenant", tenant="acme")
@@ -112,3 +117,9 @@ def controller(migrated_db: Database, database_url: str, tmp_path: Path) -> Iter
         yield Controller(server.url, migrated_db, settings, admin, tenant, bootstrap, server)
     finally:
         server.stop()
+
+
+@pytest.fixture
+def controller(migrated_db: Database, database_url: str, tmp_path: Path) -> Iterator[Controller]:
+    with running_controller(migrated_db, database_url, tmp_path) as ctl:
+        yield ctl

@@ -163,5 +163,5 @@ def test_hosts_of_a_kind_the_app_does_not_serve_are_refused_by_placement_with_th
         server.stop()
     capability = next(f for f in body["filters"] if f["filter"] == "capability")
     assert capability["removed_hosts"] == 1
-    assert "does not serve backend kind static" in capability["examples"][0]
+    assert "does not serve backend kind static" in capability["reasons"][0]  # a tenant: reasons, not host examples
     assert live_claims(controller) == 0

@@ -162,10 +162,11 @@ def test_dry_run_claims_nothing(tenant: Cli, controller: Controller) -> None:
     assert plan.exit_code == 0, plan.output
     decision = json.loads(plan.stdout)
     assert decision["claimed"] is False and decision["fits"] is True
-    assert decision["nodes"][0]["host"] in ("h100-0", "h100-1")
+    assert "host" not in decision["nodes"][0] and "h100-" not in plan.stdout  # tenants are not told host names
+    assert decision["nodes"][0]["allocations"][0]["kind"] == "gpu"
     human = tenant("lease", "create", "--dry-run", "--slice", "kind=gpu,model=H100,count=2", "--policy", "spread")
     assert human.exit_code == 0, human.output
-    assert "would place" in human.stdout and "GPU-h100-" in human.stdout
+    assert "would place" in human.stdout and "h100-" not in human.stdout
     assert json.loads(tenant("lease", "list", "--json").stdout) == []
 
 
@@ -177,8 +178,11 @@ def test_a_refusal_explains_itself(tenant: Cli, controller: Controller) -> None:
     assert lines[0].startswith("error: HTTP 409: No capacity for this request: "), lines
     assert "request: 4 x gpu H100" in refused.stderr
     assert "candidates: 2 hosts, 4 devices" in refused.stderr
-    assert "  filter fit: removed 2 hosts, 0 devices (e.g. host h100-" in refused.stderr
-    assert "nearest fit: h100-" in refused.stderr and "missing:" in refused.stderr
+    assert "  filter fit: removed 2 hosts, 0 devices (e.g. has some but not all of 4 x gpu H100)" in refused.stderr
+    assert (
+        "  nearest fit: (50% satisfied; available 4 x gpu H100: 2)" in refused.stderr and "missing:" in refused.stderr
+    )
+    assert "h100-" not in refused.stderr  # tenants get counts and reasons, not host names
     assert "Traceback" not in refused.output
 
     dry = tenant("lease", "create", "--dry-run", "--slice", "kind=gpu,model=L4", "--json")
@@ -222,6 +226,13 @@ def test_a_failed_lease_exits_1(tenant: Cli, controller: Controller) -> None:
     lease_id = json.loads(tenant("lease", "list", "--json").stdout)[0]["id"]
     waited = tenant("lease", "wait", lease_id)
     assert waited.exit_code == 1 and f"error: lease {lease_id} is failed" in waited.stderr
+    # Without --wait too: the controller answers 409 lease-failed, the CLI prints the lease and exits 1.
+    with static_backend_replaced(controller.server.app, BrokenStatic):
+        at_once = tenant("lease", "create", "--slice", "kind=gpu", "--json")
+    assert at_once.exit_code == 1, at_once.output
+    failed = json.loads(at_once.stdout)
+    assert failed["state"] == "failed" and "the hypervisor is on fire" in failed["failure_reason"]
+    assert f"error: lease {failed['id']} is failed: " in at_once.stderr
 
 
 def test_an_admin_acts_for_a_tenant(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, controller: Controller) -> None:
@@ -233,3 +244,19 @@ def test_an_admin_acts_for_a_tenant(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     listed = admin("lease", "list", "--tenant", "acme", "--json", *common)
     assert [x["tenant"] for x in json.loads(listed.stdout)] == ["acme"]
     assert json.loads(admin("lease", "list", "--tenant", "other", "--json", *common).stdout) == []
+
+
+def test_offers_and_my_quota(tenant: Cli, controller: Controller) -> None:
+    h100_fleet(controller, hosts=2)
+    with controller.admin() as admin:
+        assert admin.put("/v1/quotas/acme", json={"limits": [{"kind": "gpu", "limit": 3}]}).status_code == 200
+    catalog = tenant("offers", "--json")
+    assert catalog.exit_code == 0, catalog.output
+    [offer] = json.loads(catalog.stdout)["offers"]
+    assert (offer["kind"], offer["free"], offer["quota_left"], offer["requestable"]) == ("gpu", 4, 3, 3)
+    human = tenant("offers", "--kind", "gpu")
+    assert human.exit_code == 0, human.output
+    assert "H100-80GB" in human.stdout and "offers for acme" in human.stdout and "h100-" not in human.stdout
+    mine = tenant("quotas", "show", "me", "--json")
+    assert mine.exit_code == 0 and json.loads(mine.stdout)["tenant"] == "acme", mine.output
+    assert tenant("offers", "--kind", "tpu").exit_code == 2

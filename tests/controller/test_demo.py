@@ -18,7 +18,7 @@ from controller.demo.fleet import load_fleet
 from controller.demo.run import Demo
 
 DEMO_COMMAND = [sys.executable, "-c", "from controller.cli import main; main()", "demo"]
-HOSTS = ("demo-h100-1", "demo-a100-80gb-1", "demo-a100-40gb-1", "demo-l4-1", "demo-a16-1")
+HOSTS = ("demo-h100-1", "demo-a100-80gb-1", "demo-a100-40gb-1", "demo-l4-1", "demo-a16-1", "demo-a100-vgpu-1")
 # Generous: the fleet is ready in ~15 s on an idle 2-core machine; these only end a test that would hang.
 DEADLINE_S = 180.0
 
@@ -63,6 +63,8 @@ def test_demo_exit_after_ready(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "fleet ready" in done.stdout
     assert "admin token: gft_" in done.stdout
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ui ", done.stdout), done.stdout
+    assert "an NCCL validation of demo-h100-1 (stand-in nccl-tests output: simulated): passed" in done.stdout
     for host in HOSTS:
         assert host in done.stdout
     assert (tmp_path / "controller.db").exists()
@@ -115,24 +117,63 @@ def test_no_agent_command_line_holds_the_bootstrap_token(demo: Demo) -> None:
 
 @ON_THE_SHARED_FLEET
 @pytest.mark.slow
-def test_the_vgpu_host_is_healthy_and_a_vgpu_lease_is_refused_only_for_its_static_backend(demo: Demo) -> None:
-    """The A16 host's GPUs start healthy (its spec's draw is under its power limit) and offer A16-4C; the demo's
-    backend is `static`, which declares it cannot attach vGPUs, so placement refuses with that reason alone."""
+def test_the_vgpu_host_is_healthy_and_its_vgpus_are_attached_by_the_pretend_hypervisor(demo: Demo) -> None:
+    """The A16 host's GPUs start healthy (its spec's draw is under its power limit) and offer A16-4C; it sits
+    behind the demo's `fake` backend, whose pretend hypervisor attaches a vGPU (a made-up mdev UUID, marked
+    simulated), so the lease is ready; released, the capacity is back."""
     with demo.client() as api:
         host = api.get("/v1/hosts/demo-a16-1").json()
         assert [d["health"] for d in host["devices"]] == ["healthy"] * 4
-        refused = api.post(
+        assert host["backend"] == "demo-hypervisor"
+        made = api.post(
+            "/v1/leases", params={"tenant": "demo-tenant"}, json={"slices": [{"kind": "vgpu", "vgpu_type": "A16-4C"}]}
+        )
+        assert made.status_code == 201, made.text
+        lease = made.json()
+        assert lease["state"] == "ready" and lease["backend"] == "fake", lease
+        (vgpu,) = [s for n in lease["result"]["nodes"] for s in n["slices"] if s["kind"] == "vgpu"]
+        assert vgpu["vgpu_type"] == "A16-4C" and vgpu["simulated"] is True and len(vgpu["mdev_uuids"]) == 1
+        assert api.delete(f"/v1/leases/{lease['id']}").json()["state"] == "released"
+
+
+@ON_THE_SHARED_FLEET
+@pytest.mark.slow
+def test_a_mig_backed_vgpu_lease_takes_exactly_one_gpu_instance_of_the_a100_vgpu_host(demo: Demo) -> None:
+    """The A100 vGPU host's GPU 0 is in MIG mode and offers MIG-backed types on its GPU instances, GPU 1 the
+    time-sliced ones. The demo's MIG-backed lease holds exactly the 3g.20gb GPU instance; a second one has no
+    instance left (refused with the rule), and a time-sliced type goes to GPU 1 only."""
+    with demo.client() as api:
+        token = api.post("/v1/tokens", json={"role": "tenant", "tenant": "demo-tenant", "name": "vgpu-test"}).json()
+    shown = demo.mig_backed_vgpu_lease(token["token"])
+    assert [d["mig_mode"] for d in shown["host"]["devices"]] == ["enabled", "disabled"]
+    gpu0, gpu1 = shown["host"]["devices"]
+    lease = shown["lease"]
+    assert lease["state"] == "ready", lease
+    (alloc,) = lease["allocations"]
+    instance = next(m for m in gpu0["mig_instances"] if m["profile"] == "3g.20gb")
+    assert (alloc["device"], alloc["kind"], alloc["vgpu_type"], alloc["profile"]) == (
+        gpu0["uuid"],
+        "vgpu",
+        "A100-3-20C",
+        "3g.20gb",
+    )
+    assert alloc["placement"] == {"start": instance["placement_start"], "size": instance["placement_size"]}
+    assert alloc["mig_uuid"] == instance["uuid"]
+    with demo.client() as api:
+        again = api.post(
             "/v1/placements:dry-run",
             params={"tenant": "demo-tenant"},
-            json={"slices": [{"kind": "vgpu", "vgpu_type": "A16-4C"}]},
+            json={"slices": [{"kind": "vgpu", "vgpu_type": "A100-3-20C"}]},
         )
-    assert refused.status_code == 409, refused.text
-    problem = refused.json()
-    assert [f["filter"] for f in problem["filters"]] == ["capability"]
-    nearest = problem["nearest_fit"]
-    assert nearest["host"] == "demo-a16-1"
-    assert nearest["available"] == {"1 x vgpu:A16-4C": 1}
-    assert len(nearest["missing"]) == 1 and "hypervisor backend (nova)" in nearest["missing"][0]
+        sliced = api.post(
+            "/v1/placements:dry-run",
+            params={"tenant": "demo-tenant"},
+            json={"slices": [{"kind": "vgpu", "vgpu_type": "A100-4C", "count": 2}]},
+        )
+        assert api.delete(f"/v1/leases/{lease['id']}").json()["state"] == "released"
+    assert again.status_code == 409, again.text  # the one 3g.20gb instance is held
+    assert sliced.status_code == 200, sliced.text
+    assert {a["device"] for n in sliced.json()["nodes"] for a in n["allocations"]} == {gpu1["uuid"]}
 
 
 @pytest.mark.slow
@@ -181,3 +222,56 @@ def wait_for_output(proc: subprocess.Popen[bytes], out: Path, marker: str) -> st
         assert proc.poll() is None, f"demo exited with {proc.returncode}:\n{text[-3000:]}"
         assert time.monotonic() < deadline, f"no {marker!r} after {DEADLINE_S:.0f}s:\n{text[-3000:]}"
         time.sleep(0.2)
+
+
+@ON_THE_SHARED_FLEET
+@pytest.mark.slow
+def test_the_demo_validation_has_a_curve_shown_as_simulated(demo: Demo) -> None:
+    """The demo's NCCL validation: the agent runs the stand-in binary, the controller parses and judges its log,
+    and the dashboard draws the curve with the expected line, labelled simulated."""
+    validation = demo.nccl_validation("demo-h100-1")
+    assert validation["status"] == "passed", validation
+    (run,) = validation["runs"]
+    assert len(run["rows"]) == 28 and run["rows"][-1]["size_bytes"] == 1 << 30  # 8 B .. 1 GiB, factor 2
+    assert "SIMULATED output" in run["log_tail"]
+    assert run["verdict"]["expected_busbw_gbps"] == 360.0 and run["verdict"]["measured_busbw_gbps"] > 360.0
+    with httpx.Client(base_url=demo.url, timeout=30) as ui:
+        form = ui.get("/ui/signin").text
+        nonce = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert nonce
+        ui.post("/ui/signin", data={"csrf": nonce.group(1), "token": demo.admin_token})
+        page = ui.get(f"/ui/validations/{validation['id']}").text
+    assert "Simulated hosts (demo-h100-1)" in page and "expected 360.0 GB/s" in page
+    assert page.count('class="point"') == 28
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_killed_demo_takes_its_agents_with_it(tmp_path: Path) -> None:
+    """SIGKILL skips the demo's clean-up; its agents still end (each asked the kernel for SIGTERM when its parent
+    dies) instead of reporting to nothing forever."""
+    out = tmp_path / "demo.out"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*DEMO_COMMAND, "--port", "0", "--interval", "1", "--data-dir", str(tmp_path / "data")],
+            stdout=sink,
+            stderr=sink,
+        )
+    agents: dict[int, str] = {}
+    try:
+        wait_for_output(proc, out, "running; Ctrl-C to stop")
+        agents = children(proc.pid)
+        assert len(agents) == len(HOSTS), agents
+        proc.kill()
+        proc.wait(timeout=DEADLINE_S)
+        deadline = time.monotonic() + 30
+        while [pid for pid, started in agents.items() if alive(pid, started)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [pid for pid, started in agents.items() if alive(pid, started)] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid, started in agents.items():
+            if alive(pid, started):
+                os.kill(pid, signal.SIGKILL)

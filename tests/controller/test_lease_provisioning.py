@@ -76,8 +76,10 @@ def test_try_elsewhere_fails_the_lease_when_no_candidate_is_left(
     hosts = fleet(controller, hosts=2)
     picky.refuse = frozenset(hosts)
     with controller.client(controller.tenant_token) as api:
-        lease = create(api, {"slices": [{"kind": "gpu"}]}).json()
-    assert lease["state"] == "failed"
+        problem = assert_problem(create(api, {"slices": [{"kind": "gpu"}]}), 409, "lease-failed")
+    lease = problem["lease"]
+    assert lease["state"] == "failed" and problem["lease_id"] == lease["id"]
+    assert problem["failure_reason"] == lease["failure_reason"] == lease["reason"]
     assert "already tried" in lease["reason"] and all(h in lease["reason"] for h in hosts)
     assert live_claims(controller) == 0
     assert len(picky.calls) == 2
@@ -91,7 +93,7 @@ def test_try_elsewhere_gives_up_after_max_candidates(controller: Controller, pic
     hosts = fleet(controller, hosts=MAX_CANDIDATES + 2)
     picky.refuse = frozenset(hosts)
     with controller.client(controller.tenant_token) as api:
-        lease = create(api, {"slices": [{"kind": "gpu"}]}).json()
+        lease = assert_problem(create(api, {"slices": [{"kind": "gpu"}]}), 409, "lease-failed")["lease"]
     assert lease["state"] == "failed"
     assert lease["reason"].startswith(f"provisioning failed on {MAX_CANDIDATES} candidates")
     assert len(picky.calls) == MAX_CANDIDATES

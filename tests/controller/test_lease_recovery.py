@@ -21,7 +21,7 @@ from controller.leases.state import TRANSITIONAL
 from controller.placement import Allocation
 from controller.store.models import AuditEntry, ControllerInstance, Lease
 from tests.controller.conftest import Controller
-from tests.controller.helpers import static_backend_replaced
+from tests.controller.helpers import assert_problem, static_backend_replaced
 from tests.controller.test_leases import create, fleet, live_claims
 
 GPU1 = {"slices": [{"kind": "gpu", "count": 1}]}
@@ -218,7 +218,7 @@ def test_a_backend_error_while_provisioning_fails_the_lease_through_a_release(
     flaky.provision_mode = "raise"
     with controller.client(controller.tenant_token) as api:
         made = create(api, GPU1)
-    lease = made.json()
+    lease = assert_problem(made, 409, "lease-failed")["lease"]
     assert lease["state"] == "failed" and "cloud API unreachable" in lease["reason"], lease
     assert flaky.releases == [lease["id"]] and live_claims(controller) == 0
 

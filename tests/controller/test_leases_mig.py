@@ -30,14 +30,15 @@ def test_on_demand_mig_lease_end_to_end(controller: Controller, tmp_path: Path) 
         dry = api.post("/v1/placements:dry-run", json=request).json()
         assert dry["actions"] and dry["actions"][0]["action"] == "create-mig-instance"
         created = api.post("/v1/leases", json=request, headers={"Idempotency-Key": "mig-1"})
-        assert created.status_code == 201, created.text
+        assert created.status_code == 202, created.text  # accepted: not ready until the agent made the instance
         lease = created.json()
+        assert created.headers["location"] == f"/v1/leases/{lease['id']}"
         assert lease["state"] == "provisioning" and "waiting for the agent" in lease["reason"]
         alloc = lease["allocations"][0]
         assert alloc["create"] is True and alloc["mig_uuid"] is None and alloc["profile"] == "3g.40gb"
         # The same GPU memory cannot be promised twice while the instance is pending: 4 GPUs x 2 x 3g.40gb.
         others = [api.post("/v1/leases", json=request) for _ in range(7)]
-        assert all(r.status_code == 201 for r in others), [r.text for r in others]
+        assert all(r.status_code == 202 for r in others), [r.text for r in others]
         assert_problem(api.post("/v1/leases", json=request), 409, "no-capacity")
         for r in others:
             assert api.delete(f"/v1/leases/{r.json()['id']}").json()["state"] == "released"

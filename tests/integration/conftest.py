@@ -74,3 +74,13 @@ def placement_url(placement_service: openstack.Service) -> str:
 def ironic_url(ironic_service: openstack.Service) -> str:
     """Base URL of a real standalone Ironic (noauth, fake-hardware)."""
     return ironic_service.url
+
+
+@pytest.fixture(scope="session")
+def keystone_service(openstack_venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[openstack.Service]:
+    """A real Keystone (fernet tokens, sqlite) for this session (one per xdist worker), bootstrapped with an admin."""
+    from tests.services import keystone
+
+    base = tmp_path_factory.mktemp("keystone")
+    with openstack.running(_start("Keystone", keystone.start_keystone, base, openstack_venv)) as service:
+        yield service

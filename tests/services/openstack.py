@@ -1,4 +1,4 @@
-"""Run real OpenStack Placement and Ironic as local processes, from their own virtualenv.
+"""Run real OpenStack Placement, Ironic and Keystone as local processes, from their own virtualenv.
 
 The services' dependencies (oslo.*, eventlet, their own SQLAlchemy pins...) must not mix with the project's, so
 they live in a separate virtualenv (``create_venv``; default ``.cache/venv-openstack``, or
@@ -38,10 +38,15 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WSGI_SERVE = Path(__file__).resolve().with_name("wsgi_serve.py")
 
 # Exact pins: the services are test fixtures, so upgrades are deliberate (and change the stamp -> rebuild).
-PINS: tuple[str, ...] = ("openstack-placement==16.0.0", "ironic==39.0.0", "openstacksdk==4.22.0")
+PINS: tuple[str, ...] = (
+    "openstack-placement==16.0.0",
+    "ironic==39.0.0",
+    "keystone==30.0.0",
+    "openstacksdk==4.22.0",
+)
 VENV_ENV = "GPUFABRIC_OPENSTACK_VENV"
 DEFAULT_VENV = REPO_ROOT / ".cache" / "venv-openstack"
-SERVICES = ("placement", "ironic")
+SERVICES = ("placement", "ironic", "keystone")  # keystone: tests/services/keystone.py
 
 PLACEMENT_HEADERS = {"X-Auth-Token": "admin", "OpenStack-API-Version": "placement 1.39"}
 IRONIC_API_VERSION = "1.80"
@@ -836,10 +841,18 @@ def nova_service(base: Path, placement_url: str, venv: Path | None = None) -> It
 USAGE = """usage: scripts/openstack-services COMMAND
   create-venv nova           build the Nova virtualenv ($GPUFABRIC_NOVA_VENV, default .cache/venv-nova)
   create-venv                build the services virtualenv (once; $GPUFABRIC_OPENSTACK_VENV, default .cache/venv-openstack)
-  start placement|ironic BASE  configure, initialise the DB and start the service in directory BASE; prints READY <url>
+  start placement|ironic|keystone BASE  configure, initialise the DB and start the service in BASE; prints READY <url>
   stop BASE                  stop every service started in BASE (process group, waits)
-  url placement|ironic BASE  print the URL of a service started in BASE
+  url placement|ironic|keystone BASE  print the URL of a service started in BASE
   venv-path                  print the virtualenv path"""
+
+
+def _starter(name: str) -> Callable[[Path], Service]:
+    if name == "keystone":
+        from tests.services.keystone import start_keystone  # it builds on this module
+
+        return start_keystone
+    return start_placement if name == "placement" else start_ironic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -868,7 +881,7 @@ def main(argv: list[str] | None = None) -> int:
             if (base / f"{rest[0]}.pid").is_file() and _group_alive(int((base / f"{rest[0]}.pid").read_text())):
                 print(f"{rest[0]} already running in {base}", file=sys.stderr)
                 return 1
-            service = (start_placement if rest[0] == "placement" else start_ironic)(base)
+            service = _starter(rest[0])(base)
             print(f"READY {service.url}  (pid {service.pid}, {service.started_in_s:.1f} s, logs in {base})", flush=True)
             return 0
         if cmd == "stop" and len(rest) == 1:

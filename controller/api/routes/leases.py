@@ -1,4 +1,10 @@
-"""Tenants: leases (placed GPU slices) and dry-run placement. Admins see and release every tenant's leases."""
+"""Tenants: leases (placed GPU slices) and dry-run placement. Admins see and release every tenant's leases.
+
+Creating is asynchronous where the backend is: 201 for a lease ready at once, 202 Accepted with ``Location`` while
+it is not (``GET /v1/leases/{id}?wait=N`` long-polls it), 409 ``lease-failed`` (with the lease's id and reason) when
+it failed before the answer. Refusals and dry runs show tenants counts and reasons, not other hosts' names
+(:mod:`controller.api.redaction`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from controller.api.deps import Require, get_db, get_settings
+from controller.api.lease_wait import MAX_WAIT_S, wait_for_change
 from controller.api.problems import Problem
+from controller.api.redaction import plan_for, refusal_for
 from controller.auth.tokens import Principal, Role
 from controller.bounds import MAX_OFFSET, NO_NUL
 from controller.leases.errors import LeaseError
@@ -30,6 +39,8 @@ TENANT_QUERY = Query(
     None, min_length=1, max_length=128, pattern=NO_NUL, description="Admins only: the tenant the lease is for"
 )
 LEASE_ID = Path(max_length=64, pattern=NO_NUL)
+# States a lease leaves without anyone asking: POST answers 202 in them, GET ?wait=N waits on them.
+WAITABLE = frozenset({"requested", "placing", "provisioning", "releasing"})
 
 
 class TransitionOut(BaseModel):
@@ -54,6 +65,9 @@ class LeaseOut(BaseModel):
     updated_at: datetime
     created_by: str
     idempotency_key: str | None
+    failure_reason: str | None = Field(
+        None, description="Why the lease failed (state `failed`); null in every other state"
+    )
     transitions: list[TransitionOut] = []
 
 
@@ -62,8 +76,23 @@ def service(request: Request) -> LeaseService:
     return svc
 
 
-def as_problem(exc: LeaseError) -> Problem:
-    return Problem(exc.status, exc.slug, exc.detail, **exc.extensions)
+def as_problem(exc: LeaseError, principal: Principal) -> Problem:
+    return Problem(exc.status, exc.slug, exc.detail, **refusal_for(principal, exc))
+
+
+def lease_failed(out: LeaseOut) -> Problem:
+    """A lease that failed before the answer: not a success. 409 (like a refusal), naming the stored lease."""
+    problem = Problem(
+        409,
+        "lease-failed",
+        f"lease {out.id} failed: {out.failure_reason}",
+        lease_id=out.id,
+        state=out.state,
+        failure_reason=out.failure_reason,
+        lease=out.model_dump(mode="json"),
+    )
+    problem.headers["Location"] = f"/v1/leases/{out.id}"
+    return problem
 
 
 def bounded_request(req: PlacementRequest, settings: Settings) -> dict[str, Any]:
@@ -120,13 +149,15 @@ def _out(lease: Lease, transitions: Iterable[LeaseTransition] = ()) -> LeaseOut:
         updated_at=lease.updated_at,
         created_by=lease.created_by,
         idempotency_key=lease.idempotency_key,
+        failure_reason=lease.reason if lease.state == "failed" else None,
         transitions=[
             TransitionOut(from_state=t.from_state, to_state=t.to_state, reason=t.reason, at=t.at) for t in transitions
         ],
     )
 
 
-def _visible(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
+def visible_lease(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
+    """The lease as ``principal`` may see it: another tenant's is 404, with no hint that it exists."""
     out = lease_out(db, lease_id)
     if principal.role is Role.tenant and out.tenant != principal.tenant:
         raise Problem(404, "not-found", f"lease {lease_id} not found")  # no hint that it exists
@@ -137,7 +168,13 @@ def _visible(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
     "/v1/leases",
     response_model=LeaseOut,
     status_code=201,
-    responses={200: {"model": LeaseOut, "description": "The same Idempotency-Key and body again: the same lease"}},
+    responses={
+        200: {"model": LeaseOut, "description": "The same Idempotency-Key and body again: the same lease"},
+        202: {
+            "model": LeaseOut,
+            "description": "Accepted, not ready yet (provisioning): follow `Location` (`GET ...?wait=N` long-polls)",
+        },
+    },
 )
 def create_lease(
     response: Response,
@@ -150,19 +187,26 @@ def create_lease(
 ) -> LeaseOut:
     """Place, claim and provision a request (see docs/placement.md for the request language).
 
-    201 with the lease (``ready``, or ``provisioning`` while an agent creates a MIG instance); the same
-    ``Idempotency-Key`` with the same body answers 200 with the same lease, with another body 422.
-    Nothing fits: 409 ``no-capacity`` with per-filter counts and the nearest fit; over quota: 403
-    ``quota-exceeded`` naming the quota."""
+    201 with the lease when it is ``ready``; 202 with ``Location`` while it is not (``provisioning``: an agent
+    creates a MIG instance, a cloud deploys a machine); 409 ``lease-failed`` with ``lease_id`` and
+    ``failure_reason`` when provisioning failed before the answer. The same ``Idempotency-Key`` with the same
+    body answers the same lease again (200 when ready or released, 202 or 409 as above), with another body 422.
+    Nothing fits: 409 ``no-capacity`` with per-filter counts; over quota: 403 ``quota-exceeded`` naming it."""
     who = tenant_of(principal, tenant)
     try:
         made = svc.create(bounded_request(body, settings), who, principal, idempotency_key)
     except LeaseError as exc:
-        raise as_problem(exc) from None
-    if not made.created:
+        raise as_problem(exc, principal) from None
+    out = _out(made.lease, made.transitions)
+    if out.state == "failed":
+        raise lease_failed(out)
+    if out.state in WAITABLE:
+        response.status_code = 202
+        response.headers["Retry-After"] = "1"
+    elif not made.created:
         response.status_code = 200
-    response.headers["Location"] = f"/v1/leases/{made.lease.id}"
-    return _out(made.lease, made.transitions)
+    response.headers["Location"] = f"/v1/leases/{out.id}"
+    return out
 
 
 @router.get("/v1/leases", response_model=list[LeaseOut])
@@ -190,11 +234,23 @@ def list_leases(
 
 
 @router.get("/v1/leases/{lease_id}", response_model=LeaseOut)
-def show_lease(
-    lease_id: str = LEASE_ID, principal: Principal = Depends(TENANT_OR_ADMIN), db: Database = Depends(get_db)
+async def show_lease(
+    lease_id: str = LEASE_ID,
+    wait: float = Query(
+        0,
+        ge=0,
+        le=MAX_WAIT_S,
+        description=f"Long-poll: while the lease is {', '.join(sorted(WAITABLE))}, answer when its state or reason "
+        f"changes or after this many seconds (at most {MAX_WAIT_S:g})",
+    ),
+    principal: Principal = Depends(TENANT_OR_ADMIN),
+    db: Database = Depends(get_db),
 ) -> LeaseOut:
     """State, every transition (with time and reason), allocations, and the backend's result when ready."""
-    return _visible(db, principal, lease_id)
+    out = await run_in_threadpool(visible_lease, db, principal, lease_id)
+    if wait > 0 and out.state in WAITABLE and await wait_for_change(db, lease_id, out.state, out.reason, wait):
+        out = await run_in_threadpool(lease_out, db, lease_id)
+    return out
 
 
 @router.delete("/v1/leases/{lease_id}", response_model=LeaseOut)
@@ -205,11 +261,11 @@ def release_lease(
     svc: LeaseService = Depends(service),
 ) -> LeaseOut:
     """Release: ``releasing`` then ``released``; the capacity returns. Releasing a released lease is a no-op."""
-    _visible(db, principal, lease_id)
+    visible_lease(db, principal, lease_id)
     try:
         svc.release(lease_id, principal)
     except LeaseError as exc:
-        raise as_problem(exc) from None
+        raise as_problem(exc, principal) from None
     return lease_out(db, lease_id)
 
 
@@ -226,6 +282,6 @@ def dry_run(
     """Where the request would go, with scores and the filter funnel; claims nothing."""
     who = tenant_of(principal, tenant) if principal.role is Role.tenant or tenant else "admin"
     try:
-        return svc.dry_run(bounded_request(body, settings), who)
+        return plan_for(principal, svc.dry_run(bounded_request(body, settings), who))
     except LeaseError as exc:
-        raise as_problem(exc) from None
+        raise as_problem(exc, principal) from None

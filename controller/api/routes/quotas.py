@@ -50,7 +50,8 @@ class QuotaOut(BaseModel):
     usage: dict[str, int] = Field(description='Live units by "kind:model"')
 
 
-def _out(db: Database, tenant: str) -> QuotaOut:
+def quota_of(db: Database, tenant: str) -> QuotaOut:
+    """The tenant's limits with what it uses of each, and its live usage by kind and model."""
     with db.session() as session:
         usage = usage_by_kind_model(session, tenant)
         limits = []
@@ -64,12 +65,12 @@ def _out(db: Database, tenant: str) -> QuotaOut:
 def list_quotas(_: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> list[QuotaOut]:
     with db.session() as session:
         tenants = sorted(set(session.scalars(select(Quota.tenant))))
-    return [_out(db, t) for t in tenants]
+    return [quota_of(db, t) for t in tenants]
 
 
 @router.get("/{tenant}", response_model=QuotaOut)
 def get_quota(tenant: str = TENANT_PATH, _: Principal = Depends(ADMIN), db: Database = Depends(get_db)) -> QuotaOut:
-    return _out(db, tenant)
+    return quota_of(db, tenant)
 
 
 @router.put("/{tenant}", response_model=QuotaOut)
@@ -91,4 +92,4 @@ def set_quota(
         for q in limits:
             session.add(Quota(tenant=tenant, kind=q["kind"], model=q["model"], limit=q["limit"], updated_at=now))
     request.app.state.leases.quotas_changed(tenant)
-    return _out(db, tenant)
+    return quota_of(db, tenant)

@@ -1,7 +1,8 @@
 """Nova discovery: every compute node a host, its devices from Placement (``NovaBackend.sync``).
 
 A nested pGPU provider with ``VGPU`` inventory is a device offering vGPU slices (type and framebuffer from the
-catalog; the number of instances is Placement's), a PCI GPU resource class gives whole-GPU devices. A hypervisor
+catalog; the number of instances is Placement's; a MIG-backed type on as many GPU instances), a PCI GPU resource
+class gives whole-GPU devices. A hypervisor
 that is down or disabled is unreachable.
 """
 
@@ -12,28 +13,48 @@ from typing import Any
 from controller.backends.nova.config import NovaConfig
 from controller.backends.openstack.common import HYPERVISOR_LABEL
 from controller.backends.openstack.hosts import HostDoc, base_labels, device_doc
-from drivers.nvml.catalog import Product, VgpuType
-from drivers.openstack import PlacementView, ResourceProvider, product_for_label, product_for_name, vgpu_type_for
+from drivers.nvml.catalog import Product
+from drivers.openstack import (
+    PlacementView,
+    ResourceProvider,
+    gpu_instance_layout,
+    product_for_label,
+    product_for_name,
+    vgpu_type_for,
+    vgpu_type_from_traits,
+)
 from drivers.openstack.nova import is_gpu_resource_class
 
 
-def _vgpu_offer(config: NovaConfig, product: Product, capacity: int) -> tuple[dict[str, Any], str]:
-    """The vGPU type a pGPU offers: configured, else the catalog type with Placement's instance count, else one
-    derived from the framebuffer split (the catalog does not list every product's types)."""
-    chosen: VgpuType | None = None
+def _vgpu_offer(
+    config: NovaConfig, product: Product, capacity: int, traits: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], str]:
+    """The vGPU type a pGPU offers: the provider's ``CUSTOM_VGPU_<TYPE>`` trait, else configured, else the catalog's
+    time-sliced type with Placement's instance count, else one derived from the framebuffer split. A MIG-backed
+    type's offer carries the GPU instances its vGPUs sit on (``drivers.openstack.gpus.gpu_instance_layout``)."""
+    found = vgpu_type_from_traits(traits, product)
+    source = "trait"
     configured = next((t for m, t in config.vgpu_types.items() if _same(m, product)), None)
-    if configured:
-        found = vgpu_type_for(configured, product)
-        if found is not None:
-            chosen = found[1]
-        else:
+    if found is None and configured:
+        found, source = vgpu_type_for(configured, product), "config"
+        if found is None:
             fb = product.memory_mib // max(capacity, 1)
             return {"name": configured, "framebuffer_mib": fb, "max_instances": capacity}, "config"
-    if chosen is None:
-        exact = [t for t in product.vgpu_types if t.max_instances == capacity]
+    if found is None:
+        exact = [t for t in product.vgpu_types if t.max_instances == capacity and not t.mig_backed]
         chosen = min(exact, key=lambda t: t.framebuffer_mib) if exact else None
-    if chosen is not None:
-        return {"name": chosen.name, "framebuffer_mib": chosen.framebuffer_mib, "max_instances": capacity}, "catalog"
+        found, source = ((product, chosen) if chosen else None), "catalog"
+    if found is not None:
+        board, vtype = found
+        offer: dict[str, Any] = {
+            "name": vtype.name,
+            "framebuffer_mib": vtype.framebuffer_mib,
+            "max_instances": capacity,
+        }
+        if vtype.mig_profile is not None:
+            instances = gpu_instance_layout(board, vtype, min(capacity, vtype.max_instances))
+            offer.update(max_instances=len(instances), mig_profile=vtype.mig_profile, gpu_instances=instances)
+        return offer, source
     fb_gib = max(product.memory_mib // max(capacity, 1) // 1024, 1)
     name = f"{product.model}-{fb_gib}C"
     return {"name": name, "framebuffer_mib": fb_gib * 1024, "max_instances": capacity}, "derived"
@@ -72,7 +93,7 @@ def nova_docs(config: NovaConfig, view: PlacementView, hypervisors: dict[str, bo
                     if product is None:
                         skipped.append(f"{p.name}: VGPU provider without a GPU model trait (CUSTOM_GPU_<MODEL>)")
                         continue
-                    offer, source = _vgpu_offer(config, product, inv.capacity)
+                    offer, source = _vgpu_offer(config, product, inv.capacity, (*p.traits,))
                     devices.append(
                         device_doc(
                             f"nova-{p.uuid}",
@@ -84,7 +105,11 @@ def nova_docs(config: NovaConfig, view: PlacementView, hypervisors: dict[str, bo
                                 "provider": p.uuid,
                                 "provider_name": p.name,
                                 "resource_class": rc,
-                                "vgpu": {"supported": [offer], "type_source": source},
+                                "vgpu": {
+                                    "supported": [offer],
+                                    "type_source": source,
+                                    "gpu_instances": offer.get("gpu_instances", []),
+                                },
                             },
                         )
                     )

@@ -29,11 +29,18 @@ def placement_check(db: Database, name: str, seen: Observed) -> dict[str, Any]:
         )
         rc_of = {d.uuid: (d.details or {}).get("resource_class") for h in hosts for d in h.devices}
         claimed: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for host_id, device_uuid, kind in session.execute(
-            select(SliceClaim.host_id, SliceClaim.device_uuid, SliceClaim.kind).where(
-                SliceClaim.released_at.is_(None), SliceClaim.host_id.in_([h.id for h in hosts])
-            )
-        ):
+        backed: set[tuple[str, int]] = set()
+        for host_id, device_uuid, kind, resource, lease_id, allocation in session.execute(
+            select(
+                SliceClaim.host_id, SliceClaim.device_uuid, SliceClaim.kind, SliceClaim.resource,
+                SliceClaim.lease_id, SliceClaim.allocation,
+            ).where(SliceClaim.released_at.is_(None), SliceClaim.host_id.in_([h.id for h in hosts]))
+        ):  # fmt: skip
+            if kind == "vgpu" and resource.startswith("mig:"):
+                # A MIG-backed vGPU holds one row per memory slice of its GPU instance: it is one VGPU.
+                if (lease_id, allocation) in backed:
+                    continue
+                backed.add((lease_id, allocation))
             rc = "VGPU" if kind == "vgpu" else rc_of.get(device_uuid)
             if rc:
                 claimed[host_id][rc] += 1

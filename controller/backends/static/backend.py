@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.backends.contract import BackendBase, Capabilities, LeaseInfo, ProvisionFailed, ProvisionResult
+from controller.backends.slices import describe_slices
 from controller.backends.static.config import StaticConfig
 from controller.placement import Allocation
 
@@ -35,43 +36,13 @@ class StaticBackend(BackendBase):
     )
 
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
-        waiting: list[str] = []
-        hosts: dict[str, dict[str, Any]] = {}
-        for a in allocations:
-            if a.kind == "vgpu":
-                raise ProvisionFailed(
-                    f"{a.host_id}: vGPU {a.vgpu_type} needs a hypervisor backend (nova); a static host cannot attach it"
-                )
-            entry = hosts.setdefault(
-                a.host_id, {"host": a.host_id, "devices": [], "mig_devices": [], "slices": [], "visible": []}
-            )
-            slice_doc: dict[str, Any] = {"kind": a.kind, "model": a.model, "device": a.device_uuid, "units": a.units}
-            if a.kind == "mig":
-                slice_doc["profile"] = a.profile
-                if a.mig_uuid is None:
-                    waiting.append(f"MIG {a.profile} on {a.device_uuid} ({a.host_id})")
-                    continue
-                slice_doc["mig_uuid"] = a.mig_uuid
-                entry["mig_devices"].append(a.mig_uuid)
-                entry["visible"].append(a.mig_uuid)
-            else:
-                if a.device_uuid not in entry["devices"]:
-                    entry["devices"].append(a.device_uuid)
-                    entry["visible"].append(a.device_uuid)
-            entry["slices"].append(slice_doc)
-        if waiting:
-            return ProvisionResult("pending", message="waiting for the agent to create " + ", ".join(waiting))
-        nodes = []
-        for entry in hosts.values():
-            visible = entry.pop("visible")
-            entry["cuda_visible_devices"] = ",".join(visible)
-            entry["env"] = {"CUDA_VISIBLE_DEVICES": entry["cuda_visible_devices"]}
-            nodes.append(entry)
-        result: dict[str, Any] = {"backend": self.kind, "nodes": nodes}
-        if len(nodes) == 1:
-            result["host"] = nodes[0]["host"]
-            result["cuda_visible_devices"] = nodes[0]["cuda_visible_devices"]
-        return ProvisionResult("ready", result)
+        return describe_slices(self.kind, allocations, self.attach_vgpu)
+
+    def attach_vgpu(self, a: Allocation) -> dict[str, Any]:
+        """What a vGPU allocation hands out; a static host has no hypervisor to attach one."""
+        raise ProvisionFailed(
+            f"{a.host_id}: vGPU {a.vgpu_type} needs a hypervisor backend (nova); a static host cannot attach it"
+        )
 
     def release(self, lease: LeaseInfo) -> None:
         # Nothing to undo outside: the desired state is derived from live claims, which the caller releases.

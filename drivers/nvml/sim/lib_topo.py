@@ -9,6 +9,7 @@ from drivers.nvml.sim import handles as H
 from drivers.nvml.sim.codes import (
     HOST_VGPU_SRIOV,
     INVALID_ARGUMENT,
+    MIG_ENABLE,
     NOT_SUPPORTED,
     P2P_CAPS_NVLINK,
     P2P_NOT_SUPPORTED,
@@ -115,7 +116,10 @@ class TopoApi(LibBase):
         raise NvmlFail(INVALID_ARGUMENT)
 
     def _type_list(self, handle: Any, count: Any, arr: Any) -> None:
-        ids = [v.type_id for v in self._vgpu_host(handle).product.vgpu_types]
+        # The vGPU manager offers MIG-backed types on a GPU in MIG mode and time-sliced types on one that is not.
+        t = self._vgpu_host(handle)
+        mig_on = t.state.mig_current == MIG_ENABLE
+        ids = [v.type_id for v in t.product.vgpu_types if v.mig_backed == mig_on]
         if not self._count_protocol(count, arr, len(ids)):
             return
         a = H.target(arr)

@@ -165,6 +165,22 @@ def test_agent_runs_on_nodes_with_either_gpu_label_and_registers_as_its_node(cha
     assert any(t["key"] == "nvidia.com/gpu" and t["operator"] == "Exists" for t in pod["tolerations"])
 
 
+def test_the_plain_daemonset_selects_and_sets_what_the_chart_does(chart: Chart) -> None:
+    """deploy/kubernetes/agent/daemonset.yaml is the chart's DaemonSet written out: the same GPU-node terms, and
+    only variables the agent reads."""
+    (plain,) = [d for d in yaml.safe_load_all((PLAIN / "agent" / "daemonset.yaml").read_text()) if d]
+    (charted,) = by_kind(render(chart), "DaemonSet")
+
+    def terms(ds: dict[str, Any]) -> list[Any]:
+        affinity = ds["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
+        return sorted((t["matchExpressions"] for t in affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]), key=str)  # fmt: skip
+
+    assert terms(plain) == terms(charted)
+    assert "nodeSelector" not in plain["spec"]["template"]["spec"]
+    env = {e["name"] for e in plain["spec"]["template"]["spec"]["containers"][0]["env"]} - FOREIGN_ENV
+    assert env <= env_names_read(AgentSettings, agent_cli), env - env_names_read(AgentSettings, agent_cli)
+
+
 def test_every_agent_variable_is_read_by_the_agent(
     chart: Chart, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

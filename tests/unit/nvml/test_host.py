@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pynvml as N
@@ -120,6 +121,23 @@ def test_no_nvlink_on_l4(sim: Sim) -> None:
     assert N.nvmlDeviceGetP2PStatus(a, b, N.NVML_P2P_CAPS_INDEX_NVLINK) == N.NVML_P2P_STATUS_NOT_SUPPORTED
     with pytest.raises(N.NVMLError_NotSupported):
         N.nvmlDeviceGetSupportedVgpus(a)
+
+
+def test_a_vgpu_host_offers_mig_backed_types_on_a_gpu_in_mig_mode_and_time_sliced_ones_otherwise(sim: Sim) -> None:
+    host = sim("a100-vgpu-mig")
+    names = [
+        [N.nvmlVgpuTypeGetName(t) for t in N.nvmlDeviceGetSupportedVgpus(N.nvmlDeviceGetHandleByIndex(i))]
+        for i in range(2)
+    ]
+    assert names[0][:3] == ["NVIDIA A100-7-40C", "NVIDIA A100-4-20C", "NVIDIA A100-3-20C"]
+    assert all(re.fullmatch(r"NVIDIA A100-\d-\d+CM?E?", n) for n in names[0])
+    assert names[1] == [f"NVIDIA A100-{gb}C" for gb in (40, 20, 10, 8, 5, 4)]
+    # MIG on for GPU 1 (after its reset): it offers the MIG-backed types from then on.
+    h1 = N.nvmlDeviceGetHandleByIndex(1)
+    N.nvmlDeviceSetMigMode(h1, N.NVML_DEVICE_MIG_ENABLE)
+    assert N.nvmlVgpuTypeGetName(N.nvmlDeviceGetSupportedVgpus(h1)[0]) == "NVIDIA A100-40C"  # pending: not yet
+    host.reset_gpu(1)
+    assert [N.nvmlVgpuTypeGetName(t) for t in N.nvmlDeviceGetSupportedVgpus(h1)] == names[0]
 
 
 def test_vgpu_host(sim: Sim) -> None:

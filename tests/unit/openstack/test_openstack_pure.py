@@ -90,7 +90,7 @@ def test_flavor_extra_specs() -> None:
         "2", "g", {"resources1:VGPU": "2", "trait1:CUSTOM_GPU_A100": "required", "trait:CUSTOM_X": "forbidden"}
     )
     assert granular is not None and granular.count == 2 and granular.model == "A100-40GB"
-    assert granular.forbidden_traits == ["CUSTOM_X"] and granular.vgpu is None  # the catalog has no A100 vGPU types
+    assert granular.forbidden_traits == ["CUSTOM_X"] and granular.vgpu is None  # the flavor names no vGPU type
     pci_rc = flavor_from_specs("3", "c", {"resources:CUSTOM_GPU_H100": "8"})
     assert pci_rc is not None and (pci_rc.kind, pci_rc.count, pci_rc.model) == ("gpu", 8, "H100-80GB")
     hinted = flavor_from_specs("4", "h", {"pci_passthrough:alias": "gpu:1", "gpufabric:gpu_model": "L40S"})

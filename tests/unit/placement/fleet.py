@@ -64,3 +64,22 @@ def vgpu_host(hid: str, n: int = 2, **kw: Any) -> Host:
         d.mode = "vgpu"
         d.vgpu_types = {"A16-2Q": VgpuOffer(2048, 8), "A16-4Q": VgpuOffer(4096, 4)}
     return h
+
+
+def a100_vgpu_host(hid: str, n: int = 2, layout: list[tuple[str, int, int]] | None = None, **kw: Any) -> Host:
+    """A100 PCIe 40GB vGPU host with NVIDIA's A100-* types: MIG-backed on GPUs in MIG mode (``layout``: their
+    GPU instances), time-sliced otherwise."""
+    from drivers.nvml.catalog import load_catalog
+
+    types = load_catalog().product("NVIDIA A100-PCIE-40GB").vgpu_types
+    h = gpu_host(hid, "A100-40GB", n, **kw)
+    for d in h.devices:
+        d.mode = "vgpu"
+        backed = layout is not None
+        d.vgpu_types = {
+            t.name: VgpuOffer(t.framebuffer_mib, t.max_instances, t.mig_profile)
+            for t in types
+            if (t.mig_profile is not None) == backed
+        }
+        d.mig_instances = [MigSlot(p, s, z, uuid=f"MIG-{d.uuid}-{s}") for p, s, z in (layout or [])]
+    return h

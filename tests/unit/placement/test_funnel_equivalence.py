@@ -17,10 +17,12 @@ import pytest
 from controller.placement import Decision, Device, Engine, Host, MigSlot, VgpuOffer, mig, parse_request
 from controller.placement.filters import resolve
 from controller.placement.index import DOMAINS, Index
+from drivers.nvml.catalog import load_catalog
 
 MODELS = {"H100-80GB": 81559, "A100-40GB": 40960, "A100-80GB": 81920, "L4": 23034, "A16": 15356}
 MIG_MODELS = ("A100-40GB", "A100-80GB", "H100-80GB")
 REGIONS = {"r1": ["r1a", "r1b"], "r2": ["r2a", "r2b", "r2c"]}
+A100_PCIE = load_catalog().product("NVIDIA A100-PCIE-40GB")
 BACKENDS = [("static-1", "static"), ("eks-1", "eks"), ("ironic-1", "ironic"), ("nova-1", "nova")]
 
 
@@ -49,6 +51,22 @@ def random_device(rng: random.Random, hid: str, j: int, model: str, mode: str) -
         d.replicas = rng.choice([2, 4])
         if rng.random() < 0.4:
             d.share_claims = {"pre": rng.randint(1, d.replicas)}
+    elif mode == "vgpu" and model == "A100-40GB":
+        # NVIDIA's A100 PCIe 40GB types: MIG-backed on a GPU in MIG mode (on its GPU instances), else time-sliced.
+        backed = rng.random() < 0.5
+        d.vgpu_types = {
+            t.name: VgpuOffer(t.framebuffer_mib, t.max_instances, t.mig_profile)
+            for t in A100_PCIE.vgpu_types
+            if (t.mig_profile is not None) == backed
+        }
+        if backed:
+            d.mig_instances = [MigSlot(p, s, n, f"MIG-{hid}-{j}-{s}") for p, s, n in random_layout(rng, model)]
+            for m in d.mig_instances:
+                types = [t for t, v in d.vgpu_types.items() if v.mig_profile == m.profile]
+                if types and rng.random() < 0.3:
+                    m.claimed_by, m.vgpu_type = "pre", types[0]
+        elif rng.random() < 0.4:
+            d.vgpu_claims = {"pre": (rng.choice(sorted(d.vgpu_types)), 1)}
     elif mode == "vgpu":
         d.vgpu_types = {"A16-1Q": VgpuOffer(1024, 16), "A16-2Q": VgpuOffer(2048, 8), "A16-4Q": VgpuOffer(4096, 4)}
         if rng.random() < 0.4:
@@ -92,6 +110,8 @@ def random_host(rng: random.Random, i: int) -> Host:
             modes += ["mig", "mig"]
         if model == "A16":
             modes = ["vgpu", "vgpu", "whole"]
+        if model == "A100-40GB":
+            modes += ["vgpu", "vgpu"]
         mode = rng.choice(modes)
         devices = [random_device(rng, hid, j, model, mode) for j in range(n)]
     return Host(
@@ -136,7 +156,9 @@ def random_slice(rng: random.Random) -> dict[str, Any]:
         s["count"] = rng.choice([1, 1, 2, 3, 7])
     elif kind == "vgpu":
         if rng.random() < 0.6:
-            s["vgpu_type"] = rng.choice(["A16-1Q", "A16-2Q", "A16-4Q", "A16-8Q"])
+            s["vgpu_type"] = rng.choice(
+                ["A16-1Q", "A16-2Q", "A16-4Q", "A16-8Q", "A100-3-20C", "A100-1-5C", "A100-7-40C", "A100-4C", "A100-20C"]
+            )
         if rng.random() < 0.2:
             s["min_memory_gib"] = rng.choice([2, 4])
     else:

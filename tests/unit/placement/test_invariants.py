@@ -10,7 +10,9 @@ import pytest
 from controller.placement import Decision, Engine, mig
 from controller.placement.index import Index
 from controller.placement.model import host_offers
-from tests.unit.placement.fleet import gpu_host, mig_host, shared_host, vgpu_host
+from tests.unit.placement.fleet import a100_vgpu_host, gpu_host, mig_host, shared_host, vgpu_host
+
+A100_VGPU = ["A100-3-20C", "A100-2-10C", "A100-1-5C", "A100-7-40C", "A100-20C", "A100-4C", "A100-10C"]
 
 
 def fleet(rng: random.Random) -> Engine:
@@ -31,8 +33,12 @@ def fleet(rng: random.Random) -> Engine:
                     f"h{i}", "L4", 4, replicas=rng.choice([2, 4]), mode=rng.choice(["timeslice", "mps"]), pg=pg, az=az
                 )
             )
-        else:
+        elif i % 2:
             hosts.append(vgpu_host(f"h{i}", 2, pg=pg, az=az))
+        else:
+            # A100 vGPU hosts: MIG-backed on one kind of layout, time-sliced on the others.
+            layout = rng.choice([None, [("3g.20gb", 0, 4), ("3g.20gb", 4, 4)], [("2g.10gb", 0, 2), ("1g.5gb", 2, 1)]])
+            hosts.append(a100_vgpu_host(f"h{i}", 2, layout, pg=pg, az=az))
     return Engine(hosts)
 
 
@@ -48,8 +54,10 @@ def random_request(rng: random.Random) -> dict[str, Any]:
         s = {"kind": "mig", "model": model, "profile": prof, "count": rng.choice([1, 1, 2])}
     elif r < 0.8:
         s = {"kind": rng.choice(["timeslice", "mps"]), "count": rng.choice([1, 2, 3])}
-    else:
+    elif r < 0.9:
         s = {"kind": "vgpu", "vgpu_type": rng.choice(["A16-2Q", "A16-4Q"]), "count": rng.choice([1, 3])}
+    else:
+        s = {"kind": "vgpu", "vgpu_type": rng.choice(A100_VGPU), "count": rng.choice([1, 1, 2])}
     body: dict[str, Any] = {"slices": [s]}
     if rng.random() < 0.2:
         body["nodes"] = rng.choice([2, 3])
@@ -68,8 +76,18 @@ def check(e: Engine) -> None:
             assert sum(d.share_claims.values()) <= d.replicas
             vtype, used = d.vgpu_in_use()
             if vtype is not None:
+                # Time-sliced, equal-size mode: one type per GPU, within its maximum, never with MIG-backed ones.
                 assert len({t for t, _ in d.vgpu_claims.values()}) == 1
                 assert used <= d.vgpu_types[vtype].max_instances
+                assert d.vgpu_types[vtype].mig_profile is None
+                assert not any(m.vgpu_type for m in d.mig_instances)
+            backed = [m for m in d.mig_instances if m.vgpu_type is not None]
+            for m in backed:
+                # A MIG-backed vGPU sits on a GPU instance of its type's profile, on a GPU in MIG-backed mode.
+                assert d.mig_backed_vgpu and m.claimed_by is not None
+                assert d.vgpu_types[m.vgpu_type].mig_profile == m.profile
+            for t in {m.vgpu_type for m in backed}:
+                assert sum(1 for m in backed if m.vgpu_type == t) <= d.vgpu_types[t].max_instances
             mask = 0
             for m in d.mig_instances:
                 bits = ((1 << m.size) - 1) << m.start
@@ -78,10 +96,10 @@ def check(e: Engine) -> None:
                 if m.claimed_by is not None:
                     assert m.claimed_by in e.claims
         assert e.index.offers[h.id] == host_offers(h)
-    # Whole GPUs and MIG instances are held by at most one claim.
+    # Whole GPUs, MIG instances and the GPU instances under MIG-backed vGPUs are held by at most one claim.
     for c in e.claims.values():
         for a in c.allocations:
-            if a.kind in ("gpu", "mig"):
+            if a.kind in ("gpu", "mig") or (a.kind == "vgpu" and a.placement is not None):
                 key = (a.device_uuid, f"{a.placement}")
                 assert key not in holders, f"{key} given to {holders.get(key)} and {c.id}"
                 holders[key] = c.id
