@@ -83,6 +83,16 @@ def test_a_changed_pool_replaces_its_objects(kube: KubeEmulator, kube_cluster: A
     assert kube.get("nodepools", "h100-karpenter", group="karpenter.sh")["spec"]["limits"] == {"nvidia.com/gpu": "48"}
 
 
+def lease(tenant: Any, body: dict[str, Any]) -> dict[str, Any]:
+    """The lease as created: 201 ready, 202 not yet, 409 lease-failed (the stored lease is in the problem)."""
+    response = tenant.post("/v1/leases", json=body)
+    out: dict[str, Any] = response.json()
+    if response.status_code == 409 and out.get("type", "").endswith("/lease-failed"):
+        return dict(out["lease"])
+    assert response.status_code == (201 if out.get("state") == "ready" else 202), response.text
+    return out
+
+
 def karpenter_node(kube: KubeEmulator, pool: str, index: int) -> str:
     """What Karpenter does for a pending pod: a node of the pool registers (no nodegroup label)."""
     (node,) = node_objects(
@@ -113,10 +123,10 @@ def test_a_lease_on_a_karpenter_pool_scales_it_by_placeholder_pods_up_to_its_lim
         assert report["errors"] == [] and report["nodes"] == [first], report
         assert report["headroom"] == {"karpenter:h100-karpenter": 1}
 
-        on_node = tenant.post("/v1/leases", json=whole).json()
+        on_node = lease(tenant, whole)
         assert on_node["state"] == "ready" and on_node["result"]["host"] == first, on_node
 
-        waiting = tenant.post("/v1/leases", json=whole).json()
+        waiting = lease(tenant, whole)
         assert waiting["state"] == "provisioning", waiting
         assert "waiting for Karpenter NodePool h100-karpenter to start 1 node(s)" in waiting["reason"]
         (pod,) = kube.list_objects("pods", namespace="gpufabric")
@@ -128,7 +138,7 @@ def test_a_lease_on_a_karpenter_pool_scales_it_by_placeholder_pods_up_to_its_lim
         ]["tolerations"]
 
         api.post("/v1/backends/eks-train/sync")
-        at_limit = tenant.post("/v1/leases", json=whole).json()
+        at_limit = lease(tenant, whole)
         assert at_limit["state"] == "failed", at_limit
         assert "Karpenter NodePool h100-karpenter is at its limit nvidia.com/gpu=16" in at_limit["reason"]
         assert len(kube.list_objects("pods", namespace="gpufabric")) == 1
