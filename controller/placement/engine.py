@@ -31,11 +31,12 @@ from controller.placement.decision import (
     UnknownClaim,
 )
 from controller.placement.filters import Demand, QuotaCheck, host_passes, resolve
-from controller.placement.funnel import DOMAIN_ATTR, Funnel, explain, explain_exhaustive, topology_reason
+from controller.placement.funnel import Funnel, explain, explain_exhaustive
 from controller.placement.host_plan import plan_host
 from controller.placement.index import Bucket, Index
 from controller.placement.model import DeviceAdmin, DeviceHealth, Host, HostState, OfferKey, Validation
 from controller.placement.request import PlacementRequest, parse_request
+from controller.placement.topology import DOMAIN_ATTR, topology_reason
 from controller.placement.weighers import WeigherConfig, topology_score, weigh
 
 

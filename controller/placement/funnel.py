@@ -27,6 +27,7 @@ from controller.placement.filters import (
 from controller.placement.index import Group, Index
 from controller.placement.model import KIND_MODE, Device, Host
 from controller.placement.request import PlacementRequest
+from controller.placement.topology import DOMAIN_ATTR, topology_reason
 
 
 def _shape(host: Host) -> tuple[str, str] | None:
@@ -196,71 +197,7 @@ def explain_exhaustive(
 
 # --- the refusal funnel over the index's signature groups ------------------------------------------------
 
-DOMAIN_ATTR = {
-    "same-network-node-layer-3": "network_node_3",
-    "same-network-node-layer-2": "network_node_2",
-    "same-network-node-layer-1": "network_node_1",
-    "same-placement-group": "placement_group",
-    "same-az": "az",
-    "same-region": "region",
-    "any": "backend",
-}
-_DOMAIN_WORDS = {
-    "network_node_3": "network node at layer 3",
-    "network_node_2": "network node at layer 2",
-    "network_node_1": "network node at layer 1",
-    "placement_group": "placement group",
-}
 _ALL_PASS = len(DEVICE_FILTERS)
-
-
-def topology_reason(
-    req: PlacementRequest, n_fitting: int, by_domain: Callable[[str], Counter[str | None]]
-) -> str | None:
-    """Why ``n_fitting`` hosts, each able to serve one node, cannot make the request (None if they can).
-
-    ``by_domain(topology)`` counts them per value of a topology's domain (called only for gangs): the backend for
-    ``any`` (a lease stays inside one backend), else ``<backend>/<network node | placement group | AZ |
-    region>``. When several domains tie for the most fitting hosts, the message names the first by name. A
-    network layer that cannot be met names the tightest looser layer that could, as the nearest fit.
-    """
-    if n_fitting < req.nodes:
-        return f"{n_fitting} hosts fit, {req.nodes} needed"
-    if req.nodes == 1:
-        return None
-    by = _best(by_domain(req.topology))
-    if by and by[1] >= req.nodes:
-        return None
-    attr = DOMAIN_ATTR[req.topology]
-    words = _DOMAIN_WORDS.get(attr, attr)
-    if by is None:
-        if attr.startswith("network_node_"):
-            return (
-                f"no fitting host has a {words} recorded (labels topology.k8s.aws/network-node-layer-N or "
-                "gpufabric.dev/network-node-layer-N, from the instance topology)"
-            )
-        return f"no fitting host has a {words}"
-    dom, n = by
-    if attr == "backend":
-        return (
-            f"{n_fitting} hosts fit, but a lease stays inside one backend: none has {req.nodes} fitting hosts; "
-            f"the best, {dom}, has {n}"
-        )
-    reason = f"no {words} of one backend has {req.nodes} fitting hosts; the best, {dom}, has {n}"
-    if attr.startswith("network_node_"):
-        for layer in range(int(attr[-1]) - 1, 0, -1):
-            looser = _best(by_domain(f"same-network-node-layer-{layer}"))
-            if looser is not None and looser[1] >= req.nodes:
-                return f"{reason}; under one network node at layer {layer} it fits: {looser[0]} has {looser[1]}"
-    return reason
-
-
-def _best(counts: Counter[str | None]) -> tuple[str, int] | None:
-    """The domain with the most fitting hosts (ties: the first by name); None if no host has the domain."""
-    by = {dom: n for dom, n in counts.items() if dom is not None}
-    if not by:
-        return None
-    return min(by.items(), key=lambda x: (-x[1], x[0]))
 
 
 def device_room(host: Host, d: Device, demand: Demand) -> int:

@@ -15,7 +15,7 @@ from controller.api.problems import Problem, not_found
 from controller.auth.tokens import Principal, Role
 from controller.store.db import Database
 from controller.store.models import Host, Pool
-from controller.validation import gate, jobs, service
+from controller.validation import gate, jobs, progress, service
 from controller.validation.models import HostValidationState, Validation, ValidationPolicy, ValidationSchedule
 from controller.validation.schemas import (
     HostValidationOut,
@@ -83,14 +83,14 @@ def _load(session: Session, validation_id: str) -> Validation:
     return v
 
 
-def _mpi_runner(request: Request) -> service.MpiRunnerFactory:
+def _mpi_runner(request: Request) -> progress.MpiRunnerFactory:
     # A test may set its own; the app's is its backend registry's (the target backend kind's NCCL runner).
-    factory: service.MpiRunnerFactory | None = getattr(request.app.state, "mpi_runner_factory", None)
+    factory: progress.MpiRunnerFactory | None = getattr(request.app.state, "mpi_runner_factory", None)
     return factory or request.app.state.backends.nccl_runner
 
 
 def _reconciled(request: Request, db: Database, validation_id: str) -> ValidationOut:
-    service.reconcile(db, validation_id, mpi_runner=_mpi_runner(request))
+    progress.reconcile(db, validation_id, mpi_runner=_mpi_runner(request))
     with db.session() as session:
         out = validation_out(_load(session, validation_id))
     if out.status not in service.ACTIVE:
@@ -122,7 +122,7 @@ def list_validations(
     _: Principal = Depends(ADMIN),
     db: Database = Depends(get_db),
 ) -> list[ValidationSummary]:
-    service.reconcile(db, mpi_runner=_mpi_runner(request))
+    progress.reconcile(db, mpi_runner=_mpi_runner(request))
     stmt = select(Validation).order_by(Validation.created_at.desc())
     if status:
         stmt = stmt.where(Validation.status == status)

@@ -20,7 +20,7 @@ from controller import audit
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.store.db import Database
 from controller.store.models import Host
-from controller.validation import gate, service
+from controller.validation import gate, progress, service
 from controller.validation.models import HostValidationState, ValidationPolicy, ValidationSchedule
 from controller.validation.schemas import ValidationIn
 
@@ -155,9 +155,9 @@ def _schedules(ctx: JobContext) -> None:
     fire_due_schedules(ctx.db)
 
 
-def register_validation_hooks(registry: HookRegistry, mpi_runner: service.MpiRunnerFactory) -> None:
+def register_validation_hooks(registry: HookRegistry, mpi_runner: progress.MpiRunnerFactory) -> None:
     def reconcile(ctx: JobContext) -> None:
-        service.reconcile(ctx.db, mpi_runner=mpi_runner)
+        progress.reconcile(ctx.db, mpi_runner=mpi_runner)
 
     registry.register("periodic", "validation-reconcile", reconcile, interval_s=RECONCILE_INTERVAL_S)
     registry.register("periodic", "validation-schedules", _schedules, interval_s=SCHEDULE_INTERVAL_S)

@@ -10,7 +10,7 @@ from controller.jobs.hooks import HookRegistry
 from controller.store.models import Host
 from controller.validation import gate
 from controller.validation.jobs import register_validation_hooks
-from controller.validation.service import MpiRunnerFactory
+from controller.validation.progress import MpiRunnerFactory
 
 
 def install(

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 
 from drivers.nccl.models import (
     NcclDevice,
-    NcclMeasurement,
     NcclParameters,
     NcclResult,
     NcclRow,
     NcclRunDetails,
 )
+from drivers.nccl.rows import is_value, looks_like_row_start, parse_measurement, parse_row
 
 # ---- line prefixes added by launchers -------------------------------------------------------
 _TAG_OUTPUT = re.compile(r"^\s*\[(\d+),(\d+)\]<(?:stdout|stderr)>:")  # mpirun --tag-output
@@ -77,11 +76,7 @@ _FAILURES = re.compile(
 _NCCL_WARN = re.compile(r"\bNCCL WARN\b")
 
 # ---- table values ----------------------------------------------------------------------------
-_NUMBER = re.compile(r"^-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$")
 _INTEGER = re.compile(r"^-?\d+$")
-_WORD = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
-_WRONG = re.compile(r"^(?:N/A|-?\d+|-?\d+(?:\.\d*)?[eE][+-]?\d+)\*?$")
-
 _WORD_SIZES = {
     "int8": 1, "uint8": 1, "char": 1, "f8e4m3": 1, "f8e5m2": 1, "fp8_e4m3": 1, "fp8_e5m2": 1,
     "half": 2, "float16": 2, "bfloat16": 2, "bf16": 2, "fp16": 2,
@@ -261,16 +256,16 @@ class _State:
     # -- table rows ---------------------------------------------------------------------------
     def _table_line(self, label: str | None, content: str) -> bool:
         tokens = content.split()
-        if self.pending_tokens is not None and all(_is_value(t) for t in tokens):
+        if self.pending_tokens is not None and all(is_value(t) for t in tokens):
             tokens = self.pending_tokens + tokens
             label = self.pending_label
             self.pending_tokens = None
-        elif self.open_row and self.rows and len(tokens) == 4 and all(_is_value(t) for t in tokens):
+        elif self.open_row and self.rows and len(tokens) == 4 and all(is_value(t) for t in tokens):
             return self._attach_in_place(tokens)
-        if not _looks_like_row_start(tokens):
+        if not looks_like_row_start(tokens):
             return False
         self._close_pending()
-        parsed = _parse_row(tokens)
+        parsed = parse_row(tokens)
         if parsed is None:
             # The row may continue on the next line (NCCL debug output cut it in two).
             self.pending_tokens = tokens
@@ -282,7 +277,7 @@ class _State:
         return True
 
     def _attach_in_place(self, tokens: list[str]) -> bool:
-        measurement = _parse_measurement(tokens)
+        measurement = parse_measurement(tokens)
         if measurement is None:
             return False
         last = self.rows[-1]
@@ -453,89 +448,6 @@ def _nccl_version_from_code(code: int) -> str:
     if code >= 20900:
         return f"{code // 10000}.{code % 10000 // 100}.{code % 100}"
     return f"{code // 1000}.{code % 1000 // 100}.{code % 100}"
-
-
-def _is_value(token: str) -> bool:
-    return bool(_NUMBER.match(token) or _WRONG.match(token))
-
-
-def _looks_like_row_start(tokens: list[str]) -> bool:
-    return len(tokens) >= 3 and bool(_NUMBER.match(tokens[0]) and _NUMBER.match(tokens[1]) and _WORD.match(tokens[2]))
-
-
-def _to_int(token: str) -> tuple[int, bool] | None:
-    """(value, approximate). Accepts e-notation, which nccl-tests forks print with %g (6 digits)."""
-    if _INTEGER.match(token):
-        return int(token), False
-    try:
-        value = Decimal(token)
-    except InvalidOperation:
-        return None
-    if not value.is_finite() or value < 0:
-        return None
-    return int(value.to_integral_value()), True
-
-
-def _parse_measurement(tokens: list[str]) -> tuple[NcclMeasurement, bool, bool] | None:
-    """time algbw busbw wrong -> (measurement, legacy error column, over threshold)."""
-    time, algbw, busbw, wrong = tokens
-    if not (_NUMBER.match(time) and _NUMBER.match(algbw) and _NUMBER.match(busbw) and _WRONG.match(wrong)):
-        return None
-    over_threshold = wrong.endswith("*")
-    wrong = wrong.rstrip("*")
-    legacy = False
-    wrong_count: int | None
-    if wrong == "N/A":
-        wrong_count = None
-    elif _INTEGER.match(wrong):
-        # Some builds print -1 when the check was skipped.
-        wrong_count = int(wrong) if int(wrong) >= 0 else None
-    else:
-        legacy = True
-        wrong_count = None
-    measurement = NcclMeasurement(
-        time_us=float(time), algbw_gbps=float(algbw), busbw_gbps=float(busbw), wrong=wrong_count
-    )
-    return measurement, legacy, over_threshold
-
-
-def _parse_row(tokens: list[str]) -> tuple[NcclRow, bool, bool, bool] | None:
-    size = _to_int(tokens[0])
-    count = _to_int(tokens[1])
-    if size is None or count is None:
-        return None
-    index = 3
-    redop: str | None = None
-    if index < len(tokens) and _WORD.match(tokens[index]):
-        redop = tokens[index]
-        index += 1
-    values = tokens[index:]
-    if not all(_is_value(t) for t in values):
-        return None
-    root: int | None = None
-    if len(values) in (5, 9):
-        if not _INTEGER.match(values[0]):
-            return None
-        root = int(values[0])
-        values = values[1:]
-    if len(values) not in (4, 8):
-        return None
-    out_of_place = _parse_measurement(values[:4])
-    in_place = _parse_measurement(values[4:]) if len(values) == 8 else None
-    if out_of_place is None or (len(values) == 8 and in_place is None):
-        return None
-    row = NcclRow(
-        size_bytes=size[0],
-        count=count[0],
-        type=tokens[2],
-        redop=redop,
-        root=root,
-        out_of_place=out_of_place[0],
-        in_place=in_place[0] if in_place else None,
-    )
-    legacy = out_of_place[1] or bool(in_place and in_place[1])
-    over = out_of_place[2] or bool(in_place and in_place[2])
-    return row, size[1] or count[1], legacy, over
 
 
 def _ranks_from_devices(devices: list[NcclDevice]) -> int | None:

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from agent.runner import AgentConfig, AgentRunner, apply_retry_delay_s
+from agent.backoff import apply_retry_delay_s
+from agent.runner import AgentConfig, AgentRunner
 from controller.store.models import DesiredOverride, Host
 from tests.controller.conftest import Controller
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from agent.runner import AgentConfig, AgentRunner
-from controller.validation import jobs, service
+from controller.validation import jobs, progress
 from controller.validation.models import ValidationSchedule
 from drivers.eks import EksNodegroupConfig
 from drivers.eks.mpijob import JOB_NAME_LABEL, JOB_ROLE_LABEL
@@ -451,7 +451,7 @@ def test_eks_validation_failed_job_is_judged_failed(controller: Controller, kube
 def test_reconcile_hook_is_registered(controller: Controller) -> None:
     hooks = controller.server.app.state.hooks.hooks
     assert {"periodic:validation-reconcile", "periodic:validation-burn-in"} <= set(hooks)
-    assert service.reconcile(controller.db, mpi_runner=controller.server.app.state.backends.nccl_runner) == []
+    assert progress.reconcile(controller.db, mpi_runner=controller.server.app.state.backends.nccl_runner) == []
 
 
 def test_cli_run_wait_and_show(controller: Controller, agent: AgentFactory) -> None:

@@ -20,8 +20,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from agent.backoff import ControllerUnreachable, parse_retry_after
 from agent.cli import app
-from agent.runner import AgentConfig, AgentRunner, ControllerUnreachable, parse_retry_after
+from agent.runner import AgentConfig, AgentRunner
 from drivers.contract.protocol import DesiredState, RegisterResponse, ReportReply, desired_state_revision
 
 HOST = "backoff-host"
