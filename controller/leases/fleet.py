@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -65,6 +66,20 @@ def _label(labels: dict[str, Any], keys: Iterable[str]) -> str | None:
     return None
 
 
+USABLE_UNTIL_LABEL = "gpufabric.dev/usable-until"  # ISO 8601: the capacity under the host ends then
+
+
+def _until(value: Any) -> datetime | None:
+    """The label's time (UTC when it names no zone); unreadable: no end, as if unset."""
+    if not value:
+        return None
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def host_state(row: HostRow) -> str:
     if row.admin_state in ("drained", "quarantined"):
         return row.admin_state
@@ -86,6 +101,7 @@ def to_placement_host(row: HostRow, capabilities: Callable[[str], Capabilities |
         az=_label(labels, _AZ_LABELS) or str(backend_config.get("zone") or "default"),
         placement_group=_label(labels, _GROUP_LABELS),
         network_nodes=tuple(_label(labels, keys) for keys in _NETWORK_LABELS),
+        usable_until=_until(labels.get(USABLE_UNTIL_LABEL)),
         pool=row.pool.name if row.pool is not None else None,
         state=host_state(row),  # type: ignore[arg-type]
         validation=labels.get("gpufabric.dev/validation", "unvalidated"),  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from controller.placement import mig
 from controller.placement.index import Index
@@ -24,7 +25,7 @@ MEMORY_TOLERANCE = 0.06
 # quota that would be exceeded (e.g. "gpu:H100-80GB"). The store layer supplies it from its quota table.
 QuotaCheck = Callable[[str, str, str, int], str | None]
 
-HOST_FILTERS = ("host-state", "backend", "capability", "region", "az", "validation")
+HOST_FILTERS = ("host-state", "backend", "capability", "region", "az", "validation", "capacity-window")
 DEVICE_FILTERS = ("slice-kind", "model", "memory", "profile", "health", "device-admin", "quota", "capacity")
 GROUP_FILTERS = ("fit", "topology")
 ALL_FILTERS = HOST_FILTERS + DEVICE_FILTERS + GROUP_FILTERS
@@ -145,7 +146,26 @@ def host_failures(host: Host, req: PlacementRequest) -> list[tuple[str, str]]:
         out.append(("az", f"az {host.az} not in {req.azs}"))
     if req.require_validated and host.validation != "validated":
         out.append(("validation", f"host is {host.validation}, not validated"))
+    if host.usable_until is not None:
+        why = window_reason(host.usable_until, req)
+        if why is not None:
+            out.append(("capacity-window", why))
     return out
+
+
+def window_reason(until: datetime, req: PlacementRequest, now: datetime | None = None) -> str | None:
+    """Why a lease of the request's duration cannot run on capacity that ends at ``until`` (None: it can)."""
+    now = now or datetime.now(UTC)
+    end = f"{until.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    if req.duration is None:
+        return f"its capacity (a capacity block) ends {end}: a lease here needs a duration that ends before then"
+    if now + req.duration > until:
+        hours = max(0.0, (until - now).total_seconds() / 3600)
+        return (
+            f"its capacity (a capacity block) ends {end}: a lease of {req.duration.total_seconds() / 3600:.1f} h "
+            f"would end after it ({hours:.1f} h left)"
+        )
+    return None
 
 
 def host_passes(host: Host, req: PlacementRequest) -> bool:
@@ -160,7 +180,9 @@ def host_passes(host: Host, req: PlacementRequest) -> bool:
         return False
     if req.azs is not None and host.az not in req.azs:
         return False
-    return not (req.require_validated and host.validation != "validated")
+    if req.require_validated and host.validation != "validated":
+        return False
+    return host.usable_until is None or window_reason(host.usable_until, req) is None
 
 
 def capability_reason(host: Host, req: PlacementRequest) -> str | None:

@@ -86,8 +86,8 @@ class Bucket:
 
 # What the filters and ``host_plan.plan_host`` read of a host (besides its devices, and its placement group,
 # which only the topology check reads): state, backend, region, AZ, validation, on-demand MIG, (mode, model)
-# shared by all its GPUs (None if mixed) and the number of GPUs.
-CoarseKey = tuple[str, str, str, str, str, str, bool, tuple[str, str] | None, int]
+# shared by all its GPUs (None if mixed), the number of GPUs and when its capacity ends.
+CoarseKey = tuple[str, str, str, str, str, str, bool, tuple[str, str] | None, int, object]
 # One signature per GPU, in device order.
 FineKey = tuple[tuple[object, ...], ...]
 
@@ -111,6 +111,7 @@ def coarse_key(host: Host) -> CoarseKey:
         host.on_demand_mig,
         shape,
         len(host.devices),
+        host.usable_until,
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from controller.placement import mig
@@ -173,6 +174,9 @@ class Host:
     # The network nodes above the host, layer 1 (top of the network) to layer 3 (directly above it); empty when
     # no instance topology is recorded (labels ``*/network-node-layer-N``, see controller.leases.fleet).
     network_nodes: tuple[str | None, ...] = ()
+    # When the capacity under the host ends (an EC2 Capacity Block: its instances stop then); a lease on the host
+    # must end before it (filter ``capacity-window``). None: no end (label ``gpufabric.dev/usable-until``).
+    usable_until: datetime | None = None
     pool: str | None = None
     state: HostState = "ready"
     validation: Validation = "unvalidated"

@@ -43,6 +43,7 @@ class EksctlNodegroup(BaseModel):
     spot: bool = False
     placement_group: str | None = None
     capacity_reservation_id: str | None = None
+    capacity_reservation_resource_group: str | None = None
     capacity_reservation_preference: str | None = None
     availability_zones: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -77,6 +78,9 @@ class EksNodegroupConfig(BaseModel):
     spot: bool = False
     placement_group: str | None = None
     capacity_reservation_id: str | None = None
+    capacity_reservation_resource_group: str | None = Field(
+        default=None, description="ODCRs targeted through a resource group (its ARN) rather than one id"
+    )
     availability_zones: list[str] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
     taints: list[Taint] = Field(default_factory=list)
@@ -95,7 +99,23 @@ class EksNodegroupConfig(BaseModel):
             "availability_zones": list(self.availability_zones),
             "labels": dict(self.labels),
             "taints": [{"key": t.key, "value": t.value, "effect": t.effect} for t in self.taints],
+            "capacity": {
+                "type": self.capacity_kind,
+                "reservation_id": self.capacity_reservation_id,
+                "placement_group": self.placement_group,
+            },
         }
+
+    @property
+    def capacity_kind(self) -> Literal["on-demand", "reservation", "capacity-block", "spot"]:
+        """What the nodes run on: a Capacity Block, Spot, an ODCR (by id or resource group) or plain on-demand."""
+        if self.capacity_type == "CAPACITY_BLOCK":
+            return "capacity-block"
+        if self.capacity_type == "SPOT":
+            return "spot"
+        if self.capacity_reservation_id or self.capacity_reservation_resource_group:
+            return "reservation"
+        return "on-demand"
 
     @property
     def has_gpus(self) -> bool:
@@ -324,6 +344,15 @@ def _parse_group(p: _Reader, raw_value: Any, where: str, managed: bool, cluster_
         target.get("capacityReservationID"),
         f"{where}.capacityReservation.capacityReservationTarget.capacityReservationID",
     )
+    resource_group = p.string(
+        target.get("capacityReservationResourceGroupARN"),
+        f"{where}.capacityReservation.capacityReservationTarget.capacityReservationResourceGroupARN",
+    )
+    if reservation_id and resource_group:
+        p.fail(
+            f"{where}.capacityReservation.capacityReservationTarget",
+            "give capacityReservationID or capacityReservationResourceGroupARN, not both",
+        )
     preference = p.string(
         reservation.get("capacityReservationPreference"), f"{where}.capacityReservation.capacityReservationPreference"
     )
@@ -361,6 +390,7 @@ def _parse_group(p: _Reader, raw_value: Any, where: str, managed: bool, cluster_
         spot=spot,
         placement_group=placement_group,
         capacity_reservation_id=reservation_id,
+        capacity_reservation_resource_group=resource_group,
         capacity_reservation_preference=preference,
         availability_zones=group_azs or list(cluster_azs),
         labels=p.labels(raw.get("labels"), f"{where}.labels"),
@@ -476,6 +506,7 @@ def _with_facts(ng: EksctlNodegroup, facts: list[TypeGpus | None]) -> EksNodegro
         spot=ng.spot,
         placement_group=ng.placement_group,
         capacity_reservation_id=ng.capacity_reservation_id,
+        capacity_reservation_resource_group=ng.capacity_reservation_resource_group,
         availability_zones=ng.availability_zones,
         labels=ng.labels,
         taints=ng.taints,
@@ -554,6 +585,10 @@ def launch_template_data(ng: EksNodegroupConfig) -> dict[str, Any] | None:
     if ng.capacity_reservation_id:
         data["CapacityReservationSpecification"] = {
             "CapacityReservationTarget": {"CapacityReservationId": ng.capacity_reservation_id}
+        }
+    elif ng.capacity_reservation_resource_group:
+        data["CapacityReservationSpecification"] = {
+            "CapacityReservationTarget": {"CapacityReservationResourceGroupArn": ng.capacity_reservation_resource_group}
         }
     if ng.capacity_type == "CAPACITY_BLOCK":
         data["InstanceMarketOptions"] = {"MarketType": "capacity-block"}

@@ -129,6 +129,7 @@ class KubeGpuHost(BaseModel):
     sharing_strategy: str | None = None
     device_plugin_config: str | None = None
     network_layers: list[str] = Field(default_factory=list, description="topology.k8s.aws network-node-layer 1..3")
+    provider_id: str | None = Field(default=None, description="spec.providerID: aws:///<zone>/<instance id> on EKS")
     taints: list[Taint] = Field(default_factory=list)
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -188,6 +189,7 @@ def host_from_node(node: Any) -> KubeGpuHost:
         sharing_strategy=labels.get("nvidia.com/gpu.sharing-strategy"),
         device_plugin_config=labels.get(DEVICE_PLUGIN_CONFIG_LABEL),
         network_layers=[labels[k] for k in NETWORK_LAYER_LABELS if k in labels],
+        provider_id=getattr(spec, "provider_id", None) if spec else None,
         taints=taints,
         labels=labels,
     )

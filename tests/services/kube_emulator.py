@@ -99,13 +99,16 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, short_names=("ds",)),
     ResourceType("apps", "v1", "deployments", "Deployment", True, short_names=("deploy",)),
     ResourceType("kubeflow.org", "v2beta1", "mpijobs", "MPIJob", True),
+    # Karpenter's CRDs: stored as given (no schema validation here; tests validate against their fixture).
+    ResourceType("karpenter.sh", "v1", "nodepools", "NodePool", False),
+    ResourceType("karpenter.k8s.aws", "v1", "ec2nodeclasses", "EC2NodeClass", False, short_names=("ec2nc",)),
 )
 
 # DELETE answers with the deleted object for these kinds (the client deserializes it so), else a Status.
 _DELETE_RETURNS_OBJECT = {"Pod", "Service", "ServiceAccount", "ResourceQuota", "Namespace", "MPIJob"}
 
 # Objects in these groups get metadata.generation bumped on spec changes, as the real server does.
-_GENERATION_KINDS = {"Deployment", "DaemonSet", "MPIJob"}
+_GENERATION_KINDS = {"Deployment", "DaemonSet", "MPIJob", "NodePool", "EC2NodeClass"}
 
 
 class ApiError(Exception):
@@ -1250,8 +1253,12 @@ def node_objects(
     taints: list[dict[str, str]] | None = None,
     capacity_type: str = "ON_DEMAND",
     start_index: int = 0,
+    network_labels: bool = True,
 ) -> list[dict[str, Any]]:
     """Node objects as EKS + the NVIDIA device plugin + GFD would register them.
+
+    ``network_labels=False`` leaves out the network-node-layer labels (the controller then reads them from EC2's
+    instance topology).
 
     ``facts`` is a ``drivers.eks.InstanceTypeFacts``; zones are used round robin; taints are in
     Kubernetes spelling. Network-node-layer labels put each 4 nodes under one layer-3 switch.
@@ -1276,6 +1283,9 @@ def node_objects(
             "topology.k8s.aws/network-node-layer-3": f"nn-{nodegroup[:4]}l3-{i // 4}",
             **(labels or {}),
         }
+        if not network_labels:
+            for layer in (1, 2, 3):
+                node_labels.pop(f"topology.k8s.aws/network-node-layer-{layer}", None)
         capacity = {
             "cpu": str(facts.vcpus or 1),
             "memory": f"{(facts.memory_mib or 1024) * 1024}Ki",
@@ -1337,7 +1347,13 @@ def node_objects(
 
 
 def materialize_nodegroup(
-    emulator: KubeEmulator, nodegroups: Any, cluster: str, nodegroup: str, region: str
+    emulator: KubeEmulator,
+    nodegroups: Any,
+    cluster: str,
+    nodegroup: str,
+    region: str,
+    *,
+    network_labels: bool = True,
 ) -> list[dict[str, Any]]:
     """Register nodes for a moto nodegroup's desired size (``nodegroups`` is a ``drivers.eks.EksNodegroups``).
 
@@ -1369,6 +1385,7 @@ def materialize_nodegroup(
             taints=[t.to_kube() for t in info.taints],
             capacity_type=info.capacity_type or "ON_DEMAND",
             start_index=len(existing),
+            network_labels=network_labels,
         )
     )
     return emulator.list_objects("nodes", label_selector=f"eks.amazonaws.com/nodegroup={nodegroup}")

@@ -37,8 +37,17 @@ from controller.backends.contract import (
     LeaseInfo,
     Outcome,
     ProvisionResult,
+    TryElsewhere,
 )
 from controller.backends.eks import checks, sync
+from controller.backends.eks.capacity import (
+    block_end_refusal,
+    ensure_placement_group,
+    now_utc,
+    provider_for,
+    reservation_state,
+    scale_up_refusal,
+)
 from controller.backends.eks.cluster import (
     EFA_LABEL,
     PLACEMENT_GROUP_HOST_LABEL,
@@ -51,8 +60,15 @@ from controller.backends.eks.cluster import (
     tenant_namespace,
 )
 from controller.backends.eks.config import EksConfig, NodegroupSharing
+from controller.backends.eks.karpenter import (
+    create_placeholders,
+    delete_placeholders,
+    group_of,
+    karpenter_room,
+    pool_of,
+)
 from controller.jobs.hooks import HookRegistry, JobContext
-from controller.placement import Allocation
+from controller.placement import Allocation, parse_request
 from controller.store.db import Database
 from controller.store.models import Backend, Host
 from drivers.eks import EksError, cross_az_finding
@@ -158,6 +174,7 @@ class EksBackend(BackendBase):
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
         with self.db.session() as session:
             nodes, config, backend_name = self._nodes(session, lease.hosts, allocations)
+            self._check_capacity_blocks(lease, config, nodes)
             headroom = [n for n in nodes if is_headroom(n.host)]
             if headroom:
                 return self._scale_for(session, lease, config, headroom)
@@ -184,6 +201,54 @@ class EksBackend(BackendBase):
             nodes[a.host_id].allocations.append(a)
         return list(nodes.values()), config, backend.name
 
+    def _check_capacity_blocks(self, lease: LeaseInfo, config: EksConfig, nodes: list[_Node]) -> None:
+        """A lease on a Capacity Block must end before the block does; otherwise placement tries other hosts."""
+        blocks = [
+            ng
+            for g in sorted({n.nodegroup for n in nodes if n.nodegroup})
+            if (ng := config.nodegroup(g)) is not None
+            and ng.capacity_type == "CAPACITY_BLOCK"
+            and ng.capacity_reservation_id
+        ]
+        if not blocks:
+            return
+        duration = parse_request(lease.request).duration
+        try:
+            provider = provider_for(config)
+            for ng in blocks:
+                reason = block_end_refusal(reservation_state(provider, ng, None, 0), ng, duration, now_utc())
+                if reason:
+                    raise TryElsewhere(reason, hosts=[n.host.hostname for n in nodes if n.nodegroup == ng.name])
+        except EksError as exc:
+            raise EksBackendError(f"capacity block of the lease's nodegroup: {exc}") from None
+
+    def _capacity_refusal(
+        self, session: Session, config: EksConfig, nodegroup: str, add: int, backend_id: int | None
+    ) -> str | None:
+        """Before scaling up: the nodegroup's reservation (ODCR or Capacity Block) must hold the new nodes, and an
+        EFA nodegroup's cluster placement group is reused or created."""
+        ng = config.nodegroup(nodegroup)
+        if ng is None or not (ng.capacity_reservation_id or (ng.efa and ng.placement_group)):
+            return None
+        try:
+            provider = provider_for(config)
+            if ng.efa and ng.placement_group:
+                group, created = ensure_placement_group(provider, ng.placement_group)
+                if created:
+                    log.info("created cluster placement group %s for nodegroup %s", group.name, nodegroup)
+            if not ng.capacity_reservation_id:
+                return None
+            desired = aws_nodegroups(config).describe_nodegroup(config.cluster, nodegroup).scaling.desired
+            registered = sum(
+                1
+                for h in session.scalars(select(Host).where(Host.backend_id == backend_id))
+                if (h.labels or {}).get(NODEGROUP_LABEL) == nodegroup and not is_headroom(h)
+            )
+            state = reservation_state(provider, ng, desired, registered)
+        except EksError as exc:
+            raise EksBackendError(f"capacity of nodegroup {nodegroup}: {exc}") from None
+        return scale_up_refusal(state, ng, add, now_utc())
+
     def _scale_for(
         self, session: Session, lease: LeaseInfo, config: EksConfig, headroom: list[_Node]
     ) -> ProvisionResult:
@@ -191,35 +256,61 @@ class EksBackend(BackendBase):
         wanted: dict[str, list[_Node]] = defaultdict(list)
         for n in headroom:
             if (n.host.labels or {}).get(SCALE_REQUESTED_LABEL) != lease.id:
-                wanted[n.nodegroup or ""].append(n)
+                wanted[group_of(n.host.labels) or ""].append(n)
         waiting = []
-        if wanted:
-            groups = aws_nodegroups(config)
-            for nodegroup, group_nodes in sorted(wanted.items()):
-                try:
-                    outcome = groups.scale_up(config.cluster, nodegroup, len(group_nodes))
-                except EksError as exc:
-                    raise EksBackendError(f"scaling nodegroup {nodegroup}: {exc}") from None
-                if outcome.refused:
-                    reason = outcome.reason or f"nodegroup {nodegroup} cannot grow"
-                    if config.at_max == "fail":
-                        raise EksBackendError(reason)
-                    waiting.append(f"{reason}; waiting for a node of {nodegroup} to free up (at_max: wait)")
-                    continue
-                log.info(
-                    "scaled nodegroup %s/%s to %d for lease %s", config.cluster, nodegroup, outcome.desired, lease.id
-                )
-                for n in group_nodes:
-                    # Marks the headroom host: this lease's node has been asked for (provision is re-entrant).
-                    n.host.labels = {**(n.host.labels or {}), SCALE_REQUESTED_LABEL: lease.id}
-                session.commit()
+        for group, group_nodes in sorted(wanted.items()):
+            refusal = self._scale_group(session, lease, config, group, group_nodes)
+            if refusal is not None:
+                if config.at_max == "fail":
+                    raise EksBackendError(refusal)
+                waiting.append(f"{refusal}; waiting for a node of {group} to free up (at_max: wait)")
+                continue
+            for n in group_nodes:
+                # Marks the headroom host: this lease's node has been asked for (provision is re-entrant).
+                n.host.labels = {**(n.host.labels or {}), SCALE_REQUESTED_LABEL: lease.id}
+            session.commit()
         if waiting:
             return ProvisionResult("pending", message="; ".join(waiting))
-        groups_named = sorted({n.nodegroup or "" for n in headroom})
-        return ProvisionResult(
-            "pending",
-            message=f"waiting for nodegroup {', '.join(groups_named)} to start {len(headroom)} node(s)",
-        )
+        named = sorted({group_of(n.host.labels) or "" for n in headroom})
+        pools = [g.removeprefix("karpenter:") for g in named if g.startswith("karpenter:")]
+        groups_named = [g for g in named if not g.startswith("karpenter:")]
+        what = [f"nodegroup {', '.join(groups_named)}"] if groups_named else []
+        what += [f"Karpenter NodePool {', '.join(pools)}"] if pools else []
+        return ProvisionResult("pending", message=f"waiting for {' and '.join(what)} to start {len(headroom)} node(s)")
+
+    def _scale_group(
+        self, session: Session, lease: LeaseInfo, config: EksConfig, group: str, nodes: list[_Node]
+    ) -> str | None:
+        """Ask for ``len(nodes)`` more nodes of a nodegroup (its reservation permitting) or a Karpenter pool (its
+        limit permitting, by placeholder pods); the reason when it cannot grow."""
+        pool = pool_of(config, group)
+        if pool is not None:
+            hosts = list(session.scalars(select(Host).where(Host.backend_id == nodes[0].host.backend_id)))
+            room, reason = karpenter_room(hosts, pool, lease.id)
+            if room < len(nodes):
+                return (
+                    reason or f"Karpenter NodePool {pool.name} has room for {room} more node(s), {len(nodes)} requested"
+                )
+            with self._kube(config) as kube:
+                try:
+                    create_placeholders(
+                        kube.api_client, pool, lease.id, len(nodes), config.karpenter_placeholder_namespace
+                    )
+                except EksError as exc:
+                    raise EksBackendError(str(exc)) from None
+            log.info("asked Karpenter pool %s for %d node(s) for lease %s", pool.name, len(nodes), lease.id)
+            return None
+        reserved = self._capacity_refusal(session, config, group, len(nodes), nodes[0].host.backend_id)
+        if reserved:
+            return reserved
+        try:
+            outcome = aws_nodegroups(config).scale_up(config.cluster, group, len(nodes))
+        except EksError as exc:
+            raise EksBackendError(f"scaling nodegroup {group}: {exc}") from None
+        if outcome.refused:
+            return outcome.reason or f"nodegroup {group} cannot grow"
+        log.info("scaled nodegroup %s/%s to %d for lease %s", config.cluster, group, outcome.desired, lease.id)
+        return None
 
     def _grant(self, lease: LeaseInfo, config: EksConfig, backend_name: str, nodes: list[_Node]) -> ProvisionResult:
         namespace = tenant_namespace(lease.tenant, lease.id)
@@ -227,6 +318,11 @@ class EksBackend(BackendBase):
         node_docs: list[dict[str, Any]] = []
         sharing_applied = []
         with self._kube(config) as kube:
+            if config.karpenter:
+                try:  # the node Karpenter launched for this lease is here: its placeholder pods make way
+                    delete_placeholders(kube.api_client, lease.id, config.karpenter_placeholder_namespace)
+                except EksError as exc:
+                    raise EksBackendError(str(exc)) from None
             for n in sorted(nodes, key=lambda n: n.host.hostname):
                 sharing = config.sharing.get(n.nodegroup or "")
                 per_node: dict[str, int] = defaultdict(int)
@@ -260,6 +356,9 @@ class EksBackend(BackendBase):
         for g in groups:
             ng = config.nodegroup(g)
             for t in ng.taints if ng is not None else []:
+                taints[(t.key, t.value, t.effect)] = t
+        for pool in {p.name: p for n in nodes if (p := pool_of(config, group_of(n.host.labels)))}.values():
+            for t in pool.taints:
                 taints[(t.key, t.value, t.effect)] = t
         # One pod per node: the container limits are one node's share (every node of a lease gets the same).
         first: dict[str, int] = dict(node_docs[0]["resources"]) if node_docs else {}
@@ -354,9 +453,12 @@ class EksBackend(BackendBase):
                 return  # the hosts (and their backend) are gone: nothing left to undo
             config = backend_config(backend.config)
             real = [h for h in rows if not is_headroom(h)]
-            if real and config.has_kube:
+            if (real or config.karpenter) and config.has_kube:
                 with self._kube(config) as kube:
-                    kube.delete_tenant_namespace(tenant_namespace(lease.tenant, lease.id))
+                    if config.karpenter:
+                        delete_placeholders(kube.api_client, lease.id, config.karpenter_placeholder_namespace)
+                    if real:
+                        kube.delete_tenant_namespace(tenant_namespace(lease.tenant, lease.id))
             if config.scale_down == "idle":
                 self._scale_down_idle(session, config, backend.id, lease.hosts_in_use, rows)
 

@@ -1,4 +1,4 @@
-"""Networking checks of an EKS backend, per nodegroup (``GET /v1/backends/{name}/checks``).
+"""Networking and capacity checks of an EKS backend, per nodegroup (``GET /v1/backends/{name}/checks``).
 
 Per GPU nodegroup: pods per node from the type's ENIs and IPv4 addresses (and ``MAX_ENI``), subnet IP
 headroom at ``maxSize`` with the VPC CNI warm pool (``vpc_cni`` in the backend config: ``WARM_ENI_TARGET``,
@@ -13,10 +13,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from controller.backends.eks.cluster import aws_nodegroups, backend_config
+from controller.backends.eks.capacity import capacity_report, provider_for
+from controller.backends.eks.cluster import aws_nodegroups, backend_config, is_headroom
 from controller.store.models import Backend, Host, Lease
 from drivers.eks import EksError, Finding, VpcCniSettings, builtin_facts, check_nodegroup, cross_az_finding
-from drivers.eks.kube import ZONE_LABEL
+from drivers.eks.kube import NODEGROUP_LABEL, ZONE_LABEL
 from drivers.eks.network import subnet_free_ips
 
 HOLDING = ("provisioning", "ready")
@@ -33,9 +34,16 @@ def backend_checks(session: Session, backend: Backend, pods_per_node: int | None
         aws = aws_nodegroups(config)
     except Exception as exc:  # no credentials / endpoint: report, keep the offline checks
         aws_error = str(exc)
+    registered: dict[str, int] = {}
+    for host in session.scalars(select(Host).where(Host.backend_id == backend.id)):
+        group = (host.labels or {}).get(NODEGROUP_LABEL)
+        if group and not is_headroom(host):
+            registered[group] = registered.get(group, 0) + 1
+    provider = provider_for(config) if aws is not None else None
     for ng in config.nodegroups:
         if not ng.has_gpus:
             continue
+        desired: int | None = None
         entry: dict[str, Any] = {"nodegroup": ng.name, "instance_type": ng.instance_types[0], "max": ng.max}
         findings: list[Finding] = []
         facts = None
@@ -47,6 +55,7 @@ def backend_checks(session: Session, backend: Backend, pods_per_node: int | None
                 info = aws.describe_nodegroup(config.cluster, ng.name)
                 max_nodes = info.scaling.max
                 entry.update(max=info.scaling.max, desired=info.scaling.desired, min=info.scaling.min)
+                desired = info.scaling.desired
                 facts = aws.instance_type_facts(info.instance_types[:1] or ng.instance_types[:1]).get(
                     (info.instance_types or ng.instance_types)[0]
                 )
@@ -84,6 +93,8 @@ def backend_checks(session: Session, backend: Backend, pods_per_node: int | None
                 nodegroup=ng.name,
             )
         entry["availability_zones"] = zones
+        # Reservation used / available / launching, a Capacity Block's window, the placement group's strategy.
+        entry["capacity"] = capacity_report(provider, ng, desired, registered.get(ng.name, 0))
         entry["findings"] = [f.model_dump(mode="json") for f in findings]
         groups_out.append(entry)
     out["nodegroups"] = groups_out

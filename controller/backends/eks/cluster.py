@@ -16,6 +16,7 @@ SOURCE_LABEL = "gpufabric.io/eks-source"  # "node" | "headroom"
 SCALE_REQUESTED_LABEL = "gpufabric.io/eks-scale-requested"  # headroom: the lease it was scaled for
 EFA_LABEL = "gpufabric.io/efa"
 PLACEMENT_GROUP_HOST_LABEL = "gpufabric.dev/placement-group"
+KARPENTER_POOL_LABEL = "gpufabric.io/karpenter-pool"  # hosts of a Karpenter GPU pool (node or headroom)
 
 
 class EksBackendError(ProvisionFailed):

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from controller.backends.secrets import SECRET
 from drivers.eks import AwsTarget, EksBackendConfig, EksNodegroupConfig
+from drivers.eks.karpenter import KarpenterGpuPool
 from drivers.eks.kube import DEFAULT_DEVICE_PLUGIN_CONFIGMAP, DEFAULT_DEVICE_PLUGIN_NAMESPACE
 
 SHARED_RESOURCE = "nvidia.com/gpu.shared"
@@ -89,6 +90,15 @@ class EksConfig(EksBackendConfig):
     sharing: dict[str, NodegroupSharing] = Field(
         default_factory=dict, description="Nodegroup name -> GPU sharing (time-slicing / MPS)"
     )
+    karpenter: list[KarpenterGpuPool] = Field(
+        default_factory=list,
+        description="GPU pools served by Karpenter: the sync writes each one's NodePool and EC2NodeClass",
+    )
+    karpenter_placeholder_namespace: str = Field(
+        default="gpufabric",
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Where the placeholder pods that make Karpenter launch a lease's nodes go (the controller's)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -114,6 +124,9 @@ class EksConfig(EksBackendConfig):
         if self.kube_api_url is not None and self.kubeconfig is not None:
             raise ValueError("give kube_api_url or kubeconfig, not both")
         names = {ng.name for ng in self.nodegroups}
+        pools = [p.name for p in self.karpenter]
+        if len(pools) != len(set(pools)):
+            raise ValueError(f"karpenter: pool names must be unique, got {', '.join(sorted(pools))}")
         unknown = sorted(set(self.sharing) - names)
         if unknown and names:
             raise ValueError(

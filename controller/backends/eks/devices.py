@@ -7,7 +7,7 @@ import re
 from functools import cache
 from typing import Any
 
-from controller.backends.eks.cluster import EFA_LABEL, PLACEMENT_GROUP_HOST_LABEL, SOURCE_LABEL
+from controller.backends.eks.cluster import EFA_LABEL, KARPENTER_POOL_LABEL, PLACEMENT_GROUP_HOST_LABEL, SOURCE_LABEL
 from controller.backends.eks.config import NodegroupSharing
 from drivers.eks import PLACEMENT_GROUP_LABEL, EksNodegroupConfig
 from drivers.eks.kube import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL, KubeGpuHost
@@ -81,6 +81,8 @@ def node_labels(node: KubeGpuHost, ng: EksNodegroupConfig | None) -> dict[str, s
         labels[INSTANCE_TYPE_LABEL] = node.instance_type
     if node.efa:
         labels[EFA_LABEL] = str(node.efa)
+    if node.labels.get("karpenter.sh/nodepool"):
+        labels[KARPENTER_POOL_LABEL] = node.labels["karpenter.sh/nodepool"]
     group = node.labels.get(PLACEMENT_GROUP_LABEL) or (ng.placement_group if ng else None)
     if group:
         labels[PLACEMENT_GROUP_HOST_LABEL] = group

@@ -19,6 +19,7 @@ from controller.backends.eks.cluster import (
 )
 from controller.backends.eks.config import EksConfig
 from controller.backends.eks.devices import device_docs
+from controller.backends.eks.karpenter import group_of
 from controller.backends.eks.report import SyncReport
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.fleet.states import set_host_status
@@ -46,6 +47,7 @@ def sync_headroom(
     scaling: dict[str, tuple[int, int]],
     now: datetime,
     report: SyncReport,
+    block_ends: dict[str, str] | None = None,
 ) -> None:
     for ng in config.gpu_nodegroups:
         if ng.name not in scaling:
@@ -86,6 +88,8 @@ def sync_headroom(
             labels[PLACEMENT_GROUP_HOST_LABEL] = ng.placement_group
         if ng.efa and ng.efa_interfaces:
             labels[EFA_LABEL] = str(ng.efa_interfaces)
+        if block_ends and ng.name in block_ends:
+            labels["gpufabric.dev/usable-until"] = block_ends[ng.name]  # placement's capacity-window filter
         for host in mine:
             if host.id in busy:
                 host.last_seen = now  # keep a claimed headroom host reachable while its lease waits
@@ -135,14 +139,14 @@ def bind_waiting(db: Database, backend_name: str) -> dict[str, str]:
             placeholder = session.get(Host, headroom_id)
             if placeholder is None:
                 continue
-            group = (placeholder.labels or {}).get(NODEGROUP_LABEL)
+            group = group_of(placeholder.labels)
             candidates = [
                 h
                 for h in session.scalars(
                     select(Host).where(Host.backend_id == placeholder.backend_id).options(selectinload(Host.devices))
                 )
                 if not is_headroom(h)
-                and (h.labels or {}).get(NODEGROUP_LABEL) == group
+                and group_of(h.labels) == group
                 and h.status == "ready"
                 and h.admin_state == "active"
                 and h.id not in busy

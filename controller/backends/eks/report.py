@@ -21,6 +21,11 @@ class SyncReport:
     # {"namespace", "lease", "lease_state", "action": "deleted" | "delete failed"}
     orphans: list[dict[str, str]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # DescribeInstanceTopology this sync: instances asked of EC2, nodes labelled from it (asked now or remembered)
+    instance_topology: dict[str, int] = field(default_factory=dict)
+    karpenter: dict[str, dict[str, str]] = field(default_factory=dict)  # pool -> {kind: created|updated|unchanged}
+    # Capacity-block nodegroups whose block AWS did not describe this sync (their hosts keep the last end known).
+    unknown_blocks: set[str] = field(default_factory=set)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -31,5 +36,7 @@ class SyncReport:
             "unreachable": self.unreachable,
             "bound": self.bound,
             "orphans": self.orphans,
+            "instance_topology": self.instance_topology,
+            "karpenter": self.karpenter,
             "errors": redact(self.errors),
         }

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from controller.backends.contract import LeaseHooks
+from controller.backends.eks.capacity import USABLE_UNTIL_LABEL, capacity_block_ends
 from controller.backends.eks.cluster import (
     EksBackendError,
     aws_nodegroups,
@@ -37,13 +38,16 @@ from controller.backends.eks.cluster import (
 from controller.backends.eks.config import EksConfig
 from controller.backends.eks.devices import KEPT_LABEL_PREFIXES, device_docs, node_labels
 from controller.backends.eks.headroom import bind_waiting, sync_headroom
+from controller.backends.eks.karpenter import sync_karpenter_headroom
 from controller.backends.eks.report import SyncReport
+from controller.backends.eks.topology import node_topology_labels
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.fleet.states import set_host_status
 from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease
 from drivers.eks import EksError
+from drivers.eks.karpenter import apply_pool
 from drivers.eks.kube import GpuNodeWatch, KubeGpuCluster, KubeGpuHost
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
@@ -110,14 +114,16 @@ def sync_backend(
             else:
                 nodes = kube.list_gpu_hosts()
             _reconcile_namespaces(db, kube, report)
+            _apply_karpenter(kube, config, report)
         finally:
             kube.close()
     except (EksError, EksBackendError) as exc:
         report.errors.append(f"listing nodes: {exc}")
         return report
     known = {ng.name for ng in config.nodegroups}
-    if known:
-        nodes = [n for n in nodes if n.nodegroup in known]
+    pools = {p.name for p in config.karpenter}
+    if known or pools:
+        nodes = [n for n in nodes if n.nodegroup in known or n.labels.get("karpenter.sh/nodepool") in pools]
     scaling: dict[str, tuple[int, int]] = {}
     if config.headroom:
         try:
@@ -128,6 +134,21 @@ def sync_backend(
         except EksError as exc:
             report.errors.append(f"describing nodegroups (headroom unchanged): {exc}")
             scaling = {}
+    with db.session() as session:
+        stored = {
+            hostname: dict(labels or {})
+            for hostname, labels in session.execute(
+                select(Host.hostname, Host.labels).where(Host.backend_id == backend_id)
+            )
+        }
+    topology = node_topology_labels(config, nodes, stored)  # an EC2 call only for instances not asked before
+    block_ends = capacity_block_ends(config, report)  # nodegroup -> ISO end of its Capacity Block
+    for node in nodes:
+        extra = topology.labels.setdefault(node.name, {})
+        if node.nodegroup in block_ends:
+            extra[USABLE_UNTIL_LABEL] = block_ends[node.nodegroup]
+        elif node.nodegroup in report.unknown_blocks and USABLE_UNTIL_LABEL in stored.get(node.name, {}):
+            extra[USABLE_UNTIL_LABEL] = stored[node.name][USABLE_UNTIL_LABEL]  # AWS did not answer: keep the last
     now = datetime.now(UTC)
     with db.session() as session:
         busy = live_claim_hosts(session)
@@ -139,9 +160,12 @@ def sync_backend(
                 .options(selectinload(Host.devices))
             )
         }
+        report.instance_topology = {"asked": topology.asked, "labelled": topology.labelled}
+        report.errors += topology.errors
         for node in nodes:
             report.nodes.append(node.name)
-            if _upsert_node(session, hosts.get(node.name), node, config, backend_id, now):
+            extra = topology.labels.get(node.name, {})
+            if _upsert_node(session, hosts.get(node.name), node, config, backend_id, now, extra):
                 report.changed.append(node.name)
         present = {n.name for n in nodes}
         for host in hosts.values():
@@ -156,10 +180,21 @@ def sync_backend(
                 report.removed.append(host.hostname)
                 report.changed.append(host.hostname)
         if scaling:
-            sync_headroom(session, config, backend_id, name, hosts, busy, scaling, now, report)
+            sync_headroom(session, config, backend_id, name, hosts, busy, scaling, now, report, block_ends)
+        if config.headroom and config.karpenter:
+            sync_karpenter_headroom(session, config, backend_id, name, busy, now, report)
     report.bound = bind_waiting(db, name)
     report.changed += list(report.bound.values())
     return report
+
+
+def _apply_karpenter(kube: KubeGpuCluster, config: EksConfig, report: SyncReport) -> None:
+    """Write each Karpenter GPU pool's EC2NodeClass and NodePool (create, or replace when they differ)."""
+    for pool in config.karpenter:
+        try:
+            report.karpenter[pool.name] = apply_pool(kube.api_client, pool)
+        except EksError as exc:
+            report.errors.append(f"karpenter pool {pool.name}: {exc}")
 
 
 def _reconcile_namespaces(db: Database, kube: KubeGpuCluster, report: SyncReport) -> None:
@@ -195,16 +230,27 @@ def _reconcile_namespaces(db: Database, kube: KubeGpuCluster, report: SyncReport
 
 
 def _upsert_node(
-    session: Session, host: Host | None, node: KubeGpuHost, config: EksConfig, backend_id: int, now: datetime
+    session: Session,
+    host: Host | None,
+    node: KubeGpuHost,
+    config: EksConfig,
+    backend_id: int,
+    now: datetime,
+    extra_labels: dict[str, str] | None = None,
 ) -> bool:
     ng = config.nodegroup(node.nodegroup)
-    labels = node_labels(node, ng)
+    labels = {**(extra_labels or {}), **node_labels(node, ng)}  # the node's own labels win
     if host is None:
         host = Host(hostname=node.name, backend_id=backend_id, labels={}, registered_at=now)
         session.add(host)
     before = (host.backend_id, dict(host.labels or {}), host.status, host.inventory_hash)
     host.backend_id = backend_id
-    host.labels = {**{k: v for k, v in (host.labels or {}).items() if not k.startswith(KEPT_LABEL_PREFIXES)}, **labels}
+    kept = {
+        k: v
+        for k, v in (host.labels or {}).items()
+        if not k.startswith(KEPT_LABEL_PREFIXES) and k != USABLE_UNTIL_LABEL  # the sync's own, re-supplied above
+    }
+    host.labels = {**kept, **labels}
     agent_owned = host.inventory is not None
     node_ok = node.ready and not node.unschedulable
     if not agent_owned:

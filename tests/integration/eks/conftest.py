@@ -10,6 +10,7 @@ import pytest
 
 from drivers.eks import AwsTarget, EksNodegroups, InstanceTypeCache
 from drivers.eks.kube import KubeGpuCluster, kube_configuration
+from tests.services.aws_double import AwsDouble
 from tests.services.kube_emulator import KubeEmulator
 from tests.services.moto_server import DUMMY_CREDENTIALS, MotoServer
 
@@ -30,16 +31,25 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer
         yield server
 
 
+@pytest.fixture(scope="session")
+def aws_double(moto_server: MotoServer) -> Iterator[AwsDouble]:
+    """The project's AWS test double in front of moto: the EC2 calls moto lacks are answered by it."""
+    double = AwsDouble(moto_server.url, region=REGION).start()
+    yield double
+    double.stop()
+
+
 @pytest.fixture
-def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> AwsTarget:
-    """A clean moto account; boto3 in this process and in CLI runs uses dummy credentials."""
+def aws(moto_server: MotoServer, aws_double: AwsDouble, monkeypatch: pytest.MonkeyPatch) -> AwsTarget:
+    """A clean moto account behind the AWS double; boto3 in this process and in CLI runs uses dummy credentials."""
     moto_server.reset()
+    aws_double.reset_state()
     for key, value in DUMMY_CREDENTIALS.items():
         monkeypatch.setenv(key, value)
     for key in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_CONFIG_FILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-    return AwsTarget(region=REGION, endpoint_url=moto_server.url)
+    return AwsTarget(region=REGION, endpoint_url=aws_double.url)
 
 
 @pytest.fixture
@@ -101,6 +111,30 @@ def create_gpu_nodegroup(
         labels=labels or {"gpufabric.io/pool": "train"},
         taints=[{"key": "nvidia.com/gpu", "value": "true", "effect": "NO_SCHEDULE"}],
     )
+
+
+def register_instances(double: AwsDouble, nodes: list[dict[str, Any]], per_leaf: int = 2) -> dict[str, list[str]]:
+    """Make the EC2 instances behind emulator nodes known to the double, with network nodes that put each
+    ``per_leaf`` instances (in node-name order) under one layer-3 node, two leaves per layer-2 node, one
+    layer-1 node per zone. Returns node name -> its network nodes."""
+    out: dict[str, list[str]] = {}
+    instances = []
+    for i, node in enumerate(sorted(nodes, key=lambda n: n["metadata"]["name"])):
+        labels = node["metadata"]["labels"]
+        zone = labels["topology.kubernetes.io/zone"]
+        leaf = i // per_leaf
+        network = [f"nn-{zone}-spine", f"nn-{zone}-block{leaf // 2}", f"nn-{zone}-leaf{leaf}"]
+        out[node["metadata"]["name"]] = network
+        instances.append(
+            {
+                "instance_id": node["spec"]["providerID"].rsplit("/", 1)[1],
+                "instance_type": labels["node.kubernetes.io/instance-type"],
+                "availability_zone": zone,
+                "network_nodes": network,
+            }
+        )
+    double.add_instances(instances)
+    return out
 
 
 @pytest.fixture(scope="session")

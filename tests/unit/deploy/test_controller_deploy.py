@@ -47,12 +47,17 @@ def test_rbac_is_what_the_controller_calls() -> None:
         ("", "namespaces"): {"create", "list", "delete"},
         ("", "resourcequotas"): {"create", "update", "delete"},
         ("kubeflow.org", "mpijobs"): {"create", "get", "list", "delete"},
+        ("karpenter.sh", "nodepools"): {"get", "create", "update"},
+        ("karpenter.k8s.aws", "ec2nodeclasses"): {"get", "create", "update"},
         ("", "pods"): {"list"},
         ("", "pods/log"): {"get"},
     }
     role = docs[("Role", "gpufabric-controller-device-plugin")]
     assert role["metadata"]["namespace"] == "gpu-operator"
     assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]}]
+    placeholders = docs[("Role", "gpufabric-controller-karpenter-placeholders")]
+    assert placeholders["metadata"]["namespace"] == "gpufabric"
+    assert placeholders["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "list", "delete"]}]
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         binding = next(d for (k, _), d in docs.items() if k == kind)
         assert binding["subjects"] == [

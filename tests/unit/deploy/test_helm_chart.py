@@ -256,6 +256,7 @@ def test_rbac_is_the_plain_manifests_rbac(chart: Chart) -> None:
         ("Role", "agent-config"): plain[("Role", "agent-config")],
         ("ClusterRole", "controller"): plain[("ClusterRole", "controller")],
         ("Role", "controller-device-plugin"): plain[("Role", "controller-device-plugin")],
+        ("Role", "controller-karpenter-placeholders"): plain[("Role", "controller-karpenter-placeholders")],
     }
     (policy,) = by_kind(render(chart), "ValidatingAdmissionPolicy")
     assert policy["spec"]["matchConditions"][0]["expression"] == (

@@ -28,6 +28,7 @@ NODEGROUP_KEYS = [
     "availability_zones",
     "labels",
     "taints",
+    "capacity",
 ]
 
 
@@ -142,6 +143,12 @@ def test_eksctl_defaults_for_sizes_and_instance_type() -> None:
             "managedNodeGroups[0].capacityReservation.capacityReservationTarget.capacityReservationID",
             "string",
         ),
+        (
+            "managedNodeGroups:\n  - {name: a, capacityReservation: {capacityReservationTarget: {capacityReservationID: cr-1,"
+            " capacityReservationResourceGroupARN: 'arn:aws:resource-groups:us-west-2:1:group/g'}}}\n",
+            "managedNodeGroups[0].capacityReservation.capacityReservationTarget",
+            "not both",
+        ),
         ("managedNodeGroups: {name: a}\n", "managedNodeGroups", "must be a list"),
         ("availabilityZones: us-east-1a\n", "availabilityZones", "list of strings"),
     ],
@@ -198,8 +205,42 @@ def test_cli_json_has_exactly_the_documented_shape() -> None:
         "availability_zones": ["us-east-1a"],
         "labels": {"gpufabric.io/pool": "train"},
         "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}],
+        "capacity": {
+            "type": "reservation",
+            "reservation_id": "cr-0123456789abcdef0",
+            "placement_group": "fabric-l4-cluster",
+        },
     }
     assert doc["nodegroups"][3]["gpus_per_node"] == 0
+
+
+def test_cli_dry_run_json_names_each_nodegroups_capacity(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        _doc(
+            "managedNodeGroups:\n"
+            "  - {name: rg, instanceType: p5.48xlarge, capacityReservation: {capacityReservationTarget:"
+            " {capacityReservationResourceGroupARN: 'arn:aws:resource-groups:us-west-2:123456789012:group/p5'}}}\n"
+        )
+    )
+    result = _cli(str(FIXTURES / "gpu-cluster.yaml"), "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    capacity = {ng["name"]: ng["capacity"] for ng in json.loads(result.stdout)["nodegroups"]}
+    assert capacity == {
+        "l4-train": {
+            "type": "reservation",
+            "reservation_id": "cr-0123456789abcdef0",
+            "placement_group": "fabric-l4-cluster",
+        },
+        "h100-block": {"type": "capacity-block", "reservation_id": "cr-0fedcba9876543210", "placement_group": None},
+        "infer-spot": {"type": "spot", "reservation_id": None, "placement_group": None},
+        "system": {"type": "on-demand", "reservation_id": None, "placement_group": None},
+    }
+    by_group = _cli(str(path), "--dry-run", "--json")
+    assert by_group.exit_code == 0, by_group.output
+    (ng,) = json.loads(by_group.stdout)["nodegroups"]
+    assert ng["capacity"] == {"type": "reservation", "reservation_id": None, "placement_group": None}
+    assert import_eksctl(path).nodegroups[0].capacity_reservation_resource_group.endswith("group/p5")
 
 
 def test_cli_region_override_and_table() -> None:
