@@ -72,18 +72,16 @@ from controller.placement import Allocation, parse_request
 from controller.store.db import Database
 from controller.store.models import Backend, Host
 from drivers.eks import EksError, cross_az_finding
-from drivers.eks.kube import (
+from drivers.eks.kube import KubeGpuCluster, pod_spec_fragment
+from drivers.eks.kube_labels import (
     EFA_RESOURCE,
     GPU_RESOURCE,
     INSTANCE_TYPE_LABEL,
     MIG_RESOURCE_PREFIX,
     NODEGROUP_LABEL,
     ZONE_LABEL,
-    DevicePluginSharing,
-    KubeGpuCluster,
-    SharedResource,
-    pod_spec_fragment,
 )
+from drivers.eks.kube_models import DevicePluginSharing, SharedResource
 from drivers.eks.models import Taint
 
 log = logging.getLogger("gpufabric.backends.eks")

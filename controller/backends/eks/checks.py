@@ -17,7 +17,7 @@ from controller.backends.eks.capacity import capacity_report, provider_for
 from controller.backends.eks.cluster import aws_nodegroups, backend_config, is_headroom
 from controller.store.models import Backend, Host, Lease
 from drivers.eks import EksError, Finding, VpcCniSettings, builtin_facts, check_nodegroup, cross_az_finding
-from drivers.eks.kube import NODEGROUP_LABEL, ZONE_LABEL
+from drivers.eks.kube_labels import NODEGROUP_LABEL, ZONE_LABEL
 from drivers.eks.network import subnet_free_ips
 
 HOLDING = ("provisioning", "ready")

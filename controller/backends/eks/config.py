@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from controller.backends.secrets import SECRET
 from drivers.eks import AwsTarget, EksBackendConfig, EksNodegroupConfig
 from drivers.eks.karpenter import KarpenterGpuPool
-from drivers.eks.kube import DEFAULT_DEVICE_PLUGIN_CONFIGMAP, DEFAULT_DEVICE_PLUGIN_NAMESPACE
+from drivers.eks.kube_labels import DEFAULT_DEVICE_PLUGIN_CONFIGMAP, DEFAULT_DEVICE_PLUGIN_NAMESPACE
 
 SHARED_RESOURCE = "nvidia.com/gpu.shared"
 

@@ -10,7 +10,8 @@ from typing import Any
 from controller.backends.eks.cluster import EFA_LABEL, KARPENTER_POOL_LABEL, PLACEMENT_GROUP_HOST_LABEL, SOURCE_LABEL
 from controller.backends.eks.config import NodegroupSharing
 from drivers.eks import PLACEMENT_GROUP_LABEL, EksNodegroupConfig
-from drivers.eks.kube import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL, KubeGpuHost
+from drivers.eks.kube_labels import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL
+from drivers.eks.kube_models import KubeGpuHost
 
 KEPT_LABEL_PREFIXES = ("topology.", "eks.amazonaws.com/", "nvidia.com/gpu.", "gpufabric.io/", "node.kubernetes.io/")
 

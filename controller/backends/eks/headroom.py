@@ -26,7 +26,7 @@ from controller.fleet.states import set_host_status
 from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease, SliceClaim
-from drivers.eks.kube import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL
+from drivers.eks.kube_labels import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
 

@@ -31,7 +31,7 @@ from controller.store.models import Host
 from drivers.eks import EksNodegroupConfig
 from drivers.eks.errors import KubeError
 from drivers.eks.karpenter import NODEPOOL_LABEL, KarpenterGpuPool, gpu_room
-from drivers.eks.kube import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL
+from drivers.eks.kube_labels import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL
 
 PLACEHOLDER_NAMESPACE = "gpufabric"
 PLACEHOLDER_LABEL = "gpufabric.io/karpenter-placeholder"

@@ -48,7 +48,9 @@ from controller.store.db import Database
 from controller.store.models import Backend, Host, Lease
 from drivers.eks import EksError
 from drivers.eks.karpenter import apply_pool
-from drivers.eks.kube import GpuNodeWatch, KubeGpuCluster, KubeGpuHost
+from drivers.eks.kube import KubeGpuCluster
+from drivers.eks.kube_models import KubeGpuHost
+from drivers.eks.node_watch import GpuNodeWatch
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
 LIVE_STATES = HOLDING | TRANSITIONAL

@@ -20,7 +20,7 @@ from typing import Any
 
 from controller.backends.eks.config import EksConfig
 from drivers.eks.errors import AwsCallFailed
-from drivers.eks.kube import KubeGpuHost
+from drivers.eks.kube_models import KubeGpuHost
 from drivers.eks.topology import (
     NETWORK_NODE_LABELS,
     InstanceTopology,

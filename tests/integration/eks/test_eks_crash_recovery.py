@@ -17,7 +17,7 @@ from controller.backends.eks.cluster import tenant_namespace
 from controller.cli import app as cli_app
 from controller.leases.faults import POINTS
 from drivers.eks import AwsTarget, EksNodegroups
-from drivers.eks.kube import LEASE_LABEL
+from drivers.eks.kube_labels import LEASE_LABEL
 from tests.controller.crash_harness import crash, invariant_violations, wait_until_clean
 from tests.controller.test_crash_recovery import TENANT, Fabric
 from tests.controller.test_lease_concurrency import postgres_database  # noqa: F401  (fixture)

@@ -16,7 +16,7 @@ from controller.backends.eks.topology import EMPTY_RETRY_S, node_topology_labels
 from controller.cli import app as cli_app
 from drivers.eks import AwsTarget, EksNodegroups
 from drivers.eks.errors import AwsCallFailed
-from drivers.eks.kube import KubeGpuHost
+from drivers.eks.kube_models import KubeGpuHost
 from drivers.eks.topology import describe_instance_topology
 from tests.controller.conftest import Controller
 from tests.integration.eks.conftest import REGION, Cluster, create_gpu_nodegroup, register_instances

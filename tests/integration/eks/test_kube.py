@@ -12,13 +12,9 @@ from kubernetes import client as k8s
 from kubernetes import watch
 
 from drivers.eks import EksNodegroups, KubeError
-from drivers.eks.kube import (
-    DEVICE_PLUGIN_CONFIG_LABEL,
-    DevicePluginSharing,
-    KubeGpuCluster,
-    SharedResource,
-    pod_spec_fragment,
-)
+from drivers.eks.kube import KubeGpuCluster, pod_spec_fragment
+from drivers.eks.kube_labels import DEVICE_PLUGIN_CONFIG_LABEL
+from drivers.eks.kube_models import DevicePluginSharing, SharedResource
 from tests.integration.eks.conftest import REGION, Cluster, create_gpu_nodegroup
 from tests.services.kube_emulator import KubeEmulator, materialize_nodegroup
 

@@ -17,7 +17,8 @@ from kubernetes.client.exceptions import ApiException
 
 from drivers.eks import KubeError
 from drivers.eks.catalog import builtin_facts
-from drivers.eks.kube import GpuNodeWatch, KubeGpuCluster, kube_configuration
+from drivers.eks.kube import KubeGpuCluster, kube_configuration
+from drivers.eks.node_watch import GpuNodeWatch
 from tests.integration.eks.conftest import REGION
 from tests.services.kube_emulator import KubeEmulator, node_objects
 

@@ -8,14 +8,8 @@ import pytest
 import yaml
 
 from drivers.eks import Taint, parse_network_gbps
-from drivers.eks.kube import (
-    DevicePluginSharing,
-    SharedResource,
-    kube_configuration,
-    kube_configuration_from_file,
-    pod_spec_fragment,
-    quota_hard,
-)
+from drivers.eks.kube import kube_configuration, kube_configuration_from_file, pod_spec_fragment, quota_hard
+from drivers.eks.kube_models import DevicePluginSharing, SharedResource
 
 
 @pytest.mark.parametrize(
