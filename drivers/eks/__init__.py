@@ -8,25 +8,24 @@ from drivers.eks.capacity import (
     CapacityBlockOffering,
     CapacityProvider,
     CapacityReservation,
-    FakeCapacity,
     PlacementGroup,
     ReservationMatch,
     find_reservation,
 )
+from drivers.eks.capacity_fake import FakeCapacity
 from drivers.eks.catalog import builtin_facts, builtin_instance_types
 from drivers.eks.eksctl import (
-    ApplyResult,
     EksBackendConfig,
     EksctlCluster,
     EksctlNodegroup,
     EksNodegroupConfig,
-    apply_nodegroups,
     import_eksctl,
     load_eksctl,
     parse_eksctl,
     parse_eksctl_text,
     to_backend_config,
 )
+from drivers.eks.eksctl_apply import ApplyResult, apply_nodegroups
 from drivers.eks.errors import (
     AwsCallFailed,
     CapacityError,

@@ -16,11 +16,10 @@ from typing import Any, Literal, NoReturn
 import yaml
 from pydantic import BaseModel, Field
 
-from drivers.eks.aws import call
-from drivers.eks.catalog import builtin_facts
 from drivers.eks.errors import EksctlConfigError, UnknownInstanceType
-from drivers.eks.models import PLACEMENT_GROUP_LABEL, Taint
-from drivers.eks.nodegroups import EksNodegroups, InstanceTypeCache, InstanceTypeFacts, NodegroupCreate, ScalingConfig
+from drivers.eks.instance_gpus import TypeGpus, lookup_gpus
+from drivers.eks.models import Taint
+from drivers.eks.nodegroups import InstanceTypeCache
 
 API_VERSION = "eksctl.io/v1alpha5"
 EKSCTL_DEFAULT_INSTANCE_TYPE = "m5.large"
@@ -403,58 +402,6 @@ def _parse_group(p: _Reader, raw_value: Any, where: str, managed: bool, cluster_
 # -- facts -------------------------------------------------------------------------------------
 
 
-class TypeGpus(BaseModel):
-    """The GPU side of one instance type, as the import needs it."""
-
-    instance_type: str
-    gpu_count: int
-    gpu_model: str | None = None
-    gpu_memory_mib: int | None = None
-    efa_interfaces: int = 0
-    source: Literal["ec2:DescribeInstanceTypes", "builtin"]
-
-    @classmethod
-    def of(cls, facts: InstanceTypeFacts) -> TypeGpus:
-        return cls(
-            instance_type=facts.instance_type,
-            gpu_count=facts.gpu_count,
-            gpu_model=facts.gpu_model,
-            gpu_memory_mib=facts.gpu_memory_mib,
-            efa_interfaces=facts.max_efa_interfaces,
-            source=facts.source,
-        )
-
-
-def _family(instance_type: str) -> str:
-    return instance_type.split(".", 1)[0].lower()
-
-
-def _may_have_gpus(instance_type: str) -> bool:
-    """GPU (and Gaudi) instance families start with g, p or dl; every other family has no GPU."""
-    family = _family(instance_type)
-    return family[:1] in ("g", "p") or family.startswith("dl")
-
-
-def builtin_gpus(instance_type: str) -> TypeGpus | None:
-    """From the built-in table; a non-GPU family is known to have 0 GPUs; an unlisted GPU type is unknown."""
-    facts = builtin_facts(instance_type)
-    if facts is not None:
-        return TypeGpus.of(facts)
-    if not _may_have_gpus(instance_type):
-        return TypeGpus(instance_type=instance_type, gpu_count=0, source="builtin")
-    return None
-
-
-def lookup_gpus(
-    instance_types: list[str], ec2: Any | None = None, cache: InstanceTypeCache | None = None
-) -> dict[str, TypeGpus | None]:
-    """GPU facts per type: from EC2 when a client is given (unknown types raise), else the built-in table."""
-    if ec2 is not None:
-        found = (cache or InstanceTypeCache()).facts(ec2, instance_types)
-        return {name: TypeGpus.of(facts) for name, facts in found.items()}
-    return {name: builtin_gpus(name) for name in dict.fromkeys(instance_types)}
-
-
 def to_backend_config(
     cluster: EksctlCluster,
     ec2: Any | None = None,
@@ -522,121 +469,3 @@ def import_eksctl(
 ) -> EksBackendConfig:
     """Read an eksctl file and return the backend config (no AWS changes)."""
     return to_backend_config(load_eksctl(path), ec2=ec2, region=region, endpoint_url=endpoint_url)
-
-
-# -- apply -------------------------------------------------------------------------------------
-
-
-class ApplyResult(BaseModel):
-    nodegroup: str
-    action: Literal["created", "exists", "skipped", "planned"]
-    detail: str = ""
-    launch_template_id: str | None = None
-
-
-def plan_nodegroup(
-    ng: EksNodegroupConfig, cluster_subnets: list[str], subnet_zones: dict[str, str], node_role: str | None
-) -> NodegroupCreate:
-    """The ``create_nodegroup`` request for one imported group (raises :class:`EksctlConfigError` if impossible)."""
-    role = node_role
-    if not role:
-        raise EksctlConfigError(
-            f"{ng.name}.iam.instanceRoleARN", "no node role: set it in the file or pass --node-role"
-        )
-    subnets = cluster_subnets
-    if ng.availability_zones and subnet_zones:
-        subnets = [s for s in cluster_subnets if subnet_zones.get(s) in ng.availability_zones]
-        if not subnets:
-            raise EksctlConfigError(
-                f"{ng.name}.availabilityZones",
-                f"the cluster has no subnet in {', '.join(ng.availability_zones)}",
-            )
-    if not subnets:
-        raise EksctlConfigError(f"{ng.name}", "the cluster has no subnets to place the nodegroup in")
-    labels = dict(ng.labels)
-    if ng.placement_group:
-        # Lets a pod spec ask for the placement group by node affinity (EKS sets no such label itself).
-        labels.setdefault(PLACEMENT_GROUP_LABEL, ng.placement_group)
-    return NodegroupCreate(
-        name=ng.name,
-        instance_types=ng.instance_types,
-        scaling=ScalingConfig(min=ng.min, max=ng.max, desired=ng.desired),
-        subnets=subnets,
-        node_role=role,
-        capacity_type=ng.capacity_type,
-        labels=labels,
-        taints=ng.taints,
-        tags={"gpufabric.io/imported-from": "eksctl"},
-    )
-
-
-def launch_template_data(ng: EksNodegroupConfig) -> dict[str, Any] | None:
-    """EC2 launch-template data for what ``create_nodegroup`` cannot say itself (EFA, placement, reservations)."""
-    data: dict[str, Any] = {}
-    if ng.efa:
-        count = max(1, ng.efa_interfaces or 1)
-        # One EFA per network card; card 0 carries the primary interface.
-        data["NetworkInterfaces"] = [
-            {"DeviceIndex": 0 if card == 0 else 1, "NetworkCardIndex": card, "InterfaceType": "efa"}
-            for card in range(count)
-        ]
-    if ng.placement_group:
-        data["Placement"] = {"GroupName": ng.placement_group}
-    if ng.capacity_reservation_id:
-        data["CapacityReservationSpecification"] = {
-            "CapacityReservationTarget": {"CapacityReservationId": ng.capacity_reservation_id}
-        }
-    elif ng.capacity_reservation_resource_group:
-        data["CapacityReservationSpecification"] = {
-            "CapacityReservationTarget": {"CapacityReservationResourceGroupArn": ng.capacity_reservation_resource_group}
-        }
-    if ng.capacity_type == "CAPACITY_BLOCK":
-        data["InstanceMarketOptions"] = {"MarketType": "capacity-block"}
-    return data or None
-
-
-def apply_nodegroups(
-    config: EksBackendConfig,
-    nodegroups: EksNodegroups,
-    node_role: str | None = None,
-    roles: Mapping[str, str | None] | None = None,
-    dry_run: bool = False,
-) -> list[ApplyResult]:
-    """Create the managed nodegroups that do not exist yet. Self-managed ``nodeGroups`` are skipped:
-    they are CloudFormation autoscaling groups that eksctl creates, not EKS API objects."""
-    cluster = nodegroups.describe_cluster(config.cluster)
-    existing = set(nodegroups.list_nodegroups(config.cluster))
-    subnet_zones: dict[str, str] = {}
-    if nodegroups.ec2 is not None and cluster.subnet_ids:
-        response = nodegroups.ec2.describe_subnets(SubnetIds=cluster.subnet_ids)
-        subnet_zones = {s["SubnetId"]: s["AvailabilityZone"] for s in response.get("Subnets", [])}
-    results: list[ApplyResult] = []
-    for ng in config.nodegroups:
-        if not ng.managed:
-            results.append(ApplyResult(nodegroup=ng.name, action="skipped", detail="self-managed group: use eksctl"))
-            continue
-        if ng.name in existing:
-            results.append(ApplyResult(nodegroup=ng.name, action="exists"))
-            continue
-        role = node_role or (roles or {}).get(ng.name)
-        spec = plan_nodegroup(ng, cluster.subnet_ids, subnet_zones, role)
-        template = launch_template_data(ng)
-        if dry_run:
-            detail = f"{ng.desired} x {','.join(ng.instance_types)} in {len(spec.subnets)} subnet(s)"
-            results.append(ApplyResult(nodegroup=ng.name, action="planned", detail=detail))
-            continue
-        template_id = None
-        if template is not None:
-            if nodegroups.ec2 is None:
-                raise EksctlConfigError(ng.name, "EFA, placement groups and reservations need an EC2 client")
-            created = call(
-                "ec2:CreateLaunchTemplate",
-                lambda template=template, ng=ng: nodegroups.ec2.create_launch_template(  # type: ignore[misc]
-                    LaunchTemplateName=f"gpufabric-{config.cluster}-{ng.name}", LaunchTemplateData=template
-                ),
-            )
-            template_id = created["LaunchTemplate"]["LaunchTemplateId"]
-            spec.launch_template_id = template_id
-        nodegroups.create_nodegroup(config.cluster, spec)
-        results.append(ApplyResult(nodegroup=ng.name, action="created", launch_template_id=template_id))
-    return results

@@ -27,7 +27,8 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from drivers.eks.capacity import CapacityReservation, FakeCapacity, PlacementGroup
+from drivers.eks.capacity import CapacityReservation, PlacementGroup
+from drivers.eks.capacity_fake import FakeCapacity
 from drivers.eks.errors import CapacityError
 from tests.services.ec2_query import error_xml, parse_request, response_xml
 from tests.services.moto_server import free_port
