@@ -341,7 +341,8 @@ def time_dry_runs(ctl: Controller, token: str, requests: int, warmup: int, expec
         "requests_per_s": round(requests / wall, 1),
         "server_cpu_ms_per_request": round(1000 * cpu / requests, 3),
         "answer": {
-            "host": node["host"],
+            # A tenant's answer names the backend, not the host (refusals and dry runs hide the fleet's names).
+            "host": node.get("host") or node.get("backend"),
             "allocation": {k: alloc.get(k) for k in ("kind", "model", "vgpu_type", "units")},
             "candidates": doc["candidates"],
             "response_bytes": len(first.content),
