@@ -58,8 +58,10 @@ class Require:
         if principal is None:
             identity: ExternalIdentity = request.app.state.identity
             if identity.handles(token):
+                # Not put in AUTH_CACHE: an outside token lives by its own cache (keystone_token_cache_s; an OIDC
+                # token is checked locally against the cached key set), so a revocation in Keystone shows
+                # exactly as documented, not up to the API-token cache's TTL later.
                 principal = await run_in_threadpool(_outside, identity, token)
-                AUTH_CACHE.put(digest, principal, "")
             else:
                 principal = await run_in_threadpool(_lookup, get_db(request), token)
                 if principal is not None:
