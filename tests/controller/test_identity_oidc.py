@@ -20,10 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from controller.api.app import create_app
-from controller.auth.tokens import Role, create_api_token
 from controller.store.db import Database
-from controller.testing import ServerThread
-from tests.controller.conftest import Controller, make_settings
+from tests.controller.conftest import Controller, make_settings, running_controller
 from tests.controller.helpers import assert_problem
 from tests.controller.test_leases import fleet
 
@@ -90,7 +88,8 @@ def idp() -> Iterator[KeyServer]:
 def fabric(migrated_db: Database, database_url: str, tmp_path: Path, idp: KeyServer) -> Iterator[Controller]:
     mapping = tmp_path / "identity.yaml"
     mapping.write_text(MAPPING)
-    settings = make_settings(
+    with running_controller(
+        migrated_db,
         database_url,
         tmp_path,
         oidc_issuer=ISSUER,
@@ -98,16 +97,8 @@ def fabric(migrated_db: Database, database_url: str, tmp_path: Path, idp: KeySer
         oidc_jwks_url=idp.url,
         oidc_jwks_min_refresh_s=0,
         identity_mapping_file=mapping,
-    )
-    with migrated_db.session() as session:
-        _, admin = create_api_token(session, role=Role.admin, name="test-admin")
-        _, tenant = create_api_token(session, role=Role.tenant, name="test-tenant", tenant="acme")
-        _, bootstrap = create_api_token(session, role=Role.bootstrap, name="test-bootstrap")
-    server = ServerThread(create_app(settings, db=migrated_db)).start()
-    try:
-        yield Controller(server.url, migrated_db, settings, admin, tenant, bootstrap, server)
-    finally:
-        server.stop()
+    ) as ctl:
+        yield ctl
 
 
 def token(idp: KeyServer, kid: str = "k1", *, key: rsa.RSAPrivateKey | None = None, **claims: Any) -> str:

@@ -11,11 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.api.app import create_app
-from controller.auth.tokens import Role, create_api_token
 from controller.store.db import Database
-from controller.testing import ServerThread
-from tests.controller.conftest import Controller, make_settings
+from tests.controller.conftest import Controller, running_controller
 from tests.controller.helpers import assert_problem
 from tests.controller.test_leases import fleet
 from tests.services import keystone as ks
@@ -35,22 +32,15 @@ keystone:
 def fabric(migrated_db: Database, database_url: str, tmp_path: Path, keystone_service: Service) -> Iterator[Controller]:
     mapping = tmp_path / "identity.yaml"
     mapping.write_text(MAPPING)
-    settings = make_settings(
+    with running_controller(
+        migrated_db,
         database_url,
         tmp_path,
         keystone_url=keystone_service.url,
         keystone_token_cache_s=0,  # every request asks Keystone: a revocation shows at once
         identity_mapping_file=mapping,
-    )
-    with migrated_db.session() as session:
-        _, admin = create_api_token(session, role=Role.admin, name="test-admin")
-        _, tenant = create_api_token(session, role=Role.tenant, name="test-tenant", tenant="acme")
-        _, bootstrap = create_api_token(session, role=Role.bootstrap, name="test-bootstrap")
-    server = ServerThread(create_app(settings, db=migrated_db)).start()
-    try:
-        yield Controller(server.url, migrated_db, settings, admin, tenant, bootstrap, server)
-    finally:
-        server.stop()
+    ) as ctl:
+        yield ctl
 
 
 def _user(url: str, project: str, role: str = "member") -> str:
