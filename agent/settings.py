@@ -3,7 +3,7 @@
 Precedence: command-line flags, then the environment, then the file (``GPUFABRIC_AGENT_CONFIG``, default
 ``/etc/gpufabric/agent.yaml`` when it exists; keys are the field names below, e.g. ``controller_url``), then the
 defaults. ``deploy/systemd/gpufabric-agent.env`` and the DaemonSet set exactly these variables
-(tests/unit/agent/test_settings.py checks every one is read).
+(tests/agent/test_settings.py checks every one is read).
 
 * ``GPUFABRIC_CONTROLLER_URL`` names the controller in both CLIs; the agent's old ``GPUFABRIC_CONTROLLER`` is still
   accepted, with a warning.

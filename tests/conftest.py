@@ -1,13 +1,21 @@
-"""Shared test fixtures."""
+"""The test suite's one conftest: it loads the shared fixtures from ``tests/support`` as plugins.
+
+``tests/`` mirrors the product's packages (``tests/agent``, ``tests/controller``, ``tests/drivers``, ``tests/bench``,
+``tests/deploy``, ``tests/docs``, ``tests/devservices``); every fixture and helper shared between test modules lives
+in ``tests/support``. The real outside services those fixtures start are run by the ``devservices`` package.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = REPO_ROOT.parent / "shared"
+pytest_plugins = [
+    "tests.support.controller",
+    "tests.support.openstack_services",
+    "tests.support.openstack_cloud",
+    "tests.support.eks",
+    "tests.support.nvml",
+]
 
 
 @pytest.fixture(autouse=True)

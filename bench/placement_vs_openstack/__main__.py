@@ -1,7 +1,7 @@
 """python -m bench.placement_vs_openstack [--sizes 1000,10000] [--runs 5] [--out bench/results] [--skip-openstack]
 
 Starts a real OpenStack Placement (openstack-placement 16.0.0, sqlite, noauth2) from the services virtualenv
-(tests/services/openstack.py; built on first use), loads each fleet size by direct SQL, and times
+(devservices/openstack.py; built on first use), loads each fleet size by direct SQL, and times
 ``GET /allocation_candidates`` (median of ``--runs``, full response read). Then times gpufabric's placement
 decision for the same request on the same fleet in this process (median of many decisions), and the same
 question asked of a real gpufabric controller over its REST API (``POST /v1/placements:dry-run``), plus lease
@@ -39,7 +39,7 @@ from bench.placement_vs_openstack.fleets import (
 )
 from bench.placement_vs_openstack.rest import DEFAULT_POSTGRES, PROFILE_HZ, rest_side
 from controller.placement import Decision, Engine
-from tests.services import openstack
+from devservices import openstack
 
 # (label, query string). The first is the headline: the exact request of the issue.
 QUERIES = [

@@ -4,7 +4,7 @@ demo's hosts have no GPU), says so in its log, and the dashboard labels the curv
 
 ``install(directory)`` writes ``all_reduce_perf`` (and friends) there; the demo points its agents'
 ``GPUFABRIC_NCCL_TESTS_DIR`` at it. The agent runs it exactly as it would run the real binary. The tests use the
-same program with other ``STANDIN_*`` values (``tests/controller/nccl_standin.py``: a peak, a corrupting link,
+same program with other ``STANDIN_*`` values (``tests/support/nccl_standin.py``: a peak, a corrupting link,
 the ranks a stand-in ``mpirun`` starts).
 """
 

@@ -5,7 +5,7 @@
 # container toolkit sees NVIDIA_VISIBLE_DEVICES / NVIDIA_DRIVER_CAPABILITIES and mounts the host's
 # libnvidia-ml.so and /dev/nvidia* into the container ("utility" is the capability that carries NVML).
 # Only gpufabric[agent] is installed and only the agent's code is copied: no controller, no FastAPI,
-# SQLAlchemy or cloud SDKs. tests/unit/deploy/test_images.py replays the install steps and runs the entrypoint.
+# SQLAlchemy or cloud SDKs. tests/deploy/test_images.py replays the install steps and runs the entrypoint.
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -3,7 +3,7 @@
 #
 # gpufabric[controller,postgres]: the web, database and cloud stack plus the PostgreSQL driver that several
 # replicas need. Runs as uid/gid 10001 (the Helm chart and deploy/kubernetes set the same ids).
-# tests/unit/deploy/test_images.py replays the install steps and runs the entrypoint.
+# tests/deploy/test_images.py replays the install steps and runs the entrypoint.
 
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -31,7 +31,7 @@ from drivers.contract.errors import MigConfigError
 
 SUPPORTED_VERSION = "v1"
 # NVIDIA's MIG user guide: "up to seven instances" per GPU (A100, A30 with 4, H100, H200, B200 ...).
-# tests/unit/mig/test_contract_limits.py checks the GPU catalog never exceeds it.
+# tests/agent/mig/test_contract_limits.py checks the GPU catalog never exceeds it.
 MAX_MIG_INSTANCES_PER_GPU = 7
 # GPU indexes are small: NVML numbers the GPUs of one host from 0; no host has anywhere near this many.
 MAX_GPU_INDEX = 255

@@ -6,8 +6,8 @@ from sqlalchemy import select
 
 from controller.api.routes.backends import masked
 from controller.store.models import Backend
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 MIG = {
     "config": {

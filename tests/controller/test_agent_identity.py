@@ -15,9 +15,8 @@ from controller.cli import app as cli
 from controller.store.models import AgentCredential, AuditEntry, Device, Host, Lease
 from drivers.contract.inventory import Inventory
 from drivers.contract.protocol import RegisterRequest
-
-from .conftest import Controller
-from .helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 GPU1 = {"slices": [{"kind": "gpu", "count": 1, "model": "H100"}]}
 

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 from agent.cli import app as agent_app
 from agent.kube import KubeNodeConfig
 from agent.runner import AgentConfig, AgentRunner
+from devservices.kube_emulator import KubeEmulator
 from drivers.nvml.session import open_nvml
-from tests.controller.conftest import Controller
-from tests.services.kube_emulator import KubeEmulator
+from tests.support.controller import Controller
 
 NODE = "ip-10-0-3-17.ec2.internal"
 SPEC = "a100-40gb-2x-mig"  # GPU 0: 3g.20gb + 2g.10gb + 1g.5gb; GPU 1: 3 x 1g.5gb, pid 4242 on GI 13 (6:1)

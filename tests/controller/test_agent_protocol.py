@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 
 def test_generations_stale_and_unchanged(controller: Controller) -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from agent.cli import app as agent_app
 from agent.state import exclusive_state
-from tests.controller.conftest import Controller
+from tests.support.controller import Controller
 
 
 def test_the_agent_runs_from_the_environment_alone_and_registers_under_node_name(

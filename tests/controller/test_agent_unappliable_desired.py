@@ -20,7 +20,7 @@ from sqlalchemy import select
 from agent.backoff import apply_retry_delay_s
 from agent.runner import AgentConfig, AgentRunner
 from controller.store.models import DesiredOverride, Host
-from tests.controller.conftest import Controller
+from tests.support.controller import Controller
 
 
 def _agent(controller: Controller, tmp_path: Path, hostname: str, sim: str = "a100-80gb-4x") -> AgentRunner:

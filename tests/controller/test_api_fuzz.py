@@ -36,7 +36,7 @@ from controller.auth.tokens import Role, create_api_token
 from controller.settings import Settings
 from controller.store.db import Database
 from drivers.contract.protocol import InventoryReport, RegisterRequest
-from tests.controller.helpers import synthetic_inventory
+from tests.support.helpers import synthetic_inventory
 
 pytestmark = pytest.mark.fuzz
 

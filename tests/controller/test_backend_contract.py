@@ -18,9 +18,9 @@ from controller.backends.contract import OPERATIONS, BackendBase, NotSupported
 from controller.backends.registry import BackendRegistry, build_backends
 from controller.backends.static.backend import StaticBackend
 from controller.testing import ServerThread
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem
 from tests.controller.test_leases import create, fleet, live_claims
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem
 
 _AUTH = {
     "method": "password",

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from controller.cli import ALIASES, app
-from tests.conftest import REPO_ROOT
+from tests.support.paths import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "cli.md"
 CLI_TESTS = sorted(p for p in (REPO_ROOT / "tests" / "controller").glob("test_*.py") if p.name != Path(__file__).name)

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from controller.testing import free_port
-from tests.controller.cli_helpers import Cli, assert_one_line_error, isolated_cli, sqlite_url
-from tests.controller.conftest import Controller
+from tests.support.cli_helpers import Cli, assert_one_line_error, isolated_cli, sqlite_url
+from tests.support.controller import Controller
 
 
 @pytest.fixture

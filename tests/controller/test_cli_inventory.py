@@ -11,9 +11,9 @@ import pytest
 
 from drivers.contract.inventory import PciInfo
 from drivers.contract.protocol import RegisterRequest
-from tests.controller.cli_helpers import Cli, assert_one_line_error, isolated_cli, sqlite_url
-from tests.controller.conftest import Controller
-from tests.controller.helpers import report, synthetic_inventory
+from tests.support.cli_helpers import Cli, assert_one_line_error, isolated_cli, sqlite_url
+from tests.support.controller import Controller
+from tests.support.helpers import report, synthetic_inventory
 
 LABEL = "[bold]rack-7[/bold] :AB:"
 

@@ -15,9 +15,9 @@ from agent.runner import AgentConfig, AgentRunner
 from controller.backends.contract import LeaseInfo, ProvisionFailed, ProvisionResult
 from controller.backends.static.backend import StaticBackend
 from controller.placement import Allocation
-from tests.controller.cli_helpers import Cli, isolated_cli, sqlite_url
-from tests.controller.conftest import Controller
-from tests.controller.helpers import register, report, static_backend_replaced, synthetic_inventory
+from tests.support.cli_helpers import Cli, isolated_cli, sqlite_url
+from tests.support.controller import Controller
+from tests.support.helpers import register, report, static_backend_replaced, synthetic_inventory
 
 MIG_ENABLED = {
     "version": "v1",

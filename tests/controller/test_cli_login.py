@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.controller.cli_helpers import Cli, assert_one_line_error, file_mode, isolated_cli, sqlite_url
-from tests.controller.conftest import Controller
+from tests.support.cli_helpers import Cli, assert_one_line_error, file_mode, isolated_cli, sqlite_url
+from tests.support.controller import Controller
 
 
 @pytest.fixture

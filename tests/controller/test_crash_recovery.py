@@ -3,7 +3,7 @@ on PostgreSQL with two replicas; after every crash and restart nothing may stay 
 live claims equal to the holding leases' allocations, quota usage equal to the holding leases.
 
 The static backend here; the EKS backend (moto + the Kubernetes API emulator, whose namespaces must match the
-holding leases) in tests/integration/eks/test_eks_crash_recovery.py. Each case prints how long recovery took after
+holding leases) in tests/controller/backends/eks/test_eks_crash_recovery.py. Each case prints how long recovery took after
 the restart (docs/reliability.md records the figures).
 """
 
@@ -21,9 +21,9 @@ from controller.auth.tokens import Role, create_api_token
 from controller.leases.faults import POINTS
 from controller.store.db import Database
 from controller.store.schema import upgrade
-from tests.controller.crash_harness import Replica, crash, invariant_violations, wait_until_clean
-from tests.controller.helpers import register, report, synthetic_inventory
 from tests.controller.test_lease_concurrency import postgres_database  # noqa: F401  (fixture)
+from tests.support.crash_harness import Replica, crash, invariant_violations, wait_until_clean
+from tests.support.helpers import register, report, synthetic_inventory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from controller.store.models import DesiredOverride, Pool
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 H100 = "NVIDIA H100 80GB HBM3"
 L4 = "NVIDIA L4"

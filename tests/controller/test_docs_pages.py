@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tests.controller.conftest import Controller
+from tests.support.controller import Controller
 
 # Where a page loads from: attributes, and the OpenAPI document Swagger UI's script fetches.
 REFERENCE = re.compile(r"""(?:src|href|spec-url)="([^"]*)"|\burl: '([^']*)'""")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.runner import AgentConfig, AgentRunner
-from tests.controller.conftest import Controller
+from tests.support.controller import Controller
 
 MIG_DOC = {
     "version": "v1",

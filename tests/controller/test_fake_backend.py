@@ -13,8 +13,8 @@ from agent.runner import AgentConfig, AgentRunner
 from controller.backends.contract import OPERATIONS
 from controller.backends.registry import build_backends
 from controller.store.db import Database
-from tests.controller.conftest import Controller, running_controller
-from tests.controller.helpers import assert_problem
+from tests.support.controller import Controller, running_controller
+from tests.support.helpers import assert_problem
 
 VGPU = {"slices": [{"kind": "vgpu", "vgpu_type": "A16-4C"}]}
 

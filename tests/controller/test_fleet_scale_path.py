@@ -29,10 +29,9 @@ from controller.store.models import AppliedStatus, DesiredOverride, Host, Lease,
 from controller.store.schema import upgrade
 from controller.testing import ServerThread
 from drivers.contract.protocol import AppliedState, Heartbeat, inventory_content_hash
-
-from .conftest import Controller, make_settings
-from .helpers import assert_problem, register, report, synthetic_inventory
-from .test_lease_concurrency import _start_replica, postgres_database  # noqa: F401  (fixture)
+from tests.controller.test_lease_concurrency import _start_replica, postgres_database  # noqa: F401  (fixture)
+from tests.support.controller import Controller, make_settings
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 SHARING = {
     "config": {"version": "v1", "sharing": {"timeSlicing": {"resources": [{"name": "nvidia.com/gpu", "replicas": 4}]}}}

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import select
 
 from controller.store.models import ApiToken, AuditEntry, Backend, Lease, Pool, Quota, SliceClaim
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 GPU1 = {"kind": "gpu", "count": 1, "model": "H100"}
 HUGE_OFFSET = "9223372036854775808"  # 2**63: past BIGINT and SQLite's integers

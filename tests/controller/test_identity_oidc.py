@@ -21,9 +21,9 @@ from jwt.algorithms import RSAAlgorithm
 
 from controller.api.app import create_app
 from controller.store.db import Database
-from tests.controller.conftest import Controller, make_settings, running_controller
-from tests.controller.helpers import assert_problem
 from tests.controller.test_leases import fleet
+from tests.support.controller import Controller, make_settings, running_controller
+from tests.support.helpers import assert_problem
 
 ISSUER = "https://idp.test/realms/gpu"
 AUDIENCE = "gpufabric"

@@ -20,9 +20,8 @@ from controller.fleet.replies import AgentReplyCache, ReplyEntry, build_entry
 from controller.jobs.sweeper import sweep_unreachable
 from controller.store.models import AgentCredential, Device, FleetClock, Host
 from drivers.contract.protocol import Heartbeat, inventory_content_hash
-
-from .conftest import Controller
-from .helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 
 def _heartbeat(client: httpx.Client, hostname: str, credential: str, generation: int = 1) -> httpx.Response:

@@ -41,8 +41,8 @@ from drivers.contract.inventory import (
     Placement,
     SliceOffer,
 )
-from tests.controller.conftest import _postgres_url_or_skip
-from tests.controller.helpers import register, report
+from tests.support.controller import _postgres_url_or_skip
+from tests.support.helpers import register, report
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -18,9 +18,9 @@ from controller.leases.provisioning import MAX_CANDIDATES
 from controller.leases.service import LeaseService
 from controller.placement import Allocation
 from controller.store.models import Lease, SliceClaim
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, static_backend_replaced, synthetic_inventory
 from tests.controller.test_leases import create, fleet, live_claims
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, static_backend_replaced, synthetic_inventory
 
 
 class PickyStatic(StaticBackend):

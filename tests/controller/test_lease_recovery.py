@@ -20,9 +20,9 @@ from controller.jobs.hooks import JobContext
 from controller.leases.state import TRANSITIONAL
 from controller.placement import Allocation
 from controller.store.models import AuditEntry, ControllerInstance, Lease
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, static_backend_replaced
 from tests.controller.test_leases import create, fleet, live_claims
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, static_backend_replaced
 
 GPU1 = {"slices": [{"kind": "gpu", "count": 1}]}
 

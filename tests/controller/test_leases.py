@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from controller.leases.state import STATES, TRANSITIONS, IllegalTransition, check
 from controller.store.models import AuditEntry, SliceClaim
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 GPU2 = {"slices": [{"kind": "gpu", "count": 2, "model": "H100"}]}
 

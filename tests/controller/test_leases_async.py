@@ -17,9 +17,9 @@ from controller.backends.static.backend import StaticBackend
 from controller.leases.service import LeaseService
 from controller.placement import Allocation
 from controller.store.models import Lease
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, static_backend_replaced
 from tests.controller.test_leases import create, fleet, live_claims
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, static_backend_replaced
 
 GPU1 = {"slices": [{"kind": "gpu", "count": 1}]}
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from agent.runner import AgentConfig, AgentRunner
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem
 
 MIG_ENABLED = {
     "version": "v1",

@@ -5,9 +5,9 @@ full detail. Devices, hosts and pools stay admin-only."""
 from __future__ import annotations
 
 from controller.auth.tokens import Role, create_api_token
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem
 from tests.controller.test_leases import create, fleet
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem
 
 HOSTS = ("lh0", "lh1", "lh2")
 

@@ -9,8 +9,8 @@ import pytest
 
 from controller.api.app import api_routes
 from controller.api.deps import declared_roles
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register
 
 UNAUTHENTICATED = {"/healthz", "/readyz", "/metrics"}
 

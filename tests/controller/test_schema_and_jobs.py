@@ -16,8 +16,8 @@ from controller.jobs.leader import LeaderLeaseKeeper
 from controller.jobs.sweeper import sweep_unreachable
 from controller.store.db import Database
 from controller.store.schema import SchemaError, schema_status
-from tests.controller.conftest import Controller, make_settings
-from tests.controller.helpers import register, report, synthetic_inventory
+from tests.support.controller import Controller, make_settings
+from tests.support.helpers import register, report, synthetic_inventory
 
 
 def test_refuses_empty_and_unknown_schema(database_url: str, tmp_path: Path) -> None:

@@ -26,9 +26,8 @@ from controller.settings import Settings
 from controller.store.db import Database
 from controller.store.models import ApiToken, AuditEntry, Backend
 from controller.testing import ServerThread
-
-from .conftest import Controller, make_settings
-from .helpers import assert_problem
+from tests.support.controller import Controller, make_settings
+from tests.support.helpers import assert_problem
 
 KEYSTONE_PASSWORD = "hunter2-keystone"
 AUTH_PASSWORD = "pw-secret-auth"

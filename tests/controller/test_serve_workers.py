@@ -19,9 +19,8 @@ from controller.store.db import Database
 from controller.store.models import LeaderLease
 from controller.store.schema import upgrade
 from controller.testing import free_port
-
-from .helpers import register, report, synthetic_inventory
-from .test_fleet_scale_path import SHARING, _heartbeat
+from tests.controller.test_fleet_scale_path import SHARING, _heartbeat
+from tests.support.helpers import register, report, synthetic_inventory
 
 
 def _children(pid: int) -> list[int]:

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from controller.fleet.states import ADMIN_STATE, TASK_STATUS
-from tests.controller.conftest import Controller
-from tests.controller.helpers import assert_problem, register, report, synthetic_inventory
+from tests.support.controller import Controller
+from tests.support.helpers import assert_problem, register, report, synthetic_inventory
 
 ADMIN_ACTION = {"active": "undrain", "drained": "drain", "quarantined": "quarantine"}
 

@@ -14,11 +14,11 @@ import pytest
 from agent.runner import AgentConfig, AgentRunner
 from controller.validation import jobs, progress
 from controller.validation.models import ValidationSchedule
+from devservices.kube_emulator import KubeEmulator
 from drivers.eks import EksNodegroupConfig
 from drivers.eks.mpijob import JOB_NAME_LABEL, JOB_ROLE_LABEL
-from tests.controller.conftest import Controller
-from tests.controller.nccl_standin import install_standins
-from tests.services.kube_emulator import KubeEmulator
+from tests.support.controller import Controller
+from tests.support.nccl_standin import install_standins
 
 AgentFactory = Callable[[str], AgentRunner]
 SPEC = Path(__file__).resolve().parents[2] / "drivers" / "nvml" / "specs" / "h100-8x.yaml"

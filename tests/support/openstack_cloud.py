@@ -1,0 +1,171 @@
+"""Fixtures: openstacksdk connections (through ``drivers.openstack.connect``) to the real services of
+tests/support/openstack_services.py, and helpers that put Ironic fake-hardware nodes into a known state."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from devservices import openstack
+from drivers.openstack import IronicDriver, OpenStackAuth, PlacementReader, connect
+from tests.support.openstack_services import REQUIRE_ENV, _required
+
+# Tests that use Nova carry this mark: with ``--dist loadgroup`` (pyproject addopts) they all run on one xdist worker,
+# so Nova (about a minute to start, one deployment per machine at a time) starts once per run.
+NOVA_GROUP = pytest.mark.xdist_group("nova")
+
+FAST = 0.05  # seconds between Ironic state polls in tests (fake-hardware transitions take 0.1-0.3 s)
+
+
+@pytest.fixture(scope="session")
+def ironic_conn(ironic_url: str) -> Any:
+    return connect(OpenStackAuth(method="none", endpoints={"baremetal": ironic_url}))
+
+
+@pytest.fixture(scope="session")
+def placement_conn(placement_url: str) -> Any:
+    return connect(
+        OpenStackAuth(
+            method="admin_token",
+            token="admin",
+            endpoints={"placement": placement_url},
+            api_versions={"placement": "1.39"},
+        )
+    )
+
+
+@pytest.fixture
+def ironic_driver(ironic_conn: Any) -> IronicDriver:
+    return IronicDriver(ironic_conn)
+
+
+@pytest.fixture
+def placement_reader(placement_conn: Any) -> PlacementReader:
+    return PlacementReader(placement_conn)
+
+
+def wait_state(conn: Any, node_id: str, state: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        node = conn.baremetal.get_node(node_id)
+        if node.provision_state == state:
+            return node
+        if time.monotonic() > deadline:
+            raise AssertionError(f"node {node_id} stuck in {node.provision_state} (wanted {state}): {node.last_error}")
+        time.sleep(FAST)
+
+
+@pytest.fixture
+def make_node(ironic_conn: Any, ironic_service: openstack.Service) -> Iterator[Callable[..., Any]]:
+    """Create an ``available`` fake-hardware node; every node made is deleted afterwards (whatever its state)."""
+    made: list[str] = []
+
+    def make(
+        resource_class: str = "baremetal-gpu-h100",
+        traits: tuple[str, ...] = ("CUSTOM_GPU_H100",),
+        properties: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> Any:
+        bm = ironic_conn.baremetal
+        node = bm.create_node(
+            driver="fake-hardware",
+            name=name or f"gpu-{uuid.uuid4().hex[:8]}",
+            resource_class=resource_class,
+            properties=properties
+            if properties is not None
+            else {"cpus": 96, "memory_mb": 2048000, "local_gb": 3500, "capabilities": "gpu_model:H100,gpu_count:8"},
+        )
+        made.append(node.id)
+        if traits:
+            bm.set_node_traits(node, list(traits))
+        bm.set_node_provision_state(node, "manage")
+        wait_state(ironic_conn, node.id, "manageable")
+        bm.set_node_provision_state(node, "provide")
+        wait_state(ironic_conn, node.id, "available")
+        bm.create_port(node_id=node.id, address=f"52:54:00:{uuid.uuid4().hex[:2]}:{uuid.uuid4().hex[:2]}:01")
+        return bm.get_node(node.id)
+
+    yield make
+    bm = ironic_conn.baremetal
+    for node_id in made:
+        try:
+            node = bm.get_node(node_id)
+            if node.is_maintenance:
+                bm.unset_node_maintenance(node_id)
+            if node.provision_state in ("deploying", "wait call-back"):
+                node = _settle(ironic_conn, node_id)
+            if node.provision_state in ("active", "deploy failed"):
+                bm.set_node_provision_state(node_id, "deleted")
+                node = wait_state(ironic_conn, node_id, "available")
+            if node.provision_state == "available":
+                bm.set_node_provision_state(node_id, "manage")
+                wait_state(ironic_conn, node_id, "manageable")
+            bm.delete_node(node_id)
+        except Exception as e:  # cleanup must not hide the test's own result
+            print(f"cleanup of node {node_id} failed: {e}\n{ironic_service.log_tail(20)}")
+
+
+def _settle(conn: Any, node_id: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        node = conn.baremetal.get_node(node_id)
+        if node.provision_state not in ("deploying", "wait call-back") or time.monotonic() > deadline:
+            return node
+        time.sleep(FAST)
+
+
+@pytest.fixture(scope="session")
+def nova(
+    placement_service: openstack.Service, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[openstack.NovaDeployment]:
+    """A real Nova 34 (API, conductor, scheduler, a compute with the fake GPU driver) on this session's Placement."""
+    try:
+        venv = openstack.create_nova_venv()
+    except openstack.VenvBuildError as e:
+        if e.offline and not _required():
+            pytest.skip(f"Nova virtualenv unavailable (no network?); set {REQUIRE_ENV}=1 to make this a failure")
+        pytest.fail(str(e), pytrace=False)
+    try:
+        deployment = openstack.start_nova(tmp_path_factory.mktemp("nova"), placement_service.url, venv)
+    except openstack.BackingServiceUnavailable as e:
+        if not _required():
+            pytest.skip(f"{e}; set {REQUIRE_ENV}=1 to make this a failure")
+        pytest.fail(f"{e} ({REQUIRE_ENV}={os.environ.get(REQUIRE_ENV)!r})", pytrace=False)
+    except openstack.ServiceError as e:
+        pytest.fail(f"Nova did not start: {e}", pytrace=False)
+    print(f"nova started in {deployment.started_in_s:.1f} s: {deployment.timings}")
+    try:
+        yield deployment
+    finally:
+        openstack.stop_nova(deployment)
+
+
+def nova_admin_connection(nova: openstack.NovaDeployment, placement_url: str) -> Any:
+    """An admin connection to Nova and its Placement (so a server's release can wait until Placement freed it)."""
+    return connect(
+        OpenStackAuth(
+            method="admin_token",
+            token="admin",
+            endpoints={"compute": nova.url, "placement": placement_url},
+            api_versions={"placement": "1.39"},
+        )
+    )
+
+
+def ensure_flavor(conn: Any, name: str, specs: dict[str, str]) -> Any:
+    """The flavor ``name`` (made with ``specs`` if missing): Nova tests share one deployment per run."""
+    for flavor in conn.compute.flavors(details=True, is_public=None):
+        if flavor.name == name:
+            return flavor
+    flavor = conn.compute.create_flavor(name=name, vcpus=1, ram=512, disk=1)
+    conn.compute.create_flavor_extra_specs(flavor, specs)
+    return flavor
+
+
+# The controller fixtures (SQLite, and PostgreSQL with GPUFABRIC_TEST_POSTGRES_URL) for the end-to-end lease tests.
+from tests.support.controller import controller, database_url, migrated_db  # noqa: E402, F401
