@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from controller.api.deps import get_db
 from controller.api.routes import hosts as hosts_api
 from controller.api.schemas import AdminStateIn
+from controller.fleet.states import AdminState
 from controller.store.db import Database
 from controller.store.models import Host
 from controller.ui import drawing, fleet_data
@@ -26,10 +27,10 @@ from controller.validation.api import host_validation_out
 
 router = APIRouter(include_in_schema=False)
 
-ACTIONS = {
-    "drain": ("Drain", "No new placements on this host; leases already on it stay.", hosts_api.drain_host),
-    "undrain": ("Undrain", "Return the host to service (also ends a quarantine).", hosts_api.undrain_host),
-    "quarantine": ("Quarantine", "Take the host out of service as faulty.", hosts_api.quarantine_host),
+ACTIONS: dict[str, tuple[str, str, AdminState]] = {
+    "drain": ("Drain", "No new placements on this host; leases already on it stay.", "drained"),
+    "undrain": ("Undrain", "Return the host to service (also ends a quarantine).", "active"),
+    "quarantine": ("Quarantine", "Take the host out of service as faulty.", "quarantined"),
 }
 
 
@@ -98,7 +99,7 @@ def host_page(
     )
 
 
-def _action(name: str) -> tuple[str, str, Any]:
+def _action(name: str) -> tuple[str, str, AdminState]:
     if name not in ACTIONS:
         raise UiError(404, f"no host action {name!r} (drain, undrain, quarantine)")
     return ACTIONS[name]
@@ -130,14 +131,14 @@ async def do_action(
     db: Database = Depends(get_db),
 ) -> Response:
     fields = await checked_form(request, session)
-    _, _, route = _action(action)
+    _, _, state = _action(action)
     try:
         body = AdminStateIn(reason=fields.get("reason", ""))
     except ValidationError as exc:
         raise UiError(422, f"reason: {exc.errors()[0]['msg']}") from None
 
     def run() -> None:
-        through_api(lambda: route(host=hostname, request=request, body=body, principal=session.principal, db=db))
+        through_api(lambda: hosts_api.set_admin_state(request, db, session.principal, hostname, state, body.reason))
 
     await run_in_threadpool(run)
     return see_other(f"/ui/hosts/{hostname}")

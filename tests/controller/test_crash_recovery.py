@@ -10,7 +10,7 @@ the restart (docs/reliability.md records the figures).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,29 @@ class Fabric:
         with self.b.client(self.tenant) as api:
             body: dict[str, Any] = api.get(f"/v1/leases/{lease_id}").json()
             return body
+
+    def crash_creating(self, point: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Kill replica A at ``point`` while it creates a lease, restart it and wait until nothing is stranded;
+        returns the tenant's leases then (recovery must have made the one lease ready)."""
+        crash(self.a, point, self.tenant, "POST", "/v1/leases", body)
+        assert self.clean(), "the crash must leave the lease half-way"
+        self.a.start()
+        self.recovery_s[point] = wait_until_clean(self.clean, what=f"{self.label} {point}")
+        with self.b.client(self.tenant) as api:
+            leases: list[dict[str, Any]] = api.get("/v1/leases").json()
+        assert [x["state"] for x in leases] == ["ready"], leases
+        return leases
+
+    def crash_releasing(self, point: str, body: dict[str, Any], backend_matches: Callable[[], list[str]]) -> None:
+        """Take a lease (the backend must match the store), kill replica A at ``point`` while it releases it,
+        restart it and wait until nothing is stranded: the lease ends released."""
+        with self.b.client(self.tenant) as api:
+            lease = api.post("/v1/leases", json=body).json()
+        assert lease["state"] == "ready" and backend_matches() == [], lease
+        crash(self.a, point, self.tenant, "DELETE", f"/v1/leases/{lease['id']}")
+        self.a.start()
+        self.recovery_s[point] = wait_until_clean(self.clean, what=f"{self.label} {point}")
+        assert self.lease(lease["id"])["state"] == "released"
 
     def close(self) -> None:
         """Stop both replicas; print how long recovery took per crash case (docs/reliability.md quotes them)."""

@@ -7,9 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from controller import audit
+from controller.api.admin_state import add_admin_state_routes
 from controller.api.deps import Require, get_db, placement_changed
 from controller.api.problems import not_found
-from controller.api.schemas import AdminStateIn, DeviceOut
+from controller.api.schemas import DeviceOut
 from controller.api.views import device_out
 from controller.auth.tokens import Principal, Role
 from controller.bounds import MAX_OFFSET
@@ -92,34 +93,4 @@ def _set_state(
     return out
 
 
-@router.post("/{uuid}/drain", response_model=DeviceOut)
-def drain_device(
-    uuid: str,
-    request: Request,
-    body: AdminStateIn | None = None,
-    principal: Principal = Depends(ADMIN),
-    db: Database = Depends(get_db),
-) -> DeviceOut:
-    return _set_state(request, db, principal, uuid, "drained", body.reason if body else "")
-
-
-@router.post("/{uuid}/undrain", response_model=DeviceOut)
-def undrain_device(
-    uuid: str,
-    request: Request,
-    body: AdminStateIn | None = None,
-    principal: Principal = Depends(ADMIN),
-    db: Database = Depends(get_db),
-) -> DeviceOut:
-    return _set_state(request, db, principal, uuid, "active", body.reason if body else "")
-
-
-@router.post("/{uuid}/quarantine", response_model=DeviceOut)
-def quarantine_device(
-    uuid: str,
-    request: Request,
-    body: AdminStateIn | None = None,
-    principal: Principal = Depends(ADMIN),
-    db: Database = Depends(get_db),
-) -> DeviceOut:
-    return _set_state(request, db, principal, uuid, "quarantined", body.reason if body else "")
+add_admin_state_routes(router, param="uuid", noun="device", response_model=DeviceOut, set_state=_set_state)

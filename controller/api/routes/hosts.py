@@ -11,6 +11,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from controller import audit
+from controller.api.admin_state import add_admin_state_routes
 from controller.api.deps import Require, get_db, placement_changed
 from controller.api.desired_checks import check_documents, check_mig_on_gpus, gpus_of
 from controller.api.problems import not_found
@@ -155,7 +156,7 @@ def set_desired(
         return host_detail(session, row)
 
 
-def _set_admin_state(
+def set_admin_state(
     request: Request, db: Database, principal: Principal, host: str, state: AdminState, reason: str
 ) -> HostDetail:
     action = {"active": "host.undrain", "drained": "host.drain", "quarantined": "host.quarantine"}[state]
@@ -167,40 +168,18 @@ def _set_admin_state(
     return detail
 
 
-@router.post("/{host}/drain", response_model=HostDetail)
-def drain_host(
-    host: str,
-    request: Request,
-    body: AdminStateIn | None = None,
-    principal: Principal = Depends(ADMIN),
-    db: Database = Depends(get_db),
-) -> HostDetail:
-    """No new placements on this host; existing ones stay."""
-    return _set_admin_state(request, db, principal, host, "drained", body.reason if body else "")
-
-
-@router.post("/{host}/undrain", response_model=HostDetail)
-def undrain_host(
-    host: str,
-    request: Request,
-    body: AdminStateIn | None = None,
-    principal: Principal = Depends(ADMIN),
-    db: Database = Depends(get_db),
-) -> HostDetail:
-    """Return a drained or quarantined host to service."""
-    return _set_admin_state(request, db, principal, host, "active", body.reason if body else "")
-
-
-@router.post("/{host}/quarantine", response_model=HostDetail)
-def quarantine_host(
-    host: str,
-    request: Request,
-    body: AdminStateIn | None = None,
-    principal: Principal = Depends(ADMIN),
-    db: Database = Depends(get_db),
-) -> HostDetail:
-    """Take the host out of service as faulty (e.g. a failed NCCL validation)."""
-    return _set_admin_state(request, db, principal, host, "quarantined", body.reason if body else "")
+add_admin_state_routes(
+    router,
+    param="host",
+    noun="host",
+    response_model=HostDetail,
+    set_state=set_admin_state,
+    docs={
+        "drain": "No new placements on this host; existing ones stay.",
+        "undrain": "Return a drained or quarantined host to service.",
+        "quarantine": "Take the host out of service as faulty (e.g. a failed NCCL validation).",
+    },
+)
 
 
 @router.get("/{host}/tasks", response_model=list[TaskOut])

@@ -22,7 +22,7 @@ from drivers.eks.kube_labels import LEASE_LABEL
 from tests.controller.backends.eks.test_eks_leases import WHOLE_NODE, eksctl_file
 from tests.controller.test_crash_recovery import TENANT, Fabric
 from tests.controller.test_lease_concurrency import postgres_database  # noqa: F401  (fixture)
-from tests.support.crash_harness import crash, invariant_violations, wait_until_clean
+from tests.support.crash_harness import invariant_violations
 from tests.support.eks import REGION, Cluster, create_gpu_nodegroup
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
@@ -89,19 +89,7 @@ def eks_fabric(
 def test_eks_leases_survive_a_crash_at_every_point(eks_fabric: EksFabric, point: str) -> None:
     f = eks_fabric
     if point.startswith("create."):
-        crash(f.a, point, f.tenant, "POST", "/v1/leases", WHOLE_NODE)
-        assert f.clean(), "the crash must leave the lease half-way"
-        f.a.start()
-        f.recovery_s[point] = wait_until_clean(f.clean, what=f"eks {point}")
-        with f.b.client(f.tenant) as api:
-            leases = api.get("/v1/leases").json()
-        assert [x["state"] for x in leases] == ["ready"], leases
+        leases = f.crash_creating(point, WHOLE_NODE)
         assert leases[0]["result"]["namespace"] == tenant_namespace(TENANT, leases[0]["id"])
     else:
-        with f.b.client(f.tenant) as api:
-            lease = api.post("/v1/leases", json=WHOLE_NODE).json()
-        assert lease["state"] == "ready" and f.namespaces_match() == []
-        crash(f.a, point, f.tenant, "DELETE", f"/v1/leases/{lease['id']}")
-        f.a.start()
-        f.recovery_s[point] = wait_until_clean(f.clean, what=f"eks {point}")
-        assert f.lease(lease["id"])["state"] == "released"
+        f.crash_releasing(point, WHOLE_NODE, f.namespaces_match)

@@ -17,7 +17,7 @@ from drivers.openstack import IronicDriver
 from tests.controller.backends.openstack.test_ironic_leases import WHOLE_H100_NODE, ironic_config
 from tests.controller.test_crash_recovery import Fabric
 from tests.controller.test_lease_concurrency import postgres_database  # noqa: F401  (fixture)
-from tests.support.crash_harness import crash, invariant_violations, wait_until_clean
+from tests.support.crash_harness import invariant_violations
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.slow]
 
@@ -68,21 +68,9 @@ def ironic_fabric(
 def test_ironic_leases_survive_a_crash_at_every_point(ironic_fabric: IronicFabric, point: str) -> None:
     f = ironic_fabric
     if point.startswith("create."):
-        crash(f.a, point, f.tenant, "POST", "/v1/leases", WHOLE_H100_NODE)
-        assert f.clean(), "the crash must leave the lease half-way"
-        f.a.start()
-        f.recovery_s[point] = wait_until_clean(f.clean, what=f"ironic {point}")
-        with f.b.client(f.tenant) as api:
-            leases = api.get("/v1/leases").json()
-        assert [x["state"] for x in leases] == ["ready"], leases
+        leases = f.crash_creating(point, WHOLE_H100_NODE)
         with f.b.client(f.tenant) as api:
             assert api.delete(f"/v1/leases/{leases[0]['id']}").json()["state"] == "released"
         assert f.clean() == []
     else:
-        with f.b.client(f.tenant) as api:
-            lease = api.post("/v1/leases", json=WHOLE_H100_NODE).json()
-        assert lease["state"] == "ready" and f.nodes_match() == [], lease
-        crash(f.a, point, f.tenant, "DELETE", f"/v1/leases/{lease['id']}")
-        f.a.start()
-        f.recovery_s[point] = wait_until_clean(f.clean, what=f"ironic {point}")
-        assert f.lease(lease["id"])["state"] == "released"
+        f.crash_releasing(point, WHOLE_H100_NODE, f.nodes_match)
