@@ -52,7 +52,7 @@ def test_same_aggregate_gang_placed_and_refused_with_the_nearest_fit(controller:
             "no host aggregate of one backend has 4 fitting hosts; the best, static/rack-7, has 3; "
             "in one AZ it fits: static/az1 has 5"
         ]
-        # The racks are also layer-3 network nodes (an aggregate with gpufabric.dev/network-node-layer=3).
+        # The racks are also layer-3 network nodes (an aggregate with metadata gpufabric:network_node_layer=3).
         leaf = tenant.post("/v1/leases", json={**GANG, "nodes": 4, "topology": "same-network-node-layer-3"})
         assert leaf.status_code == 409, leaf.text
         assert next(f for f in leaf.json()["filters"] if f["filter"] == "topology")["reasons"] == [

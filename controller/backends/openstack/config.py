@@ -61,7 +61,7 @@ class OpenStackBackendConfig(BaseModel):
     topology_layers: dict[Annotated[str, Field(min_length=1, max_length=255)], _Layer] = Field(
         default_factory=dict,
         description="Nova aggregate (Ironic: conductor group) name -> the network node layer (1 top .. 3 directly "
-        "above the hosts) it stands for; wins over the aggregate's gpufabric.dev/network-node-layer metadata",
+        "above the hosts) it stands for; wins over the aggregate's gpufabric:network_node_layer metadata",
     )
     tenant_ssh_keys: dict[str, list[str]] = Field(
         default_factory=dict, description="Tenant -> SSH public keys put on machines provisioned for it"

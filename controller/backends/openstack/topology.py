@@ -6,7 +6,7 @@ Every grouping a host belongs to may make it part of three kinds of domain (docs
 - **AZ** (``same-az``): a Nova aggregate's ``availability_zone`` is its hosts' AZ (Nova keeps a host in one AZ).
   A host in no AZ aggregate is in Nova's default zone and keeps the backend's ``az`` setting (or none).
 - **network node at layer N** (``same-network-node-layer-N``): an aggregate whose metadata sets
-  :data:`LAYER_METADATA_KEY` to ``1``, ``2`` or ``3``, or whose name the backend's ``topology_layers`` maps to a
+  :data:`LAYER_METADATA_KEY` (``gpufabric:network_node_layer``) to ``1``, ``2`` or ``3``, or whose name the backend's ``topology_layers`` maps to a
   layer (the config wins), is a network node at that layer: its hosts get ``gpufabric.dev/network-node-layer-N =
   <aggregate>``. An Ironic conductor group is mapped the same way by ``topology_layers``.
 - **aggregate** (``same-aggregate``): the host's tightest grouping, the aggregate with the fewest hosts it belongs to
@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from controller.backends.openstack.common import AZ_LABEL
 
 AGGREGATE_LABEL = "gpufabric.dev/aggregate"
-LAYER_METADATA_KEY = "gpufabric.dev/network-node-layer"
+# Nova metadata keys allow only [a-zA-Z0-9-_:. ] (no "/"), so the key follows the flavor hints (gpufabric:gpu_model).
+LAYER_METADATA_KEY = "gpufabric:network_node_layer"
 LAYERS = (1, 2, 3)
 LAYER_LABELS = {n: f"gpufabric.dev/network-node-layer-{n}" for n in LAYERS}
 TOPOLOGY_LABELS = frozenset({AZ_LABEL, AGGREGATE_LABEL, *LAYER_LABELS.values()})

@@ -70,7 +70,7 @@ def test_aggregates_give_az_layers_and_the_tightest_aggregate() -> None:
     assert labels["hv-a"][AGGREGATE_LABEL] == "rack-7"  # fewest hosts
     assert labels["hv-c"][AGGREGATE_LABEL] == "odd"
     assert AGGREGATE_LABEL not in labels["hv-d"]
-    assert any("odd: metadata gpufabric.dev/network-node-layer='leaf' is not 1, 2 or 3" in s for s in skipped)
+    assert any("odd: metadata gpufabric:network_node_layer='leaf' is not 1, 2 or 3" in s for s in skipped)
     assert all(LAYER_LABELS[3] in d.owned_labels and AZ in d.owned_labels for d in docs)
 
 
