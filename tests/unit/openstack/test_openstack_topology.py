@@ -22,7 +22,14 @@ from controller.backends.openstack.topology import (
 )
 from controller.leases.fleet import to_placement_host
 from controller.placement import Decision, Engine, Refusal
-from drivers.openstack import DiscoveredHost, GpuDevice, HostAggregate, PlacementView, ResourceProvider
+from drivers.openstack import (
+    DiscoveredHost,
+    GpuDevice,
+    HostAggregate,
+    PlacementView,
+    ResourceProvider,
+    host_from_node,
+)
 
 AZ = "gpufabric.dev/az"
 AUTH = {"method": "none", "endpoints": {"compute": "http://nova.test", "placement": "http://placement.test"}}
@@ -107,6 +114,10 @@ def test_ironic_conductor_groups_are_aggregates_and_map_to_layers() -> None:
     config = IronicConfig.model_validate(
         {"auth": AUTH, "controller_url": "https://gf.test", "image_source": "img", "topology_layers": {"pod-a": 2}}
     )
+    # Ironic's API field (API 1.46); the default group "" is no group.
+    read = host_from_node({"id": "a", "name": "n1", "conductor_group": "pod-a", "traits": ["CUSTOM_GPU_H100"]})
+    assert read.conductor_group == "pod-a"
+    assert host_from_node({"id": "b", "conductor_group": "", "traits": ["CUSTOM_GPU_H100"]}).conductor_group is None
     docs, _ = ironic_docs(config, [node("n1", "pod-a"), node("n2", "pod-a"), node("n3", None)], set())
     labels = {d.name: d.labels for d in docs}
     assert labels["n1"][AGGREGATE_LABEL] == "pod-a" and labels["n1"][LAYER_LABELS[2]] == "pod-a"
