@@ -225,9 +225,8 @@ class EksBackend(BackendBase):
     def _capacity_refusal(
         self, session: Session, config: EksConfig, nodegroup: str, add: int, backend_id: int | None
     ) -> str | None:
-        """Before scaling up: the nodegroup's reservation (ODCR, the ODCRs of its resource group, or Capacity Block) must
-        hold the new nodes, and an
-        EFA nodegroup's cluster placement group is reused or created."""
+        """Before scaling up: the nodegroup's reservation (an ODCR, the ODCRs of its resource group, or a Capacity
+        Block) must hold the new nodes, and an EFA nodegroup's cluster placement group is reused or created."""
         ng = config.nodegroup(nodegroup)
         pool_group = ng.capacity_reservation_resource_group if ng is not None else None
         if ng is None or not (ng.capacity_reservation_id or pool_group or (ng.efa and ng.placement_group)):
