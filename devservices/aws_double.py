@@ -11,7 +11,9 @@ docs/eks.md): ``CreatePlacementGroup``, ``DescribePlacementGroups``, ``DeletePla
 the Kubernetes emulator are not moto instances): at most 100 ``InstanceId``s, ``MaxResults`` 1..100 (default
 20) and not together with instance ids, ``GroupName`` and the ``availability-zone`` / ``instance-type``
 filters, unknown ids ``InvalidInstanceID.NotFound``, network nodes only for the supported instance types
-(others are listed with none, as EC2 does). Test controls (JSON over POST): ``/_double/reset``,
+(others are listed with none, as EC2 does). Of AWS Resource Groups (REST-JSON; moto makes, gets and configures the
+groups but answers these two with "not yet implemented"): ``GroupResources`` (capacity reservation ARNs into a
+group moto knows) and ``ListGroupResources`` (``resource-type`` filter, ``MaxResults`` 1..50, ``NextToken``). Test controls (JSON over POST): ``/_double/reset``,
 ``/_double/instances``, ``/_double/offerings``, ``/_double/consume``.
 """
 
@@ -27,11 +29,12 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from devservices.ec2_query import error_xml, parse_request, response_xml
-from devservices.moto_server import free_port
 from drivers.eks.capacity import CapacityReservation, PlacementGroup
 from drivers.eks.capacity_fake import FakeCapacity
 from drivers.eks.errors import CapacityError
+from devservices.ec2_query import error_xml, parse_request, response_xml
+from devservices.moto_server import free_port
+from devservices.resource_groups_double import RESOURCE_GROUPS_PATHS, resource_groups_call
 
 EMULATED = frozenset(
     {
@@ -243,6 +246,18 @@ class AwsDouble:
                 except urllib.error.HTTPError as exc:
                     self._send(exc.code, exc.read(), dict(exc.headers.items()))
 
+            def _moto(self, path: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+                """Ask moto (this request's credentials and service scope) and return its status and JSON answer."""
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(
+                    double.upstream + path, data=json.dumps(payload).encode(), headers=headers, method="POST"
+                )
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        return response.status, json.loads(response.read() or b"{}")
+                except urllib.error.HTTPError as exc:
+                    return exc.code, json.loads(exc.read() or b"{}")
+
             def _body(self) -> bytes:
                 return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
@@ -260,6 +275,13 @@ class AwsDouble:
                 if self.path.startswith("/_double/"):
                     out = double.control(self.path.removeprefix("/_double/"), json.loads(body or b"{}"))
                     self._send(200, json.dumps(out, default=str).encode(), {"Content-Type": "application/json"})
+                    return
+                if self.path in RESOURCE_GROUPS_PATHS:
+                    status, out = resource_groups_call(double, self.path, json.loads(body or b"{}"), self._moto)
+                    headers = {"Content-Type": "application/json"}
+                    if status != 200:
+                        headers["x-amzn-ErrorType"] = out["__type"]
+                    self._send(status, json.dumps(out).encode(), headers)
                     return
                 form = {}
                 if self.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):

@@ -138,7 +138,12 @@ def create(
     ] = None,
     nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Distinct hosts, each gets all slices")] = None,
     topology: Annotated[
-        str | None, typer.Option("--topology", help="same-host | same-placement-group | same-az | same-region | any")
+        str | None,
+        typer.Option(
+            "--topology",
+            help="same-host | same-network-node-layer-3|2|1 | same-placement-group | same-aggregate | same-az | "
+            "same-region | any",
+        ),
     ] = None,
     backends: Annotated[list[str] | None, typer.Option("--backend", help="Backend id or kind, repeatable")] = None,
     regions: Annotated[list[str] | None, typer.Option("--region", help="Region, repeatable")] = None,

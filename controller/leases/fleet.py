@@ -19,6 +19,7 @@ from controller.store.models import Host as HostRow
 _REGION_LABELS = ("region", "topology.kubernetes.io/region", "gpufabric.dev/region")
 _AZ_LABELS = ("az", "zone", "topology.kubernetes.io/zone", "gpufabric.dev/az")
 _GROUP_LABELS = ("placement-group", "gpufabric.dev/placement-group", "rack")
+AGGREGATE_LABEL = "gpufabric.dev/aggregate"  # an OpenStack host aggregate / Ironic conductor group
 # The instance topology's network nodes, layer 1 (top) to 3 (directly above the host): the labels EKS puts on
 # nodes, or gpufabric's own for hosts of other backends (an OpenStack aggregate, a static host's rack switch).
 _NETWORK_LABELS = tuple(
@@ -100,6 +101,7 @@ def to_placement_host(row: HostRow, capabilities: Callable[[str], Capabilities |
         region=_label(labels, _REGION_LABELS) or str(backend_config.get("region") or "default"),
         az=_label(labels, _AZ_LABELS) or str(backend_config.get("zone") or "default"),
         placement_group=_label(labels, _GROUP_LABELS),
+        aggregate=_label(labels, (AGGREGATE_LABEL,)),
         network_nodes=tuple(_label(labels, keys) for keys in _NETWORK_LABELS),
         usable_until=_until(labels.get(USABLE_UNTIL_LABEL)),
         pool=row.pool.name if row.pool is not None else None,

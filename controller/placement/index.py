@@ -23,8 +23,17 @@ from controller.placement.model import Device, Host, OfferKey, host_offers
 
 # Gang domains; every value is qualified by the host's backend (a lease stays inside one backend), and
 # ``backend`` itself is the domain of a gang with topology ``any``.
-DOMAINS = ("placement_group", "az", "region", "backend", "network_node_3", "network_node_2", "network_node_1")
-DomainValues = tuple[str | None, str, str, str, str | None, str | None, str | None]
+DOMAINS = (
+    "placement_group",
+    "az",
+    "region",
+    "backend",
+    "network_node_3",
+    "network_node_2",
+    "network_node_1",
+    "aggregate",
+)
+DomainValues = tuple[str | None, str, str, str, str | None, str | None, str | None, str | None]
 
 
 def domain_values(host: Host) -> DomainValues:
@@ -32,7 +41,8 @@ def domain_values(host: Host) -> DomainValues:
     nodes = host.network_nodes
     n3, n2, n1 = (f"{b}/{nodes[i]}" if len(nodes) > i and nodes[i] else None for i in (2, 1, 0))
     group = f"{b}/{host.placement_group}" if host.placement_group else None
-    return (group, f"{b}/{host.az}", f"{b}/{host.region}", b, n3, n2, n1)
+    aggregate = f"{b}/{host.aggregate}" if host.aggregate else None
+    return (group, f"{b}/{host.az}", f"{b}/{host.region}", b, n3, n2, n1, aggregate)
 
 
 class Bucket:

@@ -171,6 +171,9 @@ class Host:
     region: str
     az: str
     placement_group: str | None = None
+    # The OpenStack host aggregate (Ironic: conductor group) the host is grouped by (label ``gpufabric.dev/aggregate``,
+    # written by the OpenStack syncs: controller.backends.openstack.topology).
+    aggregate: str | None = None
     # The network nodes above the host, layer 1 (top of the network) to layer 3 (directly above it); empty when
     # no instance topology is recorded (labels ``*/network-node-layer-N``, see controller.leases.fleet).
     network_nodes: tuple[str | None, ...] = ()
@@ -209,9 +212,12 @@ class Host:
             layer = int(topology[len(NETWORK_TOPOLOGY) :])
             value = self.network_nodes[layer - 1] if len(self.network_nodes) >= layer else None
         else:
-            value = {"same-placement-group": self.placement_group, "same-az": self.az, "same-region": self.region}.get(
-                topology
-            )
+            value = {
+                "same-placement-group": self.placement_group,
+                "same-aggregate": self.aggregate,
+                "same-az": self.az,
+                "same-region": self.region,
+            }.get(topology)
         return f"{self.backend_id}/{value}" if value else None
 
 

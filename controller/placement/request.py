@@ -25,6 +25,7 @@ Topology = Literal[
     "same-network-node-layer-2",
     "same-network-node-layer-1",
     "same-placement-group",
+    "same-aggregate",
     "same-az",
     "same-region",
     "any",
@@ -98,7 +99,7 @@ class PlacementRequest(BaseModel):
     ``topology`` constrains how the nodes relate (all-or-nothing): ``same-host`` (one node),
     ``same-network-node-layer-N`` (every node under one network node at layer N of the instance topology: 3 is
     the node directly above the instances, 1 the top), ``same-placement-group`` (rack / EC2 cluster placement
-    group), ``same-az``, ``same-region`` or ``any``.
+    group), ``same-aggregate`` (an OpenStack host aggregate / Ironic conductor group), ``same-az``, ``same-region`` or ``any``.
     ``backends`` and ``regions``/``azs`` both restrict and, in list order, express preference.
     """
 

@@ -14,6 +14,7 @@ DOMAIN_ATTR = {
     "same-network-node-layer-2": "network_node_2",
     "same-network-node-layer-1": "network_node_1",
     "same-placement-group": "placement_group",
+    "same-aggregate": "aggregate",
     "same-az": "az",
     "same-region": "region",
     "any": "backend",
@@ -23,7 +24,10 @@ _DOMAIN_WORDS = {
     "network_node_2": "network node at layer 2",
     "network_node_1": "network node at layer 1",
     "placement_group": "placement group",
+    "aggregate": "host aggregate",
 }
+# Looser domains that may hold a gang a tighter one cannot, tightest first: the nearest fit a refusal names.
+_LOOSER = {"aggregate": (("same-az", "AZ"), ("same-region", "region"))}
 
 
 def topology_reason(
@@ -51,6 +55,11 @@ def topology_reason(
                 f"no fitting host has a {words} recorded (labels topology.k8s.aws/network-node-layer-N or "
                 "gpufabric.dev/network-node-layer-N, from the instance topology)"
             )
+        if attr == "aggregate":
+            return (
+                f"no fitting host has a {words} recorded (label gpufabric.dev/aggregate: the Nova aggregate or Ironic "
+                "conductor group the OpenStack sync records)"
+            )
         return f"no fitting host has a {words}"
     dom, n = by
     if attr == "backend":
@@ -64,6 +73,10 @@ def topology_reason(
             looser = _best(by_domain(f"same-network-node-layer-{layer}"))
             if looser is not None and looser[1] >= req.nodes:
                 return f"{reason}; under one network node at layer {layer} it fits: {looser[0]} has {looser[1]}"
+    for topology, name in _LOOSER.get(attr, ()):
+        looser = _best(by_domain(topology))
+        if looser is not None and looser[1] >= req.nodes:
+            return f"{reason}; in one {name} it fits: {looser[0]} has {looser[1]}"
     return reason
 
 

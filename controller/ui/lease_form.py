@@ -11,7 +11,17 @@ from controller.placement import PlacementRequest
 from controller.ui.errors import UiError
 
 KINDS = ["gpu", "mig", "timeslice", "mps", "vgpu"]
-TOPOLOGIES = ["any", "same-host", "same-placement-group", "same-az", "same-region"]
+TOPOLOGIES = [
+    "any",
+    "same-host",
+    "same-network-node-layer-3",
+    "same-network-node-layer-2",
+    "same-network-node-layer-1",
+    "same-placement-group",
+    "same-aggregate",
+    "same-az",
+    "same-region",
+]
 POLICIES = ["", "pack", "spread"]
 
 

@@ -96,6 +96,17 @@ class CapacityProvider(Protocol):
 
     def purchase_capacity_block(self, offering_id: str) -> CapacityReservation: ...
 
+    def group_reservation_ids(self, group: str) -> list[str]: ...
+
+
+RESERVATION_RESOURCE_TYPE = "AWS::EC2::CapacityReservation"
+
+
+def reservation_id_from_arn(arn: str) -> str | None:
+    """``arn:aws:ec2:<region>:<account>:capacity-reservation/cr-…`` -> ``cr-…`` (None for another resource)."""
+    kind, _, rid = arn.rpartition(":")[2].partition("/")
+    return rid if kind == "capacity-reservation" and rid else None
+
 
 def find_reservation(
     provider: CapacityProvider,
@@ -138,12 +149,31 @@ def find_reservation(
 class Boto3Capacity:
     """:class:`CapacityProvider` over the EC2 API."""
 
-    def __init__(self, ec2: Any) -> None:
+    def __init__(self, ec2: Any, resource_groups: Any | None = None) -> None:
         self.ec2 = ec2
+        self.resource_groups = resource_groups
 
     @classmethod
     def connect(cls, target: AwsTarget) -> Boto3Capacity:
-        return cls(target.client("ec2"))
+        return cls(target.client("ec2"), target.client("resource-groups"))
+
+    def group_reservation_ids(self, group: str) -> list[str]:
+        """The capacity reservations of a capacity reservation resource group (name or ARN), by AWS Resource
+        Groups ``ListGroupResources`` (all pages; only ``AWS::EC2::CapacityReservation`` members)."""
+        if self.resource_groups is None:
+            raise CapacityError("NoResourceGroupsClient", "no AWS Resource Groups client to list the group's members")
+        client = self.resource_groups
+
+        def pages() -> list[str]:
+            arns: list[str] = []
+            paginator = client.get_paginator("list_group_resources")
+            filters = [{"Name": "resource-type", "Values": [RESERVATION_RESOURCE_TYPE]}]
+            for page in paginator.paginate(Group=group, Filters=filters):
+                arns += [r["Identifier"]["ResourceArn"] for r in page.get("Resources", [])]
+            return arns
+
+        arns = self._raise_as_capacity_error("resource-groups:ListGroupResources", pages)
+        return sorted({rid for arn in arns if (rid := reservation_id_from_arn(arn))})
 
     def _raise_as_capacity_error(self, operation: str, fn: Callable[[], Any]) -> Any:
         from drivers.eks.errors import AwsCallFailed

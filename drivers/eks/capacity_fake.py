@@ -42,6 +42,7 @@ class FakeCapacity:
         self.placement_groups: dict[str, PlacementGroup] = {}
         self.reservations: dict[str, CapacityReservation] = {}
         self.offerings: dict[str, CapacityBlockOffering] = {}
+        self.resource_groups: dict[str, list[str]] = {}  # group name -> reservation ids (Resource Groups members)
 
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}-{next(self._ids):017x}"
@@ -139,6 +140,21 @@ class FakeCapacity:
                 raise CapacityError("InvalidParameterValue", "cannot release more instances than the reservation holds")
             reservation.available_count = left
             return self._with_clock_state(reservation)
+
+    def group_resources(self, group: str, reservation_ids: list[str]) -> None:
+        """Add reservations to a capacity reservation resource group (``GroupResources``); made on first use."""
+        with self._lock:
+            for rid in reservation_ids:
+                self._reservation(rid)
+            members = self.resource_groups.setdefault(_group_name(group), [])
+            members += [r for r in reservation_ids if r not in members]
+
+    def group_reservation_ids(self, group: str) -> list[str]:
+        with self._lock:
+            members = self.resource_groups.get(_group_name(group))
+            if members is None:
+                raise CapacityError("NotFoundException", f"Cannot find group {_group_name(group)}.")
+            return sorted(members)
 
     def _reservation(self, reservation_id: str) -> CapacityReservation:
         try:
@@ -239,3 +255,8 @@ class FakeCapacity:
             end=offering.end,
             instance_match_criteria="targeted",
         )
+
+
+def _group_name(group: str) -> str:
+    """A resource group's name from its name or ARN (``arn:aws:resource-groups:<region>:<account>:group/<name>``)."""
+    return group.rpartition(":group/")[2] if group.startswith("arn:") else group

@@ -35,7 +35,14 @@ from drivers.openstack.models import (
     TaggedResource,
     VgpuFacts,
 )
-from drivers.openstack.nova import NovaDriver, flavor_from_specs, match_flavor, parse_pci_alias
+from drivers.openstack.nova import (
+    HostAggregate,
+    Hypervisor,
+    NovaDriver,
+    flavor_from_specs,
+    match_flavor,
+    parse_pci_alias,
+)
 from drivers.openstack.placement import (
     ExpectedHost,
     ExpectedUsage,
@@ -65,6 +72,8 @@ __all__ = [
     "ExpectedUsage",
     "GpuDevice",
     "GpuFlavor",
+    "HostAggregate",
+    "Hypervisor",
     "IronicDeployRequest",
     "IronicDriver",
     "Mismatch",

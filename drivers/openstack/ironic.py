@@ -160,6 +160,7 @@ def host_from_node(node: Any, inventory: dict[str, Any] | None = None) -> Discov
         devices=devices,
         lease_id=extra.get(LEASE_TAG) or instance_info.get(LEASE_TAG),
         instance_uuid=get("instance_id", get("instance_uuid")),
+        conductor_group=str(get("conductor_group") or "") or None,
     )
 
 

@@ -46,6 +46,7 @@ class DiscoveredHost(_Model):
     devices: list[GpuDevice] = Field(default_factory=list)
     lease_id: str | None = None  # the gpufabric lease that deployed it, if any
     instance_uuid: str | None = None
+    conductor_group: str | None = None  # Ironic's grouping of nodes (API 1.46); "" (the default group) is None
 
     @property
     def gpu_count(self) -> int:

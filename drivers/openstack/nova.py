@@ -11,6 +11,7 @@ import base64
 import logging
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from drivers.openstack.configdrive import user_data
@@ -43,6 +44,21 @@ PCI_ALIAS_KEY = "pci_passthrough:alias"
 MODEL_HINT_KEY = "gpufabric:gpu_model"
 VGPU_TYPE_HINT_KEY = "gpufabric:vgpu_type"
 NO_VALID_HOST = "No valid host"
+
+
+@dataclass(frozen=True)
+class Hypervisor:
+    name: str  # hypervisor hostname: the Placement root provider
+    up: bool  # state up and service enabled
+    service_host: str  # the nova-compute service's host: what aggregates list
+
+
+@dataclass(frozen=True)
+class HostAggregate:
+    name: str
+    hosts: tuple[str, ...]  # compute service hosts
+    availability_zone: str | None
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 def parse_pci_alias(value: str) -> dict[str, int]:
@@ -218,14 +234,34 @@ class NovaDriver:
 
     def hypervisors(self) -> dict[str, bool]:
         """Hypervisor name -> whether it is up and enabled (admin)."""
+        return {h.name: h.up for h in self.hypervisor_facts()}
+
+    def hypervisor_facts(self) -> list[Hypervisor]:
+        """Every hypervisor: its name (Placement's root provider), whether it is up and enabled, and the compute
+        service host it runs under (the name host aggregates list) (admin)."""
         found = self._call("hypervisors", lambda: list(self.compute.hypervisors(details=True)))
-        return {
-            str(h.name): (
-                str(getattr(h, "state", "up") or "up") == "up"
-                and str(getattr(h, "status", "enabled") or "enabled") == "enabled"
+        return [
+            Hypervisor(
+                name=str(h.name),
+                up=str(getattr(h, "state", "up") or "up") == "up"
+                and str(getattr(h, "status", "enabled") or "enabled") == "enabled",
+                service_host=str((getattr(h, "service_details", None) or {}).get("host") or h.name),
             )
             for h in found
-        }
+        ]
+
+    def aggregates(self) -> list[HostAggregate]:
+        """Every host aggregate with its compute hosts, availability zone and metadata (admin, ``os-aggregates``)."""
+        found = self._call("aggregates", lambda: list(self.compute.aggregates()))
+        return [
+            HostAggregate(
+                name=str(a.name),
+                hosts=tuple(sorted(str(h) for h in a.hosts or ())),
+                availability_zone=str(a.availability_zone) if a.availability_zone else None,
+                metadata={str(k): str(v) for k, v in (a.metadata or {}).items()},
+            )
+            for a in found
+        ]
 
     # ------------------------------------------------------------------------------------------- flavors
 

@@ -43,6 +43,8 @@ from controller.backends.eks import checks, sync
 from controller.backends.eks.capacity import (
     block_end_refusal,
     ensure_placement_group,
+    group_refusal,
+    group_state,
     now_utc,
     provider_for,
     reservation_state,
@@ -223,10 +225,11 @@ class EksBackend(BackendBase):
     def _capacity_refusal(
         self, session: Session, config: EksConfig, nodegroup: str, add: int, backend_id: int | None
     ) -> str | None:
-        """Before scaling up: the nodegroup's reservation (ODCR or Capacity Block) must hold the new nodes, and an
-        EFA nodegroup's cluster placement group is reused or created."""
+        """Before scaling up: the nodegroup's reservation (an ODCR, the ODCRs of its resource group, or a Capacity
+        Block) must hold the new nodes, and an EFA nodegroup's cluster placement group is reused or created."""
         ng = config.nodegroup(nodegroup)
-        if ng is None or not (ng.capacity_reservation_id or (ng.efa and ng.placement_group)):
+        pool_group = ng.capacity_reservation_resource_group if ng is not None else None
+        if ng is None or not (ng.capacity_reservation_id or pool_group or (ng.efa and ng.placement_group)):
             return None
         try:
             provider = provider_for(config)
@@ -234,7 +237,7 @@ class EksBackend(BackendBase):
                 group, created = ensure_placement_group(provider, ng.placement_group)
                 if created:
                     log.info("created cluster placement group %s for nodegroup %s", group.name, nodegroup)
-            if not ng.capacity_reservation_id:
+            if not (ng.capacity_reservation_id or pool_group):
                 return None
             desired = aws_nodegroups(config).describe_nodegroup(config.cluster, nodegroup).scaling.desired
             registered = sum(
@@ -243,9 +246,10 @@ class EksBackend(BackendBase):
                 if (h.labels or {}).get(NODEGROUP_LABEL) == nodegroup and not is_headroom(h)
             )
             state = reservation_state(provider, ng, desired, registered)
+            pooled = group_state(provider, ng, desired, registered, now_utc())
         except EksError as exc:
             raise EksBackendError(f"capacity of nodegroup {nodegroup}: {exc}") from None
-        return scale_up_refusal(state, ng, add, now_utc())
+        return scale_up_refusal(state, ng, add, now_utc()) or group_refusal(pooled, ng, add)
 
     def _scale_for(
         self, session: Session, lease: LeaseInfo, config: EksConfig, headroom: list[_Node]

@@ -1,6 +1,9 @@
 """What an EKS nodegroup's nodes run on, in the lease flow: on-demand, an On-Demand Capacity Reservation, an EC2
 Capacity Block for ML, or Spot; and the cluster placement group of an EFA nodegroup.
 
+- **Reservations of a resource group, new nodes**: an ODCR targeted through a capacity reservation resource group
+  counts the group's reservations (AWS Resource Groups ``ListGroupResources``) of the nodegroup's instance types
+  and AZs that are active, summed, against the same launching nodes.
 - **Reservation / Capacity Block, new nodes**: before a lease scales a nodegroup up, the reservation must hold the
   new nodes: free = ``AvailableInstanceCount`` minus the nodes the nodegroup was already asked for that have not
   registered yet (they will launch into the reservation; EC2 counts them only once they run). Not enough is the
@@ -53,6 +56,103 @@ class ReservationState:
             "end": r.end.isoformat() if r.end else None,
             "match": r.instance_match_criteria,
         }
+
+
+@dataclass(frozen=True)
+class GroupReservationState:
+    """A nodegroup's ODCRs targeted through a capacity reservation resource group: the group's reservations, of
+    which those of the nodegroup's instance types (and AZs, when it names some) that are active now count."""
+
+    group: str
+    reservations: tuple[CapacityReservation, ...]
+    instance_types: tuple[str, ...]
+    zones: tuple[str, ...]
+    launching: int
+    now: datetime
+
+    @property
+    def matching(self) -> list[CapacityReservation]:
+        return [
+            r
+            for r in self.reservations
+            if r.instance_type in self.instance_types
+            and (not self.zones or r.availability_zone in self.zones)
+            and r.usable_at(self.now)
+        ]
+
+    @property
+    def total(self) -> int:
+        return sum(r.total_count for r in self.matching)
+
+    @property
+    def available(self) -> int:
+        return sum(r.available_count for r in self.matching)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.available - self.launching)
+
+    def as_dict(self) -> dict[str, Any]:
+        by: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in self.reservations:
+            if not r.usable_at(self.now):
+                continue
+            row = by.setdefault(
+                (r.instance_type, r.availability_zone),
+                {"instance_type": r.instance_type, "availability_zone": r.availability_zone, "reservations": 0}
+                | {"total": 0, "used": 0, "available": 0},
+            )
+            row["reservations"] += 1
+            row["total"] += r.total_count
+            row["used"] += r.total_count - r.available_count
+            row["available"] += r.available_count
+        return {
+            "resource_group": self.group,
+            "kind": "odcr-group",
+            "reservation_ids": [r.reservation_id for r in self.reservations],
+            "instance_types": list(self.instance_types),
+            "total": self.total,
+            "used": self.total - self.available,
+            "available": self.available,
+            "launching": self.launching,
+            "free": self.free,
+            "by_instance_type_az": [by[k] for k in sorted(by)],
+        }
+
+
+def group_state(
+    provider: CapacityProvider, ng: EksNodegroupConfig, desired: int | None, registered: int, now: datetime
+) -> GroupReservationState | None:
+    """The nodegroup's capacity reservation resource group, its reservations summed (None without a group)."""
+    group = ng.capacity_reservation_resource_group
+    if not group:
+        return None
+    ids = provider.group_reservation_ids(group)
+    reservations = provider.describe_capacity_reservations(ids=ids) if ids else []
+    launching = max(0, (desired if desired is not None else registered) - registered)
+    return GroupReservationState(
+        group,
+        tuple(sorted(reservations, key=lambda r: r.reservation_id)),
+        tuple(ng.instance_types),
+        tuple(ng.availability_zones),
+        launching,
+        now,
+    )
+
+
+def group_refusal(state: GroupReservationState | None, ng: EksNodegroupConfig, add: int) -> str | None:
+    """Why the group's reservations cannot take ``add`` more nodes of the nodegroup now (None: they can)."""
+    if state is None or state.free >= add:
+        return None
+    where = "/".join(state.instance_types) + (f" in {', '.join(state.zones)}" if state.zones else "")
+    matching = state.matching
+    if not matching:
+        return f"nodegroup {ng.name}: capacity reservation group {state.group} has no active reservation for {where}"
+    launching = f", {state.launching} launching for the nodegroup" if state.launching else ""
+    return (
+        f"nodegroup {ng.name}: capacity reservation group {state.group} has {state.free} of {state.total} "
+        f"{where} instances free in {len(matching)} reservation(s){launching}; {add} requested"
+    )
 
 
 def provider_for(config: Any) -> CapacityProvider:
@@ -141,6 +241,12 @@ def capacity_report(
                 out["reservation"] = state.as_dict()
         except EksError as exc:
             problems.append(f"reservation: {exc}")
+        try:
+            pooled = group_state(provider, ng, desired, registered, now_utc())
+            if pooled is not None:
+                out["reservation_group"] = pooled.as_dict()
+        except EksError as exc:
+            problems.append(f"reservation group: {exc}")
         if ng.placement_group:
             try:
                 (group,) = provider.describe_placement_groups([ng.placement_group])

@@ -26,6 +26,7 @@ from controller.backends.nova.config import NovaConfig
 from controller.backends.nova.discovery import nova_docs
 from controller.backends.nova.placement_check import placement_check
 from controller.backends.openstack.common import (
+    AZ_LABEL,
     HYPERVISOR_LABEL,
     OpenStackBackendError,
     bootstrap_for,
@@ -131,9 +132,17 @@ class NovaBackend(OpenStackBackend):
 
     def observe(self, config: NovaConfig, live: set[str]) -> Observed:
         conn = self.connections.get(config.auth)
-        hypervisors = NovaDriver(conn).hypervisors()
+        driver = NovaDriver(conn)
+        facts = driver.hypervisor_facts()
+        aggregates = driver.aggregates()
         view = PlacementReader(conn).view()
-        docs, skipped = nova_docs(config, view, hypervisors)
+        docs, skipped = nova_docs(
+            config,
+            view,
+            {h.name: h.up for h in facts},
+            aggregates,
+            {h.name: h.service_host for h in facts},
+        )
         return Observed(docs, skipped, self.tagged(config), view)
 
     def tagged(self, config: NovaConfig) -> list[TaggedResource]:
@@ -152,9 +161,12 @@ class NovaBackend(OpenStackBackend):
             found = lease_hosts(session, lease.hosts, self.kind, NovaConfig)
             config: NovaConfig = found.config
             hypervisors = {h.hostname: str((h.labels or {}).get(HYPERVISOR_LABEL) or h.hostname) for h in found.hosts}
+            # The host's AZ as the sync saw it (its AZ aggregate, else the backend's az): Nova refuses a boot whose
+            # requested zone is not the pinned host's.
+            zones = {h.hostname: str((h.labels or {}).get(AZ_LABEL) or config.az or "") or None for h in found.hosts}
         driver = self.driver(config, lease.tenant)
         try:
-            return self._boot(driver, config, found.backend, lease, allocations, hypervisors)
+            return self._boot(driver, config, found.backend, lease, allocations, hypervisors, zones)
         except (TryElsewhere, OpenStackBackendError) as exc:
             self._undo(config, lease, exc)
             raise
@@ -167,6 +179,7 @@ class NovaBackend(OpenStackBackend):
         lease: LeaseInfo,
         allocations: list[Allocation],
         hypervisors: dict[str, str],
+        zones: dict[str, str | None] | None = None,
     ) -> ProvisionResult:
         flavors: list[GpuFlavor] | None = None
         deadline = time.monotonic() + config.inline_wait_s
@@ -194,7 +207,7 @@ class NovaBackend(OpenStackBackend):
                         networks=config.networks
                         if isinstance(config.networks, str)
                         else [{"uuid": n} for n in config.networks],
-                        availability_zone=config.az,
+                        availability_zone=(zones or {}).get(host, config.az),
                         hypervisor_hostname=hypervisor if config.pin_hypervisor else None,
                         poll=config.boot_poll,
                     )

@@ -3,18 +3,22 @@
 A nested pGPU provider with ``VGPU`` inventory is a device offering vGPU slices (type and framebuffer from the
 catalog; the number of instances is Placement's; a MIG-backed type on as many GPU instances), a PCI GPU resource
 class gives whole-GPU devices. A hypervisor
-that is down or disabled is unreachable.
+that is down or disabled is unreachable. Host aggregates and availability zones become the hosts' topology labels
+(``controller.backends.openstack.topology``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from controller.backends.nova.config import NovaConfig
 from controller.backends.openstack.common import HYPERVISOR_LABEL
 from controller.backends.openstack.hosts import HostDoc, base_labels, device_doc
+from controller.backends.openstack.topology import TOPOLOGY_LABELS, Grouping, host_topology
 from drivers.gpus.catalog import Product
 from drivers.openstack import (
+    HostAggregate,
     PlacementView,
     ResourceProvider,
     gpu_instance_layout,
@@ -73,10 +77,38 @@ def _tree_product(view: PlacementView, p: ResourceProvider) -> Product | None:
     return None
 
 
-def nova_docs(config: NovaConfig, view: PlacementView, hypervisors: dict[str, bool]) -> tuple[list[HostDoc], list[str]]:
-    """``hypervisors``: hypervisor hostname -> up and enabled."""
+def aggregate_groupings(aggregates: Iterable[HostAggregate], service_hosts: Mapping[str, str]) -> list[Grouping]:
+    """The aggregates as groupings of hypervisor names (hosts are named after their hypervisor, aggregates list
+    compute service hosts: one service host may run several hypervisors, e.g. Ironic's)."""
+    by_service: dict[str, list[str]] = {}
+    for hypervisor, service in service_hosts.items():
+        by_service.setdefault(service, []).append(hypervisor)
+    return [
+        Grouping(
+            a.name,
+            frozenset(h for s in a.hosts for h in by_service.get(s, [s])),
+            a.availability_zone,
+            a.metadata,
+        )
+        for a in aggregates
+    ]
+
+
+def nova_docs(
+    config: NovaConfig,
+    view: PlacementView,
+    hypervisors: dict[str, bool],
+    aggregates: Iterable[HostAggregate] = (),
+    service_hosts: Mapping[str, str] | None = None,
+) -> tuple[list[HostDoc], list[str]]:
+    """``hypervisors``: hypervisor hostname -> up and enabled; ``aggregates`` (``os-aggregates``) give each host's
+    AZ, network-node and aggregate labels (controller.backends.openstack.topology); ``service_hosts``: hypervisor
+    hostname -> its compute service host (default: the same name)."""
+    services = dict(service_hosts or {name: name for name in hypervisors})
+    topology = host_topology(aggregate_groupings(aggregates, services), config.topology_layers)
     alias_of_rc = {rc: alias for alias, rc in config.pci_alias_resource_classes.items()}
-    docs, skipped = [], []
+    docs: list[HostDoc] = []
+    skipped: list[str] = [f"topology: {w}" for w in topology.warnings]
     roots = {r.name: r for r in view.roots()}
     for name, up in sorted(hypervisors.items()):
         root = roots.get(name)
@@ -134,6 +166,6 @@ def nova_docs(config: NovaConfig, view: PlacementView, hypervisors: dict[str, bo
                     )
         if not devices:
             continue
-        labels = {**base_labels(config, "nova"), HYPERVISOR_LABEL: name}
-        docs.append(HostDoc(name, up, labels, devices))
+        labels = {**base_labels(config, "nova"), HYPERVISOR_LABEL: name, **topology.labels.get(name, {})}
+        docs.append(HostDoc(name, up, labels, devices, TOPOLOGY_LABELS))
     return docs, skipped

@@ -12,13 +12,14 @@ never uses openstacksdk's ``wait=True``: the backend polls with ``poll_interval_
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_serializer
 
 from drivers.openstack import OpenStackAuth
 
 OrphanPolicy = Literal["report", "release"]
+_Layer = Annotated[int, Field(ge=1, le=3)]
 _SECRETS = ("password", "application_credential_secret", "token")
 
 
@@ -57,6 +58,11 @@ class OpenStackBackendConfig(BaseModel):
     )
     reconcile_interval_s: float = Field(default=60.0, ge=5, description="Period of the sync + reconcile job")
     cost: float = Field(default=1.0, gt=0, description="Placement cost of this backend's hosts (lower is preferred)")
+    topology_layers: dict[Annotated[str, Field(min_length=1, max_length=255)], _Layer] = Field(
+        default_factory=dict,
+        description="Nova aggregate (Ironic: conductor group) name -> the network node layer (1 top .. 3 directly "
+        "above the hosts) it stands for; wins over the aggregate's gpufabric:network_node_layer metadata",
+    )
     tenant_ssh_keys: dict[str, list[str]] = Field(
         default_factory=dict, description="Tenant -> SSH public keys put on machines provisioned for it"
     )

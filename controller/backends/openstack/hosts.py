@@ -62,6 +62,8 @@ class HostDoc:
     placeable: bool
     labels: dict[str, str]
     devices: list[dict[str, Any]]
+    # Labels the sync owns on this host: one missing from ``labels`` is removed (a host left an aggregate).
+    owned_labels: frozenset[str] = frozenset()
 
 
 def backend_row(session: Session, name: str, kind: str) -> Backend:
@@ -116,7 +118,8 @@ def write_hosts(db: Database, backend_name: str, kind: str, docs: list[HostDoc],
                 session.add(host)
             before = (host.backend_id, dict(host.labels or {}), host.status, host.inventory_hash)
             host.backend_id = backend.id
-            host.labels = {**(host.labels or {}), **doc.labels}
+            kept = {k: v for k, v in (host.labels or {}).items() if k not in doc.owned_labels}
+            host.labels = {**kept, **doc.labels}
             set_host_status(host, "ready" if doc.placeable else "unreachable")
             host.health = "healthy"
             host.last_seen = now

@@ -123,6 +123,7 @@ def random_host(rng: random.Random, i: int) -> Host:
         # Few placement groups, so gangs sometimes fit, sometimes tie, sometimes find no group at all.
         placement_group=rng.choice([None, "pg1", "pg2", "pg3", "pg4"]),
         network_nodes=random_network_nodes(rng),
+        aggregate=rng.choice([None, "agg-1", "agg-2", "agg-3"]),
         state=rng.choices(["ready", "drained", "quarantined", "unreachable"], [85, 5, 5, 5])[0],  # type: ignore[arg-type]
         validation=rng.choice(["validated", "validated", "unvalidated", "failed"]),  # type: ignore[arg-type]
         on_demand_mig=rng.random() < 0.5,
@@ -174,7 +175,7 @@ def random_request(rng: random.Random) -> dict[str, Any]:
     if rng.random() < 0.35:
         body["nodes"] = rng.choice([2, 3, 5, 40])
         body["topology"] = rng.choice(
-            ["same-placement-group", "same-az", "same-region", "any"]
+            ["same-placement-group", "same-az", "same-region", "any", "same-aggregate"]
             + [f"same-network-node-layer-{n}" for n in (1, 2, 3)]
         )
     elif rng.random() < 0.2:
@@ -216,7 +217,7 @@ def assert_groups_consistent(e: Engine) -> None:
     for fines in e.index.fine.values():
         for g in fines.values():
             topologies = ["same-placement-group", "same-az", "same-region", "any"]
-            topologies += [f"same-network-node-layer-{n}" for n in (3, 2, 1)]
+            topologies += [f"same-network-node-layer-{n}" for n in (3, 2, 1)] + ["same-aggregate"]
             for i, (attr, topology) in enumerate(zip(DOMAINS, topologies, strict=True)):
                 want = Counter(e.index.hosts[h].domain(topology) for h in g.members)
                 assert g.domain_counts(attr) == want

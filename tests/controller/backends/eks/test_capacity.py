@@ -107,3 +107,53 @@ def test_capacity_block_durations_are_checked(fake: FakeCapacity, hours: int) ->
 @pytest.mark.parametrize("hours", [24, 14 * 24, 21 * 24, 182 * 24])
 def test_capacity_block_durations_accepted(fake: FakeCapacity, hours: int) -> None:
     assert fake.describe_capacity_block_offerings("p5.48xlarge", 1, hours) == []
+
+
+def test_reservation_groups_sum_their_active_reservations_of_the_nodegroup_type_and_zone(
+    fake: FakeCapacity, clock: list[datetime]
+) -> None:
+    """Only the group's active reservations of the nodegroup's instance types and AZs hold its new nodes."""
+    from controller.backends.eks.capacity import group_refusal, group_state
+    from drivers.eks import EksNodegroupConfig
+
+    a = fake.add_reservation("p5.48xlarge", "us-east-1a", 4, available=1)
+    b = fake.add_reservation("p5.48xlarge", "us-east-1a", 2)
+    other_zone = fake.add_reservation("p5.48xlarge", "us-east-1b", 8)
+    other_type = fake.add_reservation("g6.12xlarge", "us-east-1a", 8)
+    ended = fake.add_reservation("p5.48xlarge", "us-east-1a", 2, reservation_type="capacity-block", start=T0, end=T0)
+    arn = "arn:aws:resource-groups:us-east-1:123456789012:group/p5-pool"
+    ids = [r.reservation_id for r in (a, b, other_zone, other_type, ended)]
+    fake.group_resources(arn, ids)
+    assert fake.group_reservation_ids("p5-pool") == sorted(ids)  # by name or ARN
+    with pytest.raises(CapacityError) as missing:
+        fake.group_reservation_ids("nope")
+    assert missing.value.code == "NotFoundException"
+
+    ng = EksNodegroupConfig(
+        name="p5-pool", managed=True, instance_types=["p5.48xlarge"], min=0, max=9, desired=2, efa=True,
+        gpus_per_node=8, gpu_model="H100", availability_zones=["us-east-1a"], capacity_type="ON_DEMAND",
+        capacity_reservation_resource_group=arn,
+    )  # fmt: skip
+    state = group_state(fake, ng, desired=3, registered=2, now=T0 + timedelta(hours=1))
+    assert state is not None
+    assert (state.total, state.available, state.launching, state.free) == (6, 3, 1, 2)
+    assert group_refusal(state, ng, 2) is None
+    assert group_refusal(state, ng, 3) == (
+        f"nodegroup p5-pool: capacity reservation group {arn} has 2 of 6 p5.48xlarge in us-east-1a instances free "
+        "in 2 reservation(s), 1 launching for the nodegroup; 3 requested"
+    )
+    rows = {
+        (r["instance_type"], r["availability_zone"]): r["available"] for r in state.as_dict()["by_instance_type_az"]
+    }
+    assert rows == {
+        ("p5.48xlarge", "us-east-1a"): 3,
+        ("p5.48xlarge", "us-east-1b"): 8,
+        ("g6.12xlarge", "us-east-1a"): 8,
+    }
+
+    g6 = ng.model_copy(update={"instance_types": ["g5.48xlarge"]})
+    none = group_state(fake, g6, desired=None, registered=0, now=T0)
+    assert group_refusal(none, g6, 1) == (
+        f"nodegroup p5-pool: capacity reservation group {arn} has no active reservation for g5.48xlarge in us-east-1a"
+    )
+    assert group_state(fake, ng.model_copy(update={"capacity_reservation_resource_group": None}), 1, 1, T0) is None

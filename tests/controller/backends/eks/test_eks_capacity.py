@@ -242,3 +242,96 @@ def test_a_spot_nodegroup_scales_by_max_size_alone_and_ignores_block_ends(
         full = lease(tenant, WHOLE_NODE)
         assert full["state"] == "failed" and "maxSize=2" in full["reason"], full
     assert not [a for a, _ in aws_double.calls if a in ("DescribeCapacityReservations", "CreatePlacementGroup")]
+
+
+def test_a_reservation_resource_group_counts_its_reservations_in_checks_and_scale_ups(
+    aws: AwsTarget,
+    aws_double: AwsDouble,
+    eks: Any,
+    ec2: Any,
+    cluster: Cluster,
+    nodegroups: EksNodegroups,
+    kube: KubeEmulator,
+    controller: Controller,
+    tmp_path: Path,
+) -> None:
+    """Two p5 ODCRs in us-east-1a (1 of 2 and 1 of 1 free) and a g6 one in a capacity reservation group: the group
+    holds 2 free p5 instances; the g6 reservation does not count for a p5 nodegroup."""
+
+    def reserve(instance_type: str, count: int) -> dict[str, Any]:
+        return dict(
+            ec2.create_capacity_reservation(
+                InstanceType=instance_type,
+                InstancePlatform="Linux/UNIX",
+                AvailabilityZone="us-east-1a",
+                InstanceCount=count,
+                InstanceMatchCriteria="targeted",
+            )["CapacityReservation"]
+        )
+
+    p5_a, p5_b, g6 = reserve("p5.48xlarge", 2), reserve("p5.48xlarge", 1), reserve("g6.12xlarge", 4)
+    groups = aws.client("resource-groups")
+    group_arn = groups.create_group(
+        Name="p5-pool",
+        Configuration=[
+            {"Type": "AWS::EC2::CapacityReservationPool"},
+            {
+                "Type": "AWS::ResourceGroups::Generic",
+                "Parameters": [
+                    {"Name": "allowed-resource-types", "Values": ["AWS::EC2::CapacityReservation"]},
+                ],
+            },
+        ],
+    )["Group"]["GroupArn"]
+    added = groups.group_resources(
+        Group=group_arn,
+        ResourceArns=[r["CapacityReservationArn"] for r in (p5_a, p5_b, g6)]
+        + ["arn:aws:ec2:us-east-1:123456789012:capacity-reservation/cr-00000000000000bad"],
+    )
+    assert len(added["Succeeded"]) == 3
+    assert added["Failed"][0]["ErrorCode"] == "InvalidCapacityReservationId.NotFound"
+    listed = groups.list_group_resources(Group="p5-pool", MaxResults=2)  # pages like AWS
+    assert len(listed["Resources"]) == 2 and listed["NextToken"]
+
+    create_gpu_nodegroup(eks, cluster, "p5-pool", instance_type="p5.48xlarge", desired=1, max_size=4)
+    materialize_nodegroup(kube, nodegroups, cluster.name, "p5-pool", REGION)
+    aws_double.capacity.consume(p5_a["CapacityReservationId"], 1)  # the running node
+    register(
+        controller,
+        aws,
+        kube,
+        tmp_path,
+        {
+            "name": "p5-pool",
+            "desiredCapacity": 1,
+            "maxSize": 4,
+            "capacityReservation": {"capacityReservationTarget": {"capacityReservationResourceGroupARN": group_arn}},
+        },
+    )
+    with controller.admin() as api, controller.client(controller.tenant_token) as tenant:
+        sync(api)
+        before = capacity(api, "p5-pool")
+        assert before["type"] == "reservation" and before["reservation"] is None
+        pooled = before["reservation_group"]
+        assert {k: pooled[k] for k in ("resource_group", "kind", "total", "used", "available", "launching", "free")} == {
+            "resource_group": group_arn, "kind": "odcr-group", "total": 3, "used": 1, "available": 2,
+            "launching": 0, "free": 2,
+        }  # fmt: skip
+        assert pooled["by_instance_type_az"] == [
+            {"instance_type": "g6.12xlarge", "availability_zone": "us-east-1a", "reservations": 1,
+             "total": 4, "used": 0, "available": 4},
+            {"instance_type": "p5.48xlarge", "availability_zone": "us-east-1a", "reservations": 2,
+             "total": 3, "used": 1, "available": 2},
+        ]  # fmt: skip
+
+        assert lease(tenant, WHOLE_NODE)["state"] == "ready"  # the running node
+        waiting = [lease(tenant, WHOLE_NODE) for _ in range(2)]  # two new nodes: the group's two free instances
+        assert [w["state"] for w in waiting] == ["provisioning", "provisioning"], waiting
+        assert nodegroups.describe_nodegroup(cluster.name, "p5-pool").scaling.desired == 3
+        full = lease(tenant, WHOLE_NODE)  # maxSize 4 would allow it; the group does not
+        assert full["state"] == "failed", full
+        assert (
+            f"capacity reservation group {group_arn} has 0 of 3 p5.48xlarge in us-east-1a instances free in "
+            "2 reservation(s), 2 launching for the nodegroup; 1 requested"
+        ) in full["reason"]
+        assert capacity(api, "p5-pool")["reservation_group"]["launching"] == 2

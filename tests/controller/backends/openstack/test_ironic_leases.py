@@ -110,6 +110,7 @@ def test_bad_ironic_and_nova_config_is_a_422_naming_the_field(controller: Contro
             ("ironic", ironic_config(ironic_url, auth={"method": "cloud"}), "auth"),
             ("ironic", ironic_config(ironic_url, orphans="delete"), "orphans"),
             ("ironic", ironic_config(ironic_url, poll_interval_s=0), "poll_interval_s"),
+            ("ironic", ironic_config(ironic_url, topology_layers={"pod-a": 4}), "topology_layers.pod-a"),
             (
                 "nova",
                 {
