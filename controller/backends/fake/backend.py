@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from controller.backends.agent_access import reported_access
 from controller.backends.contract import BackendBase, Capabilities, LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.fake.config import FakeConfig
 from controller.backends.slices import describe_slices
@@ -69,7 +70,8 @@ class FakeBackend(BackendBase):
             ]
             return {"vgpu_type": a.vgpu_type, "mdev_uuids": instances, "simulated": True}
 
-        return describe_slices(self.kind, allocations, attach)
+        access = reported_access(self.db, (a.host_id for a in allocations))
+        return describe_slices(self.kind, allocations, attach, lease.id, access)
 
     def release(self, lease: LeaseInfo) -> None:
         # Nothing was attached anywhere: the claims the caller frees are all there is.

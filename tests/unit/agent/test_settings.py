@@ -4,6 +4,7 @@ environment. A documented variable is a promise: each one here is checked by rea
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ def test_every_variable_of_the_systemd_env_file_is_read(monkeypatch: pytest.Monk
         "GPUFABRIC_HEALTH_RULES": str(s.health_rules),
         "GPUFABRIC_CA_BUNDLE": str(s.ca_bundle),
         "GPUFABRIC_LOG_LEVEL": s.log_level,
+        "GPUFABRIC_DEVICE_ACCESS": str(s.device_access).lower(),
+        "GPUFABRIC_DEV_ROOT": str(s.dev_root),
+        "GPUFABRIC_MIG_MINORS_FILE": str(s.mig_minors_file),
+        "GPUFABRIC_ACCESS_GROUPS": json.dumps(s.access_groups, separators=(",", ":")),
+        "GPUFABRIC_ACCESS_IDLE_GROUP": s.access_idle_group,
     }
     assert set(read) == set(variables), f"documented but not checked: {set(variables) - set(read)}"
     for name, value in read.items():
