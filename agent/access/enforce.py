@@ -176,7 +176,11 @@ class DeviceAccessEnforcer:
         root = self.config.dev_root
         minors = read_mig_minors(self.config.mig_minors_file)
         wanted, errors = lease_nodes(slices, inventory, root, minors)
-        idle_gid = self._idle_gid()
+        try:
+            idle_gid = self._idle_gid()
+        except AccessError as exc:  # nothing can be closed or granted: every lease says why
+            self.errors = {**errors, **dict.fromkeys(wanted, str(exc))}
+            return self.report()
         for lease, g in self.state.grants.items():
             # Not held any more, or its nodes changed (granted again below once the old grant is gone).
             if lease not in wanted or {str(p) for p in wanted[lease].nodes} != set(g.nodes):

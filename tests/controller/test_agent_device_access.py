@@ -10,6 +10,7 @@ longer holds; a grant that fails half-way leaves nothing changed.
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import os
 import shutil
@@ -34,17 +35,33 @@ GPU = {"slices": [{"kind": "gpu", "model": "A100"}]}
 
 @pytest.fixture
 def dev_root() -> Iterator[Path]:
-    """A dev root an unprivileged user can reach (tmp_path's parents are private to the test's user)."""
-    path = Path(tempfile.mkdtemp(prefix="gf-dev-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path)
+    """A dev root an unprivileged user can reach (tmp_path's parents are private to the test's user), with the
+    driver's mig-minors file beside it (``../proc/mig-minors``)."""
+    base = Path(tempfile.mkdtemp(prefix="gf-dev-"))
+    base.chmod(0o755)
+    (base / "dev").mkdir(mode=0o755)
+    yield base / "dev"
+    shutil.rmtree(base)
+
+
+@pytest.fixture(autouse=True)
+def remove_groups_left() -> Iterator[None]:
+    """Groups the agents made for leases a test left held are removed with the test (the host's /etc/group)."""
+    yield
+    for agent in AGENTS:
+        if agent.access is not None:
+            for grant in agent.access.state.grants.values():
+                agent.access.groups.give_back(grant.group, grant.created)
+    AGENTS.clear()
+
+
+AGENTS: list[AgentRunner] = []
 
 
 def _access_config(dev_root: Path) -> DeviceAccessConfig:
     if ROOT:  # the agent makes gf-<lease> system groups
         return DeviceAccessConfig(
-            dev_root=dev_root, mig_minors_file=dev_root.parent / f"{dev_root.name}-mig-minors", allow_regular_files=True
+            dev_root=dev_root, mig_minors_file=dev_root.parent / "proc" / "mig-minors", allow_regular_files=True
         )
     # Without root the agent hands out groups this user is in (access_groups) and may give its own files to.
     names = [grp.getgrgid(g).gr_name for g in os.getgroups() if g != os.getegid()]
@@ -52,7 +69,7 @@ def _access_config(dev_root: Path) -> DeviceAccessConfig:
         pytest.skip("not root and fewer than two supplementary groups to hand out")
     return DeviceAccessConfig(
         dev_root=dev_root,
-        mig_minors_file=dev_root.parent / f"{dev_root.name}-mig-minors",
+        mig_minors_file=dev_root.parent / "proc" / "mig-minors",
         groups=tuple(names),
         idle_group=grp.getgrgid(os.getegid()).gr_name,
         allow_regular_files=True,
@@ -60,7 +77,7 @@ def _access_config(dev_root: Path) -> DeviceAccessConfig:
 
 
 def _agent(controller: Controller, tmp_path: Path, dev_root: Path, hostname: str = "access-a100") -> AgentRunner:
-    return AgentRunner(
+    agent = AgentRunner(
         AgentConfig(
             controller_url=controller.url,
             state_file=tmp_path / "agent" / "state.json",
@@ -71,6 +88,8 @@ def _agent(controller: Controller, tmp_path: Path, dev_root: Path, hostname: str
             access=_access_config(dev_root),
         )
     )
+    AGENTS.append(agent)
+    return agent
 
 
 def _can_open(path: Path, groups: list[int]) -> bool:
@@ -271,3 +290,17 @@ def test_mig_leases_on_one_gpu_share_its_node_and_keep_their_own_capabilities(
     agent.cycle()
     agent.cycle()
     assert _mode(parent_node) == (gids[1], 0o660) and read_acl(parent_node) is None, "one holder left: its group"
+
+
+def test_an_agent_that_cannot_close_nodes_fails_the_lease_with_its_reason(
+    controller: Controller, tmp_path: Path, dev_root: Path
+) -> None:
+    agent = _agent(controller, tmp_path, dev_root)
+    assert agent.access is not None
+    agent.access.config = dataclasses.replace(agent.access.config, idle_group="gf-no-such-group")
+    agent.cycle()
+    with controller.client(controller.tenant_token) as api:
+        lease = api.post("/v1/leases", json=GPU).json()
+        agent.cycle()
+        failed = _lease(api, lease["id"])
+    assert failed["state"] == "failed" and "access_idle_group 'gf-no-such-group' does not exist" in failed["reason"]

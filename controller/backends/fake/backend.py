@@ -36,6 +36,7 @@ class FakeBackend(BackendBase):
     capabilities = Capabilities(
         access="simulated: the hosts' GPUs and MIG instances by UUID with CUDA_VISIBLE_DEVICES, and vGPU instances "
         "with made-up mdev UUIDs (marked simulated); nothing is attached",
+        waits_on_agents=True,
         validation="the hosts' agents run nccl-tests (simulated NCCL output on simulated hosts)",
         unsupported={
             "sync": f"{_AGENTS}: there is nothing to discover",

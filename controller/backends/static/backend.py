@@ -31,6 +31,7 @@ class StaticBackend(BackendBase):
         "agent enforces device access, the Unix group that may open exactly the leased device nodes",
         slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}),
         why_not="vGPUs need a hypervisor backend (nova); a static host cannot attach them",
+        waits_on_agents=True,
         validation="the hosts' agents run nccl-tests (POST /v1/validations with hosts)",
         unsupported={
             "sync": f"{_AGENTS}: there is nothing to discover",

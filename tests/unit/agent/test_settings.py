@@ -199,3 +199,20 @@ def test_plain_shell_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", str(_write(tmp_path / "agent.yaml", doc)))
     s = load_settings()
     assert (s.hostname, s.controller_url, s.interval_jitter, s.startup_splay) == ("gpu-9", "http://ctl:8080", 0.2, 5)
+
+
+def test_device_access_settings_make_the_agents_enforcement_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPUFABRIC_DEVICE_ACCESS turns enforcement on (docs/security.md); off, the agent leaves the nodes alone."""
+    from agent.cli.run import device_access_config
+
+    assert device_access_config(load_settings(), simulated=False) is None
+    monkeypatch.setenv("GPUFABRIC_DEVICE_ACCESS", "true")
+    monkeypatch.setenv("GPUFABRIC_DEV_ROOT", "/srv/sim-dev")
+    monkeypatch.setenv("GPUFABRIC_ACCESS_GROUPS", '["gpu-a","gpu-b"]')
+    config = device_access_config(load_settings(), simulated=True)
+    assert config is not None
+    assert (config.dev_root, config.groups, config.idle_group) == (Path("/srv/sim-dev"), ("gpu-a", "gpu-b"), "root")
+    assert config.mig_minors_file == Path("/proc/driver/nvidia-caps/mig-minors")
+    assert config.allow_regular_files, "a simulated host's nodes are regular files"
+    real = device_access_config(load_settings(), simulated=False)
+    assert real is not None and not real.allow_regular_files
