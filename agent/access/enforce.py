@@ -142,9 +142,9 @@ class DeviceAccessEnforcer:
         """Close the node (0600), hand it to its group, then open it to that group (mode, ACL): it is never open
         to a new group with an old group's or others' permissions."""
         self._check_node(path)
+        os.chmod(path, IDLE_MODE)  # with an ACL this also empties its mask: no named group keeps access meanwhile
         if want.acl is None:
             write_acl(path, None)
-        os.chmod(path, IDLE_MODE)
         os.chown(path, -1, want.gid, follow_symlinks=False)
         if want.mode != IDLE_MODE:
             os.chmod(path, want.mode)
