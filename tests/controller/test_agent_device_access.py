@@ -76,14 +76,16 @@ def _access_config(dev_root: Path) -> DeviceAccessConfig:
     )
 
 
-def _agent(controller: Controller, tmp_path: Path, dev_root: Path, hostname: str = "access-a100") -> AgentRunner:
+def _agent(
+    controller: Controller, tmp_path: Path, dev_root: Path, hostname: str = "access-a100", sim: str = "a100-80gb-4x"
+) -> AgentRunner:
     agent = AgentRunner(
         AgentConfig(
             controller_url=controller.url,
-            state_file=tmp_path / "agent" / "state.json",
+            state_file=tmp_path / hostname / "state.json",
             bootstrap_token=controller.bootstrap_token,
-            sim="a100-80gb-4x",
-            sim_state=tmp_path / "sim-state.json",
+            sim=sim,
+            sim_state=tmp_path / hostname / "sim-state.json",
             hostname=hostname,
             access=_access_config(dev_root),
         )
@@ -304,3 +306,32 @@ def test_an_agent_that_cannot_close_nodes_fails_the_lease_with_its_reason(
         agent.cycle()
         failed = _lease(api, lease["id"])
     assert failed["state"] == "failed" and "access_idle_group 'gf-no-such-group' does not exist" in failed["reason"]
+
+
+def test_a_lease_over_two_hosts_waits_for_both_agents_and_names_each_hosts_access(
+    controller: Controller, tmp_path: Path, dev_root: Path
+) -> None:
+    other_root = dev_root.parent / "dev-l4"
+    other_root.mkdir(mode=0o755)
+    a100 = _agent(controller, tmp_path, dev_root, "access-a100")
+    l4 = _agent(controller, tmp_path, other_root, "access-l4", sim="l4-4x")
+    a100.cycle()
+    l4.cycle()
+    with controller.client(controller.tenant_token) as api:
+        lease = api.post("/v1/leases", json={"slices": [{"kind": "gpu", "count": 2}], "nodes": 2}).json()
+        assert lease["state"] == "provisioning", lease
+        a100.cycle()
+        half = _lease(api, lease["id"])
+        assert half["state"] == "provisioning" and "the agent on access-l4" in half["reason"], half
+        l4.cycle()
+        ready = _lease(api, lease["id"])
+    assert ready["state"] == "ready", ready
+    hosts = {a["host"]: a for a in ready["result"]["access"]["hosts"]}
+    assert set(hosts) == {"access-a100", "access-l4"}
+    group = hosts["access-a100"]["unix_group"]
+    assert hosts["access-l4"]["unix_group"] == group, "one group name for the lease on every host"
+    for root, access in ((dev_root, hosts["access-a100"]), (other_root, hosts["access-l4"])):
+        assert access["enforced"] is True and access["device_nodes"]
+        for node in map(Path, access["device_nodes"]):
+            assert node.parent == root and _mode(node) == (access["gid"], 0o660)
+    assert {n["host"]: n["access"] for n in ready["result"]["nodes"]} == hosts
