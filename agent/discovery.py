@@ -293,6 +293,7 @@ def describe_gpu(index: int, handle: Any) -> Gpu:
     return Gpu(
         index=index,
         uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
+        minor_number=optional(pynvml.nvmlDeviceGetMinorNumber, handle),
         name=_text(pynvml.nvmlDeviceGetName(handle)),
         serial=optional(lambda h: _text(pynvml.nvmlDeviceGetSerial(h)), handle),
         pci=PciInfo(

@@ -35,6 +35,7 @@ from tenacity import (
 )
 
 from agent import __version__
+from agent.access.enforce import DeviceAccessConfig, DeviceAccessEnforcer
 from agent.backoff import (
     CYCLE_BACKOFF_BASE_S,
     CYCLE_BACKOFF_FLOOR_S,
@@ -113,6 +114,8 @@ class AgentConfig:
     health_rules: Path | None = None
     # On a Kubernetes node: label the Node and follow nvidia.com/mig.config (agent.kube); None: not on one.
     kube: KubeNodeConfig | None = None
+    # Enforce leases on the device nodes (agent.access); None: the agent leaves them as the driver made them.
+    access: DeviceAccessConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.interval_jitter < 1.0:
@@ -157,6 +160,7 @@ class AgentRunner:
         self.cycles = 0
         self.last_reply: ReportReply | None = None
         self.node_sync: Any = None
+        self.access = DeviceAccessEnforcer(config.access, config.state_file.parent) if config.access else None
         if config.kube is not None:
             # Imported here: a host that is not a Kubernetes node never loads the kubernetes client.
             from agent.kube.node_sync import NodeSync
@@ -287,6 +291,8 @@ class AgentRunner:
             )
         finally:
             monitor.close()
+        if self.access is not None:
+            inventory = inventory.model_copy(update={"device_access": self.access.report()})
         return inventory, inventory_content_hash(inventory)
 
     def _send(self, inventory: Inventory, content_hash: str, *, force_report: bool) -> ReportReply:
@@ -325,6 +331,8 @@ class AgentRunner:
                     reply = self.report(inventory, content_hash)
                 else:
                     reply = self.heartbeat(content_hash)
+            if self.access is not None:
+                inventory, reply = self._enforce_access(reply, sim_host, inventory)
             if self.node_sync is not None:
                 reply = self._sync_node(inventory, reply, sim_host)
             self._run_tasks(reply.tasks)
@@ -366,6 +374,24 @@ class AgentRunner:
                 at=datetime.now(UTC),
             )
         return applied.model_copy(update={"message": bounded_message(applied.message)})
+
+    def _enforce_access(self, reply: ReportReply, sim_host: Any, inventory: Inventory) -> tuple[Inventory, ReportReply]:
+        """Grant the desired state's leases on the device nodes and revoke the rest; a change is reported at once
+        (the controller holds a lease ``provisioning`` until its grant is reported)."""
+        assert self.access is not None
+        if sim_host is not None:  # the simulated driver creates its nodes as the real one does
+            from drivers.nvml.sim.devnodes import materialize
+
+            materialize(sim_host, self.access.config.dev_root, self.access.config.mig_minors_file)
+        try:
+            access = self.access.converge(reply.desired.leases, inventory)
+        except Exception:
+            log.exception("device access could not be converged")
+            return inventory, reply
+        if access == inventory.device_access:
+            return inventory, reply
+        inventory = inventory.model_copy(update={"device_access": access})
+        return inventory, self.report(inventory, inventory_content_hash(inventory))
 
     def _sync_node(self, inventory: Inventory, reply: ReportReply, sim_host: Any) -> ReportReply:
         """Node labels and nvidia.com/mig.config (agent.kube.node_sync); a layout it changed is reported."""

@@ -114,6 +114,21 @@ class AgentSettings(BaseSettings):
     mig_strategy: Literal["none", "single", "mixed"] | None = Field(
         default=None, description="The device plugin's MIG strategy, for the GFD labels (default: none)"
     )
+    device_access: bool = Field(
+        default=False,
+        description="Enforce leases on the device nodes: a per-lease group may open exactly the leased nodes "
+        "(docs/security.md)",
+    )
+    dev_root: Path = Field(default=Path("/dev"), description="Where the driver's device nodes are")
+    mig_minors_file: Path = Field(
+        default=Path("/proc/driver/nvidia-caps/mig-minors"), description="The driver's MIG capability minors"
+    )
+    access_groups: list[str] = Field(
+        default_factory=list,
+        description="Pre-existing groups to hand out to leases (JSON list); empty: the agent creates gf-<lease> "
+        "system groups",
+    )
+    access_idle_group: str = Field(default="root", description="Group of device nodes no lease holds (mode 0600)")
 
     @classmethod
     def settings_customise_sources(

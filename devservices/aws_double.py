@@ -29,12 +29,12 @@ from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from drivers.eks.capacity import CapacityReservation, PlacementGroup
-from drivers.eks.capacity_fake import FakeCapacity
-from drivers.eks.errors import CapacityError
 from devservices.ec2_query import error_xml, parse_request, response_xml
 from devservices.moto_server import free_port
 from devservices.resource_groups_double import RESOURCE_GROUPS_PATHS, resource_groups_call
+from drivers.eks.capacity import CapacityReservation, PlacementGroup
+from drivers.eks.capacity_fake import FakeCapacity
+from drivers.eks.errors import CapacityError
 
 EMULATED = frozenset(
     {

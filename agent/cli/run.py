@@ -11,10 +11,11 @@ from typing import Annotated
 
 import typer
 
+from agent.access.enforce import DeviceAccessConfig
 from agent.cli.common import SimOption, SimStateOption, fail
 from agent.kube import kube_node_config
 from agent.runner import AgentConfig, AgentError, AgentRunner
-from agent.settings import AgentSettingsError, load_settings
+from agent.settings import AgentSettings, AgentSettingsError, load_settings
 from agent.state import StateInUse, default_state_file, exclusive_state
 
 
@@ -123,6 +124,7 @@ def run(
         ca_bundle=settings.ca_bundle,
         health_rules=settings.health_rules,
         kube=kube,
+        access=device_access_config(settings, simulated=sim is not None),
     )
     stop = threading.Event()
     with contextlib.ExitStack() as held:
@@ -141,3 +143,16 @@ def run(
             raise fail(str(exc), 2) from None
         except KeyboardInterrupt:
             pass
+
+
+def device_access_config(settings: AgentSettings, *, simulated: bool) -> DeviceAccessConfig | None:
+    """The device access settings when ``device_access`` is on; a simulated host's nodes are regular files."""
+    if not settings.device_access:
+        return None
+    return DeviceAccessConfig(
+        dev_root=settings.dev_root,
+        mig_minors_file=settings.mig_minors_file,
+        groups=tuple(settings.access_groups),
+        idle_group=settings.access_idle_group,
+        allow_regular_files=simulated,
+    )

@@ -144,6 +144,9 @@ class Capabilities:
     # One kind of slice per host and lease (a Nova server gets one flavor: whole GPUs or vGPUs).
     one_kind_per_host: bool = False
     one_kind_reason: str = ""
+    # Provisioning may wait on what the hosts' agents report (a MIG instance, a device access grant): every inventory
+    # a host's agent reports provisions the kind's ``provisioning`` leases on that host again.
+    waits_on_agents: bool = False
     # How NCCL validation runs on this kind's hosts.
     validation: str = ""
     # Operations the kind does not offer (OPERATIONS), each with why.
@@ -171,6 +174,7 @@ class Capabilities:
             "one_kind_per_host": self.one_kind_per_host,
             "one_kind_reason": self.one_kind_reason,
             "validation": self.validation,
+            "waits_on_agents": self.waits_on_agents,
             "operations": {op: op not in self.unsupported for op in OPERATIONS},
             "unsupported": dict(self.unsupported),
         }

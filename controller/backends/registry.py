@@ -114,7 +114,7 @@ def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendR
 
     connections = OpenStackConnections()  # one openstacksdk connection per distinct auth, shared by both kinds
     shipped: list[Backend] = [
-        StaticBackend(),
+        StaticBackend(db),
         IronicBackend(db, connections),
         NovaBackend(db, connections),
         EksBackend(db),

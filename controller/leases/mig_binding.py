@@ -27,20 +27,27 @@ class MigBinding:
         self.provisioning = provisioning
 
     def complete_pending(self, host_id: int) -> None:
-        """Bind MIG instances the agent created for ``provisioning`` leases on this host, then provision them."""
+        """Bind MIG instances the agent created for ``provisioning`` leases on this host, then provision again
+        every ``provisioning`` lease there whose backend kind waits on agents (what it waits for may be in this
+        report: a MIG instance, or the device access grant of an agent that enforces it,
+        ``controller.backends.agent_access``)."""
         with self.db.session() as session:
             hostname = session.scalar(select(HostRow.hostname).where(HostRow.id == host_id))
             live = select(SliceClaim.lease_id).where(SliceClaim.host_id == host_id, SliceClaim.released_at.is_(None))
-            pending = [
-                lease.id
-                for lease in session.scalars(
-                    select(Lease).where(Lease.id.in_(live.distinct()), Lease.state == "provisioning")
+            pending = []
+            for lease in session.scalars(
+                select(Lease).where(Lease.id.in_(live.distinct()), Lease.state == "provisioning")
+            ):
+                binds = any(
+                    a.get("create") and not a.get("mig_uuid") and a["host"] == hostname for a in lease.allocations
                 )
-                if any(a.get("create") and not a.get("mig_uuid") and a["host"] == hostname for a in lease.allocations)
-            ]
+                capabilities = self.provisioning.backends.capabilities(lease.backend)
+                if binds or (capabilities is not None and capabilities.waits_on_agents):
+                    pending.append((lease.id, binds))
         changed = False
-        for lease_id in pending:
-            changed |= self._bind_instances(lease_id, host_id)
+        for lease_id, binds in pending:
+            if binds:
+                changed |= self._bind_instances(lease_id, host_id)
             self.provisioning.provision(lease_id)
         if changed:
             self.index.refresh([host_id])

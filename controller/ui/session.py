@@ -1,8 +1,11 @@
-"""The dashboard session: an HttpOnly cookie carrying the API token, and a CSRF token derived from it.
+"""The dashboard session: an HttpOnly cookie carrying the token signed in with, and a CSRF token derived from it.
 
-The cookie holds ``<nonce>.<API token>``. Every request authenticates the token exactly as the REST API does
-(``controller.auth``: the cache, then the store), so revoking the token ends the session on every replica at
-once and a tenant's session sees what its bearer token would. The CSRF token is HMAC-SHA256(token, nonce):
+The cookie holds ``<nonce>.<token>``: a gpufabric API token, or an OIDC access token or Keystone token where the
+controller accepts those (``controller.auth.external``, docs/identity.md). Every request authenticates the token
+exactly as the REST API does (an API token: the cache, then the store; an outside token: its signature and
+expiry against the provider's key set, or Keystone, with its own cache), so revoking the token ends the session on
+every replica at once, an outside token's session ends when that token expires or Keystone revokes it, and a
+tenant's session sees what its bearer token would. The CSRF token is HMAC-SHA256(token, nonce):
 a fresh one per sign-in, checked on every POST, computable only by whoever holds the cookie's secret — and the
 cookie is SameSite=Strict on top.
 """
@@ -19,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from controller.api.deps import get_db
 from controller.auth.cache import AUTH_CACHE, token_digest
+from controller.auth.external import ExternalIdentity, KeystoneUnavailable, NotMapped, TokenRejected
 from controller.auth.tokens import Principal, Role, authenticate, key_id_of
 
 SESSION_COOKIE = "gpufabric_session"
@@ -31,6 +35,15 @@ DASHBOARD_ROLES = frozenset({Role.admin, Role.tenant})
 
 class NotSignedIn(Exception):
     """No valid session: pages redirect to the sign-in form."""
+
+
+class SignInRefused(Exception):
+    """A token that cannot sign in, with the status and the message the sign-in form shows."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class Forbidden(Exception):
@@ -66,21 +79,43 @@ def _split(value: str) -> tuple[str, str] | None:
     return nonce, token
 
 
-async def principal_for_token(request: Request, token: str) -> Principal | None:
-    """The principal of an API token, as ``controller.api.deps.Require`` finds it (agent credentials excluded)."""
+async def signin_principal(request: Request, token: str) -> Principal:
+    """The principal of a token, as ``controller.api.deps.Require`` finds it (agent credentials excluded): an API
+    token from the cache or the store, an OIDC or Keystone token from its provider. Raises :class:`SignInRefused`."""
     digest = token_digest(token)
     principal = AUTH_CACHE.get(digest)
-    if principal is None:
-        db = get_db(request)
+    if principal is not None:
+        return principal
+    identity: ExternalIdentity = request.app.state.identity
+    if identity.handles(token):
+        # Not put in AUTH_CACHE, as in the API: an outside token lives by its own cache and expiry.
+        try:
+            return await run_in_threadpool(identity.authenticate, token)
+        except TokenRejected as exc:
+            raise SignInRefused(401, f"That token was refused: {exc}") from None
+        except NotMapped as exc:
+            raise SignInRefused(403, f"{exc}: it gives no gpufabric role.") from None
+        except KeystoneUnavailable as exc:
+            raise SignInRefused(503, f"The token cannot be checked now: {exc}") from None
+    db = get_db(request)
 
-        def lookup() -> Principal | None:
-            with db.session() as session:
-                return authenticate(session, token)
+    def lookup() -> Principal | None:
+        with db.session() as session:
+            return authenticate(session, token)
 
-        principal = await run_in_threadpool(lookup)
-        if principal is not None:
-            AUTH_CACHE.put(digest, principal, key_id_of(token))
-    return principal
+    found = await run_in_threadpool(lookup)
+    if found is None:
+        raise SignInRefused(401, "That token is unknown or revoked.")
+    AUTH_CACHE.put(digest, found, key_id_of(token))
+    return found
+
+
+async def principal_for_token(request: Request, token: str) -> Principal | None:
+    """:func:`signin_principal`, None when the token is refused."""
+    try:
+        return await signin_principal(request, token)
+    except SignInRefused:
+        return None
 
 
 async def current_session(request: Request) -> UiSession:

@@ -1,4 +1,5 @@
-"""Sign-in with an API token, sign-out, and ``/ui`` itself (the start page of the signed-in role)."""
+"""Sign-in with an API token (or an OIDC or Keystone token where the controller accepts them), sign-out, and ``/ui``
+itself (the start page of the signed-in role)."""
 
 from __future__ import annotations
 
@@ -15,16 +16,19 @@ from controller.ui.session import (
     COOKIE_PATH,
     DASHBOARD_ROLES,
     SIGNIN_COOKIE,
+    SignInRefused,
     UiSession,
     clear_session_cookie,
     cookie_value,
     current_session,
-    principal_for_token,
     secure_cookies,
     set_session_cookie,
+    signin_principal,
 )
 
 router = APIRouter(include_in_schema=False)
+# Browsers keep cookies of up to 4096 bytes (name, value and attributes); large OIDC tokens can exceed that.
+MAX_TOKEN_CHARS = 3800
 
 
 def start_page(session: UiSession) -> str:
@@ -71,10 +75,16 @@ async def signin(request: Request) -> Response:
         return _signin_form(request, 403, "The sign-in form expired or came from another page; try again.", next_url)
     token = fields.get("token", "").strip()
     if not token:
-        return _signin_form(request, 422, "Paste an API token (gft_...) to sign in.", next_url)
-    principal = await principal_for_token(request, token)
-    if principal is None:
-        return _signin_form(request, 401, "That token is unknown or revoked.", next_url)
+        return _signin_form(
+            request, 422, "Paste an API token (gft_...), an OIDC or a Keystone token to sign in.", next_url
+        )
+    if len(token) > MAX_TOKEN_CHARS:
+        message = f"That token is too long to keep in a cookie ({len(token)} characters, at most {MAX_TOKEN_CHARS})."
+        return _signin_form(request, 422, message, next_url)
+    try:
+        principal = await signin_principal(request, token)
+    except SignInRefused as exc:
+        return _signin_form(request, exc.status, exc.message, next_url)
     if principal.role not in DASHBOARD_ROLES:
         message = f"A {principal.role.value} token cannot sign in to the dashboard; use an admin or tenant token."
         return _signin_form(request, 403, message, next_url)

@@ -132,6 +132,7 @@ class SliceOffer(_Model):
 class Gpu(_Model):
     index: int
     uuid: str
+    minor_number: int | None = Field(default=None, description="The driver's minor number: /dev/nvidia<minor>")
     name: str
     serial: str | None = None
     pci: PciInfo
@@ -172,6 +173,24 @@ class HealthSummary(_Model):
     quarantined: int = 0
 
 
+class DeviceGrant(_Model):
+    """A lease's access on this host as the agent enforces it: its group may open exactly these device nodes."""
+
+    lease: str
+    unix_group: str
+    gid: int
+    device_nodes: list[str] = Field(description="Absolute paths of the device nodes the group may open")
+    cuda_visible_devices: str
+
+
+class DeviceAccess(_Model):
+    """The agent enforces leases on this host's device nodes (``docs/security.md``); absent: it does not."""
+
+    dev_root: str
+    grants: list[DeviceGrant] = Field(default_factory=list)
+    errors: dict[str, str] = Field(default_factory=dict, description="Lease id -> why its grant failed")
+
+
 class Inventory(_Model):
     schema_version: Literal["gpufabric.inventory/v1"] = INVENTORY_SCHEMA
     host: HostIdentity
@@ -181,4 +200,5 @@ class Inventory(_Model):
     gpus: list[Gpu] = Field(default_factory=list)
     topology: Topology = Field(default_factory=Topology)
     health: HealthSummary = Field(default_factory=HealthSummary)
+    device_access: DeviceAccess | None = None
     collected_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -4,6 +4,7 @@ environment. A documented variable is a promise: each one here is checked by rea
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,11 @@ def test_every_variable_of_the_systemd_env_file_is_read(monkeypatch: pytest.Monk
         "GPUFABRIC_HEALTH_RULES": str(s.health_rules),
         "GPUFABRIC_CA_BUNDLE": str(s.ca_bundle),
         "GPUFABRIC_LOG_LEVEL": s.log_level,
+        "GPUFABRIC_DEVICE_ACCESS": str(s.device_access).lower(),
+        "GPUFABRIC_DEV_ROOT": str(s.dev_root),
+        "GPUFABRIC_MIG_MINORS_FILE": str(s.mig_minors_file),
+        "GPUFABRIC_ACCESS_GROUPS": json.dumps(s.access_groups, separators=(",", ":")),
+        "GPUFABRIC_ACCESS_IDLE_GROUP": s.access_idle_group,
     }
     assert set(read) == set(variables), f"documented but not checked: {set(variables) - set(read)}"
     for name, value in read.items():
@@ -194,3 +200,20 @@ def test_plain_shell_variables_are_not_settings(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("GPUFABRIC_AGENT_CONFIG", str(_write(tmp_path / "agent.yaml", doc)))
     s = load_settings()
     assert (s.hostname, s.controller_url, s.interval_jitter, s.startup_splay) == ("gpu-9", "http://ctl:8080", 0.2, 5)
+
+
+def test_device_access_settings_make_the_agents_enforcement_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPUFABRIC_DEVICE_ACCESS turns enforcement on (docs/security.md); off, the agent leaves the nodes alone."""
+    from agent.cli.run import device_access_config
+
+    assert device_access_config(load_settings(), simulated=False) is None
+    monkeypatch.setenv("GPUFABRIC_DEVICE_ACCESS", "true")
+    monkeypatch.setenv("GPUFABRIC_DEV_ROOT", "/srv/sim-dev")
+    monkeypatch.setenv("GPUFABRIC_ACCESS_GROUPS", '["gpu-a","gpu-b"]')
+    config = device_access_config(load_settings(), simulated=True)
+    assert config is not None
+    assert (config.dev_root, config.groups, config.idle_group) == (Path("/srv/sim-dev"), ("gpu-a", "gpu-b"), "root")
+    assert config.mig_minors_file == Path("/proc/driver/nvidia-caps/mig-minors")
+    assert config.allow_regular_files, "a simulated host's nodes are regular files"
+    real = device_access_config(load_settings(), simulated=False)
+    assert real is not None and not real.allow_regular_files

@@ -118,7 +118,9 @@ def test_an_operation_on_a_missing_backend_is_404_before_its_kind_is_asked(contr
 def test_kinds_live_in_the_apps_registry_not_in_modules(controller: Controller) -> None:
     """An app built with only the static kind serves only it, while the other app keeps all four: nothing is
     shared through a module."""
-    only_static = create_app(controller.settings, db=controller.db, backends=BackendRegistry([StaticBackend()]))
+    only_static = create_app(
+        controller.settings, db=controller.db, backends=BackendRegistry([StaticBackend(controller.db)])
+    )
     server = ServerThread(only_static).start()
     try:
         with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {controller.admin_token}"}) as api:

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -57,6 +58,13 @@ class KeyServer:
 
 @pytest.fixture
 def idp() -> Iterator[KeyServer]:
+    with key_server() as server:
+        yield server
+
+
+@contextmanager
+def key_server() -> Iterator[KeyServer]:
+    """A key set with key ``k1``, served over HTTP until the block ends (also used by the dashboard's tests)."""
     server_state = KeyServer()
     server_state.add("k1")
 

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings
 
 from agent.cli import app as agent_cli
 from agent.settings import AgentSettings, load_settings
+from controller.auth.mapping import load_mapping
 from controller.cli import app as controller_cli
 from controller.settings import Settings
 from tests.support.dockerfile_replay import parse
@@ -283,3 +284,81 @@ def test_workloads_run_the_images_entry_points_as_their_users(chart: Chart, dock
         assert (security["runAsUser"], security["runAsGroup"], security["runAsNonRoot"]) == (int(uid), int(gid), True)
     else:
         assert "runAsUser" not in security
+
+
+IDENTITY_MAPPING = """\
+oidc:
+  - {claim: groups, value: gpu-admins, role: admin}
+keystone:
+  - {project: "acme-*", keystone_role: member, role: tenant, tenant: acme}
+"""
+OIDC_SETTINGS = {"oidc_issuer": "https://idp.example/realms/gpu", "oidc_audience": "gpufabric",
+                 "oidc_jwks_url": "https://idp.example/realms/gpu/protocol/openid-connect/certs"}  # fmt: skip
+
+
+def _controller_pod(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    (deployment,) = by_kind(objects, "Deployment")
+    return deployment["spec"]["template"], deployment["spec"]["template"]["spec"]
+
+
+def test_the_identity_mapping_is_a_config_map_the_controller_reads(chart: Chart, tmp_path: Path) -> None:
+    """controller.identity.mapping: a ConfigMap mounted where GPUFABRIC_IDENTITY_MAPPING_FILE points, holding a
+    file the controller's own loader reads as the rules given; a new mapping rolls the pods."""
+    values = {"controller": {"settings": OIDC_SETTINGS, "identity": {"mapping": IDENTITY_MAPPING}}}
+    objects = render(chart, values)
+    for version in K8S_VERSIONS:
+        assert all(kubernetes_validate.validate(o, version, strict=True) for o in objects if o["kind"] == "ConfigMap")
+    (config_map,) = [
+        o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"] == "gpufabric-controller-identity"
+    ]
+    template, pod = _controller_pod(objects)
+    (controller,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in controller["env"]}
+    path = Path(env["GPUFABRIC_IDENTITY_MAPPING_FILE"])
+    mounts = {m["name"]: m for m in controller["volumeMounts"]}
+    assert Path(mounts["identity"]["mountPath"]) == path.parent and mounts["identity"]["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "identity")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    assert [i["path"] for i in volume["configMap"]["items"]] == [path.name]
+    written = tmp_path / path.name
+    written.write_text(config_map["data"][volume["configMap"]["items"][0]["key"]])
+    mapping = load_mapping(written)
+    assert [(r.value, r.role) for r in mapping.oidc] == [("gpu-admins", "admin")]
+    assert [(r.project, r.tenant) for r in mapping.keystone] == [("acme-*", "acme")]
+    assert env["GPUFABRIC_OIDC_ISSUER"] == OIDC_SETTINGS["oidc_issuer"]
+    checksum = template["metadata"]["annotations"]["checksum/identity-mapping"]
+    other = {"controller": {"settings": OIDC_SETTINGS, "identity": {"mapping": IDENTITY_MAPPING + "  # edited\n"}}}
+    assert _controller_pod(render(chart, other))[0]["metadata"]["annotations"]["checksum/identity-mapping"] != checksum
+
+
+def test_an_existing_identity_config_map_is_mounted_and_none_is_made(chart: Chart) -> None:
+    values = {"controller": {"identity": {"existingConfigMap": "site-identity", "mappingKey": "rules.yaml"}}}
+    objects = render(chart, values)
+    assert not [o for o in by_kind(objects, "ConfigMap") if "identity" in o["metadata"]["name"]]
+    _, pod = _controller_pod(objects)
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["GPUFABRIC_IDENTITY_MAPPING_FILE"] == "/etc/gpufabric/identity/rules.yaml"
+    volume = next(v for v in pod["volumes"] if v["name"] == "identity")
+    assert volume["configMap"] == {"name": "site-identity", "items": [{"key": "rules.yaml", "path": "rules.yaml"}]}
+    # Without identity values nothing of it is rendered.
+    _, plain = _controller_pod(render(chart))
+    assert "identity" not in {v["name"] for v in plain["volumes"]}
+    assert "GPUFABRIC_IDENTITY_MAPPING_FILE" not in {e["name"] for e in plain["containers"][0]["env"]}
+
+
+@pytest.mark.parametrize(
+    ("identity", "settings", "message"),
+    [
+        ({}, OIDC_SETTINGS, "OIDC or Keystone sign-in needs the identity mapping file"),
+        ({}, {"keystone_url": "https://keystone.example/v3"}, "OIDC or Keystone sign-in needs the identity mapping"),
+        ({"mapping": IDENTITY_MAPPING, "existingConfigMap": "x"}, {}, "set mapping or existingConfigMap, not both"),
+        ({"mapping": "oidc: [unclosed"}, {}, "controller.identity.mapping is not YAML"),
+        ({"mapping": IDENTITY_MAPPING}, {"identity_mapping_file": "/x.yaml"}, "drop it from controller.settings"),
+    ],
+    ids=["oidc-without-mapping", "keystone-without-mapping", "both", "not-yaml", "also-in-settings"],
+)
+def test_identity_values_that_cannot_work_fail_with_a_message(
+    chart: Chart, identity: dict[str, Any], settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(HelmError, match=message):
+        render(chart, {"controller": {"identity": identity, "settings": settings}})

@@ -62,11 +62,11 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
 
 
 @contextmanager
-def static_backend_replaced(app: Any, fake: Callable[[], Any]) -> Iterator[None]:
-    """Provision leases of the app's static hosts with ``fake()`` (a fault-injecting StaticBackend) inside the
-    block; the app's own static backend is served again afterwards, whatever happened."""
+def static_backend_replaced(app: Any, fake: Callable[[Any], Any]) -> Iterator[None]:
+    """Provision leases of the app's static hosts with ``fake(db)`` (a fault-injecting StaticBackend on the app's
+    database) inside the block; the app's own static backend is served again afterwards, whatever happened."""
     backends = app.state.backends
-    saved = backends.add(fake())
+    saved = backends.add(fake(backends.get("static").db))
     try:
         yield
     finally:

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from controller.api.deps import Require, get_db, get_settings
 from controller.api.lease_wait import MAX_WAIT_S, wait_for_change
 from controller.api.problems import Problem
-from controller.api.redaction import plan_for, refusal_for
+from controller.api.redaction import lease_for, plan_for, refusal_for
 from controller.auth.tokens import Principal, Role
 from controller.bounds import MAX_OFFSET, NO_NUL
 from controller.leases.errors import LeaseError
@@ -81,7 +81,8 @@ def as_problem(exc: LeaseError, principal: Principal) -> Problem:
 
 
 def lease_failed(out: LeaseOut) -> Problem:
-    """A lease that failed before the answer: not a success. 409 (like a refusal), naming the stored lease."""
+    """A lease that failed before the answer: not a success. 409 (like a refusal), naming the stored lease (as
+    the caller may see it)."""
     problem = Problem(
         409,
         "lease-failed",
@@ -156,12 +157,17 @@ def _out(lease: Lease, transitions: Iterable[LeaseTransition] = ()) -> LeaseOut:
     )
 
 
-def visible_lease(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
-    """The lease as ``principal`` may see it: another tenant's is 404, with no hint that it exists."""
+def _own_lease(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
     out = lease_out(db, lease_id)
     if principal.role is Role.tenant and out.tenant != principal.tenant:
         raise Problem(404, "not-found", f"lease {lease_id} not found")  # no hint that it exists
     return out
+
+
+def visible_lease(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
+    """The lease as ``principal`` may see it: another tenant's is 404, with no hint that it exists; a tenant's
+    own without the hosts tried before (``controller.api.redaction.lease_for``)."""
+    return lease_for(principal, _own_lease(db, principal, lease_id))
 
 
 @router.post(
@@ -197,7 +203,7 @@ def create_lease(
         made = svc.create(bounded_request(body, settings), who, principal, idempotency_key)
     except LeaseError as exc:
         raise as_problem(exc, principal) from None
-    out = _out(made.lease, made.transitions)
+    out = lease_for(principal, _out(made.lease, made.transitions))
     if out.state == "failed":
         raise lease_failed(out)
     if out.state in WAITABLE:
@@ -230,7 +236,7 @@ def list_leases(
         stmt = stmt.where(Lease.state == state)
     stmt = stmt.order_by(Lease.created_at.desc(), Lease.id).limit(limit).offset(offset)
     with db.session() as session:
-        return [_out(lease) for lease in session.scalars(stmt)]
+        return [lease_for(principal, _out(lease)) for lease in session.scalars(stmt)]
 
 
 @router.get("/v1/leases/{lease_id}", response_model=LeaseOut)
@@ -247,10 +253,10 @@ async def show_lease(
     db: Database = Depends(get_db),
 ) -> LeaseOut:
     """State, every transition (with time and reason), allocations, and the backend's result when ready."""
-    out = await run_in_threadpool(visible_lease, db, principal, lease_id)
+    out = await run_in_threadpool(_own_lease, db, principal, lease_id)
     if wait > 0 and out.state in WAITABLE and await wait_for_change(db, lease_id, out.state, out.reason, wait):
         out = await run_in_threadpool(lease_out, db, lease_id)
-    return out
+    return lease_for(principal, out)
 
 
 @router.delete("/v1/leases/{lease_id}", response_model=LeaseOut)
@@ -266,7 +272,7 @@ def release_lease(
         svc.release(lease_id, principal)
     except LeaseError as exc:
         raise as_problem(exc, principal) from None
-    return lease_out(db, lease_id)
+    return lease_for(principal, lease_out(db, lease_id))
 
 
 @router.post("/v1/placements:dry-run")

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from controller.backends.agent_access import reported_access
 from controller.backends.contract import BackendBase, Capabilities, LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.fake.config import FakeConfig
 from controller.backends.slices import describe_slices
@@ -35,6 +36,7 @@ class FakeBackend(BackendBase):
     capabilities = Capabilities(
         access="simulated: the hosts' GPUs and MIG instances by UUID with CUDA_VISIBLE_DEVICES, and vGPU instances "
         "with made-up mdev UUIDs (marked simulated); nothing is attached",
+        waits_on_agents=True,
         validation="the hosts' agents run nccl-tests (simulated NCCL output on simulated hosts)",
         unsupported={
             "sync": f"{_AGENTS}: there is nothing to discover",
@@ -69,7 +71,8 @@ class FakeBackend(BackendBase):
             ]
             return {"vgpu_type": a.vgpu_type, "mdev_uuids": instances, "simulated": True}
 
-        return describe_slices(self.kind, allocations, attach)
+        access = reported_access(self.db, (a.host_id for a in allocations))
+        return describe_slices(self.kind, allocations, attach, lease.id, access)
 
     def release(self, lease: LeaseInfo) -> None:
         # Nothing was attached anywhere: the claims the caller frees are all there is.

@@ -4,6 +4,8 @@ tenant isolation, admin-only pages, and GPU drawings that match what the API rep
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,9 +13,12 @@ import httpx
 import pytest
 
 from controller.auth.tokens import Role, create_api_token
+from controller.store.db import Database
 from controller.ui import fleet_data
 from drivers.contract.inventory import HealthReason, VgpuInfo, VgpuType
-from tests.support.controller import Controller
+from tests.controller import test_identity_oidc as oidc
+from tests.controller.test_identity_oidc import KeyServer
+from tests.support.controller import Controller, running_controller
 from tests.support.helpers import register, report, synthetic_inventory
 from tests.support.ui_fleet import L4_HOST, MIG_HOST, build_fleet
 
@@ -267,3 +272,83 @@ def test_sign_in_returns_only_to_a_dashboard_page(controller: Controller, target
         assert signed.status_code == 303 and signed.headers["location"] == "/ui/fleet"
         again = ui.get("/ui/signin", params={"next": "/ui/audit?action=host.drain"})
         assert 'name="next" value="/ui/audit?action=host.drain"' in again.text
+
+
+@pytest.fixture
+def oidc_fabric(migrated_db: Database, database_url: str, tmp_path: Path) -> Iterator[tuple[Controller, KeyServer]]:
+    """A controller taking OIDC tokens of a key set this test serves, fetched again on every check
+    (``oidc_jwks_cache_s`` of a microsecond), so a key the provider withdraws stops its tokens at once."""
+    mapping = tmp_path / "identity.yaml"
+    mapping.write_text(oidc.MAPPING)
+    with (
+        oidc.key_server() as idp,
+        running_controller(
+            migrated_db,
+            database_url,
+            tmp_path,
+            oidc_issuer=oidc.ISSUER,
+            oidc_audience=oidc.AUDIENCE,
+            oidc_jwks_url=idp.url,
+            oidc_jwks_cache_s=1e-6,
+            oidc_jwks_min_refresh_s=0,
+            identity_mapping_file=mapping,
+        ) as ctl,
+    ):
+        yield ctl, idp
+
+
+def test_an_oidc_token_signs_in_with_the_same_cookie_and_csrf_rules(oidc_fabric: tuple[Controller, KeyServer]) -> None:
+    controller, idp = oidc_fabric
+    with browser(controller) as ui:
+        signed = sign_in(ui, oidc.token(idp, preferred_username="ada"))
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/leases", signed.text
+        cookie = signed.headers["set-cookie"]
+        assert "gpufabric_session=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        leases = ui.get("/ui/leases")
+        assert leases.status_code == 200 and "acme" in leases.text
+        assert ui.get("/ui/fleet").status_code == 403, "a tenant's OIDC identity is a tenant on the dashboard too"
+        # Posts still need the session's CSRF token.
+        assert ui.post("/ui/signout", data={}).status_code == 403
+        assert ui.get("/ui/leases").status_code == 200
+        assert ui.post("/ui/signout", data={"csrf": csrf_of(ui, "/ui/leases")}).status_code == 303
+        assert ui.get("/ui/leases").status_code == 303
+    with browser(controller) as ui:
+        admin = sign_in(ui, oidc.token(idp, groups=["gpu-admins"]))
+        assert admin.status_code == 303 and admin.headers["location"] == "/ui/fleet"
+        assert ui.get("/ui/fleet").status_code == 200
+
+
+def test_refused_oidc_tokens_say_why_and_set_no_cookie(oidc_fabric: tuple[Controller, KeyServer]) -> None:
+    controller, idp = oidc_fabric
+    with browser(controller) as ui:
+        for token, status, message in (
+            (oidc.token(idp, exp=int(time.time()) - 120), 401, "the JWT has expired"),
+            (oidc.token(idp, aud="someone-else"), 401, "not issued for audience"),
+            (oidc.token(idp, groups=["visitors"], preferred_username="eve"), 403, "matches no rule"),
+        ):
+            answer = sign_in(ui, token)
+            assert answer.status_code == status and message in answer.text, answer.text
+            assert "gpufabric_session" not in answer.headers.get("set-cookie", "")
+        long = sign_in(ui, "ey" + "a" * 5000 + ".b.c")
+        assert long.status_code == 422 and "too long to keep in a cookie" in long.text
+
+
+def test_an_oidc_session_ends_when_its_token_expires_or_its_key_is_withdrawn(
+    oidc_fabric: tuple[Controller, KeyServer],
+) -> None:
+    controller, idp = oidc_fabric
+    with browser(controller) as ui:
+        assert sign_in(ui, oidc.token(idp)).status_code == 303
+        assert ui.get("/ui/leases").status_code == 200
+        # The provider withdraws the key (a revocation): the next page load finds the token invalid.
+        idp.add("k2")
+        del idp.keys["k1"]
+        gone = ui.get("/ui/leases")
+        assert gone.status_code == 303 and gone.headers["location"].startswith("/ui/signin")
+    with browser(controller) as ui:
+        # Every page load checks the token's expiry: a session cookie holding a token past its exp is no session.
+        ui.cookies.set("gpufabric_session", "nonce." + oidc.token(idp, "k2", exp=int(time.time()) - 120))
+        expired = ui.get("/ui/leases")
+        assert expired.status_code == 303 and expired.headers["location"].startswith("/ui/signin")
+        ui.cookies.set("gpufabric_session", "nonce." + oidc.token(idp, "k2"))
+        assert ui.get("/ui/leases").status_code == 200

@@ -63,3 +63,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- required "agent.bootstrapToken: set value (the chart stores it in a Secret) or existingSecret (a Secret holding it under secretKey)" $token.existingSecret -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The ConfigMap holding the identity mapping file (docs/identity.md), empty when none is configured; fails for
+values that cannot work: both a mapping and an existing ConfigMap, a mapping that is not YAML, or OIDC / Keystone
+settings without a mapping (the controller would refuse to start). */}}
+{{- define "gpufabric.controller.identityConfigMap" -}}
+{{- $identity := .Values.controller.identity -}}
+{{- $settings := .Values.controller.settings -}}
+{{- if and $identity.mapping $identity.existingConfigMap -}}
+{{- fail "controller.identity: set mapping or existingConfigMap, not both" -}}
+{{- end -}}
+{{- if and (or $identity.mapping $identity.existingConfigMap) $settings.identity_mapping_file -}}
+{{- fail "controller.identity: the chart sets identity_mapping_file from controller.identity; drop it from controller.settings" -}}
+{{- end -}}
+{{- if $identity.mapping -}}
+{{- $parsed := fromYaml $identity.mapping -}}
+{{- if hasKey $parsed "Error" -}}
+{{- fail (printf "controller.identity.mapping is not YAML: %s" (get $parsed "Error")) -}}
+{{- end -}}
+{{- include "gpufabric.controller.name" . }}-identity
+{{- else if $identity.existingConfigMap -}}
+{{- $identity.existingConfigMap -}}
+{{- else if and (or $settings.oidc_issuer $settings.oidc_audience $settings.oidc_jwks_url $settings.keystone_url) (not $settings.identity_mapping_file) -}}
+{{- fail "controller.identity: OIDC or Keystone sign-in needs the identity mapping file: set controller.identity.mapping (its YAML) or existingConfigMap" -}}
+{{- end -}}
+{{- end -}}

@@ -5,10 +5,12 @@ network to build it, and fails instead under GPUFABRIC_REQUIRE_OPENSTACK=1 (test
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from controller.store.db import Database
@@ -95,3 +97,27 @@ def test_revoked_garbage_unscoped_and_unmapped_tokens_are_refused(
         assert "matches no rule" in assert_problem(api.get("/v1/whoami"), 403, "forbidden")["detail"]
     with fabric.client(fabric.tenant_token) as api:  # gpufabric's own tokens are unchanged
         assert api.get("/v1/whoami").json()["tenant"] == "acme"
+
+
+def test_a_keystone_token_signs_in_to_the_dashboard_until_it_is_revoked(
+    fabric: Controller, keystone_service: Service
+) -> None:
+    """The dashboard's sign-in takes the same tokens as the API: a project member's Keystone token opens a tenant
+    session (the same HttpOnly, SameSite=Strict cookie), and revoking the token in Keystone ends it."""
+    url = keystone_service.url
+    token = _user(url, "acme-ui")
+    with httpx.Client(base_url=fabric.url, timeout=30, follow_redirects=False) as ui:
+        form = ui.get("/ui/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert nonce, form.text
+        signed = ui.post("/ui/signin", data={"csrf": nonce.group(1), "token": token, "next": ""})
+        assert signed.status_code == 303 and signed.headers["location"] == "/ui/leases", signed.text
+        assert "HttpOnly" in signed.headers["set-cookie"] and "SameSite=strict" in signed.headers["set-cookie"]
+        assert ui.get("/ui/leases").status_code == 200
+        assert ks.revoke(url, token) == 204
+        ended = ui.get("/ui/leases")  # keystone_token_cache_s=0: the next page asks Keystone again
+        assert ended.status_code == 303 and ended.headers["location"].startswith("/ui/signin")
+        nonce = re.search(r'name="csrf" value="([^"]+)"', ui.get("/ui/signin").text)
+        assert nonce
+        again = ui.post("/ui/signin", data={"csrf": nonce.group(1), "token": token, "next": ""})
+        assert again.status_code == 401 and "Keystone does not accept the token" in again.text

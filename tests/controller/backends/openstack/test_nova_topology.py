@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from controller.backends.openstack.topology import AGGREGATE_LABEL, LAYER_LABELS, LAYER_METADATA_KEY
+from devservices import openstack
 from drivers.openstack import NovaDriver, PollPolicy
-from tests.support.controller import Controller
-from tests.support.openstack_cloud import NOVA_GROUP, ensure_flavor, nova_admin_connection
 from tests.controller.backends.openstack.test_ironic_leases import lease, sync
 from tests.controller.backends.openstack.test_nova_leases import VGPU_FLAVOR, nova_config
-from devservices import openstack
+from tests.support.controller import Controller
+from tests.support.openstack_cloud import NOVA_GROUP, ensure_flavor, nova_admin_connection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
