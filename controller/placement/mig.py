@@ -9,6 +9,8 @@ layout only the first time any GPU is in it.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from functools import cache, lru_cache
 
 from drivers.gpus.mig import geometry
@@ -130,15 +132,62 @@ def placement_cost(model: str, layout: Layout, profile: str, start: int, size: i
     return (per_empty if not layout else 0) + dead * per_dead + loss
 
 
-def best_placement(model: str, layout: Layout, profile: str) -> tuple[int, int, int] | None:
-    """The free placement of ``profile`` that costs least (``placement_cost``): ``(cost, start, size)`` or ``None``.
+@cache
+def _base_profiles(model: str) -> tuple[str, ...]:
+    geom = geometry(model)
+    return tuple(p.name for p in geom.profiles.values() if not p.is_variant) if geom else ()
+
+
+def creatable_counts(gpus: Iterable[tuple[str, Layout]]) -> Counter[tuple[str, str]]:
+    """``(model, base profile) -> instances still creatable`` summed over some GPUs (a host's MIG GPUs)."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for model, layout in gpus:
+        for name in _base_profiles(model):
+            counts[(model, name)] += creatable(model, layout, name)
+    return counts
+
+
+def profiles_lost(model: str, layout: Layout, after: Layout, counts: Counter[tuple[str, str]]) -> int:
+    """Base profiles that ``counts``'s GPUs could still create before ``layout`` became ``after`` and none can after.
+
+    This GPU's own contribution to ``counts`` is ``layout``'s; e.g. a 1g in the low half of the one GPU of a
+    host whose low half is free takes that host's last 4g place."""
+    lost = 0
+    for name in _base_profiles(model):
+        have = counts[(model, name)]
+        if have and have - creatable(model, layout, name) + creatable(model, after, name) == 0:
+            lost += 1
+    return lost
+
+
+def host_cost(
+    model: str, layout: Layout, profile: str, start: int, size: int, counts: Counter[tuple[str, str]] | None = None
+) -> int:
+    """The scorer: ``placement_cost``, preceded by the profiles the placement makes uncreatable on the host.
+
+    ``counts`` (``creatable_counts`` over the host's GPUs) defaults to this GPU alone. Keeping at least one place
+    for every profile comes first, even over opening an empty GPU: the request that finds no place for its
+    profile is the one refused.
+    """
+    if counts is None:
+        counts = creatable_counts([(model, layout)])
+    lost = profiles_lost(model, layout, add(layout, start, size, profile), counts)
+    return lost * 2 * _cost_scales(model)[0] + placement_cost(model, layout, profile, start, size)
+
+
+def best_placement(
+    model: str, layout: Layout, profile: str, counts: Counter[tuple[str, str]] | None = None
+) -> tuple[int, int, int] | None:
+    """The free placement of ``profile`` that costs least (``host_cost``): ``(cost, start, size)`` or ``None``.
 
     Ties go to the highest start, packing small instances towards the top so the low half (the only place of a
     4g on 8-slice GPUs) stays free longest.
     """
+    if counts is None:
+        counts = creatable_counts([(model, layout)])
     best: tuple[int, int, int] | None = None
     for s, size in free_placements(model, layout, profile):
-        cand = (placement_cost(model, layout, profile, s, size), -s, size)
+        cand = (host_cost(model, layout, profile, s, size, counts), -s, size)
         if best is None or cand < best:
             best = cand
     if best is None:
