@@ -182,17 +182,14 @@ def pick_mig(
     for d in devices:
         if d.uuid not in layouts:
             layouts[d.uuid] = d.mig_layout()
-    # What the host can still create, plus one for a profile another host can still create: a placement is
-    # charged for taking a profile's last place in the fleet, not merely on this host.
-    counts = mig.creatable_counts((d.model, layouts[d.uuid]) for d in devices)
-    for model, profile in list(counts):
-        if elsewhere(model, profile):
-            counts[(model, profile)] += 1
+    places = mig.HostPlaces([(d.model, layouts[d.uuid]) for d in devices], elsewhere)
     best: tuple[int, int, int, int, Any, str, int] | None = None
     for d in devices:
         layout = layouts[d.uuid]
+        # A profile still creatable on another GPU of the host, or on another host, has not lost its last place.
+        outside = places.outside(d.model, layout)
         for rank, p in enumerate(dm.variants.get(d.model, [])):
-            bp = mig.best_placement(d.model, layout, p, counts)
+            bp = mig.best_placement(d.model, layout, p, outside)
             if bp is None:
                 continue
             loss, start, size = bp

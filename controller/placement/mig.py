@@ -9,8 +9,7 @@ layout only the first time any GPU is in it.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
 from drivers.gpus.mig import geometry
@@ -138,56 +137,78 @@ def _base_profiles(model: str) -> tuple[str, ...]:
     return tuple(p.name for p in geom.profiles.values() if not p.is_variant) if geom else ()
 
 
-def creatable_counts(gpus: Iterable[tuple[str, Layout]]) -> Counter[tuple[str, str]]:
-    """``(model, base profile) -> instances still creatable`` summed over some GPUs (a host's MIG GPUs)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for model, layout in gpus:
-        for name in _base_profiles(model):
-            counts[(model, name)] += creatable(model, layout, name)
-    return counts
+@lru_cache(maxsize=1 << 16)
+def last_places_taken(model: str, layout: Layout, profile: str, start: int, size: int) -> tuple[str, ...]:
+    """Base profiles this GPU can create now and could not any more with ``profile`` at ``start``."""
+    after = add(layout, start, size, profile)
+    return tuple(q for q in _base_profiles(model) if creatable(model, layout, q) and not creatable(model, after, q))
 
 
-def profiles_lost(model: str, layout: Layout, after: Layout, counts: Counter[tuple[str, str]]) -> int:
-    """Base profiles that ``counts``'s GPUs could still create before ``layout`` became ``after`` and none can after.
-
-    This GPU's own contribution to ``counts`` is ``layout``'s; e.g. a 1g in the low half of the one GPU of a
-    host whose low half is free takes that host's last 4g place."""
-    lost = 0
-    for name in _base_profiles(model):
-        have = counts[(model, name)]
-        if have and have - creatable(model, layout, name) + creatable(model, after, name) == 0:
-            lost += 1
-    return lost
+Places = Callable[[str], int]
 
 
-def host_cost(
-    model: str, layout: Layout, profile: str, start: int, size: int, counts: Counter[tuple[str, str]] | None = None
-) -> int:
-    """The scorer: ``placement_cost``, preceded by the profiles the placement makes uncreatable on the host.
+class HostPlaces:
+    """Where a host's profiles can still be created, counted on first use: its GPUs (``gpus``: model and layout
+    each) plus, through ``elsewhere(model, profile)``, whether another host can create the profile."""
 
-    ``counts`` (``creatable_counts`` over the host's GPUs) defaults to this GPU alone. Keeping at least one place
-    for every profile comes first, even over opening an empty GPU: the request that finds no place for its
-    profile is the one refused.
+    def __init__(self, gpus: Sequence[tuple[str, Layout]], elsewhere: Callable[[str, str], bool]) -> None:
+        self.gpus = gpus
+        self.elsewhere = elsewhere
+        self._on_host: dict[tuple[str, str], int] = {}
+
+    def _count(self, model: str, profile: str) -> int:
+        n = self._on_host.get((model, profile))
+        if n is None:
+            n = self._on_host[(model, profile)] = sum(creatable(m, g, profile) for m, g in self.gpus if m == model)
+        return n
+
+    def outside(self, model: str, layout: Layout) -> Places:
+        """``profile -> places`` beyond the GPU whose layout is ``layout`` (one of ``gpus``)."""
+
+        seen: dict[str, int] = {}
+
+        def places(profile: str) -> int:
+            n = seen.get(profile)
+            if n is None:
+                n = self._count(model, profile) - creatable(model, layout, profile)
+                n = seen[profile] = n if n else int(self.elsewhere(model, profile))
+            return n
+
+        return places
+
+
+@lru_cache(maxsize=1 << 16)
+def _terms(model: str, layout: Layout, profile: str, start: int, size: int) -> tuple[int, tuple[str, ...]]:
+    """``placement_cost`` and ``last_places_taken`` in one lookup (the hot path asks for both)."""
+    return placement_cost(model, layout, profile, start, size), last_places_taken(model, layout, profile, start, size)
+
+
+def _nowhere(profile: str) -> int:
+    return 0
+
+
+def host_cost(model: str, layout: Layout, profile: str, start: int, size: int, outside: Places = _nowhere) -> int:
+    """The scorer: ``placement_cost``, preceded by the profiles the placement leaves without any place.
+
+    ``outside(profile)`` counts the profile's places beyond this GPU (``HostPlaces.outside``; none by default: the GPU
+    alone). Keeping at least one place for every profile comes first, even over opening an empty GPU: the
+    request that finds no place for its profile is the one refused.
     """
-    if counts is None:
-        counts = creatable_counts([(model, layout)])
-    lost = profiles_lost(model, layout, add(layout, start, size, profile), counts)
-    return lost * 2 * _cost_scales(model)[0] + placement_cost(model, layout, profile, start, size)
+    cost, taken = _terms(model, layout, profile, start, size)
+    if taken:
+        cost += sum(1 for q in taken if not outside(q)) * 2 * _cost_scales(model)[0]
+    return cost
 
 
-def best_placement(
-    model: str, layout: Layout, profile: str, counts: Counter[tuple[str, str]] | None = None
-) -> tuple[int, int, int] | None:
+def best_placement(model: str, layout: Layout, profile: str, outside: Places = _nowhere) -> tuple[int, int, int] | None:
     """The free placement of ``profile`` that costs least (``host_cost``): ``(cost, start, size)`` or ``None``.
 
     Ties go to the highest start, packing small instances towards the top so the low half (the only place of a
     4g on 8-slice GPUs) stays free longest.
     """
-    if counts is None:
-        counts = creatable_counts([(model, layout)])
     best: tuple[int, int, int] | None = None
     for s, size in free_placements(model, layout, profile):
-        cand = (host_cost(model, layout, profile, s, size, counts), -s, size)
+        cand = (host_cost(model, layout, profile, s, size, outside), -s, size)
         if best is None or cand < best:
             best = cand
     if best is None:

@@ -70,21 +70,26 @@ def test_a_place_left_on_another_host_is_not_guarded() -> None:
     """The same 1g.10gb as above, told that another host can still create a 3g: nothing is lost in the fleet, so
     fragmentation decides (6-7, keeping 2-3 for a 2g)."""
     layout: mig.Layout = ((0, 1, "1g.5gb"),)
-    alone = mig.creatable_counts([(A100, layout)])
-    assert mig.best_placement(A100, layout, "1g.10gb", alone)[1:] == (2, 2)  # type: ignore[index]
-    elsewhere = alone.copy()
-    elsewhere[(A100, "3g.20gb")] += 1
+    assert mig.best_placement(A100, layout, "1g.10gb")[1:] == (2, 2)  # type: ignore[index]
+    host = mig.HostPlaces([(A100, layout)], lambda model, profile: profile == "3g.20gb")
+    elsewhere = host.outside(A100, layout)
     assert mig.best_placement(A100, layout, "1g.10gb", elsewhere)[1:] == (6, 2)  # type: ignore[index]
 
 
-def test_profiles_lost_counts_only_profiles_no_gpu_can_create_any_more() -> None:
+def test_a_placement_is_charged_only_for_profiles_no_gpu_can_create_any_more() -> None:
     empty: mig.Layout = ()
-    counts = mig.creatable_counts([(A100, empty)])
-    after = mig.add(empty, 0, 1, "1g.5gb")
-    # A 1g.5gb at 0 takes the 7g and the 4g places of the only GPU (the 3g at 4 remains).
-    assert mig.profiles_lost(A100, empty, after, counts) == 2
-    two = mig.creatable_counts([(A100, empty), (A100, empty)])
-    assert mig.profiles_lost(A100, empty, after, two) == 0
+    # A 1g.5gb at 0 takes this GPU's 7g and 4g places (the 3g at 4 remains).
+    assert mig.last_places_taken(A100, empty, "1g.5gb", 0, 1) == ("4g.20gb", "7g.40gb")
+    per_lost = mig.host_cost(A100, empty, "1g.5gb", 0, 1) - mig.placement_cost(A100, empty, "1g.5gb", 0, 1)
+    assert per_lost > 0
+    # With a second empty GPU on the host both profiles keep a place: only placement_cost remains.
+    two = mig.HostPlaces([(A100, empty), (A100, empty)], lambda model, profile: False).outside(A100, empty)
+    assert mig.host_cost(A100, empty, "1g.5gb", 0, 1, two) == mig.placement_cost(A100, empty, "1g.5gb", 0, 1)
+    # Another host with a 7g place leaves only the 4g lost: half the charge.
+    seven = mig.HostPlaces([(A100, empty)], lambda model, profile: profile == "7g.40gb").outside(A100, empty)
+    assert mig.host_cost(A100, empty, "1g.5gb", 0, 1, seven) == per_lost // 2 + mig.placement_cost(
+        A100, empty, "1g.5gb", 0, 1
+    )
 
 
 def test_the_engine_tells_the_scorer_what_other_hosts_can_still_create() -> None:
