@@ -315,7 +315,14 @@ def _markdown(res: dict[str, Any], gpus: int, large: int) -> list[str]:
         "",
     ]
     for model, s in summary.items():
-        small = "met" if s["engine_vs_optimum"] >= 0.90 else "not met"
+        o = s["online"]
+        small = (
+            "met"
+            if s["engine_vs_optimum"] >= 0.90
+            else f"not met, and no bound is computed at {gpus} GPUs (see the online optimum below: on {o['gpus']} GPU(s) "
+            f"the best online policy serves {o['online_vs_clairvoyant']:.1%} of the clairvoyant optimum in "
+            f"expectation and the scorer {o['engine_vs_online']:.1%} of the best online policy)"
+        )
         if s["large_engine_vs_first_fit"] >= 1.10:
             big = "met"
         elif s["large_bound_vs_first_fit"] < 1.10:
