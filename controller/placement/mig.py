@@ -1,10 +1,12 @@
-"""MIG geometry for placement: which GPU-instance placements are free and how much a new instance fragments.
+"""MIG geometry for placement, and the one MIG scorer: which GPU-instance placements are free and what a new
+instance costs the fleet's future (``host_cost``; the agent creates instances where it chose, see docs/placement.md).
 
 Profile tables come from the GPU catalog through ``drivers.gpus.mig.geometry`` (the same facts the simulated NVML
 uses).
 A device's MIG *layout* is a sorted tuple of ``(start, size, profile)`` for every GPU instance on it, claimed
-or not; everything here is a pure function of ``(model, layout)`` and memoised, so the hot path pays for a
-layout only the first time any GPU is in it.
+or not; every function here is a pure function of ``(model, layout)`` and memoised, so the hot path pays for a
+layout only the first time any GPU is in it. Only ``HostPlaces`` looks beyond one GPU (the host's other GPUs and,
+through the engine's index, other hosts), and only when a placement would take a GPU's last place of a profile.
 """
 
 from __future__ import annotations
