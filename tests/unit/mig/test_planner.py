@@ -358,3 +358,11 @@ def test_a_pin_off_the_profile_placements_is_not_honoured() -> None:
     assert result.status == "blocked" and result.operations == []
     assert result.blockers == ["lease instance 3g.20gb at start 2: not a placement of 3g.20gb (starts: 0, 4)"]
     assert result.reason == "the controller placed a lease instance where this GPU cannot create it"
+
+
+def test_two_pins_that_overlap_block_the_gpu_and_name_both() -> None:
+    gpu = a100(0)
+    gpu.pinned = [("3g.20gb", 4), ("2g.10gb", 4)]  # 4-7 and 4-5
+    result = plan([gpu], "all | true | 3g.20gb:1,2g.10gb:1").gpus[0]
+    assert result.status == "blocked" and result.operations == []
+    assert result.blockers == ["lease instance 2g.10gb at start 4 overlaps lease instance 3g.20gb at start 4"]
