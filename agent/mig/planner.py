@@ -9,8 +9,10 @@ Where mig-parted destroys every instance on a GPU it touches, this planner:
 * leaves a GPU alone when its instances already satisfy the config;
 * keeps instances that fit the target, and never destroys one with running processes unless
   forced; when the target cannot be laid out around a busy instance it names that instance;
-* creates the instances the controller placed for leases exactly where it placed them (``pinned``), and
-  chooses placements for the others by exhaustive search (``agent.mig.search``; a GPU has at most 8 memory
+* creates the instances the controller placed for leases exactly where it placed them (``pinned``) or, when
+  it cannot (an instance with running processes in the way, a placement the profile does not have), blocks the
+  GPU and says why: it never places a lease instance itself; it chooses placements for the config's other
+  instances (not the controller's: an operator's mig-parted layout) by exhaustive search (``agent.mig.search``; a GPU has at most 8 memory
   slices), preferring the layout that leaves the largest contiguous free range, then the fewest holes;
 * treats a MIG mode change that waits for a GPU reset as a state (``pending-reset``), not as done.
 
@@ -41,6 +43,7 @@ from agent.mig.search import (
     compute_slice_count,
     fragmentation_score,
     memory_slice_count,
+    overlaps,
     pinned_placements,
 )
 from drivers.contract.inventory import Placement
@@ -253,18 +256,15 @@ def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_
         rest = best_placements(to_place, occupied, table)
         return None if rest is None else sorted([*fixed, *rest], key=lambda pp: (pp[1].start, pp[0].profile_id))
 
-    best: tuple[tuple[int, int, int, tuple[int, int, tuple[tuple[int, int], ...]]], _Layout] | None = None
+    best: tuple[tuple[int, int, tuple[int, int, tuple[tuple[int, int], ...]]], _Layout] | None = None
     busy = [gi for gi in reusable if gi.busy]
     for size in range(len(reusable), -1, -1):
         for keep in itertools.combinations(reusable, size):
             if not force and any(gi not in keep for gi in busy):
                 continue
-            # The controller's placements first; a layout that cannot honour them (an instance with running
-            # processes in the way) places those instances elsewhere, and the controller moves its claims.
-            unpinned = 0
+            # The controller's placements exactly: a layout that cannot honour them is no layout (the GPU is
+            # then blocked and says why; the controller decided, the agent does not place lease instances).
             created = layout_for(keep, gpu.pinned)
-            if created is None and gpu.pinned:
-                unpinned, created = 1, layout_for(keep)
             if created is None:
                 continue
             occupied = [gi.placement for gi in keep] + [pl for _, pl in created]
@@ -272,21 +272,24 @@ def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_
             starts = tuple(sorted([(gi.placement.start, gi.profile_id) for gi in keep]
                                   + [(pl.start, p.profile_id) for p, pl in created]))  # fmt: skip
             busy_lost = sum(1 for gi in busy if gi not in keep) + len(busy_doomed)
-            key = (busy_lost, unpinned, len(reusable) - size, (-largest, holes, starts))
+            key = (busy_lost, len(reusable) - size, (-largest, holes, starts))
             if best is None or key < best[0]:
                 destroyed = doomed + [gi for gi in reusable if gi not in keep]
                 best = (key, _Layout(list(keep), created, destroyed))
-        if best is not None and best[0][0] == 0 and best[0][1] == 0:
+        if best is not None and best[0][0] == 0:
             break  # keeping more instances always wins over a better fragmentation score
     if best is not None:
         return best[1], []
+    unplaceable = _pin_problems(gpu.pinned, profiles)
+    if unplaceable:
+        return None, unplaceable
     # Nothing fits around the busy instances: name the ones whose removal would unblock the plan.
     blockers = []
     for gi in busy:
         others = [b for b in busy if b is not gi]
         rest = [r for r in reusable if r is not gi and r not in others]
         if any(
-            layout_for(others + list(extra)) is not None
+            layout_for(others + list(extra), gpu.pinned) is not None
             for n in range(len(rest) + 1)
             for extra in itertools.combinations(rest, n)
         ):
@@ -294,6 +297,24 @@ def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_
     if not blockers:
         blockers = [f"{gi.describe()} is in the way: the target cannot be laid out around it" for gi in busy]
     return None, blockers
+
+
+def _pin_problems(pins: Sequence[tuple[str, int]], profiles: dict[str, GiProfile]) -> list[str]:
+    """Why the controller's placements cannot be created on this GPU whatever runs on it (else ``[]``)."""
+    problems = []
+    taken: list[tuple[str, Placement]] = []
+    for name, start in pins:
+        profile = profiles.get(name)
+        placement = next((pl for pl in (profile.placements if profile else []) if pl.start == start), None)
+        if placement is None:
+            starts = ", ".join(str(pl.start) for pl in profile.placements) if profile else "none"
+            problems.append(f"lease instance {name} at start {start}: not a placement of {name} (starts: {starts})")
+            continue
+        clash = next((other for other, pl in taken if overlaps(pl, placement)), None)
+        if clash is not None:
+            problems.append(f"lease instance {name} at start {start} overlaps lease instance {clash}")
+        taken.append((f"{name} at start {start}", placement))
+    return problems
 
 
 def _ci_missing_ops(gpu: int, gi: ObservedGi, profile: GiProfile | None) -> list[Operation]:
@@ -380,7 +401,11 @@ def plan_gpu(
     layout, blockers = _plan_instances(gpu, wanted, force)
     if layout is None:
         base.status, base.blockers = "blocked", blockers
-        base.reason = "the target layout needs an instance that has running processes (use --force to destroy it)"
+        base.reason = (
+            "the controller placed a lease instance where this GPU cannot create it"
+            if any(b.startswith("lease instance") for b in blockers)
+            else "the target layout needs an instance that has running processes (use --force to destroy it)"
+        )
         return base
     profiles = {p.name: p for p in gpu.profiles or []}
     for gi in sorted(layout.destroyed, key=lambda g: g.placement.start):

@@ -2,16 +2,16 @@
 
 A lease that claimed a MIG instance the host does not have yet waits in ``provisioning``: the instance rides on
 the host's desired MIG config (``controller.fleet.desired`` derives it from the live claims), the agent creates it
-and reports its UUID. After that report the lease's allocation gets the UUID (and, if the agent placed it
-elsewhere on the GPU, its claims move to the memory slices it really covers) and the lease is provisioned again.
+and reports its UUID. After that report the lease's allocation gets the UUID of the instance at the placement the
+engine chose (the agent creates it there or nowhere) and the lease is provisioned again; the claims, made on that
+placement's memory slices, stay as they are.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from controller.leases.claims import statement_now
 from controller.leases.index import PlacementIndex
 from controller.leases.provisioning import Provisioning
 from controller.store.changes import mark_hosts_changed
@@ -65,46 +65,30 @@ class MigBinding:
             taken = _claimed_mig_uuids(session, host_id, exclude=lease_id)
             allocs = [dict(a) for a in lease.allocations]
             bound = False
-            for i, a in enumerate(allocs):
+            for a in allocs:
                 if not (a.get("create") and not a.get("mig_uuid") and a["host"] == host.hostname):
                     continue
                 device = next((d for d in host.devices if d.uuid == a["device"]), None)
                 if device is None:
                     continue
                 want = (a["placement"]["start"], a["placement"]["size"])
-                candidates = [
-                    m for m in device.mig_instances if m.profile == a["profile"] and m.uuid and m.uuid not in taken
-                ]
-                # The agent plans placements itself; usually where the engine chose, else any new instance.
-                candidates.sort(key=lambda m: (m.placement_start, m.placement_size) != want)
-                if not candidates:
+                # The agent creates a lease instance exactly where the engine placed it, or not at all (its
+                # report then says why): only an instance at that placement is this allocation's.
+                m = next(
+                    (
+                        m
+                        for m in device.mig_instances
+                        if m.profile == a["profile"]
+                        and m.uuid
+                        and m.uuid not in taken
+                        and (m.placement_start, m.placement_size) == want
+                    ),
+                    None,
+                )
+                if m is None:
                     continue
-                m = candidates[0]
                 taken.add(m.uuid or "")
                 a["mig_uuid"] = m.uuid
-                if (m.placement_start, m.placement_size) != want:
-                    a["placement"] = {"start": m.placement_start, "size": m.placement_size}
-                    session.execute(
-                        update(SliceClaim)
-                        .where(
-                            SliceClaim.lease_id == lease_id,
-                            SliceClaim.allocation == i,
-                            SliceClaim.released_at.is_(None),
-                        )
-                        .values(released_at=statement_now(session))
-                        .execution_options(synchronize_session=False)
-                    )
-                    session.execute(
-                        insert(SliceClaim).values(claimed_at=statement_now(session)),
-                        [
-                            {
-                                "lease_id": lease_id, "tenant": lease.tenant, "host_id": host_id,
-                                "device_uuid": a["device"], "resource": f"mig:{a['device']}", "slot": s,
-                                "allocation": i, "kind": "mig", "model": a["model"],
-                            }
-                            for s in range(m.placement_start, m.placement_start + m.placement_size)
-                        ],
-                    )  # fmt: skip
                 bound = True
             if bound:
                 lease.allocations = allocs

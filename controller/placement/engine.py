@@ -325,7 +325,11 @@ class Engine:
         return sorted(plans, key=lambda p: -p.scores["total"])
 
     def _plan_host(self, host: Host, demands: list[Demand], policy: str) -> HostPlan | None:
-        return plan_host(host, demands, policy, self.index.offers)
+        return plan_host(host, demands, policy, self.index.offers, self._hosts_offering)
+
+    def _hosts_offering(self, key: OfferKey) -> int:
+        b = self.index.bucket(key)
+        return len(b) if b is not None else 0
 
     # --- refusing --------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ it never changes the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from controller.placement import mig
@@ -15,9 +16,17 @@ from controller.placement.model import KIND_MODE, Host, MigSlot, OfferKey
 
 
 def plan_host(
-    host: Host, demands: list[Demand], policy: str, offers: dict[str, dict[OfferKey, int]]
+    host: Host,
+    demands: list[Demand],
+    policy: str,
+    offers: dict[str, dict[OfferKey, int]],
+    hosts_offering: Callable[[OfferKey], int] | None = None,
 ) -> HostPlan | None:
-    """Pick devices on one host for every demand (or None). Devices taken by one demand are not reused."""
+    """Pick devices on one host for every demand (or None). Devices taken by one demand are not reused.
+
+    ``hosts_offering(key)`` counts the fleet's hosts with free units of an offer key (the engine's index); the MIG
+    scorer reads it to tell a profile's last place on this host from its last place in the fleet.
+    """
     taken_whole: set[str] = set()
     share_used: dict[str, int] = {}
     vgpu_used: dict[str, tuple[str, int]] = {}
@@ -27,6 +36,7 @@ def plan_host(
     allocs: list[Allocation] = []
     mig_loss = 0
     spread = policy == "spread"
+    elsewhere = _elsewhere(host, offers, hosts_offering)
     for dm in demands:
         s = dm.slice
         mode = KIND_MODE[s.kind]
@@ -91,7 +101,7 @@ def plan_host(
                 return None
         else:
             for _ in range(need):
-                a, loss = pick_mig(host, devices, dm, mig_taken, layouts)
+                a, loss = pick_mig(host, devices, dm, mig_taken, layouts, elsewhere)
                 if a is None:
                     return None
                 allocs.append(a)
@@ -125,12 +135,29 @@ def pick_mig_backed_vgpu(
     return None
 
 
+def _elsewhere(
+    host: Host, offers: dict[str, dict[OfferKey, int]], hosts_offering: Callable[[OfferKey], int] | None
+) -> Callable[[str, str], bool]:
+    """``(model, profile) -> bool``: can a host other than this one still create the profile?"""
+    if hosts_offering is None:
+        return lambda model, profile: False
+    here = offers.get(host.id, {})
+    count = hosts_offering
+
+    def elsewhere(model: str, profile: str) -> bool:
+        key = ("mig+", model, profile)
+        return count(key) - (1 if here.get(key) else 0) > 0
+
+    return elsewhere
+
+
 def pick_mig(
     host: Host,
     devices: list[Any],
     dm: Demand,
     mig_taken: set[tuple[str, int]],
     layouts: dict[str, mig.Layout],
+    elsewhere: Callable[[str, str], bool] = lambda model, profile: False,
 ) -> tuple[Allocation | None, int]:
     # 1. A free existing instance of an acceptable profile (smallest acceptable profile first).
     best_existing: tuple[int, int, int, Any, MigSlot] | None = None
@@ -151,14 +178,18 @@ def pick_mig(
         )
     if not host.on_demand_mig:
         return None, 0
-    # 2. Create one where it fragments least.
+    # 2. Create one where it costs the host's future least (``mig.host_cost``).
+    for d in devices:
+        if d.uuid not in layouts:
+            layouts[d.uuid] = d.mig_layout()
+    places = mig.HostPlaces([(d.model, layouts[d.uuid]) for d in devices], elsewhere)
     best: tuple[int, int, int, int, Any, str, int] | None = None
     for d in devices:
-        layout = layouts.get(d.uuid)
-        if layout is None:
-            layout = layouts[d.uuid] = d.mig_layout()
+        layout = layouts[d.uuid]
+        # A profile still creatable on another GPU of the host, or on another host, has not lost its last place.
+        outside = places.outside(d.model, layout)
         for rank, p in enumerate(dm.variants.get(d.model, [])):
-            bp = mig.best_placement(d.model, layout, p)
+            bp = mig.best_placement(d.model, layout, p, outside)
             if bp is None:
                 continue
             loss, start, size = bp

@@ -1,14 +1,17 @@
-"""MIG geometry for placement: which GPU-instance placements are free and how much a new instance fragments.
+"""MIG geometry for placement, and the one MIG scorer: which GPU-instance placements are free and what a new
+instance costs the fleet's future (``host_cost``; the agent creates instances where it chose, see docs/placement.md).
 
 Profile tables come from the GPU catalog through ``drivers.gpus.mig.geometry`` (the same facts the simulated NVML
 uses).
 A device's MIG *layout* is a sorted tuple of ``(start, size, profile)`` for every GPU instance on it, claimed
-or not; everything here is a pure function of ``(model, layout)`` and memoised, so the hot path pays for a
-layout only the first time any GPU is in it.
+or not; every function here is a pure function of ``(model, layout)`` and memoised, so the hot path pays for a
+layout only the first time any GPU is in it. Only ``HostPlaces`` looks beyond one GPU (the host's other GPUs and,
+through the engine's index, other hosts), and only when a placement would take a GPU's last place of a profile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from functools import cache, lru_cache
 
 from drivers.gpus.mig import geometry
@@ -130,15 +133,84 @@ def placement_cost(model: str, layout: Layout, profile: str, start: int, size: i
     return (per_empty if not layout else 0) + dead * per_dead + loss
 
 
-def best_placement(model: str, layout: Layout, profile: str) -> tuple[int, int, int] | None:
-    """The free placement of ``profile`` that costs least (``placement_cost``): ``(cost, start, size)`` or ``None``.
+@cache
+def _base_profiles(model: str) -> tuple[str, ...]:
+    geom = geometry(model)
+    return tuple(p.name for p in geom.profiles.values() if not p.is_variant) if geom else ()
+
+
+@lru_cache(maxsize=1 << 16)
+def last_places_taken(model: str, layout: Layout, profile: str, start: int, size: int) -> tuple[str, ...]:
+    """Base profiles this GPU can create now and could not any more with ``profile`` at ``start``."""
+    after = add(layout, start, size, profile)
+    return tuple(q for q in _base_profiles(model) if creatable(model, layout, q) and not creatable(model, after, q))
+
+
+Places = Callable[[str], int]
+
+
+class HostPlaces:
+    """Where a host's profiles can still be created, counted on first use: its GPUs (``gpus``: model and layout
+    each) plus, through ``elsewhere(model, profile)``, whether another host can create the profile."""
+
+    def __init__(self, gpus: Sequence[tuple[str, Layout]], elsewhere: Callable[[str, str], bool]) -> None:
+        self.gpus = gpus
+        self.elsewhere = elsewhere
+        self._on_host: dict[tuple[str, str], int] = {}
+
+    def _count(self, model: str, profile: str) -> int:
+        n = self._on_host.get((model, profile))
+        if n is None:
+            n = self._on_host[(model, profile)] = sum(creatable(m, g, profile) for m, g in self.gpus if m == model)
+        return n
+
+    def outside(self, model: str, layout: Layout) -> Places:
+        """``profile -> places`` beyond the GPU whose layout is ``layout`` (one of ``gpus``)."""
+
+        seen: dict[str, int] = {}
+
+        def places(profile: str) -> int:
+            n = seen.get(profile)
+            if n is None:
+                n = self._count(model, profile) - creatable(model, layout, profile)
+                n = seen[profile] = n if n else int(self.elsewhere(model, profile))
+            return n
+
+        return places
+
+
+@lru_cache(maxsize=1 << 16)
+def _terms(model: str, layout: Layout, profile: str, start: int, size: int) -> tuple[int, tuple[str, ...]]:
+    """``placement_cost`` and ``last_places_taken`` in one lookup (the hot path asks for both)."""
+    return placement_cost(model, layout, profile, start, size), last_places_taken(model, layout, profile, start, size)
+
+
+def _nowhere(profile: str) -> int:
+    return 0
+
+
+def host_cost(model: str, layout: Layout, profile: str, start: int, size: int, outside: Places = _nowhere) -> int:
+    """The scorer: ``placement_cost``, preceded by the profiles the placement leaves without any place.
+
+    ``outside(profile)`` counts the profile's places beyond this GPU (``HostPlaces.outside``; none by default: the GPU
+    alone). Keeping at least one place for every profile comes first, even over opening an empty GPU: the
+    request that finds no place for its profile is the one refused.
+    """
+    cost, taken = _terms(model, layout, profile, start, size)
+    if taken:
+        cost += sum(1 for q in taken if not outside(q)) * 2 * _cost_scales(model)[0]
+    return cost
+
+
+def best_placement(model: str, layout: Layout, profile: str, outside: Places = _nowhere) -> tuple[int, int, int] | None:
+    """The free placement of ``profile`` that costs least (``host_cost``): ``(cost, start, size)`` or ``None``.
 
     Ties go to the highest start, packing small instances towards the top so the low half (the only place of a
     4g on 8-slice GPUs) stays free longest.
     """
     best: tuple[int, int, int] | None = None
     for s, size in free_placements(model, layout, profile):
-        cand = (placement_cost(model, layout, profile, s, size), -s, size)
+        cand = (host_cost(model, layout, profile, s, size, outside), -s, size)
         if best is None or cand < best:
             best = cand
     if best is None:

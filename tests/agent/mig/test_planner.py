@@ -338,18 +338,31 @@ def test_a_pin_already_created_is_not_created_twice() -> None:
     assert result.status == "untouched" and result.operations == []
 
 
-def test_a_pin_a_busy_instance_blocks_is_placed_elsewhere() -> None:
+def test_a_pin_a_busy_instance_blocks_is_not_placed_elsewhere() -> None:
     """A process runs on a 1g.5gb at slice 5 (an instance the controller did not know was busy): the lease's
-    3g.20gb cannot go to 4:4, so it is created at 0 and the controller moves its claim when it binds it."""
+    3g.20gb cannot go to 4:4. The agent does not choose another place (0:4 is free): the GPU is blocked and
+    names the instance in the way; nothing is created or destroyed."""
     gpu = a100(0, instance(9, "1g.5gb", 5, pids=(31337,)))
     gpu.pinned = [("3g.20gb", 4)]
     result = plan([gpu], "all | true | 3g.20gb:1,1g.5gb:1").gpus[0]
-    assert result.status == "change"
-    assert ("3g.20gb", 0) in layout_of(result) and ("1g.5gb", 5) in layout_of(result)
+    assert result.status == "blocked" and result.operations == []
+    assert len(result.blockers) == 1 and "in the way" in result.blockers[0] and "1g.5gb" in result.blockers[0]
+    forced = plan([gpu], "all | true | 3g.20gb:1,1g.5gb:1", force=True).gpus[0]
+    assert ("3g.20gb", 4) in layout_of(forced)
 
 
 def test_a_pin_off_the_profile_placements_is_not_honoured() -> None:
     gpu = a100(0)
     gpu.pinned = [("3g.20gb", 2)]  # a 3g.20gb starts at 0 or 4 only
     result = plan([gpu], "all | true | 3g.20gb:1").gpus[0]
-    assert layout_of(result) == [("3g.20gb", 0)]
+    assert result.status == "blocked" and result.operations == []
+    assert result.blockers == ["lease instance 3g.20gb at start 2: not a placement of 3g.20gb (starts: 0, 4)"]
+    assert result.reason == "the controller placed a lease instance where this GPU cannot create it"
+
+
+def test_two_pins_that_overlap_block_the_gpu_and_name_both() -> None:
+    gpu = a100(0)
+    gpu.pinned = [("3g.20gb", 4), ("2g.10gb", 4)]  # 4-7 and 4-5
+    result = plan([gpu], "all | true | 3g.20gb:1,2g.10gb:1").gpus[0]
+    assert result.status == "blocked" and result.operations == []
+    assert result.blockers == ["lease instance 2g.10gb at start 4 overlaps lease instance 3g.20gb at start 4"]

@@ -138,4 +138,4 @@ def test_placement_cost_is_lexicographic_empty_gpu_then_dead_slices_then_potenti
     assert worst_used < best_empty
     # On one GPU, a dead slice outweighs any drop in potential.
     assert mig.placement_cost(m, (), "1g.5gb", 6, 1) > mig.placement_cost(m, (), "1g.5gb", 0, 1)
-    assert mig.best_placement(m, (), "1g.5gb") == (mig.placement_cost(m, (), "1g.5gb", 5, 1), 5, 1)
+    assert mig.best_placement(m, (), "1g.5gb") == (mig.host_cost(m, (), "1g.5gb", 5, 1), 5, 1)
