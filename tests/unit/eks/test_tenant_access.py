@@ -3,6 +3,7 @@ inside the namespace, and the kubeconfig is one a client loads."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import kubernetes_validate
@@ -11,7 +12,8 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from drivers.eks.tenant_access import kubeconfig, tenant_manifests
+from drivers.eks.kube import kube_configuration
+from drivers.eks.tenant_access import cluster_ca, kubeconfig, tenant_manifests
 
 K8S_VERSIONS = ["1.31.0", "1.37.0"]  # as tests/unit/deploy/test_helm_chart.py
 
@@ -49,3 +51,13 @@ def test_the_kubeconfig_loads_with_the_official_client(tmp_path: Path) -> None:
     assert configuration.host == "https://api.example:6443"
     assert "tok-123" in str(configuration.api_key) and configuration.ssl_ca_cert
     assert k8s_config.list_kube_config_contexts(config_file=str(path))[1]["context"]["namespace"] == "gf-acme-x"
+
+
+def test_the_kubeconfig_carries_the_ca_gpufabric_trusts(tmp_path: Path) -> None:
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    expected = base64.b64encode(pem.encode()).decode()
+    assert cluster_ca(kube_configuration("https://api.example", ca_data=pem)) == expected
+    assert cluster_ca(kube_configuration("https://api.example", ca_data=expected)) == expected  # EKS's base64 form
+    (tmp_path / "ca.crt").write_text(pem)
+    assert cluster_ca(kube_configuration("https://api.example", ca_file=tmp_path / "ca.crt")) == expected
+    assert cluster_ca(kube_configuration("http://127.0.0.1:8001")) is None
