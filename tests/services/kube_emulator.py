@@ -27,6 +27,8 @@ Lists and watches follow kube-apiserver's etcd-backed storage:
 - The history is bounded (``history_limit`` events, default 10,000, settable per test); older
   versions count as compacted. ``compact()`` forgets it all at once, like an etcd compaction.
 - ``requests`` logs every request; ``count_requests()`` counts lists, pages or watches.
+- ServiceAccount tokens (TokenRequest) and namespaced RBAC (Roles, RoleBindings) for requests bearing such a token;
+  every other request is the cluster admin (tests/services/kube_rbac.py).
 
 Built on the standard library (``ThreadingHTTPServer``) rather than kmock: kmock 0.8 lacked PUT,
 selectors, metadata, watch timeouts and text logs, and closing those gaps was most of the work.
