@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -142,6 +142,13 @@ class Settings(BaseSettings):
         default=None,
         description="YAML mapping OIDC claims and Keystone projects/roles to gpufabric tenants and roles "
         "(docs/identity.md); required when OIDC or Keystone sign-in is on",
+    )
+
+    lease_access_key: SecretStr | None = Field(
+        default=None,
+        description="Fernet key(s), comma-separated, that encrypt what leases hand out (kubeconfigs, tokens) in the "
+        "store; the first encrypts, all decrypt (rotation). Unset: a key made once in <data_dir>/lease-access.key. "
+        "Replicas must share it",
     )
 
     @model_validator(mode="after")

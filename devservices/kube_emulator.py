@@ -27,6 +27,8 @@ Lists and watches follow kube-apiserver's etcd-backed storage:
 - The history is bounded (``history_limit`` events, default 10,000, settable per test); older
   versions count as compacted. ``compact()`` forgets it all at once, like an etcd compaction.
 - ``requests`` logs every request; ``count_requests()`` counts lists, pages or watches.
+- ServiceAccount tokens (TokenRequest) and namespaced RBAC (Roles, RoleBindings) for requests bearing such a token;
+  every other request is the cluster admin (devservices/kube_rbac.py).
 
 Built on the standard library (``ThreadingHTTPServer``) rather than kmock: kmock 0.8 lacked PUT,
 selectors, metadata, watch timeouts and text logs, and closing those gaps was most of the work.
@@ -53,6 +55,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from devservices.kube_apply import ApplyConflict, manager_from_user_agent, record_update, server_side_apply
+from devservices.kube_rbac import RBAC_GROUP, Forbidden, ServiceAccountTokens, Unauthorized, verb_of
 
 KUBE_VERSION = {
     "major": "1",
@@ -95,17 +98,20 @@ RESOURCE_TYPES: tuple[ResourceType, ...] = (
     ResourceType("", "v1", "serviceaccounts", "ServiceAccount", True, has_status=False, short_names=("sa",)),
     ResourceType("", "v1", "services", "Service", True, short_names=("svc",)),
     ResourceType("", "v1", "resourcequotas", "ResourceQuota", True, short_names=("quota",)),
+    ResourceType("", "v1", "limitranges", "LimitRange", True, has_status=False, short_names=("limits",)),
     ResourceType("", "v1", "events", "Event", True, has_status=False, short_names=("ev",)),
     ResourceType("apps", "v1", "daemonsets", "DaemonSet", True, short_names=("ds",)),
     ResourceType("apps", "v1", "deployments", "Deployment", True, short_names=("deploy",)),
     ResourceType("kubeflow.org", "v2beta1", "mpijobs", "MPIJob", True),
+    ResourceType(RBAC_GROUP, "v1", "roles", "Role", True, has_status=False),
+    ResourceType(RBAC_GROUP, "v1", "rolebindings", "RoleBinding", True, has_status=False),
     # Karpenter's CRDs: stored as given (no schema validation here; tests validate against their fixture).
     ResourceType("karpenter.sh", "v1", "nodepools", "NodePool", False),
     ResourceType("karpenter.k8s.aws", "v1", "ec2nodeclasses", "EC2NodeClass", False, short_names=("ec2nc",)),
 )
 
 # DELETE answers with the deleted object for these kinds (the client deserializes it so), else a Status.
-_DELETE_RETURNS_OBJECT = {"Pod", "Service", "ServiceAccount", "ResourceQuota", "Namespace", "MPIJob"}
+_DELETE_RETURNS_OBJECT = {"Pod", "Service", "ServiceAccount", "ResourceQuota", "LimitRange", "Namespace", "MPIJob"}
 
 # Objects in these groups get metadata.generation bumped on spec changes, as the real server does.
 _GENERATION_KINDS = {"Deployment", "DaemonSet", "MPIJob", "NodePool", "EC2NodeClass"}
@@ -732,6 +738,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._route(method)
         except ApiError as exc:
             self._send_json(exc.code, exc.status_body())
+        except Unauthorized:
+            self._send_json(401, ApiError(401, "Unauthorized", "Unauthorized").status_body())
+        except Forbidden as exc:
+            self._send_json(403, ApiError(403, "Forbidden", str(exc)).status_body())
         except BrokenPipeError:
             pass
 
@@ -787,6 +797,17 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) >= 2 else None
         subresource = rest[2] if len(rest) >= 3 else None
+        tokens = self.server.emulator.tokens
+        try:
+            caller = tokens.authenticate(self.server.emulator.state, self.headers.get("Authorization"))
+            if caller is not None:
+                verb = verb_of(method, name is not None, query.get("watch") in ("true", "1"))
+                tokens.authorize(self.server.emulator.state, caller, verb, rtype, namespace, name, subresource)
+        except (Unauthorized, Forbidden):
+            self._body()  # read it, so the kept-alive connection is ready for the next request
+            raise
+        if subresource == "token" and rtype.kind == "ServiceAccount" and method == "POST" and name:
+            return self._send_json(201, tokens.issue(self.server.emulator.state, namespace or "", name, self._body()))
         if subresource not in (None, "status", "log"):
             raise ApiError(404, "NotFound", f"subresource {subresource} is not supported by the emulator")
         if subresource == "log" and rtype.kind != "Pod":
@@ -1080,6 +1101,18 @@ def _resource_list(group: str, version: str) -> dict[str, Any]:
             resources.append(
                 {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]}
             )
+        if r.kind == "ServiceAccount":
+            resources.append(
+                {
+                    "name": "serviceaccounts/token",
+                    "singularName": "",
+                    "namespaced": True,
+                    "group": "authentication.k8s.io",
+                    "version": "v1",
+                    "kind": "TokenRequest",
+                    "verbs": ["create"],
+                }
+            )
     if not resources:
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
     return {
@@ -1110,6 +1143,7 @@ class KubeEmulator:
         self.max_watch_seconds = max_watch_seconds
         self.stopping = threading.Event()
         self.requests: list[tuple[str, str]] = []
+        self.tokens = ServiceAccountTokens()  # TokenRequest tokens and their RBAC (devservices/kube_rbac.py)
         self._server = _Server((host, port), _Handler)
         self._server.emulator = self
         self._thread: threading.Thread | None = None
@@ -1137,6 +1171,7 @@ class KubeEmulator:
             self.state.history_limit = self.default_history_limit
             self.state.reset()
         self.requests.clear()
+        self.tokens = ServiceAccountTokens()
 
     # -- test hooks ----------------------------------------------------------------------------
     @property

@@ -360,7 +360,15 @@ automated_clean = false
 
 [oslo_concurrency]
 lock_path = {base / "locks"}
+
+[oslo_policy]
+policy_file = {base / "policy.yaml"}
 """
+
+
+# Tests read the config drive gpufabric gave a node back through the API (instance_info.configdrive), which Ironic
+# masks unless this policy allows it (its default is "!"; never do this in production).
+IRONIC_TEST_POLICY = '"show_instance_secrets": "@"\n'
 
 
 def start_ironic(base: Path, venv: Path | None = None, timeout: float = 90.0) -> Service:
@@ -380,6 +388,7 @@ def start_ironic(base: Path, venv: Path | None = None, timeout: float = 90.0) ->
     for _attempt in range(3):
         port = free_port()
         conf.write_text(_ironic_conf(base, port))
+        (base / "policy.yaml").write_text(IRONIC_TEST_POLICY)
         if not schema_done:
             _run_checked(
                 [str(venv / "bin" / "ironic-dbsync"), "--config-file", str(conf), "create_schema"],
@@ -611,7 +620,10 @@ lock_path = {base / "locks"}
 [oslo_messaging_notifications]
 driver = noop
 [vnc]
-enabled = false
+# The fake driver answers a VNC console (fakevncconsole.com:6969): Nova issues a noVNC URL with a console token, which
+# the lease's access hands out. No noVNC proxy runs here, so nothing answers at that URL.
+enabled = true
+novncproxy_base_url = http://127.0.0.1:6080/vnc_auto.html
 """
 
 

@@ -25,6 +25,7 @@ from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
 from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
 from controller.jobs.scheduler import JobRunner
+from controller.leases.access import AccessVault
 from controller.leases.liveness import InstanceHeartbeat, LeaseTimeouts
 from controller.leases.metrics import LeaseCollector
 from controller.leases.service import LeaseService
@@ -82,8 +83,13 @@ def create_app(
     registry = hooks or default_hooks.copy()
     backends = backends or build_backends(db, settings.backend_kinds)
     # This replica's placement index, built from the store; see controller.leases.index.
+    key = settings.lease_access_key.get_secret_value() if settings.lease_access_key else None
     leases_service = LeaseService(
-        db, backends=backends, owner=settings.instance_id, timeouts=lease_timeouts(settings)
+        db,
+        backends=backends,
+        owner=settings.instance_id,
+        timeouts=lease_timeouts(settings),
+        access=AccessVault.from_settings(key, settings.data_dir),
     ).load()
     metrics.registry.register(LeaseCollector(leases_service))
     if "lease-expiry:leases" not in registry.hooks:

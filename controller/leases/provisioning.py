@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from controller.backends.contract import ProvisionFailed, TryElsewhere
 from controller.backends.registry import BackendRegistry
+from controller.leases.access import AccessVault, split_access
 from controller.leases.backend_call import backend_call
 from controller.leases.claims import Claims, StoreConflict
 from controller.leases.errors import LeaseRefused, PlacementContended, QuotaExceeded
@@ -41,9 +42,16 @@ class _LeaseMoved(Exception):
 
 class Provisioning:
     def __init__(
-        self, db: Database, ownership: Ownership, claims: Claims, releases: Releases, backends: BackendRegistry
+        self,
+        db: Database,
+        ownership: Ownership,
+        claims: Claims,
+        releases: Releases,
+        backends: BackendRegistry,
+        vault: AccessVault,
     ) -> None:
         self.db = db
+        self.vault = vault  # seals the access a backend hands out before it is stored
         self.backends = backends
         self.ownership = ownership
         self.claims = claims
@@ -83,7 +91,8 @@ class Provisioning:
                     if lease is None or lease.state != "provisioning":
                         return  # released meanwhile; the backend's release (or the reconciler) cleans up
                     if outcome.state == "ready":
-                        lease.result = outcome.result
+                        lease.result, access = split_access(outcome.result)
+                        lease.access_sealed = self.vault.seal(access)
                         transition(session, lease, "ready", "provisioned")
                     else:
                         lease.reason = outcome.message

@@ -26,6 +26,7 @@ from sqlalchemy import select
 from controller.auth.tokens import Principal
 from controller.backends.registry import BackendRegistry
 from controller.leases import expiry
+from controller.leases.access import AccessVault
 from controller.leases.claims import Claims, IdempotencyRace, parse_lease_request, request_hash
 from controller.leases.errors import LeaseNotFound, PlacementContended
 from controller.leases.faults import crash_point
@@ -64,8 +65,11 @@ class LeaseService:
         backends: BackendRegistry,
         owner: str | None = None,
         timeouts: LeaseTimeouts | None = None,
+        access: AccessVault | None = None,
     ) -> None:
         self.db = db
+        # Seals and opens what ready leases hand out (controller.leases.access); create_app gives the configured key.
+        self.access = access or AccessVault.ephemeral()
         self.backends = backends  # the app's backend kinds (controller.backends.registry)
         self.stats = Stats()
         self.ownership = Ownership(owner or f"leases-{uuidlib.uuid4().hex[:12]}", timeouts or LeaseTimeouts())
@@ -74,7 +78,7 @@ class LeaseService:
         self.index = PlacementIndex(db, self.engine, backends.capabilities)
         self.claims = Claims(db, self.index, self.quotas, self.ownership, self.stats)
         self.releases = Releases(db, self.ownership, self.claims, self.stats, backends)
-        self.provisioning = Provisioning(db, self.ownership, self.claims, self.releases, backends)
+        self.provisioning = Provisioning(db, self.ownership, self.claims, self.releases, backends, self.access)
         self.mig_binding = MigBinding(db, self.index, self.provisioning)
         self.recovery = Recovery(db, self.ownership, self.provisioning, self.releases)
 

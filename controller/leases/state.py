@@ -106,6 +106,8 @@ def transition(
     else:
         lease.owner, lease.deadline = None, None
     lease.state = target
+    if target in ("releasing", "released", "failed"):
+        lease.access_sealed = None  # credentials end with the lease (controller.leases.access)
     if target == "failed" or reason:
         lease.reason = reason
     lease.updated_at = now

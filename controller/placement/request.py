@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -39,6 +41,19 @@ _Model = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), Aft
 _Profile = Annotated[str, Field(min_length=1, max_length=32, pattern=NO_NUL), AfterValidator(no_nul)]
 _Where = Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL), AfterValidator(no_nul)]
 _SshKey = Annotated[str, Field(max_length=16384, pattern=NO_NUL), AfterValidator(no_nul)]
+
+
+def _is_openssh_public_key(key: str) -> bool:
+    """``<type> <base64> [comment]`` whose base64 decodes to a key blob naming the same type (RFC 4253 string)."""
+    parts = key.strip().split()
+    if len(parts) < 2 or not parts[0].startswith(_SSH_KEY_TYPES) or len(key) > 16384:
+        return False
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    size = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
+    return blob[4 : 4 + size] == parts[0].encode()
 
 
 class SliceRequest(BaseModel):
@@ -137,8 +152,7 @@ class PlacementRequest(BaseModel):
             return None
         out = []
         for i, key in enumerate(keys):
-            parts = key.strip().split()
-            if len(parts) < 2 or not parts[0].startswith(_SSH_KEY_TYPES) or len(key) > 16384:
+            if not _is_openssh_public_key(key):
                 raise ValueError(f"ssh_public_keys[{i}] is not an OpenSSH public key ('<type> <base64> [comment]')")
             out.append(key.strip())
         return out

@@ -254,6 +254,9 @@ class Lease(Base):
     allocations: Mapped[list[Any]] = mapped_column(default=list)
     placement: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # The backend's ``access`` (credentials, addresses) while the lease holds, Fernet-encrypted
+    # (controller.leases.access); cleared when the lease leaves ready/provisioning.
+    access_sealed: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(index=True)
     created_by: Mapped[str] = mapped_column(String(160), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -20,6 +20,7 @@ from drivers.openstack.gpus import (
     vgpu_type_for,
     vgpu_type_from_traits,
 )
+from drivers.openstack.host_keys import HOST_KEY_TAG, SshHostKey, fingerprint, key_blob, new_host_key
 from drivers.openstack.ironic import IronicDriver, host_from_node, parse_capabilities, pci_devices_from_inventory
 from drivers.openstack.models import (
     LEASE_TAG,
@@ -65,6 +66,7 @@ from drivers.openstack.reconcile import (
 )
 
 __all__ = [
+    "HOST_KEY_TAG",
     "LEASE_TAG",
     "AgentBootstrap",
     "DiscoveredHost",
@@ -98,6 +100,7 @@ __all__ = [
     "ReleasedNode",
     "ResourceNotFound",
     "ResourceProvider",
+    "SshHostKey",
     "TaggedResource",
     "VgpuFacts",
     "compare",
@@ -106,12 +109,15 @@ __all__ = [
     "decide",
     "find_missing",
     "find_orphans",
+    "fingerprint",
     "finish_or_rollback",
     "flavor_capacity",
     "flavor_from_specs",
     "gpu_instance_layout",
     "host_from_node",
+    "key_blob",
     "match_flavor",
+    "new_host_key",
     "parse_capabilities",
     "parse_pci_alias",
     "pci_devices_from_inventory",

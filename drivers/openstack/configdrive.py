@@ -26,7 +26,8 @@ def agent_env(bootstrap: AgentBootstrap, backend: str) -> str:
 
 
 def user_data(bootstrap: AgentBootstrap, backend: str) -> str:
-    """``#cloud-config``: the tenant's SSH keys, the agent's environment file (mode 0600), and the agent started."""
+    """``#cloud-config``: the tenant's SSH keys, the machine's SSH host key pair, the agent's environment file
+    (mode 0600), and the agent started."""
     doc: dict[str, Any] = {
         "write_files": [
             {
@@ -40,6 +41,13 @@ def user_data(bootstrap: AgentBootstrap, backend: str) -> str:
     }
     if bootstrap.ssh_public_keys:
         doc["ssh_authorized_keys"] = list(bootstrap.ssh_public_keys)
+    if bootstrap.ssh_host_key is not None:
+        # The host key gpufabric made (its fingerprint is in the lease's access): no other host keys are generated.
+        doc["ssh_keys"] = {
+            "ed25519_private": bootstrap.ssh_host_key.private_openssh.get_secret_value(),
+            "ed25519_public": bootstrap.ssh_host_key.public,
+        }
+        doc["ssh_genkeytypes"] = []
     if bootstrap.hostname:
         doc["hostname"] = bootstrap.hostname
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False)

@@ -21,6 +21,7 @@ from drivers.openstack.errors import (
     ResourceNotFound,
 )
 from drivers.openstack.gpus import NVIDIA_VENDOR_ID, model_token, product_for_label, product_for_name, product_for_pci
+from drivers.openstack.host_keys import HOST_KEY_TAG
 from drivers.openstack.models import (
     LEASE_TAG,
     DiscoveredHost,
@@ -294,6 +295,8 @@ class IronicDriver:
         if request.image_checksum:
             instance_info["image_checksum"] = request.image_checksum
         extra = {**(node.extra or {}), LEASE_TAG: request.lease_id}
+        if request.bootstrap.ssh_host_key is not None:
+            extra[HOST_KEY_TAG] = request.bootstrap.ssh_host_key.public
         self._call("update_node", lambda: self.baremetal.update_node(node, instance_info=instance_info, extra=extra))
         drive = ironic_config_drive(request.lease_id, node.id, node.name or node.id, request.bootstrap)
         try:
@@ -347,6 +350,7 @@ class IronicDriver:
             lease_id=lease_id,
             provision_state=node.provision_state,
             addresses=self.addresses(node.id),
+            host_public_key=(node.extra or {}).get(HOST_KEY_TAG),
         )
 
     def addresses(self, node_id: str) -> list[str]:
@@ -454,8 +458,9 @@ class IronicDriver:
     def _untag(self, node_id: str) -> None:
         node = self._get(node_id)
         patch = []
-        if LEASE_TAG in (node.extra or {}):
-            patch.append({"op": "remove", "path": f"/extra/{LEASE_TAG}"})
+        for tag in (LEASE_TAG, HOST_KEY_TAG):
+            if tag in (node.extra or {}):
+                patch.append({"op": "remove", "path": f"/extra/{tag}"})
         if LEASE_TAG in (node.instance_info or {}):
             patch.append({"op": "remove", "path": f"/instance_info/{LEASE_TAG}"})
         if patch:

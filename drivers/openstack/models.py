@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from drivers.openstack.host_keys import SshHostKey
 from drivers.openstack.polling import PollPolicy
 
 LEASE_TAG = "gpufabric_lease"
@@ -63,6 +64,8 @@ class AgentBootstrap(_Model):
     controller_url: str
     bootstrap_token: SecretStr
     ssh_public_keys: list[str] = Field(default_factory=list)
+    # The machine's own SSH host key pair, made by gpufabric (drivers.openstack.host_keys): written by cloud-init.
+    ssh_host_key: SshHostKey | None = None
     hostname: str | None = None
     extra_meta: dict[str, str] = Field(default_factory=dict)
 
@@ -83,6 +86,7 @@ class ProvisionedNode(_Model):
     lease_id: str
     provision_state: str
     addresses: list[str] = Field(default_factory=list)
+    host_public_key: str | None = None  # the SSH host key gpufabric gave it (extra.gpufabric_ssh_host_key)
 
 
 class ReleasedNode(_Model):
@@ -147,6 +151,7 @@ class ProvisionedServer(_Model):
     flavor_id: str | None = None
     host: str | None = None
     addresses: list[str] = Field(default_factory=list)
+    host_public_key: str | None = None  # the SSH host key gpufabric gave it (metadata.gpufabric_ssh_host_key)
 
 
 class TaggedResource(_Model):

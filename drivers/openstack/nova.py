@@ -25,6 +25,7 @@ from drivers.openstack.errors import (
     ResourceNotFound,
 )
 from drivers.openstack.gpus import model_token, product_for_label, product_for_name, vgpu_type_for
+from drivers.openstack.host_keys import HOST_KEY_TAG
 from drivers.openstack.models import (
     LEASE_TAG,
     GpuFlavor,
@@ -323,6 +324,8 @@ class NovaDriver:
             }
             if request.bootstrap is not None:
                 kwargs["user_data"] = base64.b64encode(user_data(request.bootstrap, "nova").encode()).decode()
+                if request.bootstrap.ssh_host_key is not None:
+                    kwargs["metadata"][HOST_KEY_TAG] = request.bootstrap.ssh_host_key.public
             if request.key_name:
                 kwargs["key_name"] = request.key_name
             if request.availability_zone:
@@ -366,7 +369,17 @@ class NovaDriver:
             flavor_id=request.flavor_id,
             host=getattr(server, "compute_host", None) or getattr(server, "hypervisor_hostname", None),
             addresses=_addresses(server),
+            host_public_key=(getattr(server, "metadata", None) or {}).get(HOST_KEY_TAG),
         )
+
+    def console_url(self, server_id: str) -> str:
+        """A noVNC console URL for the server (compute API >= 2.6, ``os-remote-consoles``); Nova's console proxy
+        accepts its token for ``[consoleauth] token_ttl`` (10 minutes by default)."""
+        console = self._call(
+            "create_server_remote_console",
+            lambda: self.compute.create_server_remote_console(server_id, protocol="vnc", type="novnc"),
+        )
+        return str(console.url)
 
     def _delete_quietly(self, server_id: str, policy: PollPolicy) -> None:
         try:

@@ -165,7 +165,7 @@ def test_a_lease_opens_exactly_its_gpu_node_to_its_group_until_released(
         agent.cycle()  # the desired state lists the lease: the agent grants and reports at once
         ready = _lease(api, lease["id"])
     assert ready["state"] == "ready", ready
-    access = ready["result"]["access"]
+    access = ready["access"]
     group = "gf-" + lease["id"][:12] if ROOT else access["unix_group"]
     gid = grp.getgrnam(group).gr_gid
     leased = dev_root / "nvidia0"  # packing takes the first GPU
@@ -202,8 +202,8 @@ def test_a_restarted_agent_revokes_grants_of_leases_released_while_it_was_down(
         gone = api.post("/v1/leases", json=GPU).json()["id"]
         agent.cycle()
         assert [_lease(api, i)["state"] for i in (kept, gone)] == ["ready", "ready"]
-        gone_access = _lease(api, gone)["result"]["access"]
-        kept_access = _lease(api, kept)["result"]["access"]
+        gone_access = _lease(api, gone)["access"]
+        kept_access = _lease(api, kept)["access"]
         del agent  # the agent stops; the lease is released meanwhile
         assert api.delete(f"/v1/leases/{gone}").json()["state"] == "released"
     gone_node = Path(gone_access["device_nodes"][0])
@@ -268,7 +268,7 @@ def test_mig_leases_on_one_gpu_share_its_node_and_keep_their_own_capabilities(
         agent.cycle()  # grants the leases on the instances' nodes
         leases = [_lease(api, i) for i in ids]
     assert [lease["state"] for lease in leases] == ["ready", "ready"], leases
-    accesses = [lease["result"]["access"] for lease in leases]
+    accesses = [lease["access"] for lease in leases]
     parent = {n for a in accesses for n in a["device_nodes"] if "/nvidia-caps/" not in n}
     assert len(parent) == 1 and Path(next(iter(parent))).parent == dev_root, accesses
     caps = [{n for n in a["device_nodes"] if "/nvidia-caps/" in n} for a in accesses]
@@ -326,7 +326,7 @@ def test_a_lease_over_two_hosts_waits_for_both_agents_and_names_each_hosts_acces
         l4.cycle()
         ready = _lease(api, lease["id"])
     assert ready["state"] == "ready", ready
-    hosts = {a["host"]: a for a in ready["result"]["access"]["hosts"]}
+    hosts = {a["host"]: a for a in ready["access"]["hosts"]}
     assert set(hosts) == {"access-a100", "access-l4"}
     group = hosts["access-a100"]["unix_group"]
     assert hosts["access-l4"]["unix_group"] == group, "one group name for the lease on every host"

@@ -4,6 +4,7 @@ and controller read, its RBAC is deploy/kubernetes's, and its images and users a
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -362,3 +363,28 @@ def test_identity_values_that_cannot_work_fail_with_a_message(
 ) -> None:
     with pytest.raises(HelmError, match=message):
         render(chart, {"controller": {"identity": identity, "settings": settings}})
+
+
+def test_replicas_share_one_lease_access_key_from_a_secret(chart: Chart) -> None:
+    from cryptography.fernet import Fernet
+
+    objects = render(chart)
+    (secret,) = [
+        s for s in by_kind(objects, "Secret") if s["metadata"]["name"] == "gpufabric-controller-lease-access-key"
+    ]
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    key = base64.b64decode(secret["data"]["lease-access-key"])
+    assert Fernet(key).decrypt(Fernet(key).encrypt(b"x")) == b"x"  # a usable Fernet key
+    (deployment,) = by_kind(objects, "Deployment")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    ref = next(e for e in env if e["name"] == "GPUFABRIC_LEASE_ACCESS_KEY")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "gpufabric-controller-lease-access-key", "key": "lease-access-key"}
+    # An existing Secret instead: the chart makes none.
+    given = render(chart, {"controller": {"leaseAccessKey": {"existingSecret": "my-key", "secretKey": "k"}}})
+    assert not [s for s in by_kind(given, "Secret") if "lease-access-key" in s["metadata"]["name"]]
+    (deployment,) = by_kind(given, "Deployment")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert next(e for e in env if e["name"] == "GPUFABRIC_LEASE_ACCESS_KEY")["valueFrom"]["secretKeyRef"] == {
+        "name": "my-key",
+        "key": "k",
+    }

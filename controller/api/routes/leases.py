@@ -23,6 +23,7 @@ from controller.api.problems import Problem
 from controller.api.redaction import lease_for, plan_for, refusal_for
 from controller.auth.tokens import Principal, Role
 from controller.bounds import MAX_OFFSET, NO_NUL
+from controller.leases.access import AccessVault
 from controller.leases.errors import LeaseError
 from controller.leases.service import LeaseService
 from controller.leases.state import STATES
@@ -60,6 +61,12 @@ class LeaseOut(BaseModel):
     allocations: list[dict[str, Any]]
     placement: dict[str, Any]
     result: dict[str, Any] | None
+    access: dict[str, Any] | None = Field(
+        None,
+        description="What the tenant needs to reach its resources while the lease is ready (credentials, addresses; "
+        "per backend kind, docs/api.md). Shown only to the lease's tenant and to admins, by GET /v1/leases/{id} and "
+        "the create answer (not in lists); null once the lease is released, expired or failed",
+    )
     expires_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -121,20 +128,19 @@ def tenant_of(principal: Principal, tenant: str | None) -> str:
     return tenant
 
 
-def lease_out(db: Database, lease_id: str, *, with_transitions: bool = True) -> LeaseOut:
+def lease_out(db: Database, lease_id: str, vault: AccessVault | None = None) -> LeaseOut:
+    """The stored lease with its transitions; with ``vault``, its access opened (callers check who asks)."""
     with db.session() as session:
         lease = session.get(Lease, lease_id)
         if lease is None:
             raise Problem(404, "not-found", f"lease {lease_id} not found")
-        if not with_transitions:
-            return _out(lease)
         rows = session.scalars(
             select(LeaseTransition).where(LeaseTransition.lease_id == lease_id).order_by(LeaseTransition.id)
         )
-        return _out(lease, rows)
+        return _out(lease, rows, vault)
 
 
-def _out(lease: Lease, transitions: Iterable[LeaseTransition] = ()) -> LeaseOut:
+def _out(lease: Lease, transitions: Iterable[LeaseTransition] = (), vault: AccessVault | None = None) -> LeaseOut:
     return LeaseOut(
         id=lease.id,
         tenant=lease.tenant,
@@ -145,6 +151,7 @@ def _out(lease: Lease, transitions: Iterable[LeaseTransition] = ()) -> LeaseOut:
         allocations=lease.allocations,
         placement=lease.placement,
         result=lease.result,
+        access=vault.open(lease.access_sealed, lease.id) if vault is not None and lease.state == "ready" else None,
         expires_at=lease.expires_at,
         created_at=lease.created_at,
         updated_at=lease.updated_at,
@@ -157,17 +164,21 @@ def _out(lease: Lease, transitions: Iterable[LeaseTransition] = ()) -> LeaseOut:
     )
 
 
-def _own_lease(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
-    out = lease_out(db, lease_id)
+def _own_lease(db: Database, principal: Principal, lease_id: str, vault: AccessVault | None = None) -> LeaseOut:
+    """The lease if ``principal`` may see it: another tenant's is 404, with no hint that it exists. Its access
+    (opened with ``vault``) only ever reaches its own tenant or an admin."""
+    out = lease_out(db, lease_id, vault)
     if principal.role is Role.tenant and out.tenant != principal.tenant:
-        raise Problem(404, "not-found", f"lease {lease_id} not found")  # no hint that it exists
+        raise Problem(404, "not-found", f"lease {lease_id} not found")  # no hint that it exists (nor its access)
+    if principal.role is not Role.admin and out.tenant != principal.tenant:
+        out.access = None
     return out
 
 
-def visible_lease(db: Database, principal: Principal, lease_id: str) -> LeaseOut:
+def visible_lease(db: Database, principal: Principal, lease_id: str, vault: AccessVault | None = None) -> LeaseOut:
     """The lease as ``principal`` may see it: another tenant's is 404, with no hint that it exists; a tenant's
-    own without the hosts tried before (``controller.api.redaction.lease_for``)."""
-    return lease_for(principal, _own_lease(db, principal, lease_id))
+    own without the hosts tried before (``controller.api.redaction.lease_for``); its access only with ``vault``."""
+    return lease_for(principal, _own_lease(db, principal, lease_id, vault))
 
 
 @router.post(
@@ -203,7 +214,8 @@ def create_lease(
         made = svc.create(bounded_request(body, settings), who, principal, idempotency_key)
     except LeaseError as exc:
         raise as_problem(exc, principal) from None
-    out = lease_for(principal, _out(made.lease, made.transitions))
+    mine = principal.role is Role.admin or principal.tenant == made.lease.tenant
+    out = lease_for(principal, _out(made.lease, made.transitions, svc.access if mine else None))
     if out.state == "failed":
         raise lease_failed(out)
     if out.state in WAITABLE:
@@ -251,11 +263,13 @@ async def show_lease(
     ),
     principal: Principal = Depends(TENANT_OR_ADMIN),
     db: Database = Depends(get_db),
+    svc: LeaseService = Depends(service),
 ) -> LeaseOut:
-    """State, every transition (with time and reason), allocations, and the backend's result when ready."""
-    out = await run_in_threadpool(_own_lease, db, principal, lease_id)
+    """State, every transition (with time and reason), allocations, the backend's result when ready, and the
+    ``access`` it hands out (credentials; to the lease's tenant and admins only, while the lease is ready)."""
+    out = await run_in_threadpool(_own_lease, db, principal, lease_id, svc.access)
     if wait > 0 and out.state in WAITABLE and await wait_for_change(db, lease_id, out.state, out.reason, wait):
-        out = await run_in_threadpool(lease_out, db, lease_id)
+        out = await run_in_threadpool(_own_lease, db, principal, lease_id, svc.access)
     return lease_for(principal, out)
 
 

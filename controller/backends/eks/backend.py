@@ -39,6 +39,7 @@ from controller.backends.contract import (
     ProvisionResult,
     TryElsewhere,
 )
+from controller.backends.eks import access as tenant_access
 from controller.backends.eks import checks, sync
 from controller.backends.eks.capacity import (
     block_end_refusal,
@@ -120,7 +121,8 @@ class EksBackend(BackendBase):
     description = "AWS EKS GPU nodegroups"
     config_model = EksConfig
     capabilities = Capabilities(
-        access="a tenant namespace with a ResourceQuota for the leased GPU resources and a pod spec fragment pinned "
+        access="a tenant namespace with a ResourceQuota and a LimitRange for the leased GPU resources, a "
+        "ServiceAccount limited to it by a Role with its token and a ready kubeconfig, and a pod spec fragment pinned "
         "to the leased nodes",
         slice_kinds=frozenset({"gpu", "mig", "timeslice", "mps"}),
         why_not="EKS nodes offer no vGPUs",
@@ -347,8 +349,11 @@ class EksBackend(BackendBase):
                         "devices": sorted({a.device_uuid for a in n.allocations}),
                     }
                 )
+            # One pod per node: the container limits are one node's share (every node of a lease gets the same).
+            first: dict[str, int] = dict(node_docs[0]["resources"]) if node_docs else {}
             try:
                 access = kube.create_tenant_namespace(namespace, dict(quota), lease.id)
+                tenant = tenant_access.grant(kube, config, lease, namespace, first)
             except EksError as exc:
                 raise EksBackendError(str(exc)) from None
         groups = sorted({n.nodegroup for n in nodes if n.nodegroup})
@@ -362,8 +367,6 @@ class EksBackend(BackendBase):
         for pool in {p.name: p for n in nodes if (p := pool_of(config, group_of(n.host.labels)))}.values():
             for t in pool.taints:
                 taints[(t.key, t.value, t.effect)] = t
-        # One pod per node: the container limits are one node's share (every node of a lease gets the same).
-        first: dict[str, int] = dict(node_docs[0]["resources"]) if node_docs else {}
         fragment = pod_spec_fragment(
             first,
             nodegroup=groups[0] if len(groups) == 1 else None,
@@ -381,6 +384,7 @@ class EksBackend(BackendBase):
             "quota": {"name": access.quota_name, "hard": access.hard},
             "nodes": node_docs,
             "pod_spec": fragment,
+            "access": tenant,  # stored encrypted, shown to the tenant only (controller.leases.access)
         }
         if sharing_applied:
             result["sharing"] = sharing_applied

@@ -66,6 +66,18 @@ class EksConfig(EksBackendConfig):
         default=False, description="Use the pod's ServiceAccount (the controller runs in this cluster)"
     )
     aws_profile: str | None = Field(default=None, description="Named AWS profile (default: the ambient credentials)")
+    tenant_api_url: str | None = Field(
+        default=None,
+        description="The API server address written into tenants' kubeconfigs (the cluster's public endpoint); "
+        "default: the address gpufabric reaches it at",
+    )
+    tenant_token_s: int = Field(
+        default=7 * 86400,
+        ge=600,
+        le=366 * 86400,
+        description="Lifetime asked for a lease's ServiceAccount token when the lease has no duration (with a "
+        "duration: the duration); the API server may shorten it (--service-account-max-token-expiration)",
+    )
 
     at_max: Literal["wait", "fail"] = Field(
         default="fail",

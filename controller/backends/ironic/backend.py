@@ -27,6 +27,7 @@ from typing import Any
 from controller.backends.contract import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.ironic.config import IronicConfig
 from controller.backends.ironic.discovery import ironic_docs
+from controller.backends.openstack.access import machine, ssh_access
 from controller.backends.openstack.common import (
     IRONIC_NODE_LABEL,
     OpenStackBackendError,
@@ -52,13 +53,18 @@ from drivers.openstack import (
 
 log = logging.getLogger("gpufabric.backends.ironic")
 
+NO_IRONIC_CONSOLE = (
+    "none: an Ironic node's console is its BMC's serial console, an admin tool in Ironic's API, not handed to tenants"
+)
+
 
 class IronicBackend(OpenStackBackend):
     kind = "ironic"
     description = "OpenStack Ironic bare-metal nodes (whole-node passthrough)"
     config_model = IronicConfig
     capabilities = Capabilities(
-        access="whole bare-metal nodes deployed with the backend's image; the agent registers from the config drive",
+        access="whole bare-metal nodes deployed with the backend's image, the tenant's SSH keys and a host key "
+        "gpufabric made (its fingerprint in the lease's access); the agent registers from the config drive",
         slice_kinds=frozenset({"gpu"}),
         why_not="Ironic nodes are leased whole, as whole GPUs",
         whole_node=True,
@@ -151,7 +157,7 @@ class IronicBackend(OpenStackBackend):
             states = {name: self._step(driver, config, backend, lease, name, node) for name, node in nodes.items()}
             waiting = {n: s for n, s in states.items() if s.provision_state != "active"}
             if not waiting:
-                return ProvisionResult("ready", self._result(backend, config, states))
+                return ProvisionResult("ready", self._result(backend, config, lease, states))
             elapsed = lease.seconds_provisioning()
             if elapsed > config.deploy_timeout_s:
                 self._give_up(driver, config, lease, waiting, elapsed)
@@ -229,7 +235,9 @@ class IronicBackend(OpenStackBackend):
         )
 
     @staticmethod
-    def _result(backend: str, config: IronicConfig, states: dict[str, ProvisionedNode]) -> dict[str, Any]:
+    def _result(
+        backend: str, config: IronicConfig, lease: LeaseInfo, states: dict[str, ProvisionedNode]
+    ) -> dict[str, Any]:
         nodes = [
             {
                 "host": name,
@@ -250,6 +258,11 @@ class IronicBackend(OpenStackBackend):
             result["host"] = nodes[0]["host"]
             result["node"] = nodes[0]["node"]
             result["addresses"] = nodes[0]["addresses"]
+        machines = [
+            machine(name, s.name, s.addresses, s.host_public_key, None, NO_IRONIC_CONSOLE)
+            for name, s in sorted(states.items())
+        ]
+        result["access"] = ssh_access(config, lease, machines)  # stored encrypted, shown to the tenant only
         return result
 
     # -- release --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from controller.backends.contract import Capabilities, LeaseInfo, ProvisionResul
 from controller.backends.nova.config import NovaConfig
 from controller.backends.nova.discovery import nova_docs
 from controller.backends.nova.placement_check import placement_check
+from controller.backends.openstack.access import machine, ssh_access
 from controller.backends.openstack.common import (
     AZ_LABEL,
     HYPERVISOR_LABEL,
@@ -109,8 +110,9 @@ class NovaBackend(OpenStackBackend):
     description = "OpenStack Nova hosts (PCI passthrough, vGPU)"
     config_model = NovaConfig
     capabilities = Capabilities(
-        access="one Nova server per compute host with the GPU flavor the lease holds there; the agent starts from "
-        "user data",
+        access="one Nova server per compute host with the GPU flavor the lease holds there, the tenant's SSH keys, a "
+        "host key gpufabric made (its fingerprint in the lease's access) and a noVNC console URL; the agent starts "
+        "from user data",
         slice_kinds=frozenset({"gpu", "vgpu"}),
         why_not="Nova provides whole GPUs (PCI passthrough) and vGPUs",
         one_kind_per_host=True,
@@ -222,7 +224,9 @@ class NovaBackend(OpenStackBackend):
                     )
             waiting = {h: s for h, s in states.items() if s.status.upper() != "ACTIVE"}
             if not waiting:
-                return ProvisionResult("ready", self._result(backend, lease, states, picked))
+                result = self._result(backend, lease, states, picked)
+                result["access"] = ssh_access(config, lease, self._machines(driver, states))
+                return ProvisionResult("ready", result)
             elapsed = lease.seconds_provisioning()
             if elapsed > config.boot_timeout_s:
                 summary = ", ".join(f"{s.name} {s.status}" for s in waiting.values())
@@ -252,6 +256,21 @@ class NovaBackend(OpenStackBackend):
                 admin.release(tagged.id, config.delete_poll)
                 deleted.append(tagged.id)
         return deleted
+
+    @staticmethod
+    def _machines(driver: NovaDriver, states: dict[str, ProvisionedServer]) -> list[dict[str, Any]]:
+        """Each server's SSH entry, with a noVNC console URL when Nova gives the tenant one."""
+        out = []
+        for host, s in sorted(states.items()):
+            try:
+                url: str | None = driver.console_url(s.server_id)
+                console = (
+                    "Nova noVNC console; its token expires after Nova's [consoleauth] token_ttl (10 min by default)"
+                )
+            except OpenStackError as exc:
+                url, console = None, f"none: Nova gave no console ({exc})"
+            out.append(machine(host, s.name, s.addresses, s.host_public_key, url, console))
+        return out
 
     @staticmethod
     def _result(

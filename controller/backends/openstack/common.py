@@ -19,7 +19,7 @@ from controller.backends.contract import LeaseInfo, ProvisionFailed
 from controller.backends.openstack.config import OpenStackBackendConfig, stored_auth
 from controller.store.db import Database
 from controller.store.models import ApiToken, Backend, Host
-from drivers.openstack import AgentBootstrap, OpenStackAuth, OpenStackConfigError, connect
+from drivers.openstack import AgentBootstrap, OpenStackAuth, OpenStackConfigError, connect, new_host_key
 
 # Host labels the sync writes and the provisioners read.
 SOURCE_LABEL = "gpufabric.dev/openstack-source"  # "ironic" | "nova"
@@ -103,17 +103,23 @@ def bootstrap_for(db: Database, lease: LeaseInfo, backend: str, config: OpenStac
         _, token = create_api_token(
             session, role=Role.bootstrap, name=f"{BOOTSTRAP_TOKEN_PREFIX}{lease.id}", created_by=f"backend:{backend}"
         )
-    keys = list(config.tenant_ssh_keys.get(lease.tenant, []))
-    # The backend's keys for the tenant, then the lease request's own `ssh_public_keys`.
-    for key in lease.request.get("ssh_public_keys") or []:
-        if isinstance(key, str) and key not in keys:
-            keys.append(key)
     return AgentBootstrap(
         controller_url=str(config.controller_url).rstrip("/"),
         bootstrap_token=token,
-        ssh_public_keys=keys,
+        ssh_public_keys=tenant_ssh_keys(config, lease),
+        ssh_host_key=new_host_key(),  # the machine's host key: its fingerprint is known before the tenant connects
         extra_meta={"gpufabric_tenant": lease.tenant},
     )
+
+
+def tenant_ssh_keys(config: OpenStackBackendConfig, lease: LeaseInfo) -> list[str]:
+    """The SSH public keys a lease's machines authorise: the backend's keys for the tenant, then the lease request's
+    own ``ssh_public_keys``."""
+    keys = list(config.tenant_ssh_keys.get(lease.tenant, []))
+    for key in lease.request.get("ssh_public_keys") or []:
+        if isinstance(key, str) and key not in keys:
+            keys.append(key)
+    return keys
 
 
 def revoke_bootstrap(db: Database, lease_id: str) -> int:

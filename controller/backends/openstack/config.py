@@ -66,6 +66,13 @@ class OpenStackBackendConfig(BaseModel):
     tenant_ssh_keys: dict[str, list[str]] = Field(
         default_factory=dict, description="Tenant -> SSH public keys put on machines provisioned for it"
     )
+    ssh_user: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-z_][a-z0-9_-]*$",
+        description="The login the image's cloud-init gives the tenant's keys (its default user: ubuntu, cloud-user, "
+        "...), shown in the lease's access; unset: the access says 'the image's default user'",
+    )
 
     @field_serializer("auth")
     def _dump_auth(self, auth: OpenStackAuth) -> dict[str, Any]:

@@ -4,6 +4,7 @@ on release, orphans reported / released, and leases interrupted by a controller 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import select
 
 from controller.api.app import create_app
@@ -20,7 +22,15 @@ from controller.backends.ironic.backend import IronicBackend
 from controller.backends.openstack.family import JOB_INTERVAL_S
 from controller.store.models import ApiToken, Backend
 from controller.testing import ServerThread
-from drivers.openstack import LEASE_TAG, AgentBootstrap, IronicDeployRequest, IronicDriver, PollPolicy
+from drivers.openstack import (
+    HOST_KEY_TAG,
+    LEASE_TAG,
+    AgentBootstrap,
+    IronicDeployRequest,
+    IronicDriver,
+    PollPolicy,
+    fingerprint,
+)
 from tests.support.controller import Controller
 from tests.support.helpers import assert_problem
 from tests.support.openstack_cloud import FAST, wait_state
@@ -28,6 +38,7 @@ from tests.support.openstack_cloud import FAST, wait_state
 pytestmark = pytest.mark.integration
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample tenant@acme"
+REQUEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC67jpQfDsm2Ub3op5EI5dD7aI5MuHEYwK3dLFvSv0As alice@laptop"
 WHOLE_H100_NODE = {"slices": [{"kind": "gpu", "count": 8, "model": "H100"}], "topology": "same-host"}
 
 
@@ -77,6 +88,26 @@ def lease(tenant: httpx.Client, body: dict[str, Any]) -> dict[str, Any]:
         return failed
     assert response.status_code == (201 if out.get("state") == "ready" else 202), response.text
     return out
+
+
+def check_ssh_access(held: dict[str, Any], raw: Any) -> None:
+    """The lease's access names the tenant's keys and the node's host key, and the config drive Ironic keeps for
+    the node (instance_info, shown by the test policy) carries exactly those: keys in meta_data and user data, the
+    host key pair in the user data's ``ssh_keys``."""
+    access = held["access"]
+    assert access["kind"] == "ssh" and access["ssh_keys"] == [SSH_KEY, REQUEST_KEY]
+    (machine,) = access["machines"]
+    assert machine["host"] == held["result"]["host"] and machine["console_url"] is None and machine["console"]
+    assert machine["mac_addresses"] and machine["addresses"] == []  # fake-hardware, no network: MACs only
+    host_key = raw.extra[HOST_KEY_TAG]
+    assert machine["host_public_key"] == host_key and machine["host_key_fingerprint"] == fingerprint(host_key)
+    assert machine["host_key_fingerprint"].startswith("SHA256:") and "PRIVATE" not in json.dumps(held)
+    drive = raw.instance_info["configdrive"]
+    assert sorted(drive["meta_data"]["public_keys"].values()) == sorted([SSH_KEY, REQUEST_KEY])
+    cloud = yaml.safe_load(drive["user_data"])
+    assert cloud["ssh_authorized_keys"] == [SSH_KEY, REQUEST_KEY] and cloud["ssh_genkeytypes"] == []
+    assert cloud["ssh_keys"]["ed25519_public"] == host_key
+    assert cloud["ssh_keys"]["ed25519_private"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
 
 
 def bootstrap_tokens(controller: Controller, lease_id: str) -> list[ApiToken]:
@@ -176,10 +207,16 @@ def test_whole_node_lease_deploys_with_a_config_drive_and_release_undeploys(
         assert "ironic nodes are leased whole: 2 of 8 GPUs asked" in capability["reasons"][0], problem  # a tenant
         assert ironic_conn.baremetal.get_node(node.id).provision_state == "available"
 
+        # A request key that is not an OpenSSH public key is refused, naming the field; nothing is deployed.
+        bad = tenant.post("/v1/leases", json={**WHOLE_H100_NODE, "ssh_public_keys": [REQUEST_KEY, "ssh-ed25519 x"]})
+        assert "ssh_public_keys" in str(assert_problem(bad, 422, "validation-error"))
+        assert ironic_conn.baremetal.get_node(node.id).provision_state == "available"
+
         t0 = time.monotonic()
-        held = lease(tenant, WHOLE_H100_NODE)
+        held = lease(tenant, {**WHOLE_H100_NODE, "ssh_public_keys": [REQUEST_KEY]})
         deploy_s = time.monotonic() - t0
         assert held["state"] == "ready", held
+        check_ssh_access(held, ironic_conn.baremetal.get_node(node.id))
         result = held["result"]
         assert result["backend"] == "ironic" and result["backend_name"] == "metal"
         assert result["node"] == node.name and result["nodes"][0]["node_id"] == node.id
@@ -204,6 +241,8 @@ def test_whole_node_lease_deploys_with_a_config_drive_and_release_undeploys(
         assert released.status_code == 200 and released.json()["state"] == "released", released.text
         raw = ironic_conn.baremetal.get_node(node.id)
         assert raw.provision_state == "available" and LEASE_TAG not in (raw.extra or {})
+        assert HOST_KEY_TAG not in (raw.extra or {}) and released.json()["access"] is None
+        assert tenant.get(f"/v1/leases/{held['id']}").json()["access"] is None
         assert all(t.revoked_at is not None for t in bootstrap_tokens(controller, held["id"]))
 
         # An orphan: a node deployed with gpufabric's tag for a lease gpufabric does not know.

@@ -16,13 +16,24 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from controller.api.app import create_app
 from controller.auth.tokens import Role, authenticate
 from controller.testing import ServerThread
 from devservices import openstack
-from drivers.openstack import LEASE_TAG, NovaDriver, OpenStackAuth, PlacementReader, PollPolicy, connect
+from drivers.openstack import (
+    HOST_KEY_TAG,
+    LEASE_TAG,
+    NovaDriver,
+    OpenStackAuth,
+    PlacementReader,
+    PollPolicy,
+    connect,
+    fingerprint,
+)
 from tests.controller.backends.openstack.test_ironic_leases import (
+    REQUEST_KEY,
     SSH_KEY,
     ironic_config,
     lease,
@@ -32,8 +43,6 @@ from tests.controller.backends.openstack.test_ironic_leases import (
 )
 from tests.support.controller import Controller
 from tests.support.openstack_cloud import NOVA_GROUP, ensure_flavor, nova_admin_connection
-
-REQUEST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRequestKey alice@laptop"
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IMAGE = "5e1b7c86-5d1f-4d3c-9f6a-0c1d2e3f4a5b"
@@ -131,7 +140,20 @@ def test_nova_vgpu_lease_exhaustion_moves_to_ironic_mismatch_and_orphan_reported
             # User data: the agent's environment (controller URL, a working bootstrap token) and the tenant's key.
             user_data = base64.b64decode(server.user_data).decode()
             assert "GPUFABRIC_CONTROLLER_URL=https://gpufabric.test:8443" in user_data and SSH_KEY in user_data
-            assert REQUEST_KEY in user_data  # the lease request's own key, next to the backend's per-tenant key
+            # The access: the tenant's keys, the host key gpufabric made for the server (its public half on the
+            # server's metadata, the pair in the user data), and a noVNC console from Nova (fake driver).
+            access = vgpu["access"]
+            assert access["kind"] == "ssh" and access["ssh_keys"] == [SSH_KEY, REQUEST_KEY]
+            (machine,) = access["machines"]
+            host_key = server.metadata[HOST_KEY_TAG]
+            assert machine["host_public_key"] == host_key and machine["host_key_fingerprint"] == fingerprint(host_key)
+            cloud = yaml.safe_load(user_data)
+            assert cloud["ssh_keys"]["ed25519_public"] == host_key and cloud["ssh_genkeytypes"] == []
+            # The lease request's own key, next to the backend's per-tenant key.
+            assert cloud["ssh_authorized_keys"] == [SSH_KEY, REQUEST_KEY]
+            assert machine["console_url"].startswith("http://127.0.0.1:6080/vnc_auto.html?path=%3Ftoken%3D"), machine
+            assert "token_ttl" in machine["console"]
+            assert tenant.get(f"/v1/leases/{vgpu['id']}").json()["access"] == access
             token = re.search(r"GPUFABRIC_BOOTSTRAP_TOKEN=(\S+)", user_data)
             assert token is not None
             with controller.db.session() as session:
