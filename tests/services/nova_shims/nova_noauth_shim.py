@@ -4,6 +4,12 @@ Every request is authenticated: the token ``<user>:<project>`` names the user an
 SDK's ``auth_type=none`` sends ``notused``) is the admin user in the ``admin`` project. Roles are admin, member and
 reader, so policy allows everything. Nova's own ``keystonecontext`` filter then builds the request context from
 these headers, as it would behind keystone.
+
+Cyborg's API (``tests.services.cyborg``) uses the same filter with ``default_project`` set to a UUID (Cyborg's
+ARQ ``project_id`` is a UUID field: the project ``admin`` is refused with "Expected a uuid"). It is mounted under
+``/accelerator``: a request for the mount point itself arrives with an empty ``PATH_INFO``, which Cyborg 17's root
+controller cannot route (IndexError in ``RootController._route``), so an empty path becomes ``/`` (what a web
+server's mount does).
 """
 
 from __future__ import annotations
@@ -12,14 +18,17 @@ from typing import Any
 
 
 class NoAuthShim:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, default_project: str = "admin") -> None:
         self.app = app
+        self.default_project = default_project
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not environ.get("PATH_INFO"):
+            environ["PATH_INFO"] = "/"
         token = environ.get("HTTP_X_AUTH_TOKEN", "")
         user, sep, project = token.partition(":")
         if not sep or not user or not project:
-            user, project = "admin", "admin"
+            user, project = "admin", self.default_project
         environ.update(
             HTTP_X_IDENTITY_STATUS="Confirmed",
             HTTP_X_USER_ID=user,
@@ -35,4 +44,6 @@ class NoAuthShim:
 
 
 def filter_factory(global_conf: dict[str, Any], **local_conf: Any) -> Any:
-    return NoAuthShim
+    """``default_project`` (paste option): the admin's project; Cyborg wants a UUID there (its ARQs store it)."""
+    default_project = str(local_conf.get("default_project") or "admin")
+    return lambda app: NoAuthShim(app, default_project)
