@@ -114,14 +114,18 @@ def _cyborg_paste(venv: Path) -> str:
     return (
         f"[composite:main]\nuse = egg:Paste#urlmap\n{CYBORG_PREFIX} = cyborg\n\n{replaced}"
         "\n[filter:noauthshim]\npaste.filter_factory = nova_noauth_shim:filter_factory\n"
-        f"default_project = {CYBORG_ADMIN_PROJECT}\n"
+        f"default_project = {CYBORG_ADMIN_PROJECT}\nservice_roles = service\n"
     )
 
 
 def nova_cyborg_conf(cyborg_url: str) -> str:
-    """Nova's ``[cyborg]`` section: where nova-api (device profiles), nova-conductor (ARQs) and nova-compute find it."""
+    """Nova's ``[cyborg]`` section: where nova-api (device profiles), nova-conductor (ARQs) and nova-compute find it;
+    and ``[service_user]``: Nova calls Cyborg with the request's token plus a service token, and Cyborg binds ARQs
+    only for requests carrying one."""
     return (
         f"[cyborg]\nauth_type = admin_token\ntoken = admin\nendpoint = {cyborg_url}\nendpoint_override = {cyborg_url}\n"
+        f"[service_user]\nsend_service_user_token = true\nauth_type = admin_token\ntoken = admin\n"
+        f"endpoint = {cyborg_url}\n"
     )
 
 

@@ -875,6 +875,8 @@ USAGE = """usage: scripts/openstack-services COMMAND
   start placement|ironic|keystone BASE  configure, initialise the DB and start the service in BASE; prints READY <url>
   stop BASE                  stop every service started in BASE (process group, waits)
   url placement|ironic|keystone BASE  print the URL of a service started in BASE
+  run cyborg BASE PLACEMENT_URL INVENTORY  Nova + Cyborg (API, conductor, agent reading the gpufabric agent's
+                             INVENTORY file) on that Placement; prints READY, runs until Ctrl-C / SIGTERM
   venv-path                  print the virtualenv path"""
 
 
@@ -919,6 +921,10 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop(Path(rest[0]).resolve())
             print("stopped: " + (", ".join(stopped) or "nothing was running"))
             return 0
+        if cmd == "run" and len(rest) == 4 and rest[0] == "cyborg":
+            from tests.services.cyborg import run  # it builds on this module
+
+            return run(Path(rest[1]).resolve(), rest[2], Path(rest[3]))
         if cmd == "url" and len(rest) == 2 and rest[0] in SERVICES:
             print((Path(rest[1]) / f"{rest[0]}.url").read_text().strip())
             return 0

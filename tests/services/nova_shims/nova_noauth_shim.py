@@ -6,7 +6,9 @@ reader, so policy allows everything. Nova's own ``keystonecontext`` filter then 
 these headers, as it would behind keystone.
 
 Cyborg's API (``tests.services.cyborg``) uses the same filter with ``default_project`` set to a UUID (Cyborg's
-ARQ ``project_id`` is a UUID field: the project ``admin`` is refused with "Expected a uuid"). It is mounted under
+ARQ ``project_id`` is a UUID field: the project ``admin`` is refused with "Expected a uuid") and ``service_roles = service``: Cyborg 17 binds
+(PATCH) ARQs only for a request with a service token whose roles include ``service`` ("This operation requires a
+service token", 403), which Nova sends with ``[service_user] send_service_user_token``. It is mounted under
 ``/accelerator``: a request for the mount point itself arrives with an empty ``PATH_INFO``, which Cyborg 17's root
 controller cannot route (IndexError in ``RootController._route``), so an empty path becomes ``/`` (what a web
 server's mount does).
@@ -18,9 +20,13 @@ from typing import Any
 
 
 class NoAuthShim:
-    def __init__(self, app: Any, default_project: str = "admin") -> None:
+    def __init__(
+        self, app: Any, default_project: str = "admin", roles: str = "admin,member,reader", service_roles: str = ""
+    ) -> None:
         self.app = app
         self.default_project = default_project
+        self.roles = roles
+        self.service_roles = service_roles
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if not environ.get("PATH_INFO"):
@@ -36,14 +42,20 @@ class NoAuthShim:
             HTTP_X_PROJECT_ID=project,
             HTTP_X_TENANT_ID=project,
             HTTP_X_PROJECT_NAME=project,
-            HTTP_X_ROLES="admin,member,reader",
+            HTTP_X_ROLES=self.roles,
             HTTP_X_USER_DOMAIN_ID="default",
             HTTP_X_PROJECT_DOMAIN_ID="default",
         )
+        if self.service_roles and environ.get("HTTP_X_SERVICE_TOKEN"):
+            # What authtoken sets for a valid service token (Nova's [service_user] send_service_user_token).
+            environ["HTTP_X_SERVICE_ROLES"] = self.service_roles
         return self.app(environ, start_response)
 
 
 def filter_factory(global_conf: dict[str, Any], **local_conf: Any) -> Any:
-    """``default_project`` (paste option): the admin's project; Cyborg wants a UUID there (its ARQs store it)."""
+    """Paste options: ``default_project``, the admin's project (Cyborg wants a UUID there: its ARQs store it), and
+    ``roles``, and ``service_roles`` given to a request that carries a service token (``X-Service-Token``)."""
     default_project = str(local_conf.get("default_project") or "admin")
-    return lambda app: NoAuthShim(app, default_project)
+    roles = str(local_conf.get("roles") or "admin,member,reader")
+    service_roles = str(local_conf.get("service_roles") or "")
+    return lambda app: NoAuthShim(app, default_project, roles, service_roles)
