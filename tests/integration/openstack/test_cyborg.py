@@ -17,6 +17,7 @@ import pytest
 
 from drivers.cyborg.devices import read_inventory
 from drivers.openstack import LEASE_TAG, OpenStackAuth, PlacementReader, connect
+from drivers.openstack.cyborg import CyborgDriver
 from tests.controller.conftest import Controller
 from tests.integration.openstack.conftest import NOVA_GROUP
 from tests.integration.openstack.test_ironic_leases import lease, reconcile, sync
@@ -87,7 +88,9 @@ def test_cyborg_lease_binds_arqs_reconcile_reports_orphans_release_frees(
         assert report["hosts"] == [host], report
         devices = api.get(f"/v1/hosts/{host}").json()["devices"]
         assert sorted(d["model"] for d in devices) == sorted(g.model for g in gpus) == ["NVIDIA A100-SXM4-80GB"] * 4
-        assert {d["details"]["provider_name"] for d in devices} == {g.deployable_name(host) for g in gpus}
+        deployables = CyborgDriver(conn).deployables()
+        assert {d.name for d in deployables} == {g.deployable_name(host) for g in gpus}
+        assert {d["uuid"] for d in devices} == {f"cyborg-{d.uuid}" for d in deployables}
 
         # A two-GPU lease: device profile + flavor made, server booted through Nova, two ARQs bound on the host.
         t0 = time.monotonic()
