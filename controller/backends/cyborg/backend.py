@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import select
 
 from controller.backends.contract import Capabilities, LeaseInfo, ProvisionResult, TryElsewhere
 from controller.backends.cyborg.check import CyborgObserved, cyborg_check
@@ -36,7 +37,7 @@ from controller.backends.openstack.common import (
 from controller.backends.openstack.family import OpenStackBackend
 from controller.backends.openstack.reconcile import last_report
 from controller.placement import Allocation
-from controller.store.db import Database
+from controller.store.models import Backend
 from drivers.openstack import (
     NovaBootRequest,
     NovaDriver,
@@ -110,9 +111,6 @@ class CyborgBackend(OpenStackBackend):
     resource = "nova_server"
     result_items = ("servers", "server_id")
 
-    def __init__(self, db: Database, connections: Any) -> None:
-        super().__init__(db, connections)
-
     def nova(self, config: CyborgConfig, tenant: str | None = None) -> NovaDriver:
         auth = config.auth if tenant is None else config.auth_for(tenant)
         return NovaDriver(self.connections.get(auth))
@@ -164,10 +162,6 @@ class CyborgBackend(OpenStackBackend):
         return [*families, orphans, arqs, deployables]
 
     def _names(self) -> list[str]:
-        from sqlalchemy import select
-
-        from controller.store.models import Backend
-
         with self.db.session() as session:
             return list(session.scalars(select(Backend.name).where(Backend.kind == self.kind).order_by(Backend.name)))
 
