@@ -53,7 +53,7 @@ from agent.health import HealthMonitor
 from agent.health.rules import HealthRules
 from agent.kube import KubeNodeConfig
 from agent.node_inventory import node_inventory, sharing_from_document
-from agent.state import AgentState
+from agent.state import AgentState, save_reported_inventory
 from agent.tasks.nccl import run_nccl_test
 from drivers.contract.inventory import Inventory
 from drivers.contract.protocol import (
@@ -257,6 +257,7 @@ class AgentRunner:
             self.state.generation = generation
             self.state.last_reported_hash = content_hash
             self.state.save(self.config.state_file)
+            save_reported_inventory(self.config.state_file, inventory.model_dump_json())
             return reply
         raise AgentError("report refused twice as stale")
 

@@ -53,6 +53,24 @@ class AgentState(BaseModel):
         os.replace(tmp, path)
 
 
+REPORTED_INVENTORY_NAME = "inventory.json"
+
+
+def save_reported_inventory(state_file: Path, inventory_json: str) -> Path:
+    """Keep the inventory the controller last accepted beside the state file (``inventory.json``, atomic).
+
+    Other programs on the host read it instead of discovering the GPUs a second time: the Cyborg agent driver
+    (``drivers.cyborg``) turns it into Cyborg devices. World-readable: it holds no secret."""
+    path = state_file.with_name(REPORTED_INVENTORY_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(inventory_json)
+    os.replace(tmp, path)
+    return path
+
+
 class StateInUse(Exception):
     """Another agent process holds this state file."""
 

@@ -95,23 +95,32 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
-def venv_ready(venv: Path | None = None, pins: tuple[str, ...] = PINS) -> bool:
+def _stamped(pins: tuple[str, ...], local: tuple[Path, ...]) -> tuple[str, ...]:
+    return pins + tuple(f"--no-deps --editable {p}" for p in local)
+
+
+def venv_ready(venv: Path | None = None, pins: tuple[str, ...] = PINS, local: tuple[Path, ...] = ()) -> bool:
     venv = venv or venv_path()
-    return (venv / _stamp_name(pins)).is_file() and (venv / "bin" / "python").exists()
+    return (venv / _stamp_name(_stamped(pins, local))).is_file() and (venv / "bin" / "python").exists()
 
 
 def create_venv(
-    venv: Path | None = None, pins: tuple[str, ...] = PINS, python: str | None = None, quiet: bool = True
+    venv: Path | None = None,
+    pins: tuple[str, ...] = PINS,
+    python: str | None = None,
+    quiet: bool = True,
+    local: tuple[Path, ...] = (),
 ) -> Path:
     """Build (once) the services virtualenv and return its path. Safe to call from several processes at once.
 
     Idempotent: a stamp file named after the pin list marks a finished build; a changed pin list rebuilds. An
     exclusive ``flock`` on ``<venv>.lock`` serialises concurrent callers (pytest-xdist workers): the second waits
     and then finds the stamp. If the build failed while a caller waited, it gets the same error without another
-    pip run.
+    pip run. ``local`` projects are then installed editable without their dependencies (this repository, for the
+    Cyborg agent driver's entry point).
     """
     venv = venv or venv_path()
-    stamp = venv / _stamp_name(pins)
+    stamp = venv / _stamp_name(_stamped(pins, local))
     if stamp.is_file():
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +136,7 @@ def create_venv(
                 failure = json.loads(failure_path.read_text())
                 if failure.get("stamp") == stamp.name and failure.get("time", 0) >= waited_since:
                     raise VenvBuildError(failure["message"], offline=bool(failure.get("offline")))
-            _build_venv(venv, pins, python or _base_python(), quiet, failure_path, stamp)
+            _build_venv(venv, pins, python or _base_python(), quiet, failure_path, stamp, local)
             return venv
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -139,18 +148,34 @@ def _base_python() -> str:
     return os.environ.get("GPUFABRIC_OPENSTACK_PYTHON") or base
 
 
-def _build_venv(venv: Path, pins: tuple[str, ...], python: str, quiet: bool, failure_path: Path, stamp: Path) -> None:
+def _build_venv(
+    venv: Path,
+    pins: tuple[str, ...],
+    python: str,
+    quiet: bool,
+    failure_path: Path,
+    stamp: Path,
+    local: tuple[Path, ...] = (),
+) -> None:
     t0 = time.monotonic()
     log_path = venv.with_name(venv.name + ".pip.log")
     if not (venv / "bin" / "python").exists():
         proc = subprocess.run([python, "-m", "venv", str(venv)], capture_output=True, text=True)
         if proc.returncode != 0:
             raise VenvBuildError(f"`{python} -m venv {venv}` failed:\n{_tail(proc.stderr)}", offline=False)
-    cmd = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input", *pins]
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    cmd = [*pip, *pins]
     if not quiet:
         print(f"building {venv}: pip install {' '.join(pins)}", file=sys.stderr, flush=True)
     with open(log_path, "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        for project in local if proc.returncode == 0 else ():
+            cmd = [*pip, "--no-deps", "--editable", str(project)]
+            log.write(f"$ {' '.join(cmd)}\n")
+            log.flush()
+            proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+            if proc.returncode != 0:
+                break
     output = log_path.read_text()
     if proc.returncode != 0:
         offline = any(m in output for m in _OFFLINE_MARKERS)
@@ -503,7 +528,10 @@ def ironic_service(base: Path, venv: Path | None = None) -> Iterator[Service]:
 # RabbitMQ topic queues are named after the topic ("conductor", "scheduler"), so two Nova deployments on one broker
 # vhost would consume each other's messages: a machine-wide lock (NOVA_LOCK) lets only one run at a time.
 
-NOVA_PINS: tuple[str, ...] = ("nova==34.0.0", "PyMySQL==1.1.2", "openstacksdk==4.22.0")
+# Cyborg 17.0.0 is Nova 34's release cycle: the same oslo.* pins, so it shares Nova's virtualenv. This repository is
+# installed there too (editable, no dependencies) for the Cyborg agent driver's entry point (drivers/cyborg).
+NOVA_PINS: tuple[str, ...] = ("nova==34.0.0", "openstack-cyborg==17.0.0", "PyMySQL==1.1.2", "openstacksdk==4.22.0")
+NOVA_LOCAL: tuple[Path, ...] = (REPO_ROOT,)
 NOVA_VENV_ENV = "GPUFABRIC_NOVA_VENV"
 DEFAULT_NOVA_VENV = REPO_ROOT / ".cache" / "venv-nova"
 NOVA_DB_ENV = "GPUFABRIC_NOVA_DB"  # mysql+pymysql://root@127.0.0.1:3306
@@ -525,7 +553,7 @@ def nova_venv_path() -> Path:
 
 
 def create_nova_venv(quiet: bool = True) -> Path:
-    return create_venv(nova_venv_path(), NOVA_PINS, quiet=quiet)
+    return create_venv(nova_venv_path(), NOVA_PINS, quiet=quiet, local=NOVA_LOCAL)
 
 
 @dataclass
@@ -667,14 +695,17 @@ def start_nova(
     rabbit_url: str | None = None,
     timeout: float = 240.0,
     lock_timeout: float = 900.0,
+    extra_conf: str = "",
 ) -> NovaDeployment:
     """Nova API, conductor, scheduler and a compute with the fake GPU driver, against ``placement_url``.
+
+    ``extra_conf`` is appended to nova.conf (the ``[cyborg]`` section, ``devservices.cyborg``).
 
     Returns once the compute host is a hypervisor and its pGPU and PCI providers are in Placement. Raises
     ``BackingServiceUnavailable`` when MariaDB or RabbitMQ does not answer, ``ServiceError`` otherwise.
     """
     venv = venv or nova_venv_path()
-    if not venv_ready(venv, NOVA_PINS):
+    if not venv_ready(venv, NOVA_PINS, NOVA_LOCAL):
         raise ServiceError(
             f"the Nova virtualenv {venv} is not built: run `scripts/openstack-services create-venv nova`"
         )
@@ -720,7 +751,7 @@ def start_nova(
         stub_url = f"http://127.0.0.1:{_wait_listening('glance/neutron stub', stub, stub_out, 30)}"
 
         conf = base / "nova.conf"
-        conf.write_text(_nova_conf(base, host, db_url, dbs, rabbit_url, placement_url, stub_url))
+        conf.write_text(_nova_conf(base, host, db_url, dbs, rabbit_url, placement_url, stub_url) + extra_conf)
         (base / "api-paste.ini").write_text(_nova_paste(venv))
         manage = [str(venv / "bin" / "nova-manage"), "--config-file", str(conf)]
         t = time.monotonic()
@@ -856,6 +887,8 @@ USAGE = """usage: scripts/openstack-services COMMAND
   start placement|ironic|keystone BASE  configure, initialise the DB and start the service in BASE; prints READY <url>
   stop BASE                  stop every service started in BASE (process group, waits)
   url placement|ironic|keystone BASE  print the URL of a service started in BASE
+  run cyborg BASE PLACEMENT_URL INVENTORY  Nova + Cyborg (API, conductor, agent reading the gpufabric agent's
+                             INVENTORY file) on that Placement; prints READY, runs until Ctrl-C / SIGTERM
   venv-path                  print the virtualenv path"""
 
 
@@ -900,6 +933,10 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop(Path(rest[0]).resolve())
             print("stopped: " + (", ".join(stopped) or "nothing was running"))
             return 0
+        if cmd == "run" and len(rest) == 4 and rest[0] == "cyborg":
+            from devservices.cyborg import run  # it builds on this module
+
+            return run(Path(rest[1]).resolve(), rest[2], Path(rest[3]))
         if cmd == "url" and len(rest) == 2 and rest[0] in SERVICES:
             print((Path(rest[1]) / f"{rest[0]}.url").read_text().strip())
             return 0

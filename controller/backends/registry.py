@@ -105,6 +105,7 @@ OPT_IN = frozenset({"fake"})
 
 def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendRegistry:
     """The kinds gpufabric ships (all but the opt-in ``fake``, or those named), each made once for this app."""
+    from controller.backends.cyborg.backend import CyborgBackend
     from controller.backends.eks.backend import EksBackend
     from controller.backends.fake.backend import FakeBackend
     from controller.backends.ironic.backend import IronicBackend
@@ -112,11 +113,12 @@ def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendR
     from controller.backends.openstack.common import OpenStackConnections
     from controller.backends.static.backend import StaticBackend
 
-    connections = OpenStackConnections()  # one openstacksdk connection per distinct auth, shared by both kinds
+    connections = OpenStackConnections()  # one openstacksdk connection per distinct auth, shared by the OpenStack kinds
     shipped: list[Backend] = [
         StaticBackend(db),
         IronicBackend(db, connections),
         NovaBackend(db, connections),
+        CyborgBackend(db, connections),
         EksBackend(db),
         FakeBackend(db),
     ]

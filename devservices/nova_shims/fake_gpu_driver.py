@@ -7,6 +7,10 @@
   ``get_available_resource()['pci_passthrough_devices']``, which nova's PCI tracker (and, with ``[pci]
   report_in_placement``, Placement) takes from there.
 
+- ``spawn`` writes the accelerators nova-compute hands it for a server (``accel_info``: the Cyborg ARQs bound to
+  it, with their attach handles) to ``<state_path>/accel_info/<instance uuid>.json``, so tests see what a real
+  driver would attach.
+
 Based on ``FakeDriverWithoutFakeNodes`` (a stable node UUID in ``state_path``, so a restarted compute comes back).
 Runs inside the Nova virtualenv; loaded as ``nova.virt.fake_gpu`` by ``run_nova_compute.py``.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import os
 
+from nova.conf import CONF
 from nova.virt import fake
 from oslo_serialization import jsonutils
 
@@ -55,6 +60,37 @@ class FakeGPUDriver(fake.FakeDriverWithoutFakeNodes):
                 },
             )
             provider_tree.update_traits(name, _traits())
+
+    def spawn(  # type: ignore[no-untyped-def]
+        self,
+        context,
+        instance,
+        image_meta,
+        injected_files,
+        admin_password,
+        allocations,
+        network_info=None,
+        block_device_info=None,
+        power_on=True,
+        accel_info=None,
+    ):
+        if accel_info:
+            out = os.path.join(CONF.state_path, "accel_info")
+            os.makedirs(out, exist_ok=True)
+            with open(os.path.join(out, f"{instance.uuid}.json"), "w") as fh:
+                fh.write(jsonutils.dumps(accel_info))
+        super().spawn(
+            context,
+            instance,
+            image_meta,
+            injected_files,
+            admin_password,
+            allocations,
+            network_info=network_info,
+            block_device_info=block_device_info,
+            power_on=power_on,
+            accel_info=accel_info,
+        )
 
     def get_available_resource(self, nodename):  # type: ignore[no-untyped-def]
         resources = super().get_available_resource(nodename)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from drivers.openstack.errors import OpenStackCallFailed, OpenStackConfigError
 
 AuthMethod = Literal["cloud", "password", "application_credential", "none", "admin_token"]
-SERVICE_TYPES = ("baremetal", "compute", "placement", "image", "network", "identity")
+SERVICE_TYPES = ("baremetal", "compute", "placement", "image", "network", "identity", "accelerator")
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
     "cloud": ("cloud",),

@@ -34,6 +34,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "static": {"region": "lab"},
     "ironic": {"auth": _AUTH, "controller_url": "http://controller.test:8080", "image_source": "http://i.test/a.qcow2"},
     "nova": {"auth": _AUTH, "controller_url": "http://controller.test:8080", "image": "gpu-image"},
+    "cyborg": {
+        "auth": {
+            "method": "admin_token",
+            "token": "t",
+            "endpoints": {
+                "compute": "http://nova.test/v2.1",
+                "placement": "http://placement.test",
+                "accelerator": "http://cyborg.test/accelerator",
+            },
+        },
+        "controller_url": "http://controller.test:8080",
+        "image": "gpu-image",
+    },
     "eks": {"cluster": "train", "region": "us-east-1"},
 }
 # How each operation is reached through the REST API.

@@ -4,14 +4,19 @@ tests/support/openstack_services.py, and helpers that put Ironic fake-hardware n
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devservices import openstack
+from agent.state import save_reported_inventory
+from devservices import cyborg, openstack
+from drivers.contract.inventory import Inventory
 from drivers.openstack import IronicDriver, OpenStackAuth, PlacementReader, connect
 from tests.support.openstack_services import REQUIRE_ENV, _required
 
@@ -119,30 +124,59 @@ def _settle(conn: Any, node_id: str, timeout: float = 30.0) -> Any:
         time.sleep(FAST)
 
 
+# The GPUs cyborg-agent reports: the simulator's four A100-SXM4-80GB, as the gpufabric agent keeps its last report.
+CYBORG_SIM_SPEC = "a100-80gb-4x"
+
+
+def agent_inventory_file(directory: Path, spec: str = CYBORG_SIM_SPEC) -> Path:
+    """The inventory the gpufabric agent keeps beside its state (``inventory.json``), made by the agent's own
+    discovery on the NVML simulator (``gpufabric-agent inventory --sim SPEC --json``)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "from agent.cli import main; main()", "inventory", "--sim", spec, "--json"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return save_reported_inventory(
+        directory / "agent.json", Inventory.model_validate_json(proc.stdout).model_dump_json()
+    )
+
+
 @pytest.fixture(scope="session")
-def nova(
+def nova_cyborg(
     placement_service: openstack.Service, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[openstack.NovaDeployment]:
-    """A real Nova 34 (API, conductor, scheduler, a compute with the fake GPU driver) on this session's Placement."""
+) -> Iterator[cyborg.CyborgDeployment]:
+    """A real Nova 34 (API, conductor, scheduler, a compute with the fake GPU driver) and a real Cyborg 17 (API,
+    conductor, agent with gpufabric's driver reading the agent's inventory) on this session's Placement. One
+    deployment for every Nova and Cyborg test of the run (Nova's machine-wide lock)."""
     try:
         venv = openstack.create_nova_venv()
     except openstack.VenvBuildError as e:
         if e.offline and not _required():
             pytest.skip(f"Nova virtualenv unavailable (no network?); set {REQUIRE_ENV}=1 to make this a failure")
         pytest.fail(str(e), pytrace=False)
+    base = tmp_path_factory.mktemp("nova")
+    inventory = agent_inventory_file(tmp_path_factory.mktemp("gpufabric-agent"))
     try:
-        deployment = openstack.start_nova(tmp_path_factory.mktemp("nova"), placement_service.url, venv)
+        deployment = cyborg.start_nova_with_cyborg(base, placement_service.url, inventory, venv)
     except openstack.BackingServiceUnavailable as e:
         if not _required():
             pytest.skip(f"{e}; set {REQUIRE_ENV}=1 to make this a failure")
         pytest.fail(f"{e} ({REQUIRE_ENV}={os.environ.get(REQUIRE_ENV)!r})", pytrace=False)
     except openstack.ServiceError as e:
-        pytest.fail(f"Nova did not start: {e}", pytrace=False)
-    print(f"nova started in {deployment.started_in_s:.1f} s: {deployment.timings}")
+        pytest.fail(f"Nova and Cyborg did not start: {e}", pytrace=False)
+    print(f"nova + cyborg started in {deployment.started_in_s:.1f} s: {deployment.timings}")
     try:
         yield deployment
     finally:
-        openstack.stop_nova(deployment)
+        cyborg.stop_nova_with_cyborg(deployment)
+
+
+@pytest.fixture(scope="session")
+def nova(nova_cyborg: cyborg.CyborgDeployment) -> openstack.NovaDeployment:
+    """The session's Nova (Cyborg runs beside it; tests of the nova kind ignore Cyborg's GPUs)."""
+    return nova_cyborg.nova
 
 
 def nova_admin_connection(nova: openstack.NovaDeployment, placement_url: str) -> Any:

@@ -2,7 +2,7 @@
 
 A nested pGPU provider with ``VGPU`` inventory is a device offering vGPU slices (type and framebuffer from the
 catalog; the number of instances is Placement's; a MIG-backed type on as many GPU instances), a PCI GPU resource
-class gives whole-GPU devices. A hypervisor
+class gives whole-GPU devices (not Cyborg's: providers with ``OWNER_CYBORG`` belong to the ``cyborg`` kind). A hypervisor
 that is down or disabled is unreachable. Host aggregates and availability zones become the hosts' topology labels
 (``controller.backends.openstack.topology``).
 """
@@ -27,6 +27,7 @@ from drivers.openstack import (
     vgpu_type_for,
     vgpu_type_from_traits,
 )
+from drivers.openstack.cyborg import OWNER_TRAIT as OWNER_CYBORG
 from drivers.openstack.nova import is_gpu_resource_class
 
 
@@ -118,8 +119,8 @@ def nova_docs(
         devices: list[dict[str, Any]] = []
         for p in sorted(view.tree(root.uuid), key=lambda p: p.name):
             for rc, inv in sorted(p.inventories.items()):
-                if not is_gpu_resource_class(rc) or inv.capacity <= 0:
-                    continue
+                if not is_gpu_resource_class(rc) or inv.capacity <= 0 or OWNER_CYBORG in p.traits:
+                    continue  # Cyborg's GPUs (PGPU providers it owns) are the cyborg kind's
                 if rc == "VGPU":
                     product = _tree_product(view, p)
                     if product is None:

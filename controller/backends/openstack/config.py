@@ -1,4 +1,4 @@
-"""What the stored configs of the ``ironic`` and ``nova`` backends share: how to reach the cloud and how gpufabric
+"""What the stored configs of the ``ironic``, ``nova`` and ``cyborg`` backends share: how to reach the cloud and how gpufabric
 uses it (``controller.backends.ironic.config``, ``controller.backends.nova.config`` add each kind's fields).
 
 ``POST /v1/backends`` validates a config with its kind's model (``config_model`` of the kind's backend); a bad field
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_serializer
 
-from drivers.openstack import OpenStackAuth
+from drivers.openstack import OpenStackAuth, PollPolicy
 
 OrphanPolicy = Literal["report", "release"]
 _Layer = Annotated[int, Field(ge=1, le=3)]
@@ -81,3 +81,40 @@ class OpenStackBackendConfig(BaseModel):
     @property
     def zone(self) -> str | None:  # the name the placement engine's fallback reads from a backend config
         return self.az
+
+
+class NovaServersConfig(OpenStackBackendConfig):
+    """What the kinds that boot Nova servers share (``nova``, ``cyborg``): the image and networks, the tenants'
+    projects, where to boot and how long to wait."""
+
+    image: str = Field(min_length=1, description="Glance image id servers boot from")
+    networks: Literal["none", "auto"] | list[str] = Field(
+        default="none", description="'none', 'auto', or Neutron network UUIDs to attach"
+    )
+    tenants: dict[str, OpenStackAuth] = Field(
+        default_factory=dict,
+        description="gpufabric tenant -> credentials of its OpenStack project (servers are booted there); other "
+        "tenants' servers are booted with 'auth'",
+    )
+    pin_hypervisor: bool = Field(
+        default=True,
+        description="Boot on the compute node gpufabric chose (hypervisor_hostname, API 2.74; needs the "
+        "compute:servers:create:requested_destination policy, admin by default). False: Nova's scheduler picks",
+    )
+    boot_timeout_s: float = Field(default=900.0, gt=0, description="Deadline of one server boot")
+    delete_timeout_s: float = Field(default=300.0, gt=0)
+
+    @field_serializer("tenants")
+    def _dump_tenants(self, tenants: dict[str, OpenStackAuth]) -> dict[str, Any]:
+        return {tenant: stored_auth(auth) for tenant, auth in tenants.items()}
+
+    @property
+    def boot_poll(self) -> PollPolicy:
+        return PollPolicy(interval_s=self.poll_interval_s, timeout_s=self.boot_timeout_s)
+
+    @property
+    def delete_poll(self) -> PollPolicy:
+        return PollPolicy(interval_s=self.poll_interval_s, timeout_s=self.delete_timeout_s)
+
+    def auth_for(self, tenant: str) -> OpenStackAuth:
+        return self.tenants.get(tenant, self.auth)

@@ -195,7 +195,10 @@ def test_nova_vgpu_lease_exhaustion_moves_to_ironic_mismatch_and_orphan_reported
             move_s = time.monotonic() - t0
             assert moved["state"] == "ready", moved
             assert moved["backend"] == "ironic" and moved["result"]["node"] == a100_node.name, moved
+            # The tenant learns how many hosts were tried and why; the admin sees which.
             attempts = moved["placement"]["failed_attempts"]
+            assert attempts[0]["hosts"] == 1 and "No valid host" in attempts[0]["reason"], attempts
+            attempts = api.get(f"/v1/leases/{moved['id']}").json()["placement"]["failed_attempts"]
             assert attempts[0]["hosts"] == [nova.host] and "No valid host" in attempts[0]["reason"], attempts
             assert ironic_conn.baremetal.get_node(a100_node.id).provision_state == "active"
             assert not [
