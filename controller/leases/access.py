@@ -59,13 +59,17 @@ class AccessVault:
         path = data_dir / KEY_FILE
         if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True)
+            # Written whole to a file of this process, then linked into place: the first worker's key wins and no
+            # worker ever reads a half-written key file.
+            tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
+                out.write(Fernet.generate_key())
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.link(tmp, path)
             except FileExistsError:
                 pass  # another worker made it first
-            else:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(Fernet.generate_key())
+            finally:
+                tmp.unlink()
         return cls([path.read_bytes().strip()])
 
     def seal(self, access: dict[str, Any] | None) -> str | None:

@@ -34,3 +34,14 @@ def test_the_access_leaves_the_result_before_it_is_stored() -> None:
     assert rest == {"namespace": "n"} and access == {"token": "t"}
     assert split_access({"namespace": "n"}) == ({"namespace": "n"}, None)
     assert AccessVault.ephemeral().seal(None) is None
+
+
+def test_workers_starting_together_share_one_key_and_never_read_half_a_file(tmp_path: Path) -> None:
+    """Serve workers made at once on one data directory: every one opens what any other sealed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        vaults = list(pool.map(lambda _: AccessVault.from_settings(None, tmp_path), range(16)))
+    sealed = vaults[0].seal({"k": "v"})
+    assert all(v.open(sealed, "l") == {"k": "v"} for v in vaults)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [KEY_FILE]  # no temporary files left
