@@ -22,3 +22,25 @@ pytest_plugins = [
 def _isolated_sim_state(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Bundled simulator specs keep their state under GPUFABRIC_SIM_STATE_DIR: never share it between tests."""
     monkeypatch.setenv("GPUFABRIC_SIM_STATE_DIR", str(tmp_path_factory.mktemp("sim-state")))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep ``xdist_group`` groups on one worker under pytest 9.
+
+    pytest-xdist's ``--dist loadgroup`` (pyproject addopts) schedules a test by a ``@<group>`` suffix of its node id,
+    which it writes to ``item._nodeid`` on each worker. pytest 9 keeps node ids in ``item._id``, so the suffix is
+    lost and a group's tests are scattered over the workers: two Nova deployments then queue on one machine-wide
+    lock (``devservices.openstack.NOVA_LOCK``) and the second fails after the first worker's whole session. The
+    suffix is put where pytest 9 reads it (``tests/test_xdist_groups.py`` checks the placement)."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        names = {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in item.iter_markers("xdist_group")
+        }
+        suffix = "@" + "_".join(sorted(names))
+        if names and not item.nodeid.endswith(suffix):
+            item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]

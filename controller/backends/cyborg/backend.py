@@ -26,6 +26,7 @@ from controller.backends.contract import Capabilities, LeaseInfo, ProvisionResul
 from controller.backends.cyborg.check import CyborgObserved, cyborg_check
 from controller.backends.cyborg.config import CyborgConfig
 from controller.backends.cyborg.discovery import cyborg_docs
+from controller.backends.openstack.access import server_machines, ssh_access
 from controller.backends.openstack.common import (
     HYPERVISOR_LABEL,
     OpenStackBackendError,
@@ -96,7 +97,8 @@ class CyborgBackend(OpenStackBackend):
     config_model = CyborgConfig
     capabilities = Capabilities(
         access="one Nova server per compute host, its whole GPUs attached by Cyborg (a device profile named by "
-        "the flavor); the agent starts from user data",
+        "the flavor), the tenant's SSH keys, a host key gpufabric made (its fingerprint in the lease's access) and a "
+        "noVNC console URL; the agent starts from user data",
         slice_kinds=frozenset({"gpu"}),
         why_not="gpufabric's Cyborg driver reports whole GPUs (PGPU); vGPUs and MIG go through the nova kind",
         one_kind_per_host=True,
@@ -252,7 +254,9 @@ class CyborgBackend(OpenStackBackend):
                 if not ok:
                     waiting.append(f"{name} ACTIVE, ARQs {summary}")
             if not waiting:
-                return ProvisionResult("ready", self._result(backend, states, arqs, wanted))
+                result = self._result(backend, states, arqs, wanted)
+                result["access"] = ssh_access(config, lease, server_machines(driver, states))
+                return ProvisionResult("ready", result)
             elapsed = lease.seconds_provisioning()
             if elapsed > config.boot_timeout_s:
                 raise OpenStackBackendError(

@@ -25,7 +25,7 @@ from controller.backends.contract import Capabilities, LeaseInfo, ProvisionResul
 from controller.backends.nova.config import NovaConfig
 from controller.backends.nova.discovery import nova_docs
 from controller.backends.nova.placement_check import placement_check
-from controller.backends.openstack.access import machine, ssh_access
+from controller.backends.openstack.access import server_machines, ssh_access
 from controller.backends.openstack.common import (
     AZ_LABEL,
     HYPERVISOR_LABEL,
@@ -225,7 +225,7 @@ class NovaBackend(OpenStackBackend):
             waiting = {h: s for h, s in states.items() if s.status.upper() != "ACTIVE"}
             if not waiting:
                 result = self._result(backend, lease, states, picked)
-                result["access"] = ssh_access(config, lease, self._machines(driver, states))
+                result["access"] = ssh_access(config, lease, server_machines(driver, states))
                 return ProvisionResult("ready", result)
             elapsed = lease.seconds_provisioning()
             if elapsed > config.boot_timeout_s:
@@ -256,21 +256,6 @@ class NovaBackend(OpenStackBackend):
                 admin.release(tagged.id, config.delete_poll)
                 deleted.append(tagged.id)
         return deleted
-
-    @staticmethod
-    def _machines(driver: NovaDriver, states: dict[str, ProvisionedServer]) -> list[dict[str, Any]]:
-        """Each server's SSH entry, with a noVNC console URL when Nova gives the tenant one."""
-        out = []
-        for host, s in sorted(states.items()):
-            try:
-                url: str | None = driver.console_url(s.server_id)
-                console = (
-                    "Nova noVNC console; its token expires after Nova's [consoleauth] token_ttl (10 min by default)"
-                )
-            except OpenStackError as exc:
-                url, console = None, f"none: Nova gave no console ({exc})"
-            out.append(machine(host, s.name, s.addresses, s.host_public_key, url, console))
-        return out
 
     @staticmethod
     def _result(

@@ -1,4 +1,4 @@
-"""What an Ironic or Nova lease hands its tenant (``result["access"]``): how to reach its machines over SSH.
+"""What an Ironic, Nova or Cyborg lease hands its tenant (``result["access"]``): how to reach its machines over SSH.
 
 Per machine: its reachable addresses, the SSH host key gpufabric made for it (``drivers.openstack.host_keys``: the
 public half and its fingerprint, so the first connection is checked, not trusted) with ready ``known_hosts`` lines,
@@ -14,7 +14,7 @@ from typing import Any
 from controller.backends.contract import LeaseInfo
 from controller.backends.openstack.common import tenant_ssh_keys
 from controller.backends.openstack.config import OpenStackBackendConfig
-from drivers.openstack import fingerprint
+from drivers.openstack import NovaDriver, OpenStackError, ProvisionedServer, fingerprint
 
 
 def machine(
@@ -55,3 +55,17 @@ def ssh_access(config: OpenStackBackendConfig, lease: LeaseInfo, machines: list[
             "accept no SSH login"
         ),
     }
+
+
+def server_machines(driver: NovaDriver, states: dict[str, ProvisionedServer]) -> list[dict[str, Any]]:
+    """Each Nova server's SSH entry (``nova`` and ``cyborg`` kinds), with a noVNC console URL when Nova gives the
+    tenant one."""
+    out = []
+    for host, s in sorted(states.items()):
+        try:
+            url: str | None = driver.console_url(s.server_id)
+            console = "Nova noVNC console; its token expires after Nova's [consoleauth] token_ttl (10 min by default)"
+        except OpenStackError as exc:
+            url, console = None, f"none: Nova gave no console ({exc})"
+        out.append(machine(host, s.name, s.addresses, s.host_public_key, url, console))
+    return out

@@ -9,17 +9,19 @@ request the kind cannot serve are 4xx. All on the session's one Nova + Cyborg de
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from typing import Any
 
 import pytest
+import yaml
 
 from devservices import cyborg
 from drivers.cyborg.devices import read_inventory
-from drivers.openstack import LEASE_TAG, OpenStackAuth, PlacementReader, connect
+from drivers.openstack import HOST_KEY_TAG, LEASE_TAG, OpenStackAuth, PlacementReader, connect, fingerprint
 from drivers.openstack.cyborg import CyborgDriver
-from tests.controller.backends.openstack.test_ironic_leases import lease, reconcile, sync
+from tests.controller.backends.openstack.test_ironic_leases import REQUEST_KEY, lease, reconcile, sync
 from tests.support.controller import Controller
 from tests.support.openstack_cloud import NOVA_GROUP
 
@@ -94,13 +96,21 @@ def test_cyborg_lease_binds_arqs_reconcile_reports_orphans_release_frees(
 
         # A two-GPU lease: device profile + flavor made, server booted through Nova, two ARQs bound on the host.
         t0 = time.monotonic()
-        held = lease(tenant, {"slices": [{"kind": "gpu", "count": 2, "model": "A100-80GB"}]})
+        held = lease(
+            tenant, {"slices": [{"kind": "gpu", "count": 2, "model": "A100-80GB"}], "ssh_public_keys": [REQUEST_KEY]}
+        )
         boot_s = time.monotonic() - t0
         assert held["state"] == "ready", held
         result = held["result"]
         assert result["backend"] == "cyborg" and result["host"] == host, result
         server = conn.compute.get_server(result["server_id"])
         assert server.status == "ACTIVE" and server.metadata[LEASE_TAG] == held["id"]
+        # The tenant's access: its key in the server's user data, the host key gpufabric made for it.
+        (machine,) = held["access"]["machines"]
+        cloud = yaml.safe_load(base64.b64decode(server.user_data))
+        assert held["access"]["ssh_keys"] == cloud["ssh_authorized_keys"] == [REQUEST_KEY], cloud
+        host_key = server.metadata[HOST_KEY_TAG]
+        assert machine["host_public_key"] == host_key and machine["host_key_fingerprint"] == fingerprint(host_key)
         assert server.compute_host == host
         flavor = next(f for f in conn.compute.flavors(details=True) if f.name == server.flavor["original_name"])
         assert flavor.extra_specs == {"accel:device_profile": "gpufabric-a100-80gb-x2"}
