@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from drivers.openstack.connection import service
-from drivers.openstack.errors import OpenStackCallFailed, ResourceNotFound
+from drivers.openstack.errors import OpenStackCallFailed, sdk_call
 
 OWNER_TRAIT = "OWNER_CYBORG"
 RESOURCE_CLASS = "PGPU"
@@ -97,7 +97,7 @@ class CyborgDriver:
 
     @staticmethod
     def _call(operation: str, fn: Any) -> Any:
-        return _call(operation, fn)
+        return sdk_call(operation, fn)
 
     # -- device profiles ----------------------------------------------------------------------------------
 
@@ -161,19 +161,3 @@ class CyborgDriver:
             )
             for d in self._call("deployables", get)
         ]
-
-
-def _call(operation: str, fn: Any) -> Any:
-    import keystoneauth1.exceptions as ksexc
-    import openstack.exceptions as osexc
-
-    try:
-        return fn()
-    except osexc.NotFoundException as e:
-        raise ResourceNotFound(f"{operation}: {e}") from e
-    except osexc.HttpException as e:
-        raise OpenStackCallFailed(operation, str(e.details or e), e.status_code) from e
-    except osexc.SDKException as e:
-        raise OpenStackCallFailed(operation, str(e)) from e
-    except ksexc.ClientException as e:
-        raise OpenStackCallFailed(operation, f"{type(e).__name__}: {e}") from e

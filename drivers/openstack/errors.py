@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 
 class OpenStackError(Exception):
     """Base of every error raised by ``drivers.openstack``."""
@@ -54,3 +59,20 @@ class NoValidHost(ProvisioningFailed):
 
 class NoMatchingFlavor(OpenStackError, LookupError):
     """No discovered flavor provides the requested slice."""
+
+
+def sdk_call(operation: str, fn: Callable[[], T]) -> T:
+    """Run one openstacksdk call, its failures mapped onto this hierarchy (``operation`` names it in messages)."""
+    import keystoneauth1.exceptions as ksexc
+    import openstack.exceptions as osexc
+
+    try:
+        return fn()
+    except osexc.NotFoundException as e:
+        raise ResourceNotFound(f"{operation}: {e}") from e
+    except osexc.HttpException as e:
+        raise OpenStackCallFailed(operation, str(e.details or e), e.status_code) from e
+    except osexc.SDKException as e:
+        raise OpenStackCallFailed(operation, str(e)) from e
+    except ksexc.ClientException as e:  # keystoneauth: Keystone or the endpoint unreachable, auth refused
+        raise OpenStackCallFailed(operation, f"{type(e).__name__}: {e}") from e

@@ -19,6 +19,7 @@ from drivers.openstack.errors import (
     ProvisioningFailed,
     ProvisioningTimeout,
     ResourceNotFound,
+    sdk_call,
 )
 from drivers.openstack.gpus import NVIDIA_VENDOR_ID, model_token, product_for_label, product_for_name, product_for_pci
 from drivers.openstack.host_keys import HOST_KEY_TAG
@@ -239,19 +240,7 @@ class IronicDriver:
 
     @staticmethod
     def _call(operation: str, fn: Any) -> Any:
-        import keystoneauth1.exceptions as ksexc
-        import openstack.exceptions as osexc
-
-        try:
-            return fn()
-        except osexc.NotFoundException as e:
-            raise ResourceNotFound(f"{operation}: {e}") from e
-        except osexc.HttpException as e:
-            raise OpenStackCallFailed(operation, str(e.details or e), e.status_code) from e
-        except osexc.SDKException as e:
-            raise OpenStackCallFailed(operation, str(e)) from e
-        except ksexc.ClientException as e:  # keystoneauth: Keystone or the endpoint unreachable, auth refused
-            raise OpenStackCallFailed(operation, f"{type(e).__name__}: {e}") from e
+        return sdk_call(operation, fn)
 
     # ------------------------------------------------------------------------------------------- provision
 

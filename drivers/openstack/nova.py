@@ -22,7 +22,7 @@ from drivers.openstack.errors import (
     OpenStackCallFailed,
     ProvisioningFailed,
     ProvisioningTimeout,
-    ResourceNotFound,
+    sdk_call,
 )
 from drivers.openstack.gpus import model_token, product_for_label, product_for_name, vgpu_type_for
 from drivers.openstack.host_keys import HOST_KEY_TAG
@@ -219,19 +219,7 @@ class NovaDriver:
 
     @staticmethod
     def _call(operation: str, fn: Any) -> Any:
-        import keystoneauth1.exceptions as ksexc
-        import openstack.exceptions as osexc
-
-        try:
-            return fn()
-        except osexc.NotFoundException as e:
-            raise ResourceNotFound(f"{operation}: {e}") from e
-        except osexc.HttpException as e:
-            raise OpenStackCallFailed(operation, str(e.details or e), e.status_code) from e
-        except osexc.SDKException as e:
-            raise OpenStackCallFailed(operation, str(e)) from e
-        except ksexc.ClientException as e:  # keystoneauth: Keystone or the endpoint unreachable, auth refused
-            raise OpenStackCallFailed(operation, f"{type(e).__name__}: {e}") from e
+        return sdk_call(operation, fn)
 
     def hypervisors(self) -> dict[str, bool]:
         """Hypervisor name -> whether it is up and enabled (admin)."""
