@@ -87,11 +87,60 @@ def show_lease(lease: dict[str, Any]) -> None:
     ]
     if nodes:
         show(table(("host", "CUDA_VISIBLE_DEVICES", "env"), nodes, "what the backend provisioned"))
+    show_access(lease["id"], lease.get("access"))
     transitions = [
         (when(t["at"]), t.get("from_state"), t["to_state"], t.get("reason")) for t in lease.get("transitions") or []
     ]
     if transitions:
         show(table(("at", "from", "to", "reason"), transitions, "transitions"))
+
+
+def show_access(lease_id: str, access: dict[str, Any] | None) -> None:
+    """What the lease hands over (``access``), without printing a credential: a kubeconfig's token stays in
+    ``--json`` and ``gpufabric lease kubeconfig``."""
+    if not access:
+        return
+    kind = access.get("kind")
+    if kind == "kubernetes":
+        show(
+            fields(
+                [
+                    ("API server", access.get("server")),
+                    ("namespace", access.get("namespace")),
+                    ("service account", access.get("service_account")),
+                    ("token expires", when(access.get("token_expires_at"))),
+                    ("kubeconfig", f"gpufabric lease kubeconfig {lease_id} -o FILE"),
+                ],
+                "access (Kubernetes)",
+            )
+        )
+    elif kind == "ssh":
+        show(fields([("user", access.get("user")), ("SSH keys", len(access.get("ssh_keys") or []))], "access (SSH)"))
+        machines = [
+            (
+                m.get("host"),
+                m.get("addresses") or m.get("mac_addresses"),
+                m.get("host_key_fingerprint"),
+                m.get("console_url"),
+            )
+            for m in access.get("machines") or []
+        ]
+        show(table(("host", "addresses", "host key", "console"), machines))
+    else:  # agent-managed hosts: the per-lease Unix group and the device nodes it may open
+        grants = access.get("hosts") or [access]
+        rows = [
+            (
+                g.get("host"),
+                "yes" if g.get("enforced") else "no",
+                g.get("unix_group"),
+                g.get("gid"),
+                g.get("device_nodes"),
+            )
+            for g in grants
+        ]
+        show(table(("host", "enforced", "group", "gid", "device nodes"), rows, "access (device nodes)"))
+    if access.get("how_to"):
+        show(text(f"how to: {access['how_to']}"))
 
 
 def show_plan(plan: dict[str, Any]) -> None:

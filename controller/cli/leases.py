@@ -1,4 +1,4 @@
-"""`gpufabric lease create | list | show | wait | release`: a tenant's GPU slices through the REST API.
+"""`gpufabric lease create | list | show | kubeconfig | wait | release`: a tenant's GPU slices through the REST API.
 
 ``create`` sends the request language (docs/placement.md) built from ``--slice`` options and/or ``--file``;
 ``--dry-run`` asks ``POST /v1/placements:dry-run`` where it would go instead. A refusal (409 no-capacity,
@@ -10,12 +10,15 @@ passes (4). Refusals exit 2, an unreachable or failing controller 3 (``controlle
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import httpx
 import typer
+import yaml
 from rich.text import Text
 
 from controller.cli.common import (
@@ -226,6 +229,39 @@ def show(
     with api_client(controller, token) as client:
         lease = checked(client.get(_path(lease_id)), as_json)
     print_json(lease) if as_json else show_lease(lease)
+
+
+@app.command("kubeconfig")
+def kubeconfig(
+    lease_id: LeaseId,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write it to this file (mode 0600); default: stdout")
+    ] = None,
+    controller: ControllerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The kubeconfig of a ready EKS lease: its namespace's ServiceAccount token, that namespace as the context."""
+    with api_client(controller, token) as client:
+        lease = checked(client.get(_path(lease_id)))
+    access = lease.get("access") or {}
+    if access.get("kind") != "kubernetes" or not access.get("kubeconfig"):
+        why = (
+            f"it is {lease['state']}"
+            if lease["state"] != READY
+            else f"its {lease.get('backend')} backend hands out none"
+        )
+        raise fail(f"lease {lease_id} has no kubeconfig: {why}")
+    document = yaml.safe_dump(access["kubeconfig"], sort_keys=False)
+    if output is None:
+        typer.echo(document, nl=False)
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(document)
+    os.chmod(output, 0o600)  # an existing file keeps its old mode through O_CREAT
+    err_console.print(
+        f"wrote {output} (namespace {access.get('namespace')}); use: KUBECONFIG={output} kubectl get pods"
+    )
 
 
 @app.command("wait")

@@ -26,6 +26,7 @@ import pytest
 from agent.access.acl import acl_groups, read_acl
 from agent.access.enforce import DeviceAccessConfig
 from agent.runner import AgentConfig, AgentRunner
+from tests.support.cli_helpers import isolated_cli
 from tests.support.controller import Controller
 
 ROOT = os.geteuid() == 0
@@ -147,7 +148,7 @@ def _idle_gid(agent: AgentRunner) -> int:
 
 
 def test_a_lease_opens_exactly_its_gpu_node_to_its_group_until_released(
-    controller: Controller, tmp_path: Path, dev_root: Path
+    controller: Controller, tmp_path: Path, dev_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     agent = _agent(controller, tmp_path, dev_root)
     agent.cycle()
@@ -168,6 +169,13 @@ def test_a_lease_opens_exactly_its_gpu_node_to_its_group_until_released(
     access = ready["access"]
     group = "gf-" + lease["id"][:12] if ROOT else access["unix_group"]
     gid = grp.getgrnam(group).gr_gid
+    # `gpufabric lease show` names the group and the device node the lease may open.
+    shown = isolated_cli(monkeypatch, tmp_path)(
+        "lease", "show", lease["id"], "--controller", controller.url, "--token", controller.tenant_token,
+        env={"COLUMNS": "250"},
+    )  # fmt: skip
+    assert shown.exit_code == 0 and "access (device nodes)" in shown.output, shown.output
+    assert group in shown.output and str(dev_root / "nvidia0") in shown.output, shown.output
     leased = dev_root / "nvidia0"  # packing takes the first GPU
     assert access == {
         "host": "access-a100",

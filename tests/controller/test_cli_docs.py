@@ -16,7 +16,7 @@ from controller.cli import ALIASES, app
 from tests.support.paths import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "cli.md"
-CLI_TESTS = sorted(p for p in (REPO_ROOT / "tests" / "controller").glob("test_*.py") if p.name != Path(__file__).name)
+CLI_TESTS = sorted(p for p in (REPO_ROOT / "tests" / "controller").rglob("test_*.py") if p.name != Path(__file__).name)
 
 
 def documented_lines() -> list[list[str]]:

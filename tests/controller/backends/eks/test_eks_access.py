@@ -6,6 +6,7 @@ or the transitions, and it stops working when the lease is released."""
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from sqlalchemy import text
 
 from devservices.kube_emulator import KubeEmulator
 from tests.controller.backends.eks.test_eks_leases import WHOLE_NODE, fabric, lease, sync  # noqa: F401 (fixture)
+from tests.support.cli_helpers import isolated_cli
 from tests.support.controller import Controller
 
 pytestmark = pytest.mark.integration
@@ -59,6 +61,7 @@ def test_the_lease_kubeconfig_works_in_its_namespace_only_and_ends_with_the_leas
     kube: KubeEmulator,
     tmp_path: Path,
     every_log_line: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with fabric.admin() as api, fabric.client(fabric.tenant_token) as tenant:
         sync(api)
@@ -100,6 +103,22 @@ def test_the_lease_kubeconfig_works_in_its_namespace_only_and_ends_with_the_leas
             assert refused.value.status == 403, refused.value.body
             assert f"system:serviceaccount:{namespace}:gpufabric-tenant" in str(refused.value.body)
 
+        # The CLI: `lease show` describes the access without printing the token; `lease kubeconfig -o` writes the
+        # kubeconfig (0600) that works as the API's does.
+        cli = isolated_cli(monkeypatch, tmp_path)
+        who = ["--controller", fabric.url, "--token", fabric.tenant_token]
+        shown = cli("lease", "show", held["id"], *who, env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and namespace in shown.output and f"lease kubeconfig {held['id']}" in shown.output
+        assert token not in shown.output
+        written = tmp_path / "cli-kubeconfig.yaml"
+        made_file = cli("lease", "kubeconfig", held["id"], "-o", str(written), *who)
+        assert made_file.exit_code == 0, made_file.output
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600 and yaml.safe_load(written.read_text()) == kubeconfig
+        assert [
+            p.metadata.name
+            for p in tenant_core(yaml.safe_load(written.read_text()), tmp_path).list_namespaced_pod(namespace).items
+        ] == ["train-0"]
+
         # Re-fetchable by its tenant and admins; another tenant sees neither the lease nor its access.
         again = tenant.get(f"/v1/leases/{held['id']}").json()
         assert again["access"] == access
@@ -127,3 +146,5 @@ def test_the_lease_kubeconfig_works_in_its_namespace_only_and_ends_with_the_leas
         with pytest.raises(ApiException) as gone:
             core.list_namespaced_pod(namespace)
         assert gone.value.status == 401
+        after = cli("lease", "kubeconfig", held["id"], *who)
+        assert after.exit_code == 1 and "has no kubeconfig: it is released" in after.output, after.output
