@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,7 @@ class AccessVault:
             data_dir.mkdir(parents=True, exist_ok=True)
             # Written whole to a file of this process, then linked into place: the first worker's key wins and no
             # worker ever reads a half-written key file.
-            tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}")
+            tmp = path.with_name(f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(8)}")  # one per caller, threads too
             with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as out:
                 out.write(Fernet.generate_key())
             try:
