@@ -18,15 +18,14 @@ for ``ready`` or a terminal state clears both. ``controller.leases.recovery`` fi
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy.orm import Session
 
+from controller.store.lease_states import HOLDING, STATES, TERMINAL, TRANSITIONAL, LeaseState
 from controller.store.models import Lease, LeaseTransition
 
-LeaseState = Literal["requested", "placing", "provisioning", "ready", "releasing", "released", "failed"]
-
-STATES: tuple[LeaseState, ...] = ("requested", "placing", "provisioning", "ready", "releasing", "released", "failed")
+__all__ = ["HOLDING", "STATES", "TERMINAL", "TRANSITIONAL", "IllegalTransition", "LeaseState", "check", "transition"]
 
 TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
     "requested": frozenset({"placing"}),
@@ -39,12 +38,6 @@ TRANSITIONS: dict[LeaseState, frozenset[LeaseState]] = {
     "released": frozenset(),
     "failed": frozenset(),
 }
-
-# States in which a lease holds claims in the store.
-HOLDING: frozenset[LeaseState] = frozenset({"provisioning", "ready", "releasing"})
-TERMINAL: frozenset[LeaseState] = frozenset({"released", "failed"})
-# States a lease passes through while a controller works on it: each has an owner and a deadline.
-TRANSITIONAL: frozenset[LeaseState] = frozenset({"placing", "provisioning", "releasing"})
 
 
 class IllegalTransition(ValueError):

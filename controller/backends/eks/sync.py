@@ -43,8 +43,8 @@ from controller.backends.eks.report import SyncReport
 from controller.backends.eks.topology import node_topology_labels
 from controller.backends.hostsync import apply_devices, live_claim_hosts
 from controller.fleet.states import set_host_status
-from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.store.db import Database
+from controller.store.lease_states import LIVE
 from controller.store.models import Backend, Host, Lease
 from drivers.eks import EksError
 from drivers.eks.karpenter import apply_pool
@@ -53,7 +53,7 @@ from drivers.eks.kube_models import KubeGpuHost
 from drivers.eks.node_watch import GpuNodeWatch
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
-LIVE_STATES = HOLDING | TRANSITIONAL
+LIVE_STATES = LIVE
 
 SYNC_INTERVAL_S = 30.0
 

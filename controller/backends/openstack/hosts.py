@@ -23,15 +23,15 @@ from controller.backends.openstack.common import (
 )
 from controller.backends.openstack.config import OpenStackBackendConfig
 from controller.fleet.states import set_host_status
-from controller.leases.state import HOLDING, TRANSITIONAL
 from controller.observability.redact import redact
 from controller.store.db import Database
+from controller.store.lease_states import LIVE
 from controller.store.models import Backend, Host, Lease
 from drivers.gpus.catalog import Product
 from drivers.openstack import PlacementView, TaggedResource
 
 # Lease states that may legitimately own a node / server (placing: between two candidates).
-LIVE_STATES = HOLDING | TRANSITIONAL
+LIVE_STATES = LIVE
 
 
 @dataclass
