@@ -24,11 +24,14 @@ from drivers.contract.inventory import DeviceAccess
 def reported_access(db: Database, hostnames: Iterable[str]) -> dict[str, DeviceAccess | None]:
     """Host name -> what its agent last reported of device access (None: it does not enforce it)."""
     names = sorted(set(hostnames))
+    # Only the inventory's device_access member is read: this runs on every static/fake lease's provisioning, and a
+    # whole inventory (every GPU, MIG instance and health reason) is many times its size.
     with db.session() as session:
-        rows = session.execute(select(Host.hostname, Host.inventory).where(Host.hostname.in_(names))).all()
+        rows = session.execute(
+            select(Host.hostname, Host.inventory["device_access"]).where(Host.hostname.in_(names))
+        ).all()
     out: dict[str, DeviceAccess | None] = dict.fromkeys(names)
-    for name, inventory in rows:
-        doc = (inventory or {}).get("device_access")
+    for name, doc in rows:
         if doc is not None:
             try:
                 out[name] = DeviceAccess.model_validate(doc)
