@@ -2,8 +2,8 @@
 RoleBinding, a LimitRange, a token from the TokenRequest API, and the kubeconfig that uses it.
 
 The manifests are plain dicts (``tenant_manifests``) so they can be checked against the real Kubernetes schemas
-(kubernetes-validate, tests/unit/test_eks_tenant_manifests.py). The token is bound to the ServiceAccount: deleting
-the lease's namespace deletes the ServiceAccount, and the API server refuses the token from then on.
+(kubernetes-validate, tests/controller/backends/eks/test_tenant_access.py). The token is bound to the ServiceAccount:
+deleting the lease's namespace deletes the ServiceAccount, and the API server refuses the token from then on.
 """
 
 from __future__ import annotations
