@@ -19,7 +19,9 @@ An operation a kind does not offer raises :class:`NotSupported` naming the kind 
 answers for every operation a kind does not implement.
 
 What a backend needs of the lease tables comes in :class:`LeaseInfo` (read by ``controller.leases.backend_call``):
-backends never query leases, their transitions or claims while they provision or release.
+backends never query leases, their transitions or claims while they provision or release. What sync, reconcile and
+checks need of them they ask the app's :class:`LeaseDirectory` (``controller.store.lease_directory``, handed to each
+kind by ``build_backends``): plain values come back, never ORM rows, and no backend imports the lease models.
 """
 
 from __future__ import annotations
@@ -33,8 +35,16 @@ from pydantic import BaseModel
 
 from controller.placement import Allocation
 
+# The facts a LeaseDirectory answers with are made by the store; backends import them from here.
+from controller.store.lease_facts import ClaimMove as ClaimMove
+from controller.store.lease_facts import LeaseStatus as LeaseStatus
+from controller.store.lease_facts import LiveClaim as LiveClaim
+from controller.store.lease_facts import PlacedLease as PlacedLease
+from controller.store.lease_facts import ProvisioningClaim as ProvisioningClaim
+
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
+    from sqlalchemy.orm import Session
 
     from controller.jobs.hooks import HookRegistry
 
@@ -114,6 +124,43 @@ class LeaseHooks(Protocol):
     def hosts_changed(self, hostnames: Iterable[str]) -> None: ...
 
     def reprovision(self, lease_id: str) -> None: ...
+
+
+class LeaseDirectory(Protocol):
+    """What backends may know of the lease tables outside provision / release, one question a method (the store
+    answers, ``controller.store.lease_directory``). Each read runs in its own short transaction."""
+
+    def live_claim_hosts(self, backend_id: int) -> frozenset[int]:
+        """Ids of the backend's hosts where live claims are held (a sync keeps those hosts)."""
+        ...
+
+    def live_claims(self, backend_id: int) -> list[LiveClaim]:
+        """Every live claim on the backend's hosts (reconcile compares them with what the cloud counts)."""
+        ...
+
+    def lease_status(self, lease_ids: Iterable[str]) -> dict[str, LeaseStatus]:
+        """The leases among ``lease_ids`` the store knows, by id (orphan detection: a cloud resource tagged for a
+        lease that is not live)."""
+        ...
+
+    def provisioning_claims(self, backend_id: int, kind: str | None = None) -> list[ProvisioningClaim]:
+        """Leases still ``provisioning`` (of backend kind ``kind`` when given) with live claims on the backend's
+        hosts, one entry per (lease, host), by lease id then host id."""
+        ...
+
+    def provisioning_leases(self, kind: str) -> list[str]:
+        """Ids of every lease of backend kind ``kind`` still ``provisioning``, sorted."""
+        ...
+
+    def placed_leases(self, kind: str) -> list[PlacedLease]:
+        """Leases of backend kind ``kind`` that hold their hosts now (``provisioning`` or ``ready``), by id."""
+        ...
+
+    def move_claims(self, session: Session, move: ClaimMove) -> None:
+        """The one write: move a lease's live claims and allocations from one host to another inside the caller's
+        transaction (``session``, committed by the caller with its own changes to those hosts). A unit already
+        claimed on the target raises ``sqlalchemy.exc.IntegrityError`` at flush."""
+        ...
 
 
 class KubeAccess(Protocol):

@@ -1,5 +1,5 @@
-"""What every cloud backend's sync does to the store's hosts: write a host's devices from documents, and find
-which hosts hold live claims (the sync never removes or rewrites those)."""
+"""What every cloud backend's sync does to the store's hosts: write a host's devices from documents. (Which hosts
+hold live claims, which a sync never removes, the backend asks its ``LeaseDirectory``.)"""
 
 from __future__ import annotations
 
@@ -8,10 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
-
-from controller.store.models import Device, Host, SliceClaim
+from controller.store.models import Device, Host
 
 
 def digest(doc: Any) -> str:
@@ -42,7 +39,3 @@ def apply_devices(host: Host, docs: list[dict[str, Any]], now: datetime) -> str:
         if row.uuid not in seen:
             host.devices.remove(row)
     return digest(docs)
-
-
-def live_claim_hosts(session: Session) -> set[int]:
-    return set(session.scalars(select(SliceClaim.host_id).where(SliceClaim.released_at.is_(None)).distinct()))

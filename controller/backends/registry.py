@@ -14,9 +14,17 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from controller.backends.contract import Backend, Capabilities, KubeAccess, LeaseHooks, ProvisionFailed
+from controller.backends.contract import (
+    Backend,
+    Capabilities,
+    KubeAccess,
+    LeaseDirectory,
+    LeaseHooks,
+    ProvisionFailed,
+)
 from controller.jobs.hooks import HookRegistry
 from controller.store.db import Database
+from controller.store.lease_directory import StoreLeaseDirectory
 
 
 class UnknownBackendKind(ProvisionFailed, LookupError):
@@ -103,8 +111,13 @@ class _BackendMetrics(Collector):
 OPT_IN = frozenset({"fake"})
 
 
-def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendRegistry:
-    """The kinds gpufabric ships (all but the opt-in ``fake``, or those named), each made once for this app."""
+def build_backends(
+    db: Database, kinds: Iterable[str] | None = None, lease_directory: LeaseDirectory | None = None
+) -> BackendRegistry:
+    """The kinds gpufabric ships (all but the opt-in ``fake``, or those named), each made once for this app.
+
+    The cloud kinds get the app's one ``lease_directory`` (default: the store's, over ``db``): the only way a
+    backend learns about leases and claims outside provision / release."""
     from controller.backends.cyborg.backend import CyborgBackend
     from controller.backends.eks.backend import EksBackend
     from controller.backends.fake.backend import FakeBackend
@@ -114,12 +127,13 @@ def build_backends(db: Database, kinds: Iterable[str] | None = None) -> BackendR
     from controller.backends.static.backend import StaticBackend
 
     connections = OpenStackConnections()  # one openstacksdk connection per distinct auth, shared by the OpenStack kinds
+    directory = lease_directory if lease_directory is not None else StoreLeaseDirectory(db)
     shipped: list[Backend] = [
         StaticBackend(db),
-        IronicBackend(db, connections),
-        NovaBackend(db, connections),
-        CyborgBackend(db, connections),
-        EksBackend(db),
+        IronicBackend(db, connections, directory),
+        NovaBackend(db, connections, directory),
+        CyborgBackend(db, connections, directory),
+        EksBackend(db, directory),
         FakeBackend(db),
     ]
     wanted = set(kinds) if kinds is not None else {b.kind for b in shipped} - OPT_IN

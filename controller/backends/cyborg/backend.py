@@ -122,7 +122,7 @@ class CyborgBackend(OpenStackBackend):
 
     # -- discovery and reconcile ----------------------------------------------------------------------------
 
-    def observe(self, config: CyborgConfig, live: set[str]) -> CyborgObserved:
+    def observe(self, config: CyborgConfig) -> CyborgObserved:
         conn = self.connections.get(config.auth)
         hypervisors = NovaDriver(conn).hypervisors()
         view = PlacementReader(conn).view()
@@ -138,7 +138,7 @@ class CyborgBackend(OpenStackBackend):
         self._release_server(config, resource.id)
 
     def placement_report(self, name: str, seen: Any) -> dict[str, Any]:
-        return cyborg_check(self.db, name, seen)
+        return cyborg_check(self.db, self.lease_directory, name, seen)
 
     def metrics(self) -> list[Metric]:
         families = super().metrics()

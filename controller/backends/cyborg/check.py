@@ -11,16 +11,18 @@ of ``CyborgBackend.reconcile``). Everything is reported, nothing is fixed:
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from controller.backends.contract import LeaseDirectory, LeaseStatus
 from controller.backends.openstack.common import HYPERVISOR_LABEL
-from controller.backends.openstack.hosts import LIVE_STATES, Observed, backend_row
+from controller.backends.openstack.hosts import Observed, backend_row
 from controller.store.db import Database
-from controller.store.models import Host, Lease, SliceClaim
+from controller.store.models import Host
 from drivers.openstack import ExpectedHost, ExpectedUsage, compare
 from drivers.openstack.cyborg import RESOURCE_CLASS, Arq, Deployable
 
@@ -45,13 +47,15 @@ def _mismatch(host: str, kind: str, expected: Any, actual: Any, message: str) ->
     }
 
 
-def orphan_arqs(arqs: list[Arq], servers: dict[str, str], lease_states: dict[str, str]) -> list[dict[str, Any]]:
-    """ARQs that no server of a live gpufabric lease owns. ``servers``: server id -> lease id (tagged servers)."""
+def orphan_arqs(arqs: list[Arq], servers: dict[str, str], leases: Mapping[str, LeaseStatus]) -> list[dict[str, Any]]:
+    """ARQs that no server of a live gpufabric lease owns. ``servers``: server id -> lease id (tagged servers);
+    ``leases``: the store's leases among those, by id."""
     out = []
     for arq in sorted(arqs, key=lambda a: a.uuid):
         lease_id = servers.get(arq.instance_uuid or "")
-        state = lease_states.get(lease_id or "")
-        if lease_id is not None and state in LIVE_STATES:
+        status = leases.get(lease_id or "")
+        state = status.state if status is not None else None
+        if lease_id is not None and status is not None and status.live:
             continue
         if arq.instance_uuid is None:
             why = "bound to no server (made outside gpufabric, or its server never booted)"
@@ -75,7 +79,7 @@ def orphan_arqs(arqs: list[Arq], servers: dict[str, str], lease_states: dict[str
     return out
 
 
-def cyborg_check(db: Database, name: str, seen: CyborgObserved) -> dict[str, Any]:
+def cyborg_check(db: Database, directory: LeaseDirectory, name: str, seen: CyborgObserved) -> dict[str, Any]:
     with db.session() as session:
         backend = backend_row(session, name, "cyborg")
         hosts = list(
@@ -85,16 +89,11 @@ def cyborg_check(db: Database, name: str, seen: CyborgObserved) -> dict[str, Any
         )
         claimed: Counter[int] = Counter()
         claimed_devices: dict[int, set[str]] = defaultdict(set)
-        for host_id, device_uuid in session.execute(
-            select(SliceClaim.host_id, SliceClaim.device_uuid).where(
-                SliceClaim.released_at.is_(None), SliceClaim.host_id.in_([h.id for h in hosts])
-            )
-        ):
-            claimed[host_id] += 1
-            claimed_devices[host_id].add(device_uuid)
+        for claim in directory.live_claims(backend.id):
+            claimed[claim.host_id] += 1
+            claimed_devices[claim.host_id].add(claim.device_uuid)
         servers = {t.id: t.lease_id for t in seen.tagged}
-        lease_ids = sorted(set(servers.values()))
-        states = dict(session.execute(select(Lease.id, Lease.state).where(Lease.id.in_(lease_ids))).all())
+        states = directory.lease_status(servers.values())
         placement_name = {h.id: str((h.labels or {}).get(HYPERVISOR_LABEL) or h.hostname) for h in hosts}
         device_deployable = {
             (h.id, d.uuid): str((d.details or {}).get("deployable") or "") for h in hosts for d in h.devices

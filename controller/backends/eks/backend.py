@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +33,7 @@ from controller.backends.contract import (
     BackendBase,
     Capabilities,
     KubeAccess,
+    LeaseDirectory,
     LeaseHooks,
     LeaseInfo,
     Outcome,
@@ -56,6 +57,7 @@ from controller.backends.eks.cluster import (
     PLACEMENT_GROUP_HOST_LABEL,
     SCALE_REQUESTED_LABEL,
     EksBackendError,
+    KubeFactory,
     aws_nodegroups,
     backend_config,
     is_headroom,
@@ -133,8 +135,9 @@ class EksBackend(BackendBase):
         },
     )
 
-    def __init__(self, db: Database, kube_factory: Callable[[EksConfig], KubeGpuCluster] = kube_cluster) -> None:
+    def __init__(self, db: Database, lease_directory: LeaseDirectory, kube_factory: KubeFactory = kube_cluster) -> None:
         self.db = db
+        self.lease_directory = lease_directory  # what the kind may know of leases and claims
         self.kube_factory = kube_factory
         self.trackers = sync.EksNodeTrackers()  # the periodic job's node watches, one per backend
 
@@ -143,7 +146,7 @@ class EksBackend(BackendBase):
     def sync(self, name: str, leases: LeaseHooks | None) -> Outcome:
         """Nodes become hosts, headroom, leases waiting for a node move onto it and are provisioned again (a plain
         paginated node list: the periodic job follows its node watches instead)."""
-        report = sync.run_sync(self.db, name, leases, kube_factory=self.kube_factory)
+        report = sync.run_sync(self.db, self.lease_directory, name, leases, kube_factory=self.kube_factory)
         return Outcome(report.as_dict(), ok=not report.errors, audit={"changed": sorted(set(report.changed))[:50]})
 
     def checks(self, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,7 +155,7 @@ class EksBackend(BackendBase):
             row = session.scalar(select(Backend).where(Backend.name == name, Backend.kind == self.kind))
             if row is None:
                 raise EksBackendError(f"backend {name} is not an eks backend")
-            return checks.backend_checks(session, row, options.get("pods_per_node"))
+            return checks.backend_checks(session, self.lease_directory, row, options.get("pods_per_node"))
 
     def nccl_runner(self, target: KubeAccess) -> Any:
         from drivers.eks.mpijob import MpiJobRunner
@@ -165,7 +168,10 @@ class EksBackend(BackendBase):
             return
 
         def job(_ctx: JobContext) -> None:
-            for report in sync.sync_all(self.db, leases, self.trackers, kube_factory=self.kube_factory):
+            reports = sync.sync_all(
+                self.db, self.lease_directory, leases, self.trackers, kube_factory=self.kube_factory
+            )
+            for report in reports:
                 for error in report.errors:
                     log.warning("eks sync %s: %s", report.backend, error)
 

@@ -13,17 +13,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from controller.backends.contract import LeaseDirectory
 from controller.backends.eks.capacity import capacity_report, provider_for
 from controller.backends.eks.cluster import aws_nodegroups, backend_config, is_headroom
-from controller.store.models import Backend, Host, Lease
+from controller.store.models import Backend, Host
 from drivers.eks import EksError, Finding, VpcCniSettings, builtin_facts, check_nodegroup, cross_az_finding
 from drivers.eks.kube_labels import NODEGROUP_LABEL, ZONE_LABEL
 from drivers.eks.network import subnet_free_ips
 
-HOLDING = ("provisioning", "ready")
 
-
-def backend_checks(session: Session, backend: Backend, pods_per_node: int | None = None) -> dict[str, Any]:
+def backend_checks(
+    session: Session, directory: LeaseDirectory, backend: Backend, pods_per_node: int | None = None
+) -> dict[str, Any]:
     config = backend_config(backend.config)
     cni = VpcCniSettings.from_env({str(k): str(v) for k, v in config.vpc_cni.items()})
     out: dict[str, Any] = {"backend": backend.name, "cluster": config.cluster, "region": config.region}
@@ -98,18 +99,18 @@ def backend_checks(session: Session, backend: Backend, pods_per_node: int | None
         entry["findings"] = [f.model_dump(mode="json") for f in findings]
         groups_out.append(entry)
     out["nodegroups"] = groups_out
-    out["leases"] = _lease_findings(session, backend)
+    out["leases"] = _lease_findings(session, directory, backend)
     return out
 
 
-def _lease_findings(session: Session, backend: Backend) -> list[dict[str, Any]]:
+def _lease_findings(session: Session, directory: LeaseDirectory, backend: Backend) -> list[dict[str, Any]]:
     zones = {
         h.hostname: (h.labels or {}).get(ZONE_LABEL)
         for h in session.scalars(select(Host).where(Host.backend_id == backend.id))
     }
     out = []
-    for lease in session.scalars(select(Lease).where(Lease.backend == "eks", Lease.state.in_(HOLDING))):
-        hosts = sorted({a["host"] for a in lease.allocations if a["host"] in zones})
+    for lease in directory.placed_leases("eks"):  # provisioning or ready
+        hosts = [h for h in lease.hosts if h in zones]
         if not hosts:
             continue
         spans = {z for h in hosts if (z := zones[h])}

@@ -4,6 +4,7 @@ and its provisioning reads."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from controller.backends.contract import ProvisionFailed
@@ -25,6 +26,10 @@ class EksBackendError(ProvisionFailed):
 
 def backend_config(raw: dict[str, Any]) -> EksConfig:
     return EksConfig.from_stored(raw)
+
+
+# What makes a backend's Kubernetes client from its config (tests give the emulator's).
+KubeFactory = Callable[[EksConfig], KubeGpuCluster]
 
 
 def kube_cluster(config: EksConfig) -> KubeGpuCluster:

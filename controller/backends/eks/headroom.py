@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from controller.backends.contract import ClaimMove, LeaseDirectory
 from controller.backends.eks.cluster import (
     EFA_LABEL,
     PLACEMENT_GROUP_HOST_LABEL,
@@ -21,11 +22,10 @@ from controller.backends.eks.config import EksConfig
 from controller.backends.eks.devices import device_docs
 from controller.backends.eks.karpenter import group_of
 from controller.backends.eks.report import SyncReport
-from controller.backends.hostsync import apply_devices, live_claim_hosts
+from controller.backends.hostsync import apply_devices
 from controller.fleet.states import set_host_status
-from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
-from controller.store.models import Backend, Host, Lease, SliceClaim
+from controller.store.models import Backend, Host
 from drivers.eks.kube_labels import INSTANCE_TYPE_LABEL, NODEGROUP_LABEL, REGION_LABEL, ZONE_LABEL
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
@@ -106,7 +106,7 @@ def sync_headroom(
         report.headroom[ng.name] = wanted
 
 
-def bind_waiting(db: Database, backend_name: str) -> dict[str, str]:
+def bind_waiting(db: Database, directory: LeaseDirectory, backend_name: str) -> dict[str, str]:
     """Move each provisioning lease's claims from headroom hosts to idle ready nodes of the same nodegroup."""
     bound: dict[str, str] = {}
     with db.session() as session:
@@ -119,23 +119,13 @@ def bind_waiting(db: Database, backend_name: str) -> dict[str, str]:
         headroom_ids = {h.id: h for h in hosts if is_headroom(h)}
         if not headroom_ids:
             return bound
-        waiting = list(
-            session.execute(
-                select(SliceClaim.lease_id, SliceClaim.host_id)
-                .join(Lease, Lease.id == SliceClaim.lease_id)
-                .where(
-                    SliceClaim.released_at.is_(None),
-                    SliceClaim.host_id.in_(list(headroom_ids)),
-                    Lease.state == "provisioning",
-                )
-                .distinct()
-                .order_by(SliceClaim.lease_id)
-            ).all()
-        )
+        backend_id = backend.id
+    waiting = [c for c in directory.provisioning_claims(backend_id) if c.host_id in headroom_ids]
     used: set[int] = set()
-    for lease_id, headroom_id in waiting:  # rows unpack like tuples
+    for claim in waiting:
+        lease_id, headroom_id = claim.lease_id, claim.host_id
+        busy = directory.live_claim_hosts(backend_id)
         with db.session() as session:
-            busy = live_claim_hosts(session)
             placeholder = session.get(Host, headroom_id)
             if placeholder is None:
                 continue
@@ -157,7 +147,7 @@ def bind_waiting(db: Database, backend_name: str) -> dict[str, str]:
                 continue
             node = sorted(candidates, key=lambda h: h.hostname)[0]
             try:
-                _move_claims(session, lease_id, placeholder, node)
+                _move_claims(session, directory, lease_id, placeholder, node)
                 session.commit()
             except IntegrityError:
                 session.rollback()  # someone claimed the node meanwhile; try again at the next sync
@@ -168,32 +158,12 @@ def bind_waiting(db: Database, backend_name: str) -> dict[str, str]:
     return bound
 
 
-def _move_claims(session: Session, lease_id: str, placeholder: Host, node: Host) -> None:
+def _move_claims(session: Session, directory: LeaseDirectory, lease_id: str, placeholder: Host, node: Host) -> None:
     by_index = {d.index: d.uuid for d in node.devices}
     renamed = {d.uuid: by_index[d.index] for d in placeholder.devices if d.index in by_index}
-    lease = session.get(Lease, lease_id)
-    assert lease is not None
-    allocations = []
-    for a in lease.allocations:
-        a = dict(a)
-        if a["host"] == placeholder.hostname:
-            a["host"] = node.hostname
-            a["device"] = renamed.get(a["device"], a["device"])
-        allocations.append(a)
-    lease.allocations = allocations
-    claims = session.scalars(
-        select(SliceClaim).where(
-            SliceClaim.lease_id == lease_id, SliceClaim.host_id == placeholder.id, SliceClaim.released_at.is_(None)
-        )
-    )
-    for c in claims:
-        new = renamed.get(c.device_uuid, c.device_uuid)
-        prefix = c.resource.split(":", 1)[0]
-        c.host_id = node.id
-        c.device_uuid = new
-        c.resource = f"{prefix}:{new}"
+    move = ClaimMove(lease_id, (placeholder.id, placeholder.hostname), (node.id, node.hostname), renamed)
+    directory.move_claims(session, move)
     labels = dict(placeholder.labels or {})
     labels.pop(SCALE_REQUESTED_LABEL, None)
     placeholder.labels = labels
-    mark_hosts_changed(session, [placeholder.id, node.id])
     session.flush()

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from controller.backends.contract import LeaseHooks
+from controller.backends.contract import LeaseDirectory, LeaseHooks
 from controller.backends.eks.capacity import USABLE_UNTIL_LABEL, capacity_block_ends
 from controller.backends.eks.cluster import (
     EksBackendError,
@@ -41,11 +41,10 @@ from controller.backends.eks.headroom import bind_waiting, sync_headroom
 from controller.backends.eks.karpenter import sync_karpenter_headroom
 from controller.backends.eks.report import SyncReport
 from controller.backends.eks.topology import node_topology_labels
-from controller.backends.hostsync import apply_devices, live_claim_hosts
+from controller.backends.hostsync import apply_devices
 from controller.fleet.states import set_host_status
 from controller.store.db import Database
-from controller.store.lease_states import LIVE
-from controller.store.models import Backend, Host, Lease
+from controller.store.models import Backend, Host
 from drivers.eks import EksError
 from drivers.eks.karpenter import apply_pool
 from drivers.eks.kube import KubeGpuCluster
@@ -53,7 +52,6 @@ from drivers.eks.kube_models import KubeGpuHost
 from drivers.eks.node_watch import GpuNodeWatch
 
 log = logging.getLogger("gpufabric.backends.eks.sync")
-LIVE_STATES = LIVE
 
 SYNC_INTERVAL_S = 30.0
 
@@ -95,6 +93,7 @@ class EksNodeTrackers:
 
 def sync_backend(
     db: Database,
+    directory: LeaseDirectory,
     name: str,
     *,
     kube_factory: Callable[[EksConfig], KubeGpuCluster] = kube_cluster,
@@ -115,7 +114,7 @@ def sync_backend(
                 nodes = trackers.tracker(name, config).poll(kube).hosts
             else:
                 nodes = kube.list_gpu_hosts()
-            _reconcile_namespaces(db, kube, report)
+            _reconcile_namespaces(directory, kube, report)
             _apply_karpenter(kube, config, report)
         finally:
             kube.close()
@@ -153,7 +152,7 @@ def sync_backend(
             extra[USABLE_UNTIL_LABEL] = stored[node.name][USABLE_UNTIL_LABEL]  # AWS did not answer: keep the last
     now = datetime.now(UTC)
     with db.session() as session:
-        busy = live_claim_hosts(session)
+        busy = set(directory.live_claim_hosts(backend_id))
         hosts = {
             h.hostname: h
             for h in session.scalars(
@@ -185,7 +184,7 @@ def sync_backend(
             sync_headroom(session, config, backend_id, name, hosts, busy, scaling, now, report, block_ends)
         if config.headroom and config.karpenter:
             sync_karpenter_headroom(session, config, backend_id, name, busy, now, report)
-    report.bound = bind_waiting(db, name)
+    report.bound = bind_waiting(db, directory, name)
     report.changed += list(report.bound.values())
     return report
 
@@ -199,7 +198,7 @@ def _apply_karpenter(kube: KubeGpuCluster, config: EksConfig, report: SyncReport
             report.errors.append(f"karpenter pool {pool.name}: {exc}")
 
 
-def _reconcile_namespaces(db: Database, kube: KubeGpuCluster, report: SyncReport) -> None:
+def _reconcile_namespaces(directory: LeaseDirectory, kube: KubeGpuCluster, report: SyncReport) -> None:
     """Delete tenant namespaces whose lease holds nothing (released, failed, or unknown to this store).
 
     A lease's namespace is made by ``provision`` and deleted by ``release``; a controller killed in between, or a
@@ -212,13 +211,12 @@ def _reconcile_namespaces(db: Database, kube: KubeGpuCluster, report: SyncReport
         return
     if not found:
         return
-    with db.session() as session:
-        rows = session.execute(select(Lease.id, Lease.state).where(Lease.id.in_(sorted(set(found.values())))))
-        states = {lease_id: state for lease_id, state in rows}
+    statuses = directory.lease_status(found.values())
     for namespace, lease_id in sorted(found.items()):
-        state = states.get(lease_id)
-        if state in LIVE_STATES:
+        status = statuses.get(lease_id)
+        if status is not None and status.live:
             continue
+        state = status.state if status is not None else None
         try:
             kube.delete_tenant_namespace(namespace)
             action = "deleted"
@@ -267,16 +265,12 @@ def _upsert_node(
     return changed  # the change feed stamps the host at commit (controller.store.changes)
 
 
-def waiting_leases(session: Session) -> list[str]:
-    """EKS leases still provisioning (the sync provisions them again)."""
-    return list(session.scalars(select(Lease.id).where(Lease.backend == "eks", Lease.state == "provisioning")))
-
-
 # -- the job -------------------------------------------------------------------------------------------------
 
 
 def sync_all(
     db: Database,
+    directory: LeaseDirectory,
     leases: LeaseHooks | None = None,
     trackers: EksNodeTrackers | None = None,
     *,
@@ -288,12 +282,13 @@ def sync_all(
         trackers.keep_only(names)
     reports = []
     for name in names:
-        reports.append(run_sync(db, name, leases, trackers, kube_factory=kube_factory))
+        reports.append(run_sync(db, directory, name, leases, trackers, kube_factory=kube_factory))
     return reports
 
 
 def run_sync(
     db: Database,
+    directory: LeaseDirectory,
     name: str,
     leases: LeaseHooks | None = None,
     trackers: EksNodeTrackers | None = None,
@@ -304,14 +299,12 @@ def run_sync(
 
     With ``trackers`` the nodes come from the backend's node watch (see :class:`EksNodeTrackers`), else
     from a paginated list."""
-    report = sync_backend(db, name, kube_factory=kube_factory, trackers=trackers)
+    report = sync_backend(db, directory, name, kube_factory=kube_factory, trackers=trackers)
     if leases is None:
         return report
     if report.changed:
         leases.hosts_changed(sorted(set(report.changed)))
-    with db.session() as session:
-        waiting = waiting_leases(session)
-    for lease_id in waiting:
+    for lease_id in directory.provisioning_leases("eks"):  # every EKS lease still provisioning
         try:
             leases.reprovision(lease_id)
         except Exception:

@@ -87,9 +87,13 @@ class IronicBackend(OpenStackBackend):
 
     # -- discovery and reconcile ----------------------------------------------------------------------------
 
-    def observe(self, config: IronicConfig, live: set[str]) -> Observed:
+    def observe(self, config: IronicConfig) -> Observed:
         driver = self.driver(config)
-        docs, skipped = ironic_docs(config, driver.discover(), live)
+        nodes = driver.discover()
+        # A node deployed for a live lease is ours (not placeable, kept); the store is asked only about those leases.
+        statuses = self.lease_directory.lease_status(n.lease_id for n in nodes if n.lease_id is not None)
+        live = {lease_id for lease_id, status in statuses.items() if status.live}
+        docs, skipped = ironic_docs(config, nodes, live)
         return Observed(docs, skipped, driver.tagged())
 
     def tagged(self, config: IronicConfig) -> list[TaggedResource]:

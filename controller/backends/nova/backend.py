@@ -132,7 +132,7 @@ class NovaBackend(OpenStackBackend):
 
     # -- discovery and reconcile ----------------------------------------------------------------------------
 
-    def observe(self, config: NovaConfig, live: set[str]) -> Observed:
+    def observe(self, config: NovaConfig) -> Observed:
         conn = self.connections.get(config.auth)
         driver = NovaDriver(conn)
         facts = driver.hypervisor_facts()
@@ -154,7 +154,7 @@ class NovaBackend(OpenStackBackend):
         self.driver(config).release(resource.id, config.delete_poll)
 
     def placement_report(self, name: str, seen: Observed) -> dict[str, Any]:
-        return placement_check(self.db, name, seen)
+        return placement_check(self.db, self.lease_directory, name, seen)
 
     # -- provisioning ---------------------------------------------------------------------------------------
 

@@ -9,14 +9,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
+from controller.backends.contract import LeaseDirectory
 from controller.backends.openstack.common import HYPERVISOR_LABEL
 from controller.backends.openstack.hosts import Observed, backend_row
 from controller.store.db import Database
-from controller.store.models import Host, SliceClaim
+from controller.store.models import Host
 from drivers.openstack import ExpectedHost, ExpectedUsage, compare
 
 
-def placement_check(db: Database, name: str, seen: Observed) -> dict[str, Any]:
+def placement_check(db: Database, directory: LeaseDirectory, name: str, seen: Observed) -> dict[str, Any]:
     """Placement's GPU usage per compute node against gpufabric's live claims there."""
     if seen.placement is None:
         return {"checked": False, "reason": "Placement not read"}
@@ -30,20 +31,15 @@ def placement_check(db: Database, name: str, seen: Observed) -> dict[str, Any]:
         rc_of = {d.uuid: (d.details or {}).get("resource_class") for h in hosts for d in h.devices}
         claimed: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         backed: set[tuple[str, int]] = set()
-        for host_id, device_uuid, kind, resource, lease_id, allocation in session.execute(
-            select(
-                SliceClaim.host_id, SliceClaim.device_uuid, SliceClaim.kind, SliceClaim.resource,
-                SliceClaim.lease_id, SliceClaim.allocation,
-            ).where(SliceClaim.released_at.is_(None), SliceClaim.host_id.in_([h.id for h in hosts]))
-        ):  # fmt: skip
-            if kind == "vgpu" and resource.startswith("mig:"):
+        for claim in directory.live_claims(backend.id):
+            if claim.kind == "vgpu" and claim.resource.startswith("mig:"):
                 # A MIG-backed vGPU holds one row per memory slice of its GPU instance: it is one VGPU.
-                if (lease_id, allocation) in backed:
+                if (claim.lease_id, claim.allocation) in backed:
                     continue
-                backed.add((lease_id, allocation))
-            rc = "VGPU" if kind == "vgpu" else rc_of.get(device_uuid)
+                backed.add((claim.lease_id, claim.allocation))
+            rc = "VGPU" if claim.kind == "vgpu" else rc_of.get(claim.device_uuid)
             if rc:
-                claimed[host_id][rc] += 1
+                claimed[claim.host_id][rc] += 1
         expected = []
         for h in hosts:
             rcs = {str(rc) for d in h.devices if (rc := (d.details or {}).get("resource_class"))}

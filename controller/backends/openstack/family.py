@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from prometheus_client.core import Metric
 
-from controller.backends.contract import BackendBase, LeaseHooks, Outcome
+from controller.backends.contract import BackendBase, LeaseDirectory, LeaseHooks, Outcome
 from controller.backends.openstack import reconcile as reconciling
 from controller.backends.openstack.common import OpenStackConnections
 from controller.backends.openstack.config import OpenStackBackendConfig
@@ -33,16 +33,17 @@ class OpenStackBackend(BackendBase, ABC):
     resource: ClassVar[str]
     result_items: ClassVar[tuple[str, str]]
 
-    def __init__(self, db: Database, connections: OpenStackConnections) -> None:
+    def __init__(self, db: Database, connections: OpenStackConnections, lease_directory: LeaseDirectory) -> None:
         self.db = db
         self.connections = connections
+        self.lease_directory = lease_directory  # what the kind may know of leases and claims
 
     def parse_config(self, raw: dict[str, Any]) -> Any:
         return self.config_model.model_validate(raw)
 
     @abstractmethod
-    def observe(self, config: Any, live: set[str]) -> Observed:
-        """The cloud's GPU hosts as documents, and every resource tagged for a lease (``live``: live lease ids)."""
+    def observe(self, config: Any) -> Observed:
+        """The cloud's GPU hosts as documents, and every resource tagged for a lease."""
 
     @abstractmethod
     def tagged(self, config: Any) -> list[TaggedResource]: ...

@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from controller.backends.hostsync import apply_devices, live_claim_hosts
+from controller.backends.contract import LeaseDirectory
+from controller.backends.hostsync import apply_devices
 from controller.backends.openstack.common import (
     AZ_LABEL,
     COST_LABEL,
@@ -25,13 +26,9 @@ from controller.backends.openstack.config import OpenStackBackendConfig
 from controller.fleet.states import set_host_status
 from controller.observability.redact import redact
 from controller.store.db import Database
-from controller.store.lease_states import LIVE
-from controller.store.models import Backend, Host, Lease
+from controller.store.models import Backend, Host
 from drivers.gpus.catalog import Product
 from drivers.openstack import PlacementView, TaggedResource
-
-# Lease states that may legitimately own a node / server (placing: between two candidates).
-LIVE_STATES = LIVE
 
 
 @dataclass
@@ -92,12 +89,14 @@ def device_doc(uuid: str, index: int, product: Product | None, model: str, detai
     }
 
 
-def write_hosts(db: Database, backend_name: str, kind: str, docs: list[HostDoc], result: SyncResult) -> None:
+def write_hosts(
+    db: Database, directory: LeaseDirectory, backend_name: str, kind: str, docs: list[HostDoc], result: SyncResult
+) -> None:
     """Upsert the backend's hosts and devices from ``docs``; hosts no longer there go (unreachable while claimed)."""
     now = datetime.now(UTC)
     with db.session() as session:
         backend = backend_row(session, backend_name, kind)
-        busy = live_claim_hosts(session)
+        busy = directory.live_claim_hosts(backend.id)
         names = [d.name for d in docs]
         rows = {
             h.hostname: h
@@ -140,10 +139,6 @@ def write_hosts(db: Database, backend_name: str, kind: str, docs: list[HostDoc],
                 session.delete(host)
                 result.removed.append(host.hostname)
                 result.changed.append(host.hostname)
-
-
-def live_leases(session: Session) -> set[str]:
-    return set(session.scalars(select(Lease.id).where(Lease.state.in_(LIVE_STATES))))
 
 
 @dataclass

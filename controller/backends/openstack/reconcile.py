@@ -20,19 +20,12 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
-from controller.backends.contract import LeaseHooks
+from controller.backends.contract import LeaseDirectory, LeaseHooks
 from controller.backends.openstack.common import OpenStackBackendError
-from controller.backends.openstack.hosts import (
-    LIVE_STATES,
-    Observed,
-    SyncResult,
-    backend_row,
-    live_leases,
-    write_hosts,
-)
+from controller.backends.openstack.hosts import Observed, SyncResult, backend_row, write_hosts
 from controller.observability.redact import redact
 from controller.store.db import Database
-from controller.store.models import Backend, BackendReport, Host, Lease, SliceClaim
+from controller.store.models import Backend, BackendReport
 from drivers.openstack import OpenStackError, TaggedResource, find_missing, find_orphans
 
 log = logging.getLogger("gpufabric.backends.openstack")
@@ -43,6 +36,11 @@ class CloudKind(Protocol):
 
     @property
     def kind(self) -> str: ...
+
+    @property
+    def lease_directory(self) -> LeaseDirectory:
+        """What the kind may know of leases and claims (the app's, given by ``build_backends``)."""
+        ...
 
     @property
     def resource(self) -> str:
@@ -56,7 +54,7 @@ class CloudKind(Protocol):
 
     def parse_config(self, raw: dict[str, Any]) -> Any: ...
 
-    def observe(self, config: Any, live: set[str]) -> Observed: ...
+    def observe(self, config: Any) -> Observed: ...
 
     def tagged(self, config: Any) -> list[TaggedResource]: ...
 
@@ -69,8 +67,7 @@ def observe(db: Database, cloud: CloudKind, name: str) -> tuple[Any, Observed]:
     """What one pass sees in the cloud (shared by sync and reconcile, so the cloud is listed once)."""
     with db.session() as session:
         config = cloud.parse_config(backend_row(session, name, cloud.kind).config)
-        live = live_leases(session)
-    return config, cloud.observe(config, live)
+    return config, cloud.observe(config)
 
 
 def sync_backend(db: Database, cloud: CloudKind, name: str, leases: LeaseHooks | None = None) -> SyncResult:
@@ -82,7 +79,7 @@ def sync_backend(db: Database, cloud: CloudKind, name: str, leases: LeaseHooks |
         result.errors.append(f"listing {name}: {exc}")
         return result
     result.skipped = seen.skipped
-    write_hosts(db, name, cloud.kind, seen.docs, result)
+    write_hosts(db, cloud.lease_directory, name, cloud.kind, seen.docs, result)
     if leases is not None and result.changed:
         leases.hosts_changed(sorted(set(result.changed)))
     return result
@@ -104,12 +101,12 @@ def reconcile_backend(db: Database, cloud: CloudKind, name: str, leases: LeaseHo
     kind = cloud.kind
     report["kind"] = kind
     sync.skipped = seen.skipped
-    write_hosts(db, name, kind, seen.docs, sync)
+    write_hosts(db, cloud.lease_directory, name, kind, seen.docs, sync)
     if leases is not None and sync.changed:
         leases.hosts_changed(sorted(set(sync.changed)))
     report["sync"] = sync.as_dict()
 
-    report["interrupted"] = _finish_interrupted(db, name, kind, leases)
+    report["interrupted"] = _finish_interrupted(db, cloud.lease_directory, name, kind, leases)
     tagged = seen.tagged
     if report["interrupted"]:
         # Finishing / rolling back changed what is tagged: look again before judging orphans.
@@ -117,8 +114,8 @@ def reconcile_backend(db: Database, cloud: CloudKind, name: str, leases: LeaseHo
             tagged = cloud.tagged(config)
         except OpenStackError as exc:
             report["errors"].append(f"listing tagged resources: {exc}")
-    report["orphans"] = _orphans(db, cloud, config, tagged, report["errors"])
-    report["missing"] = _missing(db, name, cloud, tagged)
+    report["orphans"] = _orphans(cloud, config, tagged, report["errors"])
+    report["missing"] = _missing(name, cloud, tagged)
     report["placement"] = cloud.placement_report(name, seen)
     for orphan in report["orphans"]:
         log.warning("%s: orphan %s (%s)", name, orphan["message"], orphan["action"])
@@ -129,24 +126,13 @@ def reconcile_backend(db: Database, cloud: CloudKind, name: str, leases: LeaseHo
     return report
 
 
-def _finish_interrupted(db: Database, name: str, kind: str, leases: LeaseHooks | None) -> list[dict[str, Any]]:
+def _finish_interrupted(
+    db: Database, directory: LeaseDirectory, name: str, kind: str, leases: LeaseHooks | None
+) -> list[dict[str, Any]]:
     with db.session() as session:
-        backend = backend_row(session, name, kind)
-        ids = list(
-            session.scalars(
-                select(Lease.id)
-                .join(SliceClaim, SliceClaim.lease_id == Lease.id)
-                .join(Host, Host.id == SliceClaim.host_id)
-                .where(
-                    Lease.state == "provisioning",
-                    Lease.backend == kind,
-                    SliceClaim.released_at.is_(None),
-                    Host.backend_id == backend.id,
-                )
-                .distinct()
-                .order_by(Lease.id)
-            )
-        )
+        backend_id = backend_row(session, name, kind).id
+    # Claims come by lease id, so the ids keep that order once their duplicates (one per host) are dropped.
+    ids = list(dict.fromkeys(c.lease_id for c in directory.provisioning_claims(backend_id, kind)))
     out = []
     for lease_id in ids:
         entry: dict[str, Any] = {"lease_id": lease_id, "before": "provisioning"}
@@ -158,23 +144,19 @@ def _finish_interrupted(db: Database, name: str, kind: str, leases: LeaseHooks |
             except Exception as exc:
                 log.exception("lease %s: provisioning again failed", lease_id)
                 entry["error"] = str(exc)
-            with db.session() as session:
-                lease = session.get(Lease, lease_id)
-                entry["after"] = lease.state if lease is not None else "gone"
-                entry["message"] = lease.reason if lease is not None else ""
+            status = directory.lease_status([lease_id]).get(lease_id)
+            entry["after"] = status.state if status is not None else "gone"
+            entry["message"] = status.reason if status is not None else ""
         out.append(entry)
     return out
 
 
-def _orphans(
-    db: Database, cloud: CloudKind, config: Any, tagged: list[TaggedResource], errors: list[str]
-) -> list[dict[str, Any]]:
-    with db.session() as session:
-        ids = sorted({t.lease_id for t in tagged})
-        states = dict(session.execute(select(Lease.id, Lease.state).where(Lease.id.in_(ids))).all())
+def _orphans(cloud: CloudKind, config: Any, tagged: list[TaggedResource], errors: list[str]) -> list[dict[str, Any]]:
+    statuses = cloud.lease_directory.lease_status(t.lease_id for t in tagged)
     out = []
-    for orphan in find_orphans(tagged, states):
-        if orphan.lease_state in LIVE_STATES:
+    for orphan in find_orphans(tagged, {lease_id: s.state for lease_id, s in statuses.items()}):
+        status = statuses.get(orphan.resource.lease_id)
+        if status is not None and status.live:
             continue
         r = orphan.resource
         entry = {
@@ -199,16 +181,14 @@ def _orphans(
     return out
 
 
-def _missing(db: Database, name: str, cloud: CloudKind, tagged: list[TaggedResource]) -> list[dict[str, Any]]:
+def _missing(name: str, cloud: CloudKind, tagged: list[TaggedResource]) -> list[dict[str, Any]]:
     items_key, id_key = cloud.result_items
     expected: dict[str, Any] = {}
-    with db.session() as session:
-        for lease in session.scalars(select(Lease).where(Lease.state == "ready", Lease.backend == cloud.kind)):
-            result = lease.result or {}
-            if result.get("backend_name") != name:
-                continue
-            for item in result.get(items_key) or []:
-                expected[lease.id] = (cloud.resource, item.get(id_key))
+    for lease in cloud.lease_directory.placed_leases(cloud.kind):
+        if lease.state != "ready" or lease.result.get("backend_name") != name:
+            continue
+        for item in lease.result.get(items_key) or []:
+            expected[lease.id] = (cloud.resource, item.get(id_key))
     return [m.model_dump(mode="json") for m in find_missing(tagged, expected)]
 
 

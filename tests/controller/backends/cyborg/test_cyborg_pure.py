@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from controller.backends.contract import ProvisionFailed
+from controller.backends.contract import LeaseStatus, ProvisionFailed
 from controller.backends.cyborg.backend import arqs_ready, flavor_name, model_trait, wants
 from controller.backends.cyborg.check import orphan_arqs
 from controller.backends.cyborg.config import CyborgConfig
@@ -125,7 +125,8 @@ def test_orphan_arqs() -> None:
         _arq("foreign", instance="s3"),
         _arq("x", instance=None),
     ]
-    out = orphan_arqs(arqs, {"s1": "L1", "s2": "L2"}, {"L1": "ready", "L2": "released"})
+    leases = {"L1": LeaseStatus("L1", "ready", live=True), "L2": LeaseStatus("L2", "released", live=False)}
+    out = orphan_arqs(arqs, {"s1": "L1", "s2": "L2"}, leases)
     assert [(o["id"], o["lease_id"]) for o in out] == [("done", "L2"), ("foreign", None), ("x", None)]
     assert "released" in out[0]["message"] and "not a gpufabric server" in out[1]["message"]
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from controller.backends.eks import sync as eks_sync
 from controller.cli import app as cli_app
+from controller.store.lease_directory import StoreLeaseDirectory
 from devservices.kube_emulator import KubeEmulator, materialize_nodegroup
 from drivers.eks import AwsTarget, EksNodegroups
 from tests.support.controller import Controller
@@ -257,15 +258,16 @@ def test_the_sync_job_lists_nodes_once_then_follows_the_watch(
     fabric: Controller, kube: KubeEmulator, nodegroups: EksNodegroups
 ) -> None:
     trackers = eks_sync.EksNodeTrackers()  # what the EKS backend keeps for its backend-sync job
+    directory = StoreLeaseDirectory(fabric.db)  # what build_backends hands the EKS backend
     before = kube.count_requests("GET", "/api/v1/nodes", watch=False)
-    first = eks_sync.run_sync(fabric.db, "eks-train", trackers=trackers)
+    first = eks_sync.run_sync(fabric.db, directory, "eks-train", trackers=trackers)
     assert first.errors == [] and len(first.nodes) == 2
     lists = kube.count_requests("GET", "/api/v1/nodes", watch=False)
     assert lists == before + 1 and kube.count_requests("GET", "/api/v1/nodes", watch=True) == 0
 
     assert nodegroups.scale_up("fabric-train", "l4-train", 1).changed
     materialize_nodegroup(kube, nodegroups, "fabric-train", "l4-train", REGION)
-    second = eks_sync.run_sync(fabric.db, "eks-train", trackers=trackers)
+    second = eks_sync.run_sync(fabric.db, directory, "eks-train", trackers=trackers)
     (new,) = set(second.nodes) - set(first.nodes)
     assert second.errors == [] and new in second.changed
     assert kube.count_requests("GET", "/api/v1/nodes", watch=False) == lists  # followed the watch, no new list
@@ -274,7 +276,7 @@ def test_the_sync_job_lists_nodes_once_then_follows_the_watch(
         assert api.get(f"/v1/hosts/{new}").json()["labels"]["eks.amazonaws.com/nodegroup"] == "l4-train"
 
     # Without trackers (the REST sync) the nodes come from a plain paginated list, as before.
-    assert sorted(eks_sync.run_sync(fabric.db, "eks-train").nodes) == sorted(second.nodes)
+    assert sorted(eks_sync.run_sync(fabric.db, directory, "eks-train").nodes) == sorted(second.nodes)
     assert kube.count_requests("GET", "/api/v1/nodes", watch=False) == lists + 1
 
 
