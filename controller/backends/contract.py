@@ -134,8 +134,9 @@ class LeaseDirectory(Protocol):
         """Ids of the backend's hosts where live claims are held (a sync keeps those hosts)."""
         ...
 
-    def live_claims(self, backend_id: int) -> list[LiveClaim]:
-        """Every live claim on the backend's hosts (reconcile compares them with what the cloud counts)."""
+    def live_claims(self, host_ids: Iterable[int]) -> list[LiveClaim]:
+        """Every live claim on these hosts, by host id then claim (reconcile compares them with what the cloud
+        counts)."""
         ...
 
     def lease_status(self, lease_ids: Iterable[str]) -> dict[str, LeaseStatus]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from controller.store.changes import mark_hosts_changed
@@ -31,22 +31,34 @@ class StoreLeaseDirectory:
         self.db = db
 
     def live_claim_hosts(self, backend_id: int) -> frozenset[int]:
-        claimed = exists().where(SliceClaim.host_id == Host.id, SliceClaim.released_at.is_(None))
+        # A join, not EXISTS: PostgreSQL planned the semi-join as a nested loop over every host on tables not yet
+        # analysed (1.1 s instead of 8 ms for 5,000 hosts and 13,000 live claims); the join is fast either way.
+        query = (
+            select(SliceClaim.host_id)
+            .join(Host, Host.id == SliceClaim.host_id)
+            .where(SliceClaim.released_at.is_(None), Host.backend_id == backend_id)
+            .distinct()
+        )
         with self.db.session() as session:
-            return frozenset(session.scalars(select(Host.id).where(Host.backend_id == backend_id, claimed)))
+            return frozenset(session.scalars(query))
 
-    def live_claims(self, backend_id: int) -> list[LiveClaim]:
+    def live_claims(self, host_ids: Iterable[int]) -> list[LiveClaim]:
+        # By host ids the caller has already read (the shape reconcile used before this port), not a join with hosts:
+        # PostgreSQL planned that join as a nested loop on tables not yet analysed (4.7 s instead of 5 ms).
+        ids = sorted(set(host_ids))
+        out: list[LiveClaim] = []
         with self.db.session() as session:
-            rows = session.execute(
-                select(
-                    SliceClaim.lease_id, SliceClaim.host_id, SliceClaim.device_uuid, SliceClaim.kind,
-                    SliceClaim.resource, SliceClaim.allocation,
-                )
-                .join(Host, Host.id == SliceClaim.host_id)
-                .where(SliceClaim.released_at.is_(None), Host.backend_id == backend_id)
-                .order_by(SliceClaim.id)
-            ).all()  # fmt: skip
-        return [LiveClaim(*row) for row in rows]
+            for start in range(0, len(ids), ID_CHUNK):
+                rows = session.execute(
+                    select(
+                        SliceClaim.lease_id, SliceClaim.host_id, SliceClaim.device_uuid, SliceClaim.kind,
+                        SliceClaim.resource, SliceClaim.allocation,
+                    )
+                    .where(SliceClaim.released_at.is_(None), SliceClaim.host_id.in_(ids[start : start + ID_CHUNK]))
+                    .order_by(SliceClaim.host_id, SliceClaim.id)
+                )  # fmt: skip
+                out += [LiveClaim(*row) for row in rows]
+        return out
 
     def lease_status(self, lease_ids: Iterable[str]) -> dict[str, LeaseStatus]:
         ids = sorted(set(lease_ids))

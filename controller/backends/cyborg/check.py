@@ -89,7 +89,7 @@ def cyborg_check(db: Database, directory: LeaseDirectory, name: str, seen: Cybor
         )
         claimed: Counter[int] = Counter()
         claimed_devices: dict[int, set[str]] = defaultdict(set)
-        for claim in directory.live_claims(backend.id):
+        for claim in directory.live_claims(h.id for h in hosts):
             claimed[claim.host_id] += 1
             claimed_devices[claim.host_id].add(claim.device_uuid)
         servers = {t.id: t.lease_id for t in seen.tagged}

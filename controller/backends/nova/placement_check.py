@@ -31,7 +31,7 @@ def placement_check(db: Database, directory: LeaseDirectory, name: str, seen: Ob
         rc_of = {d.uuid: (d.details or {}).get("resource_class") for h in hosts for d in h.devices}
         claimed: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         backed: set[tuple[str, int]] = set()
-        for claim in directory.live_claims(backend.id):
+        for claim in directory.live_claims(h.id for h in hosts):
             if claim.kind == "vgpu" and claim.resource.startswith("mig:"):
                 # A MIG-backed vGPU holds one row per memory slice of its GPU instance: it is one VGPU.
                 if (claim.lease_id, claim.allocation) in backed:
