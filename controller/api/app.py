@@ -106,7 +106,7 @@ def create_app(
         registry.register(
             "lease-recovery", "leases", recover_leases, interval_s=settings.lease_recovery_interval_s, at_start=True
         )
-    validation_wiring.install(registry, backends.nccl_runner, leases_service.hosts_changed)
+    validation_wiring.install(registry, backends, leases_service.hosts_changed)
     backends.install_jobs(registry, leases_service)
     metrics.registry.register(backends.collector())
 

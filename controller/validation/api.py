@@ -107,7 +107,7 @@ def create(
 ) -> ValidationOut:
     """Start a validation on hosts (their agents run nccl-tests) or on an EKS nodegroup (an MPIJob)."""
     try:
-        validation_id = service.create_audited(db, principal, body)
+        validation_id = service.create_audited(db, principal, body, backends=request.app.state.backends)
     except service.ValidationRequestError as exc:
         raise Problem(exc.status, "not-found" if exc.status == 404 else "validation-error", str(exc)) from None
     return _reconciled(request, db, validation_id)

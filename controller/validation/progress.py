@@ -14,26 +14,21 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from controller import audit
-from controller.backends.contract import NotSupported
+from controller.backends.contract import ClusterRequestError, NotSupported
 from controller.store.db import Database
 from controller.store.models import Backend, Host, HostTask
 from controller.validation import gate
 from controller.validation.models import Validation, ValidationRun
-from controller.validation.service import (
-    ACTIVE,
-    VALIDATION_LABEL,
-    KubeTarget,
-    ValidationRequestError,
-    kube_target,
-)
+from controller.validation.service import ACTIVE, VALIDATION_LABEL
 from controller.validation.states import set_run_status, set_validation_status
 from controller.validation.verdict import judge
 from drivers.nccl import parse_nccl_output
 
 log = logging.getLogger("gpufabric.validation")
 
-# The app's is its backend registry's ``nccl_runner`` (the runner of the target's backend kind).
-MpiRunnerFactory = Callable[[KubeTarget], Any]
+# ``(backend kind, backend name) -> MPIJob runner on that backend's cluster``: the app's backend registry's
+# ``nccl_runner`` (``Backend.nccl_runner`` of the kind).
+MpiRunnerFactory = Callable[[str, str], Any]
 
 
 def reconcile(db: Database, validation_id: str | None = None, *, mpi_runner: MpiRunnerFactory) -> list[str]:
@@ -69,7 +64,7 @@ def _advance(db: Database, validation_id: str, mpi_runner: MpiRunnerFactory) -> 
         if validation.runner == "agents":
             _advance_tasks(session, validation)
         else:
-            _advance_eks(session, validation, mpi_runner)
+            _advance_cluster(session, validation, mpi_runner)
         if all(run.status in ("succeeded", "failed") for run in validation.runs):
             notify = _finalize(session, validation)
             done = True
@@ -129,7 +124,7 @@ def _judge_run(run: ValidationRun, failure: str | None) -> None:
     )
 
 
-def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunnerFactory) -> None:
+def _advance_cluster(session: Session, validation: Validation, mpi_runner: MpiRunnerFactory) -> None:
     from drivers.eks.errors import EksError
     from drivers.eks.mpijob import MpiJobSpec, NcclTestArgs, generate_mpijob
 
@@ -142,8 +137,8 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
     request = validation.request
     namespace, name = run.job_namespace or "default", run.job_name or ""
     try:
-        runner = mpi_runner(kube_target(backend))
-    except (ValidationRequestError, NotSupported) as exc:
+        runner = mpi_runner(backend.kind, backend.name)
+    except (ClusterRequestError, NotSupported) as exc:
         set_run_status(run, "failed")
         run.message = str(exc)
         return

@@ -6,28 +6,28 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from controller.backends.registry import BackendRegistry
 from controller.jobs.hooks import HookRegistry
 from controller.store.models import Host
 from controller.validation import gate
 from controller.validation.jobs import register_validation_hooks
-from controller.validation.progress import MpiRunnerFactory
 
 
 def install(
     registry: HookRegistry,
-    mpi_runner: MpiRunnerFactory,
+    backends: BackendRegistry,
     hosts_changed: Callable[[Iterable[str]], Any] | None = None,
 ) -> None:
     """Register the validation hooks (once) and make verdicts refresh the placement index at once.
 
-    ``mpi_runner`` runs NCCL MPIJobs (the app's backend registry's ``nccl_runner``).
+    ``backends`` is the app's backend registry: it shapes nodegroup validations and runs their NCCL MPIJobs.
 
     ``hosts_changed`` is the lease service's ``hosts_changed`` (a bound method, held weakly so an app that
     is gone is not kept alive by the verdict listeners). Other replicas see the verdict through the host change
     feed (``controller.store.changes``): a verdict changes the host's labels, which stamps it at commit.
     """
     if "periodic:validation-reconcile" not in registry.hooks:
-        register_validation_hooks(registry, mpi_runner)
+        register_validation_hooks(registry, backends)
     if hosts_changed is None:
         return
     ref: Callable[[], Callable[[Iterable[str]], Any] | None]
