@@ -153,12 +153,14 @@ def burn_in_tick(db: Database, cursor: BurnInCursor | None = None) -> list[str]:
     return started
 
 
-def register_validation_hooks(registry: HookRegistry, backends: BackendRegistry) -> None:
+def register_validation_hooks(
+    registry: HookRegistry, backends: BackendRegistry, hosts_changed: progress.HostsChanged | None = None
+) -> None:
     """The periodic validation jobs; ``backends`` (the app's registry) shapes nodegroup validations and runs their
-    MPIJobs (``Backend.nccl_cluster``, ``Backend.nccl_runner``)."""
+    MPIJobs (``Backend.nccl_cluster``, ``Backend.nccl_runner``); ``hosts_changed`` hears of each verdict's hosts."""
 
     def reconcile(ctx: JobContext) -> None:
-        progress.reconcile(ctx.db, mpi_runner=backends.nccl_runner)
+        progress.reconcile(ctx.db, mpi_runner=backends.nccl_runner, hosts_changed=hosts_changed)
 
     def schedules(ctx: JobContext) -> None:
         fire_due_schedules(ctx.db, backends=backends)

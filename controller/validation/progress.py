@@ -6,7 +6,7 @@ Runs from the scheduler (``controller.validation.jobs``) and after an agent repo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,8 +31,20 @@ log = logging.getLogger("gpufabric.validation")
 MpiRunnerFactory = Callable[[str, str], Any]
 
 
-def reconcile(db: Database, validation_id: str | None = None, *, mpi_runner: MpiRunnerFactory) -> list[str]:
-    """Advance active validations (or the one given); returns the ids that finished now."""
+HostsChanged = Callable[[Iterable[str]], Any]
+
+
+def reconcile(
+    db: Database,
+    validation_id: str | None = None,
+    *,
+    mpi_runner: MpiRunnerFactory,
+    hosts_changed: HostsChanged | None = None,
+) -> list[str]:
+    """Advance active validations (or the one given); returns the ids that finished now.
+
+    ``hosts_changed`` (the app's lease service's) is told the hosts each verdict judged, after it is committed, so
+    this replica's placement index honours the verdict at once (other replicas: the host change feed)."""
     with db.session() as session:
         stmt = select(Validation.id).where(Validation.status.in_(ACTIVE)).order_by(Validation.created_at)
         if validation_id is not None:
@@ -41,16 +53,23 @@ def reconcile(db: Database, validation_id: str | None = None, *, mpi_runner: Mpi
     finished: list[str] = []
     for vid in ids:
         try:
-            if _advance(db, vid, mpi_runner):
-                finished.append(vid)
+            judged = _advance(db, vid, mpi_runner)
         except Exception:
             log.exception("could not advance validation %s", vid)
+            continue
+        if judged is None:
+            continue
+        finished.append(vid)
+        try:
+            if hosts_changed is not None and judged:
+                hosts_changed(judged)
+        except Exception:
+            log.exception("validation %s: could not reload its hosts into the placement index", vid)
     return finished
 
 
-def _advance(db: Database, validation_id: str, mpi_runner: MpiRunnerFactory) -> bool:
-    notify: list[tuple[Host, str]] = []
-    done = False
+def _advance(db: Database, validation_id: str, mpi_runner: MpiRunnerFactory) -> list[str] | None:
+    """One validation forward; the names of the hosts its verdict judged if it finished now, else ``None``."""
     with db.session() as session:
         # Row lock on PostgreSQL: two replicas never judge the same validation twice (SQLite serialises writers).
         validation = session.scalar(
@@ -60,17 +79,15 @@ def _advance(db: Database, validation_id: str, mpi_runner: MpiRunnerFactory) -> 
             .options(selectinload(Validation.runs))
         )
         if validation is None or validation.status not in ACTIVE:
-            return False
+            return None
         if validation.runner == "agents":
             _advance_tasks(session, validation)
         else:
             _advance_cluster(session, validation, mpi_runner)
-        if all(run.status in ("succeeded", "failed") for run in validation.runs):
-            notify = _finalize(session, validation)
-            done = True
-    for host, state in notify:
-        gate.on_verdict(host, state)
-    return done
+        if not all(run.status in ("succeeded", "failed") for run in validation.runs):
+            return None
+        judged = [host.hostname for host, _state in _finalize(session, validation)]
+    return judged
 
 
 def _now() -> datetime:

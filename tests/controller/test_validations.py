@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from agent.runner import AgentConfig, AgentRunner
-from controller.validation import jobs, progress
+from controller.jobs.hooks import HookRegistry, JobContext
+from controller.validation import jobs, progress, wiring
 from controller.validation.models import ValidationSchedule
 from devservices.kube_emulator import KubeEmulator
 from drivers.eks import EksNodegroupConfig
@@ -490,6 +491,27 @@ def test_nodegroup_validation_on_a_kind_without_clusters_is_refused_with_its_rea
         assert api.get("/v1/validations").json() == []
         missing = api.post("/v1/validations", json={"backend": "nope", "nodegroup": "ng"})
         assert_problem(missing, 404, "not-found")
+
+
+def test_the_scheduled_reconcile_tells_the_apps_lease_service_which_hosts_a_verdict_judged(
+    controller: Controller, agent: AgentFactory
+) -> None:
+    """Verdicts reach this replica's placement index through the app's own ``hosts_changed`` (no process-wide
+    listener list: two apps in one process do not hear each other's verdicts)."""
+    node = agent("val-hook")
+    started = _start(controller, hosts=["val-hook"])
+    node.cycle()  # the agent ran the test and reported its result; nothing has judged it yet
+    heard: list[list[str]] = []
+    others: list[list[str]] = []
+    hooks, elsewhere = HookRegistry(), HookRegistry()
+    wiring.install(hooks, controller.server.app.state.backends, lambda names: heard.append(sorted(names)))
+    wiring.install(elsewhere, controller.server.app.state.backends, lambda names: others.append(sorted(names)))
+    context = JobContext(db=controller.db, settings=controller.server.app.state.settings)
+    hooks.hooks["periodic:validation-reconcile"].run(context)
+    assert heard == [["val-hook"]] and others == []
+    assert _get(controller, f"/v1/validations/{started['id']}")["status"] == "passed"
+    hooks.hooks["periodic:validation-reconcile"].run(context)  # nothing left to judge: nothing to tell
+    assert heard == [["val-hook"]]
 
 
 def test_reconcile_hook_is_registered(controller: Controller) -> None:
