@@ -5,8 +5,9 @@ At each request ``RolloutPolicy`` tries every (GPU, placement) that gives a diff
 geometry's symmetries and the order of GPUs), and for each simulates ``samples`` futures of the generator from
 the current live instances to the end of the trace (the events left are known, as they are to the exact online
 optimum), placing every later request by the scorer; it takes the candidate with the most requests served before
-the first refusal on average, the scorer's own choice on ties. Every candidate sees the same random futures
-(common random numbers). The policy sees only the current layouts, the request and the generator's probabilities:
+the first refusal on average, if it serves more than the scorer's own choice by over two standard errors of the
+paired differences (else the scorer's choice). Every candidate sees the same random futures (common random
+numbers). The policy sees only the current layouts, the request and the generator's probabilities:
 it is an online policy, and in expectation it serves at least about as many as the scorer (rollout improves on its
 base policy, up to the sampling noise).
 """
@@ -15,12 +16,14 @@ from __future__ import annotations
 
 import bisect
 import random
+import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.mig_packing.tables import Tables
 
 Live = list[tuple[int, int]]  # (gpu, start) of every live instance
+Noise = list[tuple[float, float]]
 Choose = Callable[[list[int], Live, int, int], tuple[int, int, int, int] | None]
 
 
@@ -70,9 +73,10 @@ def itertools_accumulate(xs: list[int]) -> list[int]:
 
 
 class RolloutPolicy:
-    def __init__(self, gen: Generator, samples: int, seed: int = 0) -> None:
+    def __init__(self, gen: Generator, samples: int, seed: int = 0, z: float = 2.0) -> None:
         self.gen = gen
         self.samples = samples
+        self.z = z
         self.rng = random.Random(seed)
         self.decisions = 0  # requests with more than one distinct candidate
         self.departures = 0  # of those, where the rollout chose other than the scorer
@@ -94,16 +98,23 @@ class RolloutPolicy:
             return own
         self.decisions += 1
         noises = [self.gen.noise(self.rng, events_left - 1) for _ in range(self.samples)]
-        best, best_total = own, -1
-        for c in cands:
-            after = list(fleet)
-            after[c[0]] = c[3]
-            now = [*live, (c[0], c[1])]
-            total = sum(self.gen.play(after, now, n) for n in noises)
-            if total > best_total:
-                best, best_total = c, total
+        base = self._scores(fleet, live, own, noises)
+        best, best_gain = own, 0.0
+        for c in cands[1:]:
+            diff = [a - b for a, b in zip(self._scores(fleet, live, c, noises), base, strict=True)]
+            gain = statistics.fmean(diff)
+            # Leave the scorer only for a gain the samples show (paired, two standard errors): candidates that
+            # differ by less than the noise would otherwise be picked by the noise.
+            if gain > best_gain and gain > self.z * statistics.stdev(diff) / len(diff) ** 0.5:
+                best, best_gain = c, gain
         self.departures += best is not own
         return best
+
+    def _scores(self, fleet: list[int], live: Live, c: tuple[int, int, int, int], noises: list[Noise]) -> list[int]:
+        after = list(fleet)
+        after[c[0]] = c[3]
+        now = [*live, (c[0], c[1])]
+        return [self.gen.play(after, now, n) for n in noises]
 
 
 def _key(t: Tables, fleet: list[int], g: int, after: int) -> tuple[int, ...]:

@@ -111,9 +111,7 @@ def automorphisms(model: str) -> tuple[tuple[int, ...], ...]:
     each maps a placement's slices onto a placement's, so ``_image`` (lowest slice) is the image placement."""
     geom = mig.geometry(model)
     assert geom is not None
-    sets = [
-        {frozenset(range(s, s + n)) for s, n in p.placements} for p in geom.profiles.values() if not p.is_variant
-    ]
+    sets = [{frozenset(range(s, s + n)) for s, n in p.placements} for p in geom.profiles.values() if not p.is_variant]
     return tuple(
         perm
         for perm in itertools.permutations(range(geom.memory_slices))
