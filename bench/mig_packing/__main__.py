@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mc-samples", type=int, default=100_000, help="traces for the scorer's expected value there")
     ap.add_argument("--rollout-samples", type=int, default=400, help="simulated futures per rollout candidate")
     ap.add_argument("--block-seeds", type=int, default=10_000, help="seeds ranked in blocks against the headline")
+    ap.add_argument("--decisive-samples", type=int, default=4000, help="futures valuing the decisive placements")
     ap.add_argument("--no-study", action="store_true", help="skip the online study (exact policy, rollout)")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args(argv)

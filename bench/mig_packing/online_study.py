@@ -20,7 +20,14 @@ from typing import Any
 
 from bench.mig_packing import bound, exact, rollout
 from bench.mig_packing.tables import Tables
-from bench.mig_packing.traces import make_trace, optimum_prefix, served_engine, served_first_fit
+from bench.mig_packing.traces import (
+    _prefix_len,
+    make_trace,
+    optimum_prefix,
+    served_engine,
+    served_first_fit,
+    served_optimum,
+)
 
 
 def events_for(gpus: int) -> int:
@@ -103,6 +110,82 @@ def blocks(model: str, weights: dict[str, int], gpus: int, seeds: range, n_seeds
     }
 
 
+def decisive(t: Tables, gen: rollout.Generator, gpus: int, seed: int, samples: int, limit: float) -> dict[str, Any]:
+    """The clairvoyant placement that matters on a seed the engine loses: ``f(k)`` = requests served when the
+    first ``k`` requests are placed where the clairvoyant optimum (ILP) places them and the rest by the scorer;
+    ``f(0)`` is the engine's figure and the smallest ``k`` with ``f(k)`` = the optimum names request ``k - 1`` as
+    the last clairvoyant placement needed. At that request, on the clairvoyant's layout, both placements (the
+    scorer's and the clairvoyant's) are valued by ``samples`` simulated futures of the generator (the scorer
+    placing the rest, the same futures for both): what an online policy, which sees only the layout, would
+    expect from each."""
+    model = t.model
+    trace = make_trace(model, events_for(gpus), seed)
+    opt = _clairvoyant(model, gpus, trace, limit)
+    where: dict[int, tuple[int, int]] = {}
+    served_optimum(model, gpus, trace[: _prefix_len(trace, opt)], limit, where)
+    k = next(k for k in range(opt + 1) if _replay(t, gpus, trace, where, k)[0] == opt)
+    at = _replay(t, gpus, trace, where, k - 1)[1]
+    assert at is not None
+    fleet, live, pos, p = at
+    own = t.scorer(fleet, p)
+    assert own is not None
+    g, start = where[k - 1]
+    theirs = next((g, s, n, after) for s, n, after, _c, _t in t.options[fleet[g]][p] if s == start)
+    rng = random.Random(seed)
+    noises = [gen.noise(rng, len(trace) - pos - 1) for _ in range(samples)]
+    values = []
+    for c in (own, theirs):
+        after = list(fleet)
+        after[c[0]] = c[3]
+        values.append([gen.play(after, [*live, (c[0], c[1])], n) for n in noises])
+    diff = [b - a for a, b in zip(*values, strict=True)]
+    return {
+        "seed": seed,
+        "request": k - 1,
+        "profile": t.profiles[p],
+        "layouts": [list(t.layouts[x]) for x in fleet],
+        "scorer_choice": list(own[:2]),
+        "clairvoyant_choice": [g, start],
+        "scorer_expects": round(statistics.fmean(values[0]), 3),
+        "clairvoyant_expects": round(statistics.fmean(values[1]), 3),
+        "difference": round(statistics.fmean(diff), 3),
+        "difference_se": round(statistics.stdev(diff) / len(diff) ** 0.5, 3),
+        "samples": samples,
+    }
+
+
+def _replay(
+    t: Tables, gpus: int, trace: list[Any], where: dict[int, tuple[int, int]], k: int
+) -> tuple[int, tuple[list[int], rollout.Live, int, int] | None]:
+    """Requests before ``k`` where ``where`` puts them, the rest by the scorer: requests served, and at the arrival
+    of request ``k`` (if it comes) the layouts, live instances, trace position and profile."""
+    fleet, live, ids, n = [0] * gpus, [], [], 0
+    at = None
+    for pos, (kind, arg) in enumerate(trace):
+        if kind == "rel":
+            i = ids.index(arg)
+            g, s = live.pop(i)
+            ids.pop(i)
+            fleet[g] = t.release_after[fleet[g]][s]
+            continue
+        p = t.profiles.index(arg)
+        if n == k:
+            at = (list(fleet), list(live), pos, p)
+        if n < k:
+            g, s = where[n]
+            c = next((g, s, size, after) for s2, size, after, _c, _t in t.options[fleet[g]][p] if s2 == s)
+        else:
+            got = t.scorer(fleet, p)
+            if got is None:
+                return n, at
+            c = got
+        fleet[c[0]] = c[3]
+        live.append((c[0], c[1]))
+        ids.append(n)
+        n += 1
+    return n, at
+
+
 def _requests(trace: list[Any]) -> int:
     return sum(1 for kind, _ in trace if kind == "req")
 
@@ -164,6 +247,8 @@ def markdown(model: str, s: dict[str, Any]) -> list[str]:
     ex, ro, dg, bl = s["exact"], s["rollout"], s["diagnosis"], s["blocks"]
     layout = [d for d in dg if d["cause"] == "layout"]
     same = sum(1 for r, d in zip(ro["headline"]["runs"], dg, strict=True) if r["clairvoyant"] == d["capacity_bound"])
+    better = sum(1 for x in s["decisive"] if x["difference"] > 2 * x["difference_se"])
+    samples = s["decisive"][0]["samples"] if s["decisive"] else 0
     lines = [
         f"### {model}: why the headline seeds fall short, and what online policies do on them",
         "",
@@ -175,7 +260,29 @@ def markdown(model: str, s: dict[str, Any]) -> list[str]:
         + " it refuses a request that the fleet's slices and halves hold: the live instances are the same for",
         "every policy that served everything before, so the refusal comes from where earlier instances were",
         "placed (a 7g with no empty GPU, a 4g with no free low half, a 3g with no free half), not from capacity.",
-        "Whether an online policy could have placed them better is what the two studies below measure.",
+        "",
+        "Which earlier placement made the difference: with the first *k* requests placed where the clairvoyant",
+        "optimum (one optimal ILP solution) places them and the rest by the scorer, the smallest *k* that reaches the",
+        "optimum names request *k* - 1 as the last clairvoyant placement needed. At that request, on the",
+        f"clairvoyant's layout, both placements are valued by {samples} simulated futures of the generator (the scorer",
+        "placing the rest, the same futures for both): what an online policy, which sees only the layout and the",
+        "request, would expect from each.",
+        "",
+        "| seed | request | profile | scorer's (GPU, start) | clairvoyant's | expected served after: scorer's "
+        "| clairvoyant's | difference |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *(
+            f"| {x['seed']} | {x['request']} | {x['profile']} | {tuple(x['scorer_choice'])} | "
+            f"{tuple(x['clairvoyant_choice'])} | {x['scorer_expects']:.2f} | {x['clairvoyant_expects']:.2f} | "
+            f"{x['difference']:+.2f} ± {x['difference_se']:.2f} |"
+            for x in s["decisive"]
+        ),
+        "",
+        f"On {better} of these {len(s['decisive'])} seeds the clairvoyant's decisive placement is worth more in",
+        "expectation than the scorer's by over two standard errors: elsewhere it is a placement an online policy",
+        "would not prefer (or is indifferent to), which wins on this trace because of the requests and departures",
+        "that follow. Whether an online policy could still do better on these seeds is what the two studies below",
+        "measure.",
         "",
         f"**How atypical the headline seeds are.** Over seeds {bl['seeds']} cut into {bl['blocks']} blocks of "
         f"{bl['block']}, the mean of scorer / capacity bound per seed (a lower estimate of scorer / clairvoyant: the",
@@ -254,8 +361,13 @@ def study(model: str, weights: dict[str, int], release_p: float, args: Any) -> d
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     sample = range(100, 100 + args.sample_seeds)
     kw = {"time_limit": args.time_limit, "mc_samples": args.mc_samples, "rollout_samples": args.rollout_samples}
+    diagnosis = diagnose(model, args.gpus, seeds)
+    t = Tables(model, list(weights))
+    gen = rollout.Generator(t, weights, release_p)
+    lost = [d["seed"] for d in diagnosis if d["cause"] == "layout"]
     return {
-        "diagnosis": diagnose(model, args.gpus, seeds),
+        "diagnosis": diagnosis,
+        "decisive": [decisive(t, gen, args.gpus, seed, args.decisive_samples, args.time_limit) for seed in lost],
         "blocks": blocks(model, weights, args.gpus, seeds, args.block_seeds),
         "exact": exact_study(model, weights, release_p, args.exact_gpus, seeds, sample, **kw),
         "rollout": rollout_study(model, weights, release_p, args.gpus, seeds, sample, **kw),

@@ -80,8 +80,11 @@ def served_first_fit(model: str, gpus: int, trace: list[Event]) -> int:
     return served
 
 
-def served_optimum(model: str, gpus: int, trace: list[Event], time_limit: float) -> tuple[int, bool]:
-    """Longest servable prefix by ILP. Returns (served, proven optimal)."""
+def served_optimum(
+    model: str, gpus: int, trace: list[Event], time_limit: float, assignment: dict[int, tuple[int, int]] | None = None
+) -> tuple[int, bool]:
+    """Longest servable prefix by ILP. Returns (served, proven optimal); fills ``assignment`` (request number ->
+    (GPU, start)) with the solution when given one."""
     import highspy
 
     geom = mig.geometry(model)
@@ -132,6 +135,11 @@ def served_optimum(model: str, gpus: int, trace: list[Event], time_limit: float)
     h.maximize(h.qsum(y))
     status = h.getModelStatus()
     value = round(h.getInfo().objective_function_value)
+    if assignment is not None:
+        sol = h.getSolution().col_value
+        for (r, g, s), v in x.items():
+            if sol[v.index] > 0.5:
+                assignment[r] = (g, s)
     return value, status == highspy.HighsModelStatus.kOptimal
 
 

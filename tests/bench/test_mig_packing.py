@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.mig_packing import bound, exact, rollout
+from bench.mig_packing import bound, exact, online_study, rollout
 from bench.mig_packing.__main__ import PROFILE_WEIGHTS, RELEASE_P, main, make_trace, optimum_prefix, served_engine
 from bench.mig_packing.tables import Tables, automorphisms
+from bench.mig_packing.traces import _prefix_len, served_optimum
 
 A100 = "A100-40GB"
 W = PROFILE_WEIGHTS[A100]
@@ -51,7 +52,7 @@ def test_the_bench_runs_on_a_tiny_configuration(tmp_path: Path) -> None:
     out = tmp_path / "results"
     argv = ["--seeds", "2", "--gpus", "2", "--large-gpus", "8", "--online-gpus", "1", "--online-samples", "4"]
     argv += ["--sample-seeds", "2", "--exact-gpus", "1", "--mc-samples", "50", "--rollout-samples", "4"]
-    argv += ["--block-seeds", "20"]
+    argv += ["--block-seeds", "20", "--decisive-samples", "30"]
     argv += ["--out", str(out)]
     assert main(argv) == 0
     result = json.loads((out / "mig_packing.json").read_text())
@@ -75,6 +76,9 @@ def test_the_bench_runs_on_a_tiny_configuration(tmp_path: Path) -> None:
         for part in (study["exact"]["headline"], study["rollout"]["headline"], study["rollout"]["sampled"]):
             assert all(r["policy"] <= r["clairvoyant"] and r["scorer"] <= r["clairvoyant"] for r in part["runs"])
         assert [d["seed"] for d in study["diagnosis"]] == [0, 1]
+        assert [x["seed"] for x in study["decisive"]] == [
+            d["seed"] for d in study["diagnosis"] if d["cause"] == "layout"
+        ]
         assert study["blocks"]["blocks"] == 10 and study["blocks"]["blocks_at_or_below_headline"] >= 1
     assert result["summary"]["H100-80GB"]["study"]["same_as"] == "A100-40GB"
     md = (out / "mig_packing.md").read_text()
@@ -125,3 +129,16 @@ def test_the_generator_plays_the_scorer_and_the_rollout_decides_only_real_choice
     seven_gpu = t.index[((0, 8, "7g.40gb"),)]
     assert policy([seven_gpu, 0], [(0, 0)], t.profiles.index("7g.40gb"), 5) == (1, 0, 8, seven_gpu)
     assert policy.decisions == 0  # one place only: nothing simulated
+
+
+def test_replaying_the_clairvoyant_placements_serves_the_optimum_and_none_of_them_the_engine_s_figure() -> None:
+    t = Tables(A100, list(W))
+    for seed in (1, 3):
+        trace = make_trace(A100, 48, seed)
+        eng = served_engine(A100, 2, trace)
+        opt, _ = optimum_prefix(A100, 2, trace, eng, 60.0)
+        where: dict[int, tuple[int, int]] = {}
+        assert served_optimum(A100, 2, trace[: _prefix_len(trace, opt)], 60.0, where)[0] == opt
+        assert sorted(where) == list(range(opt))
+        assert online_study._replay(t, 2, trace, where, 0)[0] == eng
+        assert online_study._replay(t, 2, trace, where, opt)[0] == opt
