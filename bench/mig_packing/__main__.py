@@ -207,7 +207,7 @@ def _markdown(res: dict[str, Any], gpus: int, large: int) -> list[str]:
         "# MIG packing benchmark",
         "",
         f"Command: `{res['command']}` (from the repo root; Python {res['python']}). The default run takes about",
-        "12 minutes on the 2-core development machine, 7 of them in the online study (`--no-study` skips it).",
+        "10-13 minutes on the 2-core development machine, 7 of them in the online study (`--no-study` skips it).",
         "",
         "Seeded random traces of MIG instance requests (weighted towards small profiles) and releases (35% of",
         f"events, a uniformly random live instance) on {gpus} empty MIG-enabled GPUs; the score is the number of",

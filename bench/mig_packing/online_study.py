@@ -279,7 +279,7 @@ def markdown(model: str, s: dict[str, Any]) -> list[str]:
         ),
         "",
         f"On {better} of these {len(s['decisive'])} seeds the clairvoyant's decisive placement is worth more in",
-        "expectation than the scorer's by over two standard errors: elsewhere it is a placement an online policy",
+        "expectation than the scorer's by over two standard errors; on the others it is a placement an online policy",
         "would not prefer (or is indifferent to), which wins on this trace because of the requests and departures",
         "that follow. Whether an online policy could still do better on these seeds is what the two studies below",
         "measure.",
