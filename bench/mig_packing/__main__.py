@@ -1,4 +1,4 @@
-"""python -m bench.mig_packing [--seeds 10] [--first-seed 0] [--online-gpus 2] [--out bench/results]
+"""python -m bench.mig_packing [--seeds 10] [--first-seed 0] [--online-gpus 2] [--exact-gpus 3] [--no-study] [--out DIR]
 
 Replays seeded random traces of MIG instance requests and releases on small fleets of A100 and H100 GPUs
 and counts the requests served before the first refusal for: the gpufabric engine (``mig.host_cost``: no
@@ -7,6 +7,9 @@ start), and the exact clairvoyant optimum (an ILP solved with HiGHS via highspy:
 that some fixed, non-migrating assignment serves, knowing every arrival and departure). Then the bounds of
 ``bench.mig_packing.bound``: the capacity bound on the large fleet (no policy serves more) and, on a small fleet,
 the exact best online policy (dynamic programming over the trace generator) against the engine and first-fit.
+Then the online study of the headline seeds (``online_study``): why the engine loses them, how they rank among
+1,000 blocks of seeds, the exact best online policy on 3 GPUs (``exact``) and a rollout policy on 4 (``rollout``)
+replayed on them.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@
   expectation for a fixed policy (the engine's scorer, first-fit), so the three compare exactly.
 
 The DP's state is the multiset of GPU layouts (GPUs are interchangeable); it is exact but grows as the number of
-layouts (723 on an A100) to the power of the fleet size, so it is run on 1 and 2 GPUs.
+layouts (723 on an A100) to the power of the fleet size, so it is run on 1 and 2 GPUs (``exact`` reaches 3 GPUs
+by working on layouts up to the slice geometry's symmetries).
 """
 
 from __future__ import annotations
