@@ -51,6 +51,14 @@ class StateMachine:
         seen = [self.initial] + [s for pair in self.moves for s in pair]
         object.__setattr__(self, "states", tuple(dict.fromkeys(seen)))
 
+    @classmethod
+    def of(cls, name: str, initial: str, *rules: tuple[str, str, str]) -> StateMachine:
+        """A machine from ``(event, sources, targets)`` rules, states space-separated: the event moves every one of
+        ``sources`` to every one of ``targets`` (``("result", "pending running", "succeeded failed")`` is four
+        moves). A state listed in both may be set again."""
+        moves = {(s, t): event for event, sources, targets in rules for s in sources.split() for t in targets.split()}
+        return cls(name, initial=initial, moves=moves)
+
     def allowed(self, current: str) -> dict[str, str]:
         """``{to: event}`` for every move allowed from ``current``."""
         return {to: event for (source, to), event in self.moves.items() if source == current}

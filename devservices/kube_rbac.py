@@ -1,4 +1,4 @@
-"""ServiceAccount tokens and namespaced RBAC for the Kubernetes API emulator (devservices/kube_emulator.py).
+"""ServiceAccount tokens and namespaced RBAC for the Kubernetes API emulator (devservices/kube_emulator/).
 
 What kube-apiserver does for a ServiceAccount, reduced to what a tenant's kubeconfig exercises:
 

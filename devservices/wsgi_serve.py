@@ -45,7 +45,7 @@ def _load(spec: str) -> Callable[..., Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # This script's directory (devservices) holds openstack.py, which would shadow the openstacksdk package
+    # This script's directory (devservices) holds the openstack package, which would shadow the openstacksdk package
     # that some services import (nova.utils does).
     here = os.path.dirname(os.path.abspath(__file__))
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]

@@ -12,8 +12,10 @@ Where mig-parted destroys every instance on a GPU it touches, this planner:
 * creates the instances the controller placed for leases exactly where it placed them (``pinned``) or, when
   it cannot (an instance with running processes in the way, a placement the profile does not have), blocks the
   GPU and says why: it never places a lease instance itself; it chooses placements for the config's other
-  instances (not the controller's: an operator's mig-parted layout) by exhaustive search (``agent.mig.search``; a GPU has at most 8 memory
-  slices), preferring the layout that leaves the largest contiguous free range, then the fewest holes;
+  instances (not the controller's: an operator's mig-parted layout) by exhaustive search (``agent.mig.search``;
+  a GPU has at most 8 memory slices), ranking complete layouts with the controller's own MIG scorer
+  (``drivers.gpus.mig_score.layout_cost``: no profile left without a place, no dead slice, the most capacity
+  still creatable), then the highest starts;
 * treats a MIG mode change that waits for a GPU reset as a state (``pending-reset``), not as done.
 
 Because every run plans from observed state, an apply interrupted after any operation converges
@@ -39,12 +41,13 @@ from agent.mig.model import (
     layout_of,
 )
 from agent.mig.search import (
+    Rank,
+    as_layout,
     best_placements,
-    compute_slice_count,
-    fragmentation_score,
-    memory_slice_count,
     overlaps,
     pinned_placements,
+    rank,
+    table_geometry,
 )
 from drivers.contract.inventory import Placement
 
@@ -116,14 +119,15 @@ def validate_gpu(config: str, position: int, entry: MigConfigEntry, gpu: Observe
         wanted.extend([profile] * count)
     if problems:
         return problems
-    if best_placements(wanted, [], gpu.profiles) is None:
+    geom = table_geometry(gpu.name, gpu.profiles)
+    if best_placements(wanted, [], geom) is None:
         compute = sum(p.slices for p in wanted)
-        total = compute_slice_count(gpu.profiles)
+        total, memory = (geom.compute_slices, geom.memory_slices) if geom else (0, 0)
         summary = ", ".join(f"{n} x {c}" for n, c in entry.mig_devices.items() if c)
         detail = (
             f"they need {compute} compute slices, the GPU has {total}"
             if compute > total
-            else f"no placement of them fits in {memory_slice_count(gpu.profiles)} memory slices"
+            else f"no placement of them fits in {memory} memory slices"
         )
         problems.append(f"{where}: profiles {summary} do not fit together: {detail}")
     return problems
@@ -225,6 +229,7 @@ class _Layout:
 def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_Layout | None, list[str]]:
     """Choose which instances to keep and where to create the rest; ``(None, blockers)`` if impossible."""
     table = gpu.profiles or []
+    geom = table_geometry(gpu.name, table)
     want = Counter(wanted)
     profiles = {p.name: p for p in table}
     reusable = [gi for gi in gpu.instances if gi.profile in want and _reusable(gi, profiles.get(gi.profile))]
@@ -252,11 +257,11 @@ def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_
             return None
         remaining -= Counter(p.name for p, _ in fixed)
         to_place = [profiles[name] for name in sorted(remaining.elements())]
-        occupied = [(gi.profile_id, gi.placement) for gi in keep] + [(p.profile_id, pl) for p, pl in fixed]
-        rest = best_placements(to_place, occupied, table)
+        occupied = [(gi.profile, gi.placement) for gi in keep] + [(p.name, pl) for p, pl in fixed]
+        rest = best_placements(to_place, occupied, geom)
         return None if rest is None else sorted([*fixed, *rest], key=lambda pp: (pp[1].start, pp[0].profile_id))
 
-    best: tuple[tuple[int, int, tuple[int, int, tuple[tuple[int, int], ...]]], _Layout] | None = None
+    best: tuple[tuple[int, int, Rank], _Layout] | None = None
     busy = [gi for gi in reusable if gi.busy]
     for size in range(len(reusable), -1, -1):
         for keep in itertools.combinations(reusable, size):
@@ -267,17 +272,14 @@ def _plan_instances(gpu: ObservedGpu, wanted: list[str], force: bool) -> tuple[_
             created = layout_for(keep, gpu.pinned)
             if created is None:
                 continue
-            occupied = [gi.placement for gi in keep] + [pl for _, pl in created]
-            largest, holes = fragmentation_score(occupied, memory_slice_count(table))
-            starts = tuple(sorted([(gi.placement.start, gi.profile_id) for gi in keep]
-                                  + [(pl.start, p.profile_id) for p, pl in created]))  # fmt: skip
+            final = as_layout([(gi.profile, gi.placement) for gi in keep] + [(p.name, pl) for p, pl in created])
             busy_lost = sum(1 for gi in busy if gi not in keep) + len(busy_doomed)
-            key = (busy_lost, len(reusable) - size, (-largest, holes, starts))
+            key = (busy_lost, len(reusable) - size, rank(geom, final))
             if best is None or key < best[0]:
                 destroyed = doomed + [gi for gi in reusable if gi not in keep]
                 best = (key, _Layout(list(keep), created, destroyed))
         if best is not None and best[0][0] == 0:
-            break  # keeping more instances always wins over a better fragmentation score
+            break  # keeping more instances always wins over a better score
     if best is not None:
         return best[1], []
     unplaceable = _pin_problems(gpu.pinned, profiles)

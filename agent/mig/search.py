@@ -1,113 +1,99 @@
-"""Where GPU instances go on one GPU: the exhaustive layout search (largest contiguous free range, then fewest
-holes, then lowest starts), the first-fit baseline it is measured against, and the placements the controller
-chose for lease instances (created exactly there)."""
+"""Where GPU instances go on one GPU, decided with the one MIG scorer the controller places lease instances with
+(``drivers.gpus.mig_score``): the exhaustive layout search for a config's instances the controller did not place,
+the first-fit baseline it is measured against, and the placements the controller chose for lease instances
+(created exactly there)."""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from drivers.contract.inventory import Placement
+from drivers.gpus.mig import MigGeometry, MigProfileGeom
+from drivers.gpus.mig_score import Layout, add, free_placements, highest_starts_first, layout_cost
 
 if TYPE_CHECKING:
     from agent.mig.model import GiProfile, ObservedGi
 
-
-def memory_slice_count(profiles: Iterable[GiProfile]) -> int:
-    """Memory slices of the GPU: the end of the furthest placement (8 on A100/H100, 4 on A30)."""
-    return max((pl.start + pl.size for p in profiles for pl in p.placements), default=0)
+Rank = tuple[tuple[int, int, int], tuple[tuple[int, int, str], ...]]
 
 
-def compute_slice_count(profiles: Iterable[GiProfile]) -> int:
-    """Compute slices of the GPU: those of its largest profile (7g -> 7)."""
-    return max((p.slices for p in profiles), default=0)
+def table_geometry(name: str, table: Iterable[GiProfile]) -> MigGeometry | None:
+    """The scorer's geometry of a GPU from the profile table NVML reports for it (``None`` if it has none)."""
+    return MigGeometry.from_profile_table(
+        name,
+        (
+            MigProfileGeom(
+                p.name,
+                p.profile_id,
+                p.slices,
+                p.memory_mib,
+                p.max_instances,
+                tuple((pl.start, pl.size) for pl in p.placements),
+            )
+            for p in table
+        ),
+    )
 
 
-def fragmentation_score(occupied: Iterable[Placement], total: int) -> tuple[int, int]:
-    """(largest contiguous free run, number of free runs) over memory slices."""
-    used = [False] * total
-    for p in occupied:
-        for s in range(p.start, min(p.start + p.size, total)):
-            used[s] = True
-    runs: list[int] = []
-    length = 0
-    for taken in [*used, True]:
-        if taken:
-            if length:
-                runs.append(length)
-            length = 0
-        else:
-            length += 1
-    return (max(runs, default=0), len(runs))
+def as_layout(instances: Iterable[tuple[str, Placement]]) -> Layout:
+    """The scorer's layout of ``(profile name, placement)`` pairs."""
+    return tuple(sorted((pl.start, pl.size, name) for name, pl in instances))
+
+
+def rank(geom: MigGeometry | None, layout: Layout) -> Rank:
+    """How good a complete layout is, lower first: the scorer's ``layout_cost`` (base profiles left without a
+    place, dead slices, potential lost), then the highest starts (a total order: same inputs, same layout)."""
+    return (layout_cost(geom, layout) if geom else (0, 0, 0)), highest_starts_first(layout)
 
 
 def overlaps(a: Placement, b: Placement) -> bool:
     return a.start < b.start + b.size and b.start < a.start + a.size
 
 
-@dataclass(frozen=True)
-class _Candidate:
-    placed: tuple[tuple[GiProfile, Placement], ...]
-    key: tuple[int, int, tuple[tuple[int, int], ...]]
-
-
 def best_placements(
     to_place: Sequence[GiProfile],
-    occupied: Sequence[tuple[int, Placement]],
-    table: Sequence[GiProfile],
+    occupied: Sequence[tuple[str, Placement]],
+    geom: MigGeometry | None,
 ) -> list[tuple[GiProfile, Placement]] | None:
-    """Place every profile in ``to_place`` around ``occupied`` (profile id, placement) pairs.
+    """Place every profile in ``to_place`` around the ``occupied`` (profile name, placement) instances.
 
-    Exhaustive: among all layouts that fit, return the one leaving the largest contiguous free
-    range, then the fewest free holes, then the lowest starts (a total order, so the same inputs
-    always give the same answer - which is what makes interrupted applies converge to the same
-    layout). ``None`` when nothing fits.
+    Exhaustive (a GPU has at most 8 memory slices): among all layouts that fit (free memory slices, compute slices,
+    instance caps: the scorer's ``free_placements``), the one of lowest ``rank``: no profile left without a place,
+    no dead slice, the most capacity still creatable, then the highest starts. For one instance this is the
+    controller's ``best_placement`` on the same GPU. ``None`` when nothing fits.
     """
-    total = memory_slice_count(table)
-    compute_total = compute_slice_count(table)
-    by_id = {p.profile_id: p for p in table}
-    used_compute = sum(by_id[pid].slices for pid, _ in occupied if pid in by_id)
-    if used_compute + sum(p.slices for p in to_place) > compute_total:
-        return None
-    counts = Counter(pid for pid, _ in occupied)
-    counts.update(p.profile_id for p in to_place)
-    if any(counts[pid] > by_id[pid].max_instances for pid in counts if pid in by_id):
+    if not to_place:
+        return []
+    if geom is None:
         return None
     # Big instances first prunes the search early; same-profile instances take increasing starts
     # so that permutations of identical instances are not explored twice.
     order = sorted(to_place, key=lambda p: (-max((pl.size for pl in p.placements), default=0), p.profile_id))
-    best: _Candidate | None = None
-    taken: list[Placement] = [pl for _, pl in occupied]
+    best: tuple[Rank, tuple[tuple[GiProfile, Placement], ...]] | None = None
     chosen: list[tuple[GiProfile, Placement]] = []
 
-    def search(i: int) -> None:
+    def search(i: int, layout: Layout) -> None:
         nonlocal best
         if i == len(order):
-            largest, holes = fragmentation_score(taken, total)
-            starts = tuple(sorted((pl.start, p.profile_id) for p, pl in chosen))
-            candidate = _Candidate(tuple(chosen), (-largest, holes, starts))
-            if best is None or candidate.key < best.key:
-                best = candidate
+            key = rank(geom, layout)
+            if best is None or key < best[0]:
+                best = (key, tuple(chosen))
             return
         profile = order[i]
-        floor = -1
-        if i > 0 and order[i - 1].profile_id == profile.profile_id:
-            floor = chosen[-1][1].start
-        for pl in sorted(profile.placements, key=lambda p: p.start):
-            if pl.start <= floor or any(overlaps(pl, t) for t in taken):
+        floor = chosen[-1][1].start if i > 0 and order[i - 1].profile_id == profile.profile_id else -1
+        for start, size in free_placements(geom, layout, profile.name):
+            if start <= floor:
                 continue
-            taken.append(pl)
-            chosen.append((profile, pl))
-            search(i + 1)
+            chosen.append((profile, Placement(start=start, size=size)))
+            search(i + 1, add(layout, start, size, profile.name))
             chosen.pop()
-            taken.pop()
 
-    search(0)
+    search(0, as_layout(occupied))
     if best is None:
         return None
-    return sorted(best.placed, key=lambda pp: (pp[1].start, pp[0].profile_id))
+    return sorted(best[1], key=lambda pp: (pp[1].start, pp[0].profile_id))
 
 
 def first_fit_placements(
@@ -115,7 +101,7 @@ def first_fit_placements(
 ) -> list[tuple[GiProfile, Placement]] | None:
     """The naive strategy (each instance in the given order at its lowest free placement).
 
-    Kept as the baseline the fragmentation-aware search is measured against in tests and docs.
+    Kept as the baseline the scorer's search is measured against in tests and docs.
     """
     taken = [pl for _, pl in occupied]
     result = []

@@ -1,4 +1,4 @@
-"""python -m bench.mig_packing [--seeds 10] [--first-seed 0] [--online-gpus 2] [--out bench/results]
+"""python -m bench.mig_packing [--seeds 10] [--first-seed 0] [--online-gpus 2] [--exact-gpus 3] [--no-study] [--out DIR]
 
 Replays seeded random traces of MIG instance requests and releases on small fleets of A100 and H100 GPUs
 and counts the requests served before the first refusal for: the gpufabric engine (``mig.host_cost``: no
@@ -7,6 +7,9 @@ start), and the exact clairvoyant optimum (an ILP solved with HiGHS via highspy:
 that some fixed, non-migrating assignment serves, knowing every arrival and departure). Then the bounds of
 ``bench.mig_packing.bound``: the capacity bound on the large fleet (no policy serves more) and, on a small fleet,
 the exact best online policy (dynamic programming over the trace generator) against the engine and first-fit.
+Then the online study of the headline seeds (``online_study``): why the engine loses them, how they rank among
+1,000 blocks of seeds, the exact best online policy on 3 GPUs (``exact``) and a rollout policy on 4 (``rollout``)
+replayed on them.
 """
 
 from __future__ import annotations
@@ -14,140 +17,27 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.mig_packing import bound
-from controller.placement import Decision, Device, Engine, Host, mig
+from bench.mig_packing import bound, online_study
+from bench.mig_packing.traces import (
+    PROFILE_WEIGHTS,
+    RELEASE_P,
+    Event,
+    make_trace,
+    optimum_prefix,
+    served_engine,
+    served_first_fit,
+    served_optimum,
+)
+from drivers.gpus import mig_score as mig
 
-Event = tuple[str, Any]  # ("req", profile) | ("rel", request number)
-
-PROFILE_WEIGHTS = {
-    "A100-40GB": {"1g.5gb": 4, "1g.10gb": 2, "2g.10gb": 3, "3g.20gb": 2, "4g.20gb": 1, "7g.40gb": 1},
-    "H100-80GB": {"1g.10gb": 4, "1g.20gb": 2, "2g.20gb": 3, "3g.40gb": 2, "4g.40gb": 1, "7g.80gb": 1},
-}
-
-
-RELEASE_P = 0.35
-
-
-def make_trace(model: str, length: int, seed: int, release_p: float = RELEASE_P) -> list[Event]:
-    rng = random.Random(seed)
-    names = list(PROFILE_WEIGHTS[model])
-    weights = list(PROFILE_WEIGHTS[model].values())
-    active: list[int] = []
-    n_req = 0
-    trace: list[Event] = []
-    while len(trace) < length:
-        if active and rng.random() < release_p:
-            trace.append(("rel", active.pop(rng.randrange(len(active)))))
-        else:
-            trace.append(("req", rng.choices(names, weights)[0]))
-            active.append(n_req)
-            n_req += 1
-    return trace
-
-
-def served_engine(model: str, gpus: int, trace: list[Event]) -> int:
-    per_host = 8
-    hosts = []
-    for h in range((gpus + per_host - 1) // per_host):
-        n = min(per_host, gpus - h * per_host)
-        devs = [Device(f"GPU-{h}-{i}", i, model, 0, mode="mig") for i in range(n)]
-        hosts.append(Host(f"h{h}", "b", "static", "r", "a", on_demand_mig=True, devices=devs))
-    e = Engine(hosts)
-    claims: dict[int, str] = {}
-    served = 0
-    for kind, arg in trace:
-        if kind == "rel":
-            e.release(claims.pop(arg))
-            continue
-        d = e.decide({"slices": [{"kind": "mig", "profile": arg}]}, "bench")
-        if not isinstance(d, Decision):
-            return served
-        claims[served] = e.claim(d).id
-        served += 1
-    return served
-
-
-def served_first_fit(model: str, gpus: int, trace: list[Event]) -> int:
-    layouts: list[mig.Layout] = [() for _ in range(gpus)]
-    where: dict[int, tuple[int, int, int, str]] = {}
-    served = 0
-    for kind, arg in trace:
-        if kind == "rel":
-            g, s, n, p = where.pop(arg)
-            layouts[g] = mig.remove(layouts[g], s, n, p)
-            continue
-        for g in range(gpus):
-            pl = mig.first_placement(model, layouts[g], arg)
-            if pl is not None:
-                layouts[g] = mig.add(layouts[g], pl[0], pl[1], arg)
-                where[served] = (g, pl[0], pl[1], arg)
-                break
-        else:
-            return served
-        served += 1
-    return served
-
-
-def served_optimum(model: str, gpus: int, trace: list[Event], time_limit: float) -> tuple[int, bool]:
-    """Longest servable prefix by ILP. Returns (served, proven optimal)."""
-    import highspy
-
-    geom = mig.geometry(model)
-    assert geom is not None
-    reqs: list[str] = []
-    arrive: list[int] = []
-    leave: dict[int, int] = {}
-    for t, (kind, arg) in enumerate(trace):
-        if kind == "req":
-            reqs.append(arg)
-            arrive.append(t)
-        else:
-            leave[arg] = t
-    h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    h.setOptionValue("time_limit", time_limit)
-    x: dict[tuple[int, int, int], Any] = {}
-    y = [h.addBinary() for _ in reqs]
-    for r, p in enumerate(reqs):
-        prof = geom.profiles[p]
-        opts = []
-        for g in range(gpus):
-            for s, _n in prof.placements:
-                x[(r, g, s)] = v = h.addBinary()
-                opts.append(v)
-        h.addConstr(h.qsum(opts) == y[r])
-        if r:
-            h.addConstr(y[r] <= y[r - 1])
-    # Conflicts only grow when a request arrives: check the active set at each arrival.
-    for r_now, t in enumerate(arrive):
-        active = [r for r in range(r_now + 1) if leave.get(r, len(trace)) > t]
-        for g in range(gpus):
-            for m in range(geom.memory_slices):
-                cover = [x[(r, g, s)] for r in active for s, n in geom.profiles[reqs[r]].placements if s <= m < s + n]
-                if len(cover) > 1:
-                    h.addConstr(h.qsum(cover) <= 1)
-            compute = [
-                geom.profiles[reqs[r]].slices * x[(r, g, s)]
-                for r in active
-                for s, _n in geom.profiles[reqs[r]].placements
-            ]
-            if compute:
-                h.addConstr(h.qsum(compute) <= geom.compute_slices)
-            for pname, prof in geom.profiles.items():
-                same = [x[(r, g, s)] for r in active if reqs[r] == pname for s, _n in prof.placements]
-                if len(same) > prof.max_instances:
-                    h.addConstr(h.qsum(same) <= prof.max_instances)
-    h.maximize(h.qsum(y))
-    status = h.getModelStatus()
-    value = round(h.getInfo().objective_function_value)
-    return value, status == highspy.HighsModelStatus.kOptimal
+__all__ = ["PROFILE_WEIGHTS", "RELEASE_P", "Event", "main", "make_trace", "optimum_prefix", "served_engine"]
+__all__ += ["served_first_fit", "served_optimum"]
 
 
 def online_figures(model: str, gpus: int, samples: int, time_limit: float) -> dict[str, Any]:
@@ -216,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--online-gpus", type=int, default=2, help="fleet size for the exact online optimum (DP)")
     ap.add_argument("--online-samples", type=int, default=300, help="traces sampled for the mean clairvoyant optimum")
     ap.add_argument("--sample-seeds", type=int, default=100, help="more seeds (from 100) for engine vs optimum")
+    ap.add_argument("--exact-gpus", type=int, default=3, help="fleet size for the exact online policy on the seeds")
+    ap.add_argument("--mc-samples", type=int, default=100_000, help="traces for the scorer's expected value there")
+    ap.add_argument("--rollout-samples", type=int, default=400, help="simulated futures per rollout candidate")
+    ap.add_argument("--block-seeds", type=int, default=10_000, help="seeds ranked in blocks against the headline")
+    ap.add_argument("--decisive-samples", type=int, default=4000, help="futures valuing the decisive placements")
+    ap.add_argument("--no-study", action="store_true", help="skip the online study (exact policy, rollout)")
     ap.add_argument("--out", type=Path, default=Path("bench/results"))
     args = ap.parse_args(argv)
     rows: list[dict[str, Any]] = []
@@ -261,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             "online": online_figures(model, args.online_gpus, args.online_samples, args.time_limit),
             "sampled": sampled_figures(model, args.gpus, 100, args.sample_seeds, args.time_limit),
         }
+        if not args.no_study:
+            summary[model]["study"] = _study(model, summary, args)
         print(json.dumps({model: summary[model]}), flush=True)
     cmd = ("python -m bench.mig_packing " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     res = {
@@ -279,12 +177,40 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _study(model: str, summary: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The online study, once per slice geometry and profile weights (the H100's are the A100's)."""
+    same = [m for m in summary if m != model and "study" in summary[m] and _signature(m) == _signature(model)]
+    if same:
+        return {**summary[same[0]]["study"], "same_as": same[0]}
+    return online_study.study(model, PROFILE_WEIGHTS[model], RELEASE_P, args)
+
+
+def _study_line(st: dict[str, Any]) -> str:
+    ex, ro = st["exact"], st["rollout"]
+    return (
+        f"; on these seeds the exact best online policy serves {ex['headline']['policy_vs_clairvoyant']:.1%} of the "
+        f"clairvoyant optimum on {ex['gpus']} GPUs (scorer {ex['headline']['scorer_vs_clairvoyant']:.1%}) and a "
+        f"rollout policy {ro['headline']['policy_vs_clairvoyant']:.1%} on {ro['gpus']} "
+        f"(scorer {ro['headline']['scorer_vs_clairvoyant']:.1%}): see the online study below"
+    )
+
+
+def _signature(model: str) -> tuple[Any, ...]:
+    geom = mig.geometry(model)
+    assert geom is not None
+    weights = PROFILE_WEIGHTS[model]
+    profiles = [geom.profiles[p] for p in weights]
+    shape = tuple((p.slices, p.max_instances, p.placements, weights[p.name]) for p in profiles)
+    return geom.memory_slices, geom.compute_slices, shape
+
+
 def _markdown(res: dict[str, Any], gpus: int, large: int) -> list[str]:
     summary, rows = res["summary"], res["runs"]
     lines = [
         "# MIG packing benchmark",
         "",
-        f"Command: `{res['command']}` (from the repo root; Python {res['python']}).",
+        f"Command: `{res['command']}` (from the repo root; Python {res['python']}). The default run takes about",
+        "10-13 minutes on the 2-core development machine, 7 of them in the online study (`--no-study` skips it).",
         "",
         "Seeded random traces of MIG instance requests (weighted towards small profiles) and releases (35% of",
         f"events, a uniformly random live instance) on {gpus} empty MIG-enabled GPUs; the score is the number of",
@@ -319,9 +245,9 @@ def _markdown(res: dict[str, Any], gpus: int, large: int) -> list[str]:
         small = (
             "met"
             if s["engine_vs_optimum"] >= 0.90
-            else f"not met, and no bound is computed at {gpus} GPUs (see the online optimum below: on {o['gpus']} GPU(s) "
-            f"the best online policy serves {o['online_vs_clairvoyant']:.1%} of the clairvoyant optimum in "
-            f"expectation and the scorer {o['engine_vs_online']:.1%} of the best online policy)"
+            else f"not met (on {o['gpus']} GPU(s) the best online policy serves {o['online_vs_clairvoyant']:.1%} of "
+            f"the clairvoyant optimum in expectation and the scorer {o['engine_vs_online']:.1%} of the best online "
+            "policy" + (_study_line(s["study"]) if "study" in s else "") + ")"
         )
         if s["large_engine_vs_first_fit"] >= 1.10:
             big = "met"
@@ -376,41 +302,21 @@ def _markdown(res: dict[str, Any], gpus: int, large: int) -> list[str]:
             f"| {model} | {x['gpus']} | {x['seeds']} | {x['engine_vs_optimum']:.1%} | {x['first_fit_vs_optimum']:.1%} "
             f"| {x['engine_mean']}, {x['first_fit_mean']}, {x['optimum_mean']} |"
         )
+    lines += ["", "## Online policies on the headline seeds", ""]
+    for model, s in summary.items():
+        if "study" in s and "same_as" in s["study"]:
+            lines += [
+                f"{model}: the same slice geometry and profile weights as {s['study']['same_as']}: the same study.",
+                "",
+            ]
+        elif "study" in s:
+            lines += online_study.markdown(model, s["study"])
     lines += ["", "Per seed (served before first refusal):", "", "| model | seed | engine | first-fit | optimum |"]
     lines.append("| --- | --- | --- | --- | --- |")
     for r in rows:
         lines.append(f"| {r['model']} | {r['seed']} | {r['engine']} | {r['first_fit']} | {r['optimum']} |")
     lines.append("")
     return lines
-
-
-def optimum_prefix(model: str, gpus: int, trace: list[Event], lower: int, time_limit: float) -> tuple[int, bool]:
-    """The optimum over the whole trace, solved on growing prefixes (small ILPs first).
-
-    A prefix holding ``k`` requests proves the optimum only if the ILP serves fewer than ``k`` of them: when it
-    serves them all, the optimum may be longer and the prefix is doubled. (Solving one fixed prefix and taking
-    its answer would cap the optimum at the prefix.)
-    """
-    n_req = sum(1 for kind, _ in trace if kind == "req")
-    k = lower + 12
-    while True:
-        k = min(k, n_req)
-        opt, proven = served_optimum(model, gpus, trace[: _prefix_len(trace, k)], time_limit)
-        if not proven:
-            opt = max(opt, lower)
-        if opt < k or k >= n_req:
-            return opt, proven
-        k *= 2
-
-
-def _prefix_len(trace: list[Event], n_requests: int) -> int:
-    seen = 0
-    for i, (kind, _) in enumerate(trace):
-        if kind == "req":
-            seen += 1
-            if seen > n_requests:
-                return i
-    return len(trace)
 
 
 if __name__ == "__main__":

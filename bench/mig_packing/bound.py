@@ -11,7 +11,8 @@
   expectation for a fixed policy (the engine's scorer, first-fit), so the three compare exactly.
 
 The DP's state is the multiset of GPU layouts (GPUs are interchangeable); it is exact but grows as the number of
-layouts (723 on an A100) to the power of the fleet size, so it is run on 1 and 2 GPUs.
+layouts (723 on an A100) to the power of the fleet size, so it is run on 1 and 2 GPUs (``exact`` reaches 3 GPUs
+by working on layouts up to the slice geometry's symmetries).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from controller.placement import mig
+from controller.placement.mig import HostPlaces
+from drivers.gpus import mig_score as mig
 
 Fleet = tuple[mig.Layout, ...]
 Choice = tuple[int, int, int]  # (gpu, start, size)
@@ -149,7 +151,7 @@ def policy_value(
 def scorer_choice(model: str, fleet: Fleet, profile: str) -> Choice | None:
     """The engine's choice when the fleet is one host: the GPU and start of least ``mig.host_cost`` (lowest GPU
     index on ties), as ``controller.placement.host_plan.pick_mig`` chooses."""
-    places = mig.HostPlaces([(model, layout) for layout in fleet], lambda model, profile: False)
+    places = HostPlaces([(model, layout) for layout in fleet], lambda model, profile: False)
     best: tuple[int, int, int, int] | None = None
     for g, layout in enumerate(fleet):
         outside = places.outside(model, layout)

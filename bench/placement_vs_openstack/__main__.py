@@ -1,7 +1,7 @@
 """python -m bench.placement_vs_openstack [--sizes 1000,10000] [--runs 5] [--out bench/results] [--skip-openstack]
 
 Starts a real OpenStack Placement (openstack-placement 16.0.0, sqlite, noauth2) from the services virtualenv
-(devservices/openstack.py; built on first use), loads each fleet size by direct SQL, and times
+(devservices/openstack/; built on first use), loads each fleet size by direct SQL, and times
 ``GET /allocation_candidates`` (median of ``--runs``, full response read). Then times gpufabric's placement
 decision for the same request on the same fleet in this process (median of many decisions), and the same
 question asked of a real gpufabric controller over its REST API (``POST /v1/placements:dry-run``), plus lease

@@ -23,7 +23,7 @@ from controller.auth.external import ExternalIdentity
 from controller.backends.registry import BackendRegistry, build_backends
 from controller.fleet.ingest import LastSeenBuffer
 from controller.fleet.replies import AgentReplyCache
-from controller.jobs.hooks import HookRegistry, JobContext, default_hooks
+from controller.jobs.hooks import HookRegistry, JobContext
 from controller.jobs.scheduler import JobRunner
 from controller.leases.access import AccessVault
 from controller.leases.liveness import InstanceHeartbeat, LeaseTimeouts
@@ -80,7 +80,7 @@ def create_app(
     db = db or Database(settings.database_url, pool_size=settings.db_pool_size, change_poll_s=settings.change_poll_s)
     require_current_schema(db.engine)
     metrics = ApiMetrics(db)
-    registry = hooks or default_hooks.copy()
+    registry = hooks or HookRegistry()
     backends = backends or build_backends(db, settings.backend_kinds)
     # This replica's placement index, built from the store; see controller.leases.index.
     key = settings.lease_access_key.get_secret_value() if settings.lease_access_key else None
@@ -106,7 +106,7 @@ def create_app(
         registry.register(
             "lease-recovery", "leases", recover_leases, interval_s=settings.lease_recovery_interval_s, at_start=True
         )
-    validation_wiring.install(registry, backends.nccl_runner, leases_service.hosts_changed)
+    validation_wiring.install(registry, backends, leases_service.hosts_changed)
     backends.install_jobs(registry, leases_service)
     metrics.registry.register(backends.collector())
 

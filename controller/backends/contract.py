@@ -164,13 +164,24 @@ class LeaseDirectory(Protocol):
         ...
 
 
-class KubeAccess(Protocol):
-    """Where an NCCL MPIJob is run: a Kubernetes API (``controller.validation.service.KubeTarget``)."""
+@dataclass(frozen=True)
+class ClusterRun:
+    """The shape of an NCCL job on one of a backend's node groups (``POST /v1/validations`` with ``nodegroup``), as
+    the backend kind reads it from its config and hosts: ``hosts`` are the group's nodes gpufabric knows."""
 
-    url: str
-    token: str | None
-    verify_ssl: bool
-    kind: str  # the backend kind whose cluster it is
+    instance_type: str
+    nodes: int
+    gpus_per_node: int | None
+    gpu_model: str | None
+    hosts: tuple[str, ...]
+
+
+class ClusterRequestError(ValueError):
+    """A cluster NCCL job that cannot be shaped as asked (``status`` for the API: 404 for a missing backend)."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 SLICE_KINDS = frozenset({"gpu", "mig", "timeslice", "mps", "vgpu"})
@@ -261,8 +272,15 @@ class Backend(Protocol):
         """The backend's own health findings."""
         ...
 
-    def nccl_runner(self, target: KubeAccess) -> Any:
-        """The runner of NCCL validation jobs on this kind's clusters (an MPIJob runner)."""
+    def nccl_cluster(self, name: str, nodegroup: str, instance_type: str | None, nodes: int | None) -> ClusterRun:
+        """The shape of an NCCL job on the node group ``nodegroup`` of backend ``name`` (:class:`ClusterRun`); the
+        request's ``instance_type`` and ``nodes`` win over the group's config. :class:`ClusterRequestError` if it
+        cannot be shaped."""
+        ...
+
+    def nccl_runner(self, name: str) -> Any:
+        """The runner of NCCL validation jobs (MPIJobs) on backend ``name``'s cluster, through the access its config
+        gives (API URL and token, kubeconfig or in-cluster)."""
         ...
 
     def install_jobs(self, hooks: HookRegistry, leases: LeaseHooks) -> None:
@@ -298,7 +316,10 @@ class BackendBase:
     def checks(self, name: str, options: Mapping[str, Any]) -> dict[str, Any]:
         raise self._unsupported("checks")
 
-    def nccl_runner(self, target: KubeAccess) -> Any:
+    def nccl_cluster(self, name: str, nodegroup: str, instance_type: str | None, nodes: int | None) -> ClusterRun:
+        raise self._unsupported("nccl")
+
+    def nccl_runner(self, name: str) -> Any:
         raise self._unsupported("nccl")
 
     def install_jobs(self, hooks: HookRegistry, leases: LeaseHooks) -> None:

@@ -14,14 +14,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from pydantic import ValidationError
 
-from controller.backends.contract import (
-    Backend,
-    Capabilities,
-    KubeAccess,
-    LeaseDirectory,
-    LeaseHooks,
-    ProvisionFailed,
-)
+from controller.backends.contract import Backend, Capabilities, LeaseDirectory, LeaseHooks, ProvisionFailed
 from controller.jobs.hooks import HookRegistry
 from controller.store.db import Database
 from controller.store.lease_directory import StoreLeaseDirectory
@@ -77,9 +70,9 @@ class BackendRegistry:
             raise InvalidBackendConfig(f"{kind} config: {where}: {first['msg']}") from None
         return model.model_dump(mode="json", exclude_none=True)
 
-    def nccl_runner(self, target: KubeAccess) -> Any:
-        """The NCCL job runner of the target's backend kind."""
-        return self.get(target.kind).nccl_runner(target)
+    def nccl_runner(self, kind: str, name: str) -> Any:
+        """The NCCL job runner of backend ``name`` (of kind ``kind``)."""
+        return self.get(kind).nccl_runner(name)
 
     def install_jobs(self, hooks: HookRegistry, leases: LeaseHooks) -> None:
         for backend in self:

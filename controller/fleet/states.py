@@ -19,52 +19,32 @@ TaskStatus = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 # What an admin (or the validation gate, on the admin's behalf) decided about a host or one GPU. Quarantine is
 # the stronger mark: a quarantined host is not drained (that would forget why it is out), only undrained.
 # Setting the current state again is a no-op, as `kubectl cordon` of a cordoned node is.
-ADMIN_STATE = StateMachine(
+ADMIN_STATE = StateMachine.of(
     "admin state",
-    initial="active",
-    moves={
-        ("active", "drained"): "drain",
-        ("active", "quarantined"): "quarantine",
-        ("drained", "active"): "undrain",
-        ("drained", "quarantined"): "quarantine",
-        ("quarantined", "active"): "undrain",
-        ("active", "active"): "undrain",
-        ("drained", "drained"): "drain",
-        ("quarantined", "quarantined"): "quarantine",
-    },
+    "active",
+    ("drain", "active drained", "drained"),
+    ("quarantine", "active drained quarantined", "quarantined"),
+    ("undrain", "drained quarantined active", "active"),
 )
 
 # Reachability, observed: agent reports (or a backend sync seeing the node ready) make a host ready; the
 # heartbeat sweeper (or a sync seeing the node gone or not ready) makes it unreachable. Nothing goes back to
 # registered: that is only where a new host starts.
-HOST_STATUS = StateMachine(
+HOST_STATUS = StateMachine.of(
     "host status",
-    initial="registered",
-    moves={
-        ("registered", "ready"): "report",
-        ("registered", "unreachable"): "lost",
-        ("ready", "unreachable"): "lost",
-        ("unreachable", "ready"): "report",
-        ("ready", "ready"): "report",
-        ("unreachable", "unreachable"): "lost",
-    },
+    "registered",
+    ("report", "registered unreachable ready", "ready"),
+    ("lost", "registered ready unreachable", "unreachable"),
 )
 
 # An agent task: the agent reports running and then its outcome (or the outcome at once); an admin may cancel
 # one that has not finished. A finished task never changes again, so a late or repeated result is refused.
-TASK_STATUS = StateMachine(
+TASK_STATUS = StateMachine.of(
     "task status",
-    initial="pending",
-    moves={
-        ("pending", "running"): "started",
-        ("pending", "succeeded"): "result",
-        ("pending", "failed"): "result",
-        ("running", "succeeded"): "result",
-        ("running", "failed"): "result",
-        ("running", "running"): "started",
-        ("pending", "cancelled"): "cancel",
-        ("running", "cancelled"): "cancel",
-    },
+    "pending",
+    ("started", "pending running", "running"),
+    ("result", "pending running", "succeeded failed"),
+    ("cancel", "pending running", "cancelled"),
 )
 
 

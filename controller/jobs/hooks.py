@@ -1,8 +1,8 @@
 """Periodic hooks other parts of the controller register (backend sync, lease expiry, ...).
 
 A hook is a function of a :class:`JobContext`; it runs on the leader replica only, every
-``interval_s`` seconds. Register on the app's registry (``app.state.hooks``) before start-up, or on
-:data:`default_hooks`, which every new app copies.
+``interval_s`` seconds. Each app has its own registry (``app.state.hooks``), filled by ``create_app`` from the app's
+lease service, validation and backend kinds; nothing registers on import.
 """
 
 from __future__ import annotations
@@ -50,9 +50,3 @@ class HookRegistry:
         if key in self.hooks:
             raise ValueError(f"hook {key} is already registered")
         self.hooks[key] = Hook(kind=kind, name=name, interval_s=interval_s, run=run, at_start=at_start)
-
-    def copy(self) -> HookRegistry:
-        return HookRegistry(hooks=dict(self.hooks))
-
-
-default_hooks = HookRegistry()

@@ -90,7 +90,9 @@ def _mpi_runner(request: Request) -> progress.MpiRunnerFactory:
 
 
 def _reconciled(request: Request, db: Database, validation_id: str) -> ValidationOut:
-    progress.reconcile(db, validation_id, mpi_runner=_mpi_runner(request))
+    progress.reconcile(
+        db, validation_id, mpi_runner=_mpi_runner(request), hosts_changed=request.app.state.leases.hosts_changed
+    )
     with db.session() as session:
         out = validation_out(_load(session, validation_id))
     if out.status not in service.ACTIVE:
@@ -107,7 +109,7 @@ def create(
 ) -> ValidationOut:
     """Start a validation on hosts (their agents run nccl-tests) or on an EKS nodegroup (an MPIJob)."""
     try:
-        validation_id = service.create_audited(db, principal, body)
+        validation_id = service.create_audited(db, principal, body, backends=request.app.state.backends)
     except service.ValidationRequestError as exc:
         raise Problem(exc.status, "not-found" if exc.status == 404 else "validation-error", str(exc)) from None
     return _reconciled(request, db, validation_id)
@@ -122,7 +124,7 @@ def list_validations(
     _: Principal = Depends(ADMIN),
     db: Database = Depends(get_db),
 ) -> list[ValidationSummary]:
-    progress.reconcile(db, mpi_runner=_mpi_runner(request))
+    progress.reconcile(db, mpi_runner=_mpi_runner(request), hosts_changed=request.app.state.leases.hosts_changed)
     stmt = select(Validation).order_by(Validation.created_at.desc())
     if status:
         stmt = stmt.where(Validation.status == status)

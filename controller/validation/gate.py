@@ -11,15 +11,16 @@ This module changes ``admin_state`` only from ``active`` and records the change 
 so a later pass restores only what it changed itself, never an admin's own drain or quarantine.
 
 The placement engine sees this through :func:`engine_validation` (its ``Host.validation`` field:
-``validated | unvalidated | failed``) and the admin state; :func:`on_verdict` pushes both to a live
-engine after every verdict.
+``validated | unvalidated | failed``) and the admin state; after every verdict the app's lease service reloads
+the judged hosts into its placement index (``progress.reconcile``'s ``hosts_changed``), and other replicas see the
+change through the host change feed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -31,10 +32,6 @@ from controller.validation.models import HostValidationState, ValidationPolicy
 EngineValidation = Literal["validated", "unvalidated", "failed"]
 GLOBAL_SCOPE = "global"
 DEFAULT_PASS_RATIO = 0.8
-
-
-class HostStateEngine(Protocol):
-    def set_host_state(self, host_id: str, state: Any = None, validation: Any = None) -> None: ...
 
 
 def pool_scope(pool: str) -> str:
@@ -160,30 +157,6 @@ def validation_state_of(session: Session, host_ids: Iterable[int]) -> dict[int, 
 
 def placeable(state: str) -> bool:
     return state not in ("held", "quarantined")
-
-
-# Called after every verdict with (host name, engine host state, engine validation). The app wires the
-# placement engine here (see on_verdict); tests may add their own.
-VerdictListener = Callable[[Host, str, EngineValidation], None]
-_listeners: list[VerdictListener] = []
-
-
-def add_verdict_listener(listener: VerdictListener) -> None:
-    _listeners.append(listener)
-
-
-def remove_verdict_listener(listener: VerdictListener) -> None:
-    if listener in _listeners:
-        _listeners.remove(listener)
-
-
-def on_verdict(host: Host, state: str, engine: HostStateEngine | None = None, host_key: str | None = None) -> None:
-    """Tell the placement engine (and listeners) about a host's new validation state."""
-    validation = engine_validation(state)
-    if engine is not None:
-        engine.set_host_state(host_key or host.hostname, state=engine_host_state(host), validation=validation)
-    for listener in list(_listeners):
-        listener(host, engine_host_state(host), validation)
 
 
 def pool_names(session: Session) -> set[str]:

@@ -17,6 +17,7 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.orm import defer
 
 from controller import audit
+from controller.backends.registry import BackendRegistry
 from controller.jobs.hooks import HookRegistry, JobContext
 from controller.store.db import Database
 from controller.store.models import Host
@@ -54,8 +55,9 @@ def next_fire_time(cron: str, after: datetime) -> datetime | None:
     return fire
 
 
-def fire_due_schedules(db: Database, now: datetime | None = None) -> list[str]:
-    """Start a validation for each enabled schedule that fired since it last did; returns their ids.
+def fire_due_schedules(db: Database, now: datetime | None = None, backends: BackendRegistry | None = None) -> list[str]:
+    """Start a validation for each enabled schedule that fired since it last did; returns their ids (``backends``,
+    the app's registry, shapes a schedule's nodegroup validations).
 
     Missed fire times (controller down) coalesce into one run, as the scheduler's other jobs do.
     """
@@ -76,7 +78,7 @@ def fire_due_schedules(db: Database, now: datetime | None = None) -> list[str]:
                     continue  # another replica fired it
                 body = ValidationIn.model_validate(row.request)
                 validation = service.create_validation(
-                    session, body, f"schedule:{row.name}", purpose="scheduled", schedule_id=row.id
+                    session, body, f"schedule:{row.name}", purpose="scheduled", schedule_id=row.id, backends=backends
                 )
                 row.last_fired_at = now
                 row.last_validation_id = validation.id
@@ -151,16 +153,20 @@ def burn_in_tick(db: Database, cursor: BurnInCursor | None = None) -> list[str]:
     return started
 
 
-def _schedules(ctx: JobContext) -> None:
-    fire_due_schedules(ctx.db)
+def register_validation_hooks(
+    registry: HookRegistry, backends: BackendRegistry, hosts_changed: progress.HostsChanged | None = None
+) -> None:
+    """The periodic validation jobs; ``backends`` (the app's registry) shapes nodegroup validations and runs their
+    MPIJobs (``Backend.nccl_cluster``, ``Backend.nccl_runner``); ``hosts_changed`` hears of each verdict's hosts."""
 
-
-def register_validation_hooks(registry: HookRegistry, mpi_runner: progress.MpiRunnerFactory) -> None:
     def reconcile(ctx: JobContext) -> None:
-        progress.reconcile(ctx.db, mpi_runner=mpi_runner)
+        progress.reconcile(ctx.db, mpi_runner=backends.nccl_runner, hosts_changed=hosts_changed)
+
+    def schedules(ctx: JobContext) -> None:
+        fire_due_schedules(ctx.db, backends=backends)
 
     registry.register("periodic", "validation-reconcile", reconcile, interval_s=RECONCILE_INTERVAL_S)
-    registry.register("periodic", "validation-schedules", _schedules, interval_s=SCHEDULE_INTERVAL_S)
+    registry.register("periodic", "validation-schedules", schedules, interval_s=SCHEDULE_INTERVAL_S)
     cursor = BurnInCursor()
 
     def burn_in(ctx: JobContext) -> None:

@@ -6,7 +6,7 @@ Runs from the scheduler (``controller.validation.jobs``) and after an agent repo
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,30 +14,37 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from controller import audit
-from controller.backends.contract import NotSupported
+from controller.backends.contract import ClusterRequestError, NotSupported
 from controller.store.db import Database
 from controller.store.models import Backend, Host, HostTask
 from controller.validation import gate
 from controller.validation.models import Validation, ValidationRun
-from controller.validation.service import (
-    ACTIVE,
-    VALIDATION_LABEL,
-    KubeTarget,
-    ValidationRequestError,
-    kube_target,
-)
+from controller.validation.service import ACTIVE, VALIDATION_LABEL
 from controller.validation.states import set_run_status, set_validation_status
 from controller.validation.verdict import judge
 from drivers.nccl import parse_nccl_output
 
 log = logging.getLogger("gpufabric.validation")
 
-# The app's is its backend registry's ``nccl_runner`` (the runner of the target's backend kind).
-MpiRunnerFactory = Callable[[KubeTarget], Any]
+# ``(backend kind, backend name) -> MPIJob runner on that backend's cluster``: the app's backend registry's
+# ``nccl_runner`` (``Backend.nccl_runner`` of the kind).
+MpiRunnerFactory = Callable[[str, str], Any]
 
 
-def reconcile(db: Database, validation_id: str | None = None, *, mpi_runner: MpiRunnerFactory) -> list[str]:
-    """Advance active validations (or the one given); returns the ids that finished now."""
+HostsChanged = Callable[[Iterable[str]], Any]
+
+
+def reconcile(
+    db: Database,
+    validation_id: str | None = None,
+    *,
+    mpi_runner: MpiRunnerFactory,
+    hosts_changed: HostsChanged | None = None,
+) -> list[str]:
+    """Advance active validations (or the one given); returns the ids that finished now.
+
+    ``hosts_changed`` (the app's lease service's) is told the hosts each verdict judged, after it is committed, so
+    this replica's placement index honours the verdict at once (other replicas: the host change feed)."""
     with db.session() as session:
         stmt = select(Validation.id).where(Validation.status.in_(ACTIVE)).order_by(Validation.created_at)
         if validation_id is not None:
@@ -46,16 +53,23 @@ def reconcile(db: Database, validation_id: str | None = None, *, mpi_runner: Mpi
     finished: list[str] = []
     for vid in ids:
         try:
-            if _advance(db, vid, mpi_runner):
-                finished.append(vid)
+            judged = _advance(db, vid, mpi_runner)
         except Exception:
             log.exception("could not advance validation %s", vid)
+            continue
+        if judged is None:
+            continue
+        finished.append(vid)
+        try:
+            if hosts_changed is not None and judged:
+                hosts_changed(judged)
+        except Exception:
+            log.exception("validation %s: could not reload its hosts into the placement index", vid)
     return finished
 
 
-def _advance(db: Database, validation_id: str, mpi_runner: MpiRunnerFactory) -> bool:
-    notify: list[tuple[Host, str]] = []
-    done = False
+def _advance(db: Database, validation_id: str, mpi_runner: MpiRunnerFactory) -> list[str] | None:
+    """One validation forward; the names of the hosts its verdict judged if it finished now, else ``None``."""
     with db.session() as session:
         # Row lock on PostgreSQL: two replicas never judge the same validation twice (SQLite serialises writers).
         validation = session.scalar(
@@ -65,17 +79,15 @@ def _advance(db: Database, validation_id: str, mpi_runner: MpiRunnerFactory) -> 
             .options(selectinload(Validation.runs))
         )
         if validation is None or validation.status not in ACTIVE:
-            return False
+            return None
         if validation.runner == "agents":
             _advance_tasks(session, validation)
         else:
-            _advance_eks(session, validation, mpi_runner)
-        if all(run.status in ("succeeded", "failed") for run in validation.runs):
-            notify = _finalize(session, validation)
-            done = True
-    for host, state in notify:
-        gate.on_verdict(host, state)
-    return done
+            _advance_cluster(session, validation, mpi_runner)
+        if not all(run.status in ("succeeded", "failed") for run in validation.runs):
+            return None
+        judged = [host.hostname for host, _state in _finalize(session, validation)]
+    return judged
 
 
 def _now() -> datetime:
@@ -129,7 +141,7 @@ def _judge_run(run: ValidationRun, failure: str | None) -> None:
     )
 
 
-def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunnerFactory) -> None:
+def _advance_cluster(session: Session, validation: Validation, mpi_runner: MpiRunnerFactory) -> None:
     from drivers.eks.errors import EksError
     from drivers.eks.mpijob import MpiJobSpec, NcclTestArgs, generate_mpijob
 
@@ -142,8 +154,8 @@ def _advance_eks(session: Session, validation: Validation, mpi_runner: MpiRunner
     request = validation.request
     namespace, name = run.job_namespace or "default", run.job_name or ""
     try:
-        runner = mpi_runner(kube_target(backend))
-    except (ValidationRequestError, NotSupported) as exc:
+        runner = mpi_runner(backend.kind, backend.name)
+    except (ClusterRequestError, NotSupported) as exc:
         set_run_status(run, "failed")
         run.message = str(exc)
         return

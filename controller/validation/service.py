@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -19,6 +18,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from controller import audit
 from controller.auth.tokens import Principal
+from controller.backends.contract import ClusterRequestError, NotSupported
+from controller.backends.registry import BackendRegistry
 from controller.store.db import Database
 from controller.store.models import Backend, Host, HostTask
 from controller.validation import gate
@@ -32,7 +33,6 @@ ACTIVE = ("pending", "running")
 FINISHED = ("passed", "failed", "error")
 TASK_KIND = "nccl-test"
 VALIDATION_LABEL = "gpufabric.dev/validation"
-NODEGROUP_LABELS = ("eks.amazonaws.com/nodegroup", "alpha.eksctl.io/nodegroup-name")
 INSTANCE_TYPE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 NETWORK_GBPS_LABEL = "gpufabric.dev/network-gbps"
 LOG_TAIL_CHARS = 4000
@@ -129,12 +129,14 @@ def create_validation(
     *,
     purpose: str = "manual",
     schedule_id: int | None = None,
+    backends: BackendRegistry | None = None,
 ) -> Validation:
-    """Queue a validation (agent tasks are created here; an MPIJob on the next reconcile)."""
+    """Queue a validation (agent tasks are created here; an MPIJob on the next reconcile). ``backends`` (the app's
+    registry) shapes a nodegroup's validation."""
     validation_id = str(uuid.uuid4())
     request = body.model_dump(mode="json", exclude_none=True)
     if body.nodegroup:
-        return _create_eks(session, body, actor, validation_id, request, purpose, schedule_id)
+        return _create_cluster(session, body, actor, validation_id, request, purpose, schedule_id, backends)
     names = list(body.hosts or [])
     hosts = _hosts(session, names)
     mode = body.mode or "single-node"
@@ -202,7 +204,7 @@ def _add_task_run(
     )
 
 
-def _create_eks(
+def _create_cluster(
     session: Session,
     body: ValidationIn,
     actor: str,
@@ -210,44 +212,39 @@ def _create_eks(
     request: dict[str, Any],
     purpose: str,
     schedule_id: int | None,
+    backends: BackendRegistry | None,
 ) -> Validation:
+    """A nodegroup's validation: the backend kind shapes the job (``Backend.nccl_cluster``); an MPIJob on the next
+    reconcile runs it."""
     backend = session.scalar(select(Backend).where(Backend.name == body.backend))
     if backend is None:
         raise ValidationRequestError(f"backend {body.backend} not found", 404)
-    if backend.kind != "eks":
-        raise ValidationRequestError(f"backend {body.backend} is {backend.kind}; nodegroups are EKS only")
-    nodegroup: dict[str, Any] = next(
-        (ng for ng in backend.config.get("nodegroups") or [] if ng.get("name") == body.nodegroup), {}
-    )
-    instance_type = body.instance_type or next(iter(nodegroup.get("instance_types") or []), None)
-    if not instance_type:
-        raise ValidationRequestError(f"instance type of nodegroup {body.nodegroup} unknown: pass instance_type")
-    nodes = body.nodes or int(nodegroup.get("desired") or 0)
-    if nodes < 1:
-        raise ValidationRequestError(f"nodegroup {body.nodegroup} has no nodes: pass nodes")
-    hosts = [
-        h
-        for h in session.scalars(select(Host).where(Host.backend_id == backend.id).options(selectinload(Host.devices)))
-        if _label(h, NODEGROUP_LABELS) == body.nodegroup
-    ]
-    from drivers.eks.catalog import builtin_facts
-
-    facts = builtin_facts(instance_type)
-    gpus = body.gpus_per_node or (facts.gpu_count if facts else None)
-    if nodes > 1:
-        fallback = network_expected(instance_type)
+    if backends is None:
+        raise ValidationRequestError("this controller has no backend registry to run a nodegroup validation")
+    try:
+        shape = backends.get(backend.kind).nccl_cluster(
+            backend.name, str(body.nodegroup), body.instance_type, body.nodes
+        )
+    except NotSupported as exc:
+        raise ValidationRequestError(f"backend {backend.name}: {exc}; validate its hosts instead") from None
+    except ClusterRequestError as exc:
+        raise ValidationRequestError(str(exc), exc.status) from None
+    gpus = body.gpus_per_node or shape.gpus_per_node
+    if shape.nodes > 1:
+        fallback = network_expected(shape.instance_type)
     else:
-        fallback = single_node_expected(facts.gpu_model if facts else None, gpus or 0)
-    expected, ratio = _judging(session, body, hosts[0] if hosts else None, fallback)
-    names = sorted(h.hostname for h in hosts)
+        fallback = single_node_expected(shape.gpu_model, gpus or 0)
+    first = _hosts(session, list(shape.hosts[:1]))
+    expected, ratio = _judging(session, body, first[0] if first else None, fallback)
+    names = list(shape.hosts)
     validation = Validation(
         id=validation_id,
         status="pending",
-        runner="eks",
-        mode="multi-node" if nodes > 1 else "single-node",
+        runner=backend.kind,
+        mode="multi-node" if shape.nodes > 1 else "single-node",
         purpose=purpose,
         schedule_id=schedule_id,
-        request={**request, "instance_type": instance_type, "nodes": nodes},
+        request={**request, "instance_type": shape.instance_type, "nodes": shape.nodes},
         hosts=names,
         created_by=actor,
     )
@@ -267,23 +264,6 @@ def _create_eks(
 
 
 # -- advancing ------------------------------------------------------------------------------------------
-
-
-@dataclass
-class KubeTarget:
-    url: str
-    token: str | None = None
-    verify_ssl: bool = True
-    kind: str = "eks"  # the backend kind whose cluster it is (its NCCL runner: ``Backend.nccl_runner``)
-
-
-def kube_target(backend: Backend) -> KubeTarget:
-    """Where the backend's Kubernetes API is: ``kube_api_url`` (+ ``kube_token``) in its config."""
-    config = backend.config or {}
-    url = config.get("kube_api_url")
-    if not url:
-        raise ValidationRequestError(f"backend {backend.name} has no kube_api_url in its config")
-    return KubeTarget(str(url), config.get("kube_token"), bool(config.get("kube_verify_ssl", True)), backend.kind)
 
 
 def create_audited(db: Database, principal: Principal | None, body: ValidationIn, **kwargs: Any) -> str:

@@ -16,30 +16,19 @@ from controller.validation.models import Validation, ValidationRun
 ValidationStatus = Literal["pending", "running", "passed", "failed", "error"]
 RunStatus = Literal["pending", "running", "succeeded", "failed"]
 
-VALIDATION_STATUS = StateMachine(
+VALIDATION_STATUS = StateMachine.of(
     "validation status",
-    initial="pending",
-    moves={
-        ("pending", "running"): "started",
-        ("pending", "failed"): "verdict",
-        ("pending", "error"): "verdict",
-        ("running", "passed"): "verdict",
-        ("running", "failed"): "verdict",
-        ("running", "error"): "verdict",
-    },
+    "pending",
+    ("started", "pending", "running"),
+    ("verdict", "pending", "failed error"),
+    ("verdict", "running", "passed failed error"),
 )
 
-RUN_STATUS = StateMachine(
+RUN_STATUS = StateMachine.of(
     "validation run status",
-    initial="pending",
-    moves={
-        ("pending", "running"): "started",
-        ("running", "running"): "started",
-        ("pending", "succeeded"): "finished",
-        ("pending", "failed"): "finished",
-        ("running", "succeeded"): "finished",
-        ("running", "failed"): "finished",
-    },
+    "pending",
+    ("started", "pending running", "running"),
+    ("finished", "pending running", "succeeded failed"),
 )
 
 

@@ -1,11 +1,13 @@
-"""A GPU model's MIG geometry from the GPU catalog: memory and compute slices, and per GPU-instance profile its id,
-size, memory, instance cap and placements. Pure facts; the controller's placement decides with them
-(``controller.placement.mig``), the dashboard draws with them."""
+"""A GPU's MIG geometry: memory and compute slices, and per GPU-instance profile its id, size, memory, instance cap
+and placements. Pure facts, from the GPU catalog (``geometry(model)``: the controller) or from the profile table a
+GPU's driver reports (``MigGeometry.from_profile_table``: the agent, through NVML). The one MIG scorer
+(``drivers.gpus.mig_score``) decides with them on both sides; the dashboard draws with them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 
 from drivers.gpus.catalog import load_catalog
 
@@ -34,6 +36,34 @@ class MigGeometry:
 
     def profile(self, name: str) -> MigProfileGeom | None:
         return self.profiles.get(name.removeprefix("MIG ").strip())
+
+    def facts(self) -> tuple[int, int, tuple[MigProfileGeom, ...]]:
+        """Everything a placement decision depends on (not the model's name), profiles by id: two geometries
+        with equal facts get equal decisions from the scorer."""
+        return self.memory_slices, self.compute_slices, tuple(sorted(self.profiles.values(), key=_by_id))
+
+    @classmethod
+    def from_profile_table(cls, model: str, profiles: Iterable[MigProfileGeom]) -> MigGeometry | None:
+        """The geometry of a GPU whose driver reports ``profiles`` (the agent reads them through NVML, which is the
+        truth on a real GPU): memory slices = the end of the furthest placement (8 on A100/H100, 4 on A30),
+        compute slices = those of the largest profile (7g -> 7). ``None`` for an empty table.
+
+        Interned: the same model and table give the same object, so the scorer's caches, keyed by geometry, are
+        shared across planning runs instead of growing with each one.
+        """
+        table = tuple(sorted(profiles, key=_by_id))
+        return _interned(model, table) if table else None
+
+
+def _by_id(p: MigProfileGeom) -> tuple[int, str]:
+    return p.profile_id, p.name
+
+
+@lru_cache(maxsize=64)
+def _interned(model: str, table: tuple[MigProfileGeom, ...]) -> MigGeometry:
+    memory = max((start + size for p in table for start, size in p.placements), default=0)
+    compute = max(p.slices for p in table)
+    return MigGeometry(model, memory, compute, {p.name: p for p in table})
 
 
 @cache

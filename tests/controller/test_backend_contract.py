@@ -57,15 +57,6 @@ ROUTES: dict[str, list[tuple[str, str]]] = {
 }
 
 
-class _Target:
-    url = "http://127.0.0.1:9"
-    token = None
-    verify_ssl = False
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-
-
 def test_the_app_serves_every_kind_gpufabric_ships(controller: Controller) -> None:
     backends: BackendRegistry = controller.server.app.state.backends
     assert backends.kinds() == sorted(CONFIGS)
@@ -81,9 +72,10 @@ def test_every_kind_declares_its_capabilities_with_reasons(controller: Controlle
         assert set(caps.unsupported) <= set(OPERATIONS), backend.kind
         for op in OPERATIONS:
             # What a kind offers, it implements; what it does not, it leaves to BackendBase's refusal.
-            method = {"sync": "sync", "reconcile": "reconcile", "checks": "checks", "nccl": "nccl_runner"}[op]
-            overridden = getattr(type(backend), method) is not getattr(BackendBase, method)
-            assert overridden == (op not in caps.unsupported), f"{backend.kind} {op}: declared vs implemented"
+            methods = {"sync": ["sync"], "reconcile": ["reconcile"], "checks": ["checks"]}
+            for method in methods.get(op, ["nccl_cluster", "nccl_runner"]):
+                overridden = getattr(type(backend), method) is not getattr(BackendBase, method)
+                assert overridden == (op not in caps.unsupported), f"{backend.kind} {method}: declared vs implemented"
 
 
 def test_the_kinds_and_their_reasons_are_served_over_rest(controller: Controller) -> None:
@@ -118,7 +110,9 @@ def test_unsupported_operations_answer_422_with_the_kinds_reason(controller: Con
         assert refused or not set(backend.capabilities.unsupported) & set(ROUTES)
     if "nccl" in backend.capabilities.unsupported:
         with pytest.raises(NotSupported, match=f"not supported by {kind} backends"):
-            controller.server.app.state.backends.nccl_runner(_Target(kind))
+            controller.server.app.state.backends.nccl_runner(kind, name)
+        with pytest.raises(NotSupported, match=f"not supported by {kind} backends"):
+            backend.nccl_cluster(name, "ng", "p5.48xlarge", 2)
 
 
 def test_an_operation_on_a_missing_backend_is_404_before_its_kind_is_asked(controller: Controller) -> None:

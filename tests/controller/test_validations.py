@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from agent.runner import AgentConfig, AgentRunner
-from controller.validation import jobs, progress
+from controller.jobs.hooks import HookRegistry, JobContext
+from controller.validation import jobs, progress, wiring
 from controller.validation.models import ValidationSchedule
 from devservices.kube_emulator import KubeEmulator
 from drivers.eks import EksNodegroupConfig
 from drivers.eks.mpijob import JOB_NAME_LABEL, JOB_ROLE_LABEL
 from tests.support.controller import Controller
+from tests.support.helpers import assert_problem
 from tests.support.nccl_standin import install_standins
 
 AgentFactory = Callable[[str], AgentRunner]
@@ -446,6 +448,70 @@ def test_eks_validation_failed_job_is_judged_failed(controller: Controller, kube
     v = _get(controller, f"/v1/validations/{started['id']}")
     assert v["status"] == "failed"
     assert "BackoffLimitExceeded" in v["runs"][0]["message"]
+
+
+def test_eks_validation_reaches_a_cluster_given_by_kubeconfig(
+    controller: Controller, kube: KubeEmulator, tmp_path: Path
+) -> None:
+    """The MPIJob runner is the backend's: it reaches the cluster through whatever access the config gives (here a
+    kubeconfig file), not only a ``kube_api_url``."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "train", "cluster": {"server": kube.url}}],
+                "users": [{"name": "admin", "user": {}}],
+                "contexts": [{"name": "train", "context": {"cluster": "train", "user": "admin"}}],
+                "current-context": "train",
+            }
+        )
+    )
+    config = {"cluster": "c", "region": "us-east-1", "kubeconfig": str(kubeconfig)}
+    with controller.admin() as api:
+        assert api.post("/v1/backends", json={"name": "eks-kc", "kind": "eks", "config": config}).status_code == 201
+    started = _start(controller, nodegroup="p5", backend="eks-kc", instance_type="p5.48xlarge", nodes=2)
+    assert started["status"] == "running", started
+    job_name = started["runs"][0]["job"].split("/")[1]
+    assert kube.get("mpijobs", job_name, group="kubeflow.org", namespace="default")["spec"]["slotsPerWorker"] == 8
+
+
+def test_nodegroup_validation_on_a_kind_without_clusters_is_refused_with_its_reason(controller: Controller) -> None:
+    with controller.admin() as api:
+        made = api.post("/v1/backends", json={"name": "racks", "kind": "static", "config": {}})
+        assert made.status_code == 201, made.text
+        reason = controller.server.app.state.backends.get("static").capabilities.unsupported["nccl"]
+        body = assert_problem(
+            api.post("/v1/validations", json={"backend": "racks", "nodegroup": "ng", "instance_type": "p5.48xlarge"}),
+            422,
+            "validation-error",
+        )
+        assert reason in body["detail"] and "validate its hosts instead" in body["detail"], body
+        assert api.get("/v1/validations").json() == []
+        missing = api.post("/v1/validations", json={"backend": "nope", "nodegroup": "ng"})
+        assert_problem(missing, 404, "not-found")
+
+
+def test_the_scheduled_reconcile_tells_the_apps_lease_service_which_hosts_a_verdict_judged(
+    controller: Controller, agent: AgentFactory
+) -> None:
+    """Verdicts reach this replica's placement index through the app's own ``hosts_changed`` (no process-wide
+    listener list: two apps in one process do not hear each other's verdicts)."""
+    node = agent("val-hook")
+    started = _start(controller, hosts=["val-hook"])
+    node.cycle()  # the agent ran the test and reported its result; nothing has judged it yet
+    heard: list[list[str]] = []
+    others: list[list[str]] = []
+    hooks, elsewhere = HookRegistry(), HookRegistry()
+    wiring.install(hooks, controller.server.app.state.backends, lambda names: heard.append(sorted(names)))
+    wiring.install(elsewhere, controller.server.app.state.backends, lambda names: others.append(sorted(names)))
+    context = JobContext(db=controller.db, settings=controller.server.app.state.settings)
+    hooks.hooks["periodic:validation-reconcile"].run(context)
+    assert heard == [["val-hook"]] and others == []
+    assert _get(controller, f"/v1/validations/{started['id']}")["status"] == "passed"
+    hooks.hooks["periodic:validation-reconcile"].run(context)  # nothing left to judge: nothing to tell
+    assert heard == [["val-hook"]]
 
 
 def test_reconcile_hook_is_registered(controller: Controller) -> None:

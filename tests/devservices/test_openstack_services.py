@@ -1,4 +1,4 @@
-"""Smoke tests: the real Placement and Ironic started by devservices/openstack.py answer their REST APIs.
+"""Smoke tests: the real Placement and Ironic started by devservices/openstack/ answer their REST APIs.
 
 Plain httpx against the REST APIs (openstacksdk lives only in the services virtualenv until the OpenStack backend
 brings it into the project).

@@ -37,6 +37,7 @@ from controller.backends.openstack.common import (
 )
 from controller.backends.openstack.family import OpenStackBackend
 from controller.backends.openstack.reconcile import last_report
+from controller.backends.openstack.topology import boot_zones
 from controller.placement import Allocation
 from controller.store.models import Backend
 from drivers.openstack import (
@@ -124,11 +125,20 @@ class CyborgBackend(OpenStackBackend):
 
     def observe(self, config: CyborgConfig) -> CyborgObserved:
         conn = self.connections.get(config.auth)
-        hypervisors = NovaDriver(conn).hypervisors()
+        nova = NovaDriver(conn)
+        facts = nova.hypervisor_facts()
+        aggregates = nova.aggregates()
         view = PlacementReader(conn).view()
         cyborg = self.cyborg(config)
         deployables = cyborg.deployables()
-        docs, skipped = cyborg_docs(config, view, hypervisors, deployables)
+        docs, skipped = cyborg_docs(
+            config,
+            view,
+            {h.name: h.up for h in facts},
+            deployables,
+            aggregates,
+            {h.name: h.service_host for h in facts},
+        )
         return CyborgObserved(docs, skipped, self.tagged(config), view, deployables, cyborg.arqs())
 
     def tagged(self, config: CyborgConfig) -> list[TaggedResource]:
@@ -195,8 +205,9 @@ class CyborgBackend(OpenStackBackend):
             found = lease_hosts(session, lease.hosts, self.kind, CyborgConfig)
             config: CyborgConfig = found.config
             hypervisors = {h.hostname: str((h.labels or {}).get(HYPERVISOR_LABEL) or h.hostname) for h in found.hosts}
+            zones = boot_zones({h.hostname: h.labels for h in found.hosts}, config.az)
         try:
-            return self._boot(config, found.backend, lease, allocations, hypervisors)
+            return self._boot(config, found.backend, lease, allocations, hypervisors, zones)
         except (TryElsewhere, OpenStackBackendError) as exc:
             self._undo(config, lease, exc)
             raise
@@ -211,6 +222,7 @@ class CyborgBackend(OpenStackBackend):
         lease: LeaseInfo,
         allocations: list[Allocation],
         hypervisors: dict[str, str],
+        zones: dict[str, str | None],
     ) -> ProvisionResult:
         driver = self.nova(config, lease.tenant)
         cyborg = self.cyborg(config)
@@ -233,7 +245,7 @@ class CyborgBackend(OpenStackBackend):
                     networks=config.networks
                     if isinstance(config.networks, str)
                     else [{"uuid": n} for n in config.networks],
-                    availability_zone=config.az,
+                    availability_zone=zones.get(host, config.az),
                     hypervisor_hostname=hypervisor if config.pin_hypervisor else None,
                     poll=config.boot_poll,
                 )

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from controller.backends.contract import (
     BackendBase,
     Capabilities,
-    KubeAccess,
+    ClusterRun,
     LeaseDirectory,
     LeaseHooks,
     LeaseInfo,
@@ -41,7 +41,7 @@ from controller.backends.contract import (
     TryElsewhere,
 )
 from controller.backends.eks import access as tenant_access
-from controller.backends.eks import checks, sync
+from controller.backends.eks import checks, sync, validation
 from controller.backends.eks.capacity import (
     block_end_refusal,
     ensure_placement_group,
@@ -157,10 +157,11 @@ class EksBackend(BackendBase):
                 raise EksBackendError(f"backend {name} is not an eks backend")
             return checks.backend_checks(session, self.lease_directory, row, options.get("pods_per_node"))
 
-    def nccl_runner(self, target: KubeAccess) -> Any:
-        from drivers.eks.mpijob import MpiJobRunner
+    def nccl_cluster(self, name: str, nodegroup: str, instance_type: str | None, nodes: int | None) -> ClusterRun:
+        return validation.cluster_run(self.db, name, nodegroup, instance_type, nodes)
 
-        return MpiJobRunner.from_url(target.url, target.token, target.verify_ssl)
+    def nccl_runner(self, name: str) -> Any:
+        return validation.mpi_runner(self.db, name)
 
     def install_jobs(self, hooks: HookRegistry, leases: LeaseHooks) -> None:
         """The EKS backend-sync hook (once per app), following each backend's node watch."""

@@ -52,8 +52,8 @@ class EksConfig(EksBackendConfig):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Kubernetes API: either URL (+ token, CA) or a kubeconfig file and context. The names match what the
-    # validation runner reads (controller.validation.service.kube_target).
+    # Kubernetes API: either URL (+ token, CA), a kubeconfig file and context, or in-cluster. Leases, sync and the
+    # NCCL validation runner all reach the cluster through it (controller.backends.eks.cluster.kube_cluster).
     kube_api_url: str | None = Field(default=None, description="Kubernetes API server URL")
     kube_token: str | None = Field(
         default=None, description="Bearer token (a ServiceAccount token); secret", json_schema_extra=SECRET

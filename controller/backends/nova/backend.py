@@ -27,7 +27,6 @@ from controller.backends.nova.discovery import nova_docs
 from controller.backends.nova.placement_check import placement_check
 from controller.backends.openstack.access import server_machines, ssh_access
 from controller.backends.openstack.common import (
-    AZ_LABEL,
     HYPERVISOR_LABEL,
     OpenStackBackendError,
     bootstrap_for,
@@ -37,6 +36,7 @@ from controller.backends.openstack.common import (
 )
 from controller.backends.openstack.family import OpenStackBackend
 from controller.backends.openstack.hosts import Observed
+from controller.backends.openstack.topology import boot_zones
 from controller.placement import Allocation
 from drivers.openstack import (
     GpuFlavor,
@@ -163,9 +163,7 @@ class NovaBackend(OpenStackBackend):
             found = lease_hosts(session, lease.hosts, self.kind, NovaConfig)
             config: NovaConfig = found.config
             hypervisors = {h.hostname: str((h.labels or {}).get(HYPERVISOR_LABEL) or h.hostname) for h in found.hosts}
-            # The host's AZ as the sync saw it (its AZ aggregate, else the backend's az): Nova refuses a boot whose
-            # requested zone is not the pinned host's.
-            zones = {h.hostname: str((h.labels or {}).get(AZ_LABEL) or config.az or "") or None for h in found.hosts}
+            zones = boot_zones({h.hostname: h.labels for h in found.hosts}, config.az)
         driver = self.driver(config, lease.tenant)
         try:
             return self._boot(driver, config, found.backend, lease, allocations, hypervisors, zones)

@@ -15,7 +15,7 @@ from typing import Any
 from controller.backends.nova.config import NovaConfig
 from controller.backends.openstack.common import HYPERVISOR_LABEL
 from controller.backends.openstack.hosts import HostDoc, base_labels, device_doc
-from controller.backends.openstack.topology import TOPOLOGY_LABELS, Grouping, host_topology
+from controller.backends.openstack.topology import TOPOLOGY_LABELS, aggregate_groupings, host_topology
 from drivers.gpus.catalog import Product
 from drivers.openstack import (
     HostAggregate,
@@ -76,23 +76,6 @@ def _tree_product(view: PlacementView, p: ResourceProvider) -> Product | None:
         if found is not None:
             return found
     return None
-
-
-def aggregate_groupings(aggregates: Iterable[HostAggregate], service_hosts: Mapping[str, str]) -> list[Grouping]:
-    """The aggregates as groupings of hypervisor names (hosts are named after their hypervisor, aggregates list
-    compute service hosts: one service host may run several hypervisors, e.g. Ironic's)."""
-    by_service: dict[str, list[str]] = {}
-    for hypervisor, service in service_hosts.items():
-        by_service.setdefault(service, []).append(hypervisor)
-    return [
-        Grouping(
-            a.name,
-            frozenset(h for s in a.hosts for h in by_service.get(s, [s])),
-            a.availability_zone,
-            a.metadata,
-        )
-        for a in aggregates
-    ]
 
 
 def nova_docs(

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from controller.backends.openstack.common import AZ_LABEL
+from drivers.openstack import HostAggregate
 
 AGGREGATE_LABEL = "gpufabric.dev/aggregate"
 # Nova metadata keys allow only [a-zA-Z0-9-_:. ] (no "/"), so the key follows the flavor hints (gpufabric:gpu_model).
@@ -83,3 +84,26 @@ def host_topology(groups: Iterable[Grouping], layers: Mapping[str, int]) -> Host
         for host in group.hosts:
             result.labels.setdefault(host, {}).setdefault(AGGREGATE_LABEL, group.name)
     return result
+
+
+def aggregate_groupings(aggregates: Iterable[HostAggregate], service_hosts: Mapping[str, str]) -> list[Grouping]:
+    """The aggregates as groupings of hypervisor names (hosts are named after their hypervisor, aggregates list
+    compute service hosts: one service host may run several hypervisors, e.g. Ironic's)."""
+    by_service: dict[str, list[str]] = {}
+    for hypervisor, service in service_hosts.items():
+        by_service.setdefault(service, []).append(hypervisor)
+    return [
+        Grouping(
+            a.name,
+            frozenset(h for s in a.hosts for h in by_service.get(s, [s])),
+            a.availability_zone,
+            a.metadata,
+        )
+        for a in aggregates
+    ]
+
+
+def boot_zones(host_labels: Mapping[str, Mapping[str, object] | None], default_az: str | None) -> dict[str, str | None]:
+    """The zone to boot each host's server in: its AZ as the last sync saw it (its AZ aggregate), else the backend's
+    ``az`` (Nova refuses a boot whose requested zone is not the pinned host's)."""
+    return {host: str((labels or {}).get(AZ_LABEL) or default_az or "") or None for host, labels in host_labels.items()}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from agent.mig.config import parse_mig_config
-from agent.mig.model import MigValidationError, ObservedCi, ObservedGpu
+from agent.mig.model import GiProfile, MigValidationError, ObservedCi, ObservedGpu
 from agent.mig.planner import plan_mig
-from agent.mig.search import best_placements, first_fit_placements, fragmentation_score
+from agent.mig.search import as_layout, best_placements, first_fit_placements, table_geometry
 from drivers.contract.inventory import Placement
+from drivers.gpus.mig_score import layout_cost
 from tests.support.mig_builders import A100_40GB, PROFILE, a100, instance
 
 
@@ -141,28 +142,50 @@ def test_disabling_mig_with_busy_instance_is_blocked_unless_forced() -> None:
     assert forced.operations[-1].mig_enabled is False
 
 
-# --- fragmentation --------------------------------------------------------------------------
+# --- the scorer's search (the controller's terms, drivers.gpus.mig_score) ----------------------------
+
+GEOM = table_geometry("NVIDIA A100-SXM4-40GB", A100_40GB)
 
 
-def test_fragmentation_score() -> None:
-    assert fragmentation_score([], 8) == (8, 1)
-    assert fragmentation_score([Placement(start=0, size=1), Placement(start=2, size=2)], 8) == (4, 2)
+def free_runs(placed: list[tuple[GiProfile, Placement]], total: int = 8) -> tuple[int, int]:
+    """(largest contiguous free run, number of free runs) over memory slices: what the agent's search ranked
+    layouts by before it used the scorer. Kept here to show that the scorer's choices are no worse by it."""
+    used = {s for _, pl in placed for s in range(pl.start, pl.start + pl.size)}
+    runs, length = [], 0
+    for s in range(total + 1):
+        if s < total and s not in used:
+            length += 1
+        elif length:
+            runs.append(length)
+            length = 0
+    return max(runs, default=0), len(runs)
 
 
-def test_fragmentation_aware_choice_beats_first_fit() -> None:
-    # In config order, first fit puts 1g.5gb at 0 and 1g.10gb at 2:2, leaving holes 1 and 4-7.
+def test_free_runs() -> None:
+    assert free_runs([]) == (8, 1)
+    assert free_runs(
+        [(PROFILE["1g.5gb"], Placement(start=0, size=1)), (PROFILE["1g.10gb"], Placement(start=2, size=2))]
+    ) == (4, 2)
+
+
+def test_the_scorers_choice_beats_first_fit() -> None:
+    # In config order, first fit puts 1g.5gb at 0 and 1g.10gb at 2:2, leaving holes 1 and 4-7 (no 4g, no 2g at 0).
     wanted = [PROFILE["1g.5gb"], PROFILE["1g.10gb"]]
     naive = first_fit_placements(wanted, [])
     assert naive is not None
-    naive_score = fragmentation_score([pl for _, pl in naive], 8)
-    assert naive_score == (4, 2)
-    best = best_placements(wanted, [], A100_40GB)
+    assert free_runs(naive) == (4, 2)
+    best = best_placements(wanted, [], GEOM)
     assert best is not None
-    best_score = fragmentation_score([pl for _, pl in best], 8)
-    assert best_score == (5, 1)  # one free run of 5 slices: room for a 3g.20gb and a 1g.5gb
+    assert [(p.name, pl.start) for p, pl in best] == [("1g.5gb", 5), ("1g.10gb", 6)]
+    # One free run of 5 slices (0-4), and in it the 4g.20gb's only place: the former search's choice (1g.10gb
+    # at 0, 1g.5gb at 2) had the same run (3-7) but no 4g place.
+    assert free_runs(best) == (5, 1)
+    placed = as_layout([(p.name, pl) for p, pl in best])
+    assert layout_cost(GEOM, placed) < layout_cost(GEOM, as_layout([(p.name, pl) for p, pl in naive]))
+    assert layout_cost(GEOM, placed) < layout_cost(GEOM, ((0, 2, "1g.10gb"), (2, 1, "1g.5gb")))
     # The planner uses the search.
     result = plan([a100(0)], "all | true | 1g.5gb:1,1g.10gb:1").gpus[0]
-    assert layout_of(result) == [("1g.10gb", 0), ("1g.5gb", 2)]
+    assert layout_of(result) == [("1g.5gb", 5), ("1g.10gb", 6)]
 
 
 def test_fragmentation_around_a_kept_instance() -> None:
@@ -310,17 +333,17 @@ def test_gi_with_split_compute_instances_is_recreated_or_blocks_when_busy() -> N
 
 
 def test_an_instance_the_controller_placed_is_created_exactly_there() -> None:
-    """Left alone the planner puts one 3g.20gb at the lowest start; pinned at 4 by a lease, it goes to 4, and
-    the rest of the config is laid out around it."""
+    """Left alone the planner puts the 3g.20gb at 4 and the 1g.5gbs at 2 and 3 (0-1 stay free for a 2g); pinned
+    at 0 by a lease, the 3g goes to 0, and the rest of the config is laid out around it."""
     free = plan([a100(0)], "all | true | 3g.20gb:1,1g.5gb:2").gpus[0]
-    assert ("3g.20gb", 0) in layout_of(free)
+    assert layout_of(free) == [("1g.5gb", 2), ("1g.5gb", 3), ("3g.20gb", 4)]
     gpu = a100(0)
-    gpu.pinned = [("3g.20gb", 4)]
+    gpu.pinned = [("3g.20gb", 0)]
     result = plan([gpu], "all | true | 3g.20gb:1,1g.5gb:2").gpus[0]
     assert result.status == "change"
-    assert ("3g.20gb", 4) in layout_of(result)
+    assert ("3g.20gb", 0) in layout_of(result)
     created = [(op.profile, op.placement.start) for op in result.operations if op.op == "create-gi"]
-    assert ("3g.20gb", 4) in [(p, s) for p, s in created]
+    assert ("3g.20gb", 0) in [(p, s) for p, s in created]
 
 
 def test_a_pinned_instance_next_to_kept_ones() -> None:

@@ -16,7 +16,7 @@ from controller.backends.cyborg.config import CyborgConfig
 from controller.backends.cyborg.discovery import cyborg_docs
 from controller.placement import Allocation
 from drivers.cyborg.devices import InventoryError, cyborg_gpus, pci_address, pci_ids, read_inventory
-from drivers.openstack import PlacementView, ResourceProvider
+from drivers.openstack import HostAggregate, PlacementView, ResourceProvider
 from drivers.openstack.cyborg import Arq, Deployable, _attributes, profile_groups, profile_name
 from drivers.openstack.placement import ProviderInventory
 
@@ -173,6 +173,20 @@ def test_discovery_one_device_per_cyborg_deployable() -> None:
     assert [(d.name, [x["uuid"] for x in d.devices]) for d in docs] == [("cmp", ["cyborg-d1"])]
     assert docs[0].devices[0]["model"] == "NVIDIA A100-SXM4-80GB"
     assert skipped == ["gone: no resource provider in Placement"]
+    assert not set(docs[0].labels) & {"gpufabric.dev/az", "gpufabric.dev/aggregate"}
+
+    # Aggregates list compute service hosts; the hypervisor "cmp" runs under service "svc-1".
+    racks = [
+        HostAggregate(name="rack-a", hosts=("svc-1",), availability_zone="az-1", metadata={}),
+        HostAggregate(name="pod-x", hosts=("svc-1", "svc-2"), availability_zone=None, metadata={}),
+    ]
+    config = config.model_copy(update={"topology_layers": {"pod-x": 3}})
+    docs, _ = cyborg_docs(config, view, {"cmp": True}, deployables, racks, {"cmp": "svc-1"})
+    assert docs[0].labels.items() >= {
+        ("gpufabric.dev/az", "az-1"),
+        ("gpufabric.dev/aggregate", "rack-a"),
+        ("gpufabric.dev/network-node-layer-3", "pod-x"),
+    }
 
 
 def test_config_needs_the_cyborg_endpoint_without_a_catalog() -> None:

@@ -12,14 +12,25 @@ from __future__ import annotations
 import base64
 import json
 import time
+import uuid
 from typing import Any
 
 import pytest
 import yaml
 
+from controller.backends.openstack.topology import AGGREGATE_LABEL, LAYER_LABELS, LAYER_METADATA_KEY
 from devservices import cyborg
 from drivers.cyborg.devices import read_inventory
-from drivers.openstack import HOST_KEY_TAG, LEASE_TAG, OpenStackAuth, PlacementReader, connect, fingerprint
+from drivers.openstack import (
+    HOST_KEY_TAG,
+    LEASE_TAG,
+    NovaDriver,
+    OpenStackAuth,
+    PlacementReader,
+    PollPolicy,
+    connect,
+    fingerprint,
+)
 from drivers.openstack.cyborg import CyborgDriver
 from tests.controller.backends.openstack.test_ironic_leases import REQUEST_KEY, lease, reconcile, sync
 from tests.support.controller import Controller
@@ -196,6 +207,50 @@ def test_cyborg_bad_config_and_request_are_4xx(
         assert 400 <= response.status_code < 500, response.text
         assert response.headers["content-type"].startswith("application/problem+json")
         assert conn_arqs(nova_cyborg, placement_url) == []
+
+
+@NOVA_GROUP
+def test_cyborg_hosts_carry_their_aggregate_topology_and_boot_in_its_zone(
+    nova_cyborg: cyborg.CyborgDeployment, placement_url: str, controller: Controller
+) -> None:
+    """Host aggregates reach the cyborg kind as on the nova kind: the sync labels the compute host with the AZ,
+    network node and aggregate; a lease asking for that zone boots its server there; the labels go with the host."""
+    conn = admin_connection(nova_cyborg, placement_url)
+    host = nova_cyborg.nova.host
+    name = f"rack-{uuid.uuid4().hex[:6]}"
+    zone = f"az-{name}"
+    aggregate = conn.compute.create_aggregate(name=name, availability_zone=zone)
+    servers: list[str] = []
+    try:
+        conn.compute.set_aggregate_metadata(aggregate, {LAYER_METADATA_KEY: "2"})
+        conn.compute.add_host_to_aggregate(aggregate, host)
+        with controller.admin() as api, controller.client(controller.tenant_token) as tenant:
+            config = cyborg_config(nova_cyborg, placement_url)
+            response = api.post("/v1/backends", json={"name": "accel", "kind": "cyborg", "config": config})
+            assert response.status_code == 201, response.text
+            assert sync(api, "accel")["hosts"] == [host]
+            labels = api.get(f"/v1/hosts/{host}").json()["labels"]
+            assert (labels["gpufabric.dev/az"], labels[LAYER_LABELS[2]], labels[AGGREGATE_LABEL]) == (zone, name, name)
+
+            held = lease(tenant, {"slices": [{"kind": "gpu", "count": 1, "model": "A100-80GB"}], "azs": [zone]})
+            assert held["state"] == "ready", held
+            servers.append(held["result"]["server_id"])
+            assert conn.compute.get_server(servers[0]).availability_zone == zone
+            released = tenant.delete(f"/v1/leases/{held['id']}")
+            assert released.status_code == 200 and released.json()["state"] == "released", released.text
+            servers.clear()
+
+            conn.compute.remove_host_from_aggregate(aggregate, host)
+            assert host in sync(api, "accel")["changed"]
+            labels = api.get(f"/v1/hosts/{host}").json()["labels"]
+            assert not {"gpufabric.dev/az", LAYER_LABELS[2], AGGREGATE_LABEL} & set(labels), labels
+    finally:
+        for server_id in servers:  # a host with servers cannot leave its AZ aggregate
+            NovaDriver(conn).release(server_id, PollPolicy(interval_s=0.2, timeout_s=180))
+        fresh = conn.compute.get_aggregate(aggregate.id)
+        if host in (fresh.hosts or []):
+            conn.compute.remove_host_from_aggregate(fresh, host)
+        conn.compute.delete_aggregate(aggregate.id)
 
 
 def conn_arqs(deployment: cyborg.CyborgDeployment, placement_url: str) -> list[str]:
