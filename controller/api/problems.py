@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from controller.backends.contract import NotSupported
 from controller.leases.state import IllegalTransition as LeaseIllegalTransition
 from controller.statemachine import IllegalTransition
+from controller.store.errors import is_transient
 
 PROBLEM_BASE = "https://gpufabric.dev/problems/"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -38,6 +39,7 @@ PROBLEM_TYPES: dict[str, str] = {
     "idempotency-key-reused": "Idempotency key reused with a different request",
     "placement-conflict": "Lost every claim attempt to concurrent requests; retry",
     "internal-error": "Internal error",
+    "database-busy": "The database asked to retry (a deadlock, a serialization failure or a busy database); retry",
     "unavailable": "Service unavailable",
     "overloaded": "Too many agent requests in flight; retry after the Retry-After interval",
     "payload-too-large": "Request body too large",
@@ -139,5 +141,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        if is_transient(exc):
+            # The database rolled the unit of work back (or no connection was free): nothing was written, and the
+            # same request may well succeed at once. A client retries after Retry-After; not a bug to chase.
+            log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
+            detail = "the database asked to retry this request (nothing was changed); retry after Retry-After"
+            return problem_response(request, 503, "database-busy", detail, {"Retry-After": "1"})
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, 500, "internal-error", "internal error; see the controller log")

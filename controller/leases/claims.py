@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from controller import audit
@@ -32,6 +32,7 @@ from controller.leases.state import transition
 from controller.placement import Allocation, ClaimConflict, Decision, PlacementRequest, Refusal, parse_request
 from controller.store.changes import mark_hosts_changed
 from controller.store.db import Database
+from controller.store.errors import is_transient
 from controller.store.models import Lease, SliceClaim
 
 MAX_ATTEMPTS = 8
@@ -310,6 +311,10 @@ class Claims:
                 )  # fmt: skip
         except IntegrityError as exc:
             raise StoreConflict(str(exc.orig)) from None
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            raise StoreConflict(f"the database asked to retry: {exc.orig}") from None
         self.index.adopt_own_commit(ids)
 
     def insert_claims(self, session: Session, lease: Lease, decision: Decision, *, at: datetime) -> list[int]:

@@ -13,7 +13,7 @@ import logging
 import threading
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from controller.backends.contract import ProvisionFailed, TryElsewhere
@@ -28,6 +28,7 @@ from controller.leases.release import Releases
 from controller.leases.state import transition
 from controller.placement import Decision, parse_request
 from controller.store.db import Database
+from controller.store.errors import is_transient
 from controller.store.models import Lease
 
 log = logging.getLogger("gpufabric.leases")
@@ -139,6 +140,10 @@ class Provisioning:
                     moved = self.claims.insert_claims(session, lease, decision, at=datetime.now(UTC))
             except IntegrityError as exc:
                 raise StoreConflict(str(exc.orig)) from None
+            except DBAPIError as exc:
+                if not is_transient(exc):
+                    raise
+                raise StoreConflict(f"the database asked to retry: {exc.orig}") from None
             self.claims.index.adopt_own_commit(moved)
 
         try:

@@ -244,7 +244,8 @@ def test_two_replicas_never_give_a_unit_twice(postgres_database: str, tmp_path: 
         for t in threads:
             t.join()
         elapsed = time.monotonic() - started
-        assert not errors, errors[:10]
+        # A failure shows what the replicas logged (a 500's traceback is only there).
+        assert not errors, (errors[:10], _log_tails(tmp_path))
 
         retried = 0
         for url in urls:
@@ -283,6 +284,10 @@ def test_two_replicas_never_give_a_unit_twice(postgres_database: str, tmp_path: 
             except subprocess.TimeoutExpired:
                 proc.kill()
         db.dispose()
+
+
+def _log_tails(tmp_path: Path, chars: int = 4000) -> dict[str, str]:
+    return {log.name: log.read_text(errors="replace")[-chars:] for log in sorted(tmp_path.glob("replica-*.log"))}
 
 
 def check_invariants(db: Database) -> None:
