@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -214,10 +214,11 @@ def test_two_replicas_never_give_a_unit_twice(postgres_database: str, tmp_path: 
                     api = clients[rng.randrange(2)]
                     if len(held) >= 3 or (held and rng.random() < 0.3):
                         lease_id = held.pop(rng.randrange(len(held)))
-                        r = clients[rng.randrange(2)].delete(f"/v1/leases/{lease_id}")
+                        r = _retrying(clients[rng.randrange(2)].delete, f"/v1/leases/{lease_id}")
                         if r.status_code != 200 or r.json()["state"] != "released":
                             errors.append(f"release {lease_id}: {r.status_code} {r.text[:300]}")
-                    r = api.post("/v1/leases", json=rng.choice(REQUESTS), headers={"Idempotency-Key": f"c{n}-{i}"})
+                    body, key = rng.choice(REQUESTS), f"c{n}-{i}"
+                    r = _retrying(api.post, "/v1/leases", json=body, headers={"Idempotency-Key": key})
                     if r.status_code == 201:
                         outcomes["created"] += 1
                         if r.json()["state"] != "ready":
@@ -228,7 +229,7 @@ def test_two_replicas_never_give_a_unit_twice(postgres_database: str, tmp_path: 
                     else:
                         errors.append(f"create: {r.status_code} {r.text[:300]}")
                 for lease_id in held:
-                    r = clients[0].delete(f"/v1/leases/{lease_id}")
+                    r = _retrying(clients[0].delete, f"/v1/leases/{lease_id}")
                     if r.status_code != 200:
                         errors.append(f"final release {lease_id}: {r.status_code}")
             except Exception as exc:  # pragma: no cover - reported below
@@ -284,6 +285,17 @@ def test_two_replicas_never_give_a_unit_twice(postgres_database: str, tmp_path: 
             except subprocess.TimeoutExpired:
                 proc.kill()
         db.dispose()
+
+
+def _retrying(send: Callable[..., httpx.Response], *args: Any, **kwargs: Any) -> httpx.Response:
+    """What a client does with 503 ``database-busy`` (the database rolled the request back; docs/api.md): send it
+    again after ``Retry-After``, with the same Idempotency-Key, a few times. Anything else is the answer."""
+    for _ in range(4):
+        r = send(*args, **kwargs)
+        if r.status_code != 503 or not r.json().get("type", "").endswith("/database-busy"):
+            return r
+        time.sleep(float(r.headers.get("Retry-After", "1")))
+    return send(*args, **kwargs)
 
 
 def _log_tails(tmp_path: Path, chars: int = 4000) -> dict[str, str]:
