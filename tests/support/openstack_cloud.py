@@ -3,6 +3,7 @@ tests/support/openstack_services.py, and helpers that put Ironic fake-hardware n
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,9 +16,10 @@ from typing import Any
 import pytest
 
 from agent.state import save_reported_inventory
+from controller.backends.openstack.topology import LAYER_METADATA_KEY
 from devservices import cyborg, openstack
 from drivers.contract.inventory import Inventory
-from drivers.openstack import IronicDriver, OpenStackAuth, PlacementReader, connect
+from drivers.openstack import IronicDriver, NovaDriver, OpenStackAuth, PlacementReader, PollPolicy, connect
 from tests.support.openstack_services import REQUIRE_ENV, _required
 
 # Tests that use Nova carry this mark: with ``--dist loadgroup`` (pyproject addopts) they all run on one xdist worker,
@@ -199,6 +201,28 @@ def ensure_flavor(conn: Any, name: str, specs: dict[str, str]) -> Any:
     flavor = conn.compute.create_flavor(name=name, vcpus=1, ram=512, disk=1)
     conn.compute.create_flavor_extra_specs(flavor, specs)
     return flavor
+
+
+@contextlib.contextmanager
+def az_aggregate(conn: Any, host: str, layer: int) -> Iterator[tuple[Any, list[str]]]:
+    """A fresh host aggregate ``rack-<random>`` with its own AZ ``az-<name>`` and network-node ``layer`` metadata,
+    holding ``host``; yields it and a list the test adds its server ids to. On the way out, whatever happened, the
+    servers are deleted (a host with servers cannot leave its AZ), the host leaves and the aggregate is deleted: a
+    host left in an AZ aggregate would change where the run's other Nova tests boot."""
+    name = f"rack-{uuid.uuid4().hex[:6]}"
+    aggregate = conn.compute.create_aggregate(name=name, availability_zone=f"az-{name}")
+    servers: list[str] = []
+    try:
+        conn.compute.set_aggregate_metadata(aggregate, {LAYER_METADATA_KEY: str(layer)})
+        conn.compute.add_host_to_aggregate(aggregate, host)
+        yield aggregate, servers
+    finally:
+        for server_id in servers:
+            NovaDriver(conn).release(server_id, PollPolicy(interval_s=0.2, timeout_s=180))
+        fresh = conn.compute.get_aggregate(aggregate.id)
+        if host in (fresh.hosts or []):
+            conn.compute.remove_host_from_aggregate(fresh, host)
+        conn.compute.delete_aggregate(aggregate.id)
 
 
 # The controller fixtures (SQLite, and PostgreSQL with GPUFABRIC_TEST_POSTGRES_URL) for the end-to-end lease tests.

@@ -12,29 +12,26 @@ from __future__ import annotations
 import base64
 import json
 import time
-import uuid
 from typing import Any
 
 import pytest
 import yaml
 
-from controller.backends.openstack.topology import AGGREGATE_LABEL, LAYER_LABELS, LAYER_METADATA_KEY
+from controller.backends.openstack.topology import AGGREGATE_LABEL, LAYER_LABELS
 from devservices import cyborg
 from drivers.cyborg.devices import read_inventory
 from drivers.openstack import (
     HOST_KEY_TAG,
     LEASE_TAG,
-    NovaDriver,
     OpenStackAuth,
     PlacementReader,
-    PollPolicy,
     connect,
     fingerprint,
 )
 from drivers.openstack.cyborg import CyborgDriver
 from tests.controller.backends.openstack.test_ironic_leases import REQUEST_KEY, lease, reconcile, sync
 from tests.support.controller import Controller
-from tests.support.openstack_cloud import NOVA_GROUP
+from tests.support.openstack_cloud import NOVA_GROUP, az_aggregate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IMAGE = "5e1b7c86-5d1f-4d3c-9f6a-0c1d2e3f4a5b"
@@ -217,13 +214,8 @@ def test_cyborg_hosts_carry_their_aggregate_topology_and_boot_in_its_zone(
     network node and aggregate; a lease asking for that zone boots its server there; the labels go with the host."""
     conn = admin_connection(nova_cyborg, placement_url)
     host = nova_cyborg.nova.host
-    name = f"rack-{uuid.uuid4().hex[:6]}"
-    zone = f"az-{name}"
-    aggregate = conn.compute.create_aggregate(name=name, availability_zone=zone)
-    servers: list[str] = []
-    try:
-        conn.compute.set_aggregate_metadata(aggregate, {LAYER_METADATA_KEY: "2"})
-        conn.compute.add_host_to_aggregate(aggregate, host)
+    with az_aggregate(conn, host, layer=2) as (aggregate, servers):
+        name, zone = aggregate.name, aggregate.availability_zone
         with controller.admin() as api, controller.client(controller.tenant_token) as tenant:
             config = cyborg_config(nova_cyborg, placement_url)
             response = api.post("/v1/backends", json={"name": "accel", "kind": "cyborg", "config": config})
@@ -244,13 +236,6 @@ def test_cyborg_hosts_carry_their_aggregate_topology_and_boot_in_its_zone(
             assert host in sync(api, "accel")["changed"]
             labels = api.get(f"/v1/hosts/{host}").json()["labels"]
             assert not {"gpufabric.dev/az", LAYER_LABELS[2], AGGREGATE_LABEL} & set(labels), labels
-    finally:
-        for server_id in servers:  # a host with servers cannot leave its AZ aggregate
-            NovaDriver(conn).release(server_id, PollPolicy(interval_s=0.2, timeout_s=180))
-        fresh = conn.compute.get_aggregate(aggregate.id)
-        if host in (fresh.hosts or []):
-            conn.compute.remove_host_from_aggregate(fresh, host)
-        conn.compute.delete_aggregate(aggregate.id)
 
 
 def conn_arqs(deployment: cyborg.CyborgDeployment, placement_url: str) -> list[str]:

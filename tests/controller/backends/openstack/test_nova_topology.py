@@ -9,18 +9,16 @@ an AZ aggregate would change where the other Nova tests boot).
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
-from controller.backends.openstack.topology import AGGREGATE_LABEL, LAYER_LABELS, LAYER_METADATA_KEY
+from controller.backends.openstack.topology import AGGREGATE_LABEL, LAYER_LABELS
 from devservices import openstack
-from drivers.openstack import NovaDriver, PollPolicy
 from tests.controller.backends.openstack.test_ironic_leases import lease, sync
 from tests.controller.backends.openstack.test_nova_leases import VGPU_FLAVOR, nova_config
 from tests.support.controller import Controller
-from tests.support.openstack_cloud import NOVA_GROUP, ensure_flavor, nova_admin_connection
+from tests.support.openstack_cloud import NOVA_GROUP, az_aggregate, ensure_flavor, nova_admin_connection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,13 +34,9 @@ def test_sync_labels_a_host_with_its_aggregate_az_and_network_node(
     nova: openstack.NovaDeployment, placement_url: str, controller: Controller
 ) -> None:
     conn = nova_admin_connection(nova, placement_url)
-    name = f"rack-{uuid.uuid4().hex[:6]}"
     ensure_flavor(conn, *VGPU_FLAVOR)
-    aggregate = conn.compute.create_aggregate(name=name, availability_zone=f"az-{name}")
-    servers: list[str] = []
-    try:
-        conn.compute.set_aggregate_metadata(aggregate, {LAYER_METADATA_KEY: "3"})
-        conn.compute.add_host_to_aggregate(aggregate, nova.host)
+    with az_aggregate(conn, nova.host, layer=3) as (aggregate, servers):
+        name = aggregate.name
         with controller.admin() as api, controller.client(controller.tenant_token) as tenant:
             created = api.post(
                 "/v1/backends", json={"name": "cloud", "kind": "nova", "config": nova_config(nova, placement_url)}
@@ -61,16 +55,10 @@ def test_sync_labels_a_host_with_its_aggregate_az_and_network_node(
             assert conn.compute.get_server(servers[0]).availability_zone == f"az-{name}"
             released = tenant.delete(f"/v1/leases/{held['id']}")
             assert released.status_code == 200 and released.json()["state"] == "released", released.text
+            servers.clear()
 
             conn.compute.remove_host_from_aggregate(aggregate, nova.host)
             report = sync(api, "cloud")
             assert nova.host in report["changed"], report
             labels = api.get(f"/v1/hosts/{nova.host}").json()["labels"]
             assert not {"gpufabric.dev/az", LAYER_LABELS[3], AGGREGATE_LABEL} & set(labels), labels
-    finally:
-        for server_id in servers:  # a host with servers cannot leave its AZ aggregate
-            NovaDriver(conn).release(server_id, PollPolicy(interval_s=0.2, timeout_s=180))
-        fresh = conn.compute.get_aggregate(aggregate.id)
-        if nova.host in (fresh.hosts or []):
-            conn.compute.remove_host_from_aggregate(fresh, nova.host)
-        conn.compute.delete_aggregate(aggregate.id)
