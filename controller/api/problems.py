@@ -142,10 +142,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         if is_transient(exc):
-            # The database rolled the unit of work back (or no connection was free): nothing was written, and the
-            # same request may well succeed at once. A client retries after Retry-After; not a bug to chase.
+            # The database rolled the failing unit of work back (or no connection was free), and the same request may
+            # well succeed at once: a client retries after Retry-After; not a bug to chase. A request that commits
+            # several units of work (a lease create claims, then provisions) may have kept the earlier ones, which is
+            # what the Idempotency-Key of a retried create is for.
             log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
-            detail = "the database asked to retry this request (nothing was changed); retry after Retry-After"
+            detail = (
+                "the database rolled this request's work back (a deadlock or a busy database); retry after "
+                "Retry-After, a lease create with the same Idempotency-Key"
+            )
             return problem_response(request, 503, "database-busy", detail, {"Retry-After": "1"})
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(request, 500, "internal-error", "internal error; see the controller log")
