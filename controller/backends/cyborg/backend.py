@@ -28,20 +28,13 @@ from controller.backends.cyborg.config import CyborgConfig
 from controller.backends.cyborg.discovery import cyborg_docs
 from controller.backends.openstack.access import server_machines, ssh_access
 from controller.backends.openstack.common import (
-    HYPERVISOR_LABEL,
     OpenStackBackendError,
-    bootstrap_for,
-    lease_hosts,
-    release_configs,
-    revoke_bootstrap,
 )
-from controller.backends.openstack.family import OpenStackBackend
 from controller.backends.openstack.reconcile import last_report
-from controller.backends.openstack.topology import boot_zones
+from controller.backends.openstack.servers import NovaServersBackend, ServerTargets, server_name, servers_result
 from controller.placement import Allocation
 from controller.store.models import Backend
 from drivers.openstack import (
-    NovaBootRequest,
     NovaDriver,
     NoValidHost,
     OpenStackCallFailed,
@@ -55,10 +48,6 @@ from drivers.openstack import (
 from drivers.openstack.cyborg import DEVICE_PROFILE_SPEC, Arq, CyborgDriver, model_slug, profile_groups, profile_name
 
 log = logging.getLogger("gpufabric.backends.cyborg")
-
-
-def server_name(lease_id: str, host: str) -> str:
-    return f"gf-{lease_id[:12]}-{host}"[:63]
 
 
 def flavor_name(model: str, count: int) -> str:
@@ -92,7 +81,7 @@ def arqs_ready(arqs: list[Arq], count: int, hypervisor: str) -> tuple[bool, str]
     return len(bound) == count and len(arqs) == count, summary
 
 
-class CyborgBackend(OpenStackBackend):
+class CyborgBackend(NovaServersBackend):
     kind = "cyborg"
     description = "OpenStack Nova servers with GPUs attached by Cyborg (device profiles, accelerator requests)"
     config_model = CyborgConfig
@@ -113,6 +102,7 @@ class CyborgBackend(OpenStackBackend):
     )
     resource = "nova_server"
     result_items = ("servers", "server_id")
+    servers_label = "Cyborg/Nova"
 
     def nova(self, config: CyborgConfig, tenant: str | None = None) -> NovaDriver:
         auth = config.auth if tenant is None else config.auth_for(tenant)
@@ -201,13 +191,10 @@ class CyborgBackend(OpenStackBackend):
         return str(flavor.id)
 
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
-        with self.db.session() as session:
-            found = lease_hosts(session, lease.hosts, self.kind, CyborgConfig)
-            config: CyborgConfig = found.config
-            hypervisors = {h.hostname: str((h.labels or {}).get(HYPERVISOR_LABEL) or h.hostname) for h in found.hosts}
-            zones = boot_zones({h.hostname: h.labels for h in found.hosts}, config.az)
+        targets = self.targets(lease, CyborgConfig)
+        config: CyborgConfig = targets.config
         try:
-            return self._boot(config, found.backend, lease, allocations, hypervisors, zones)
+            return self._boot(targets, lease, allocations)
         except (TryElsewhere, OpenStackBackendError) as exc:
             self._undo(config, lease, exc)
             raise
@@ -215,40 +202,21 @@ class CyborgBackend(OpenStackBackend):
             self._undo(config, lease, exc)
             raise OpenStackBackendError(f"Cyborg/Nova: {exc}") from None
 
-    def _boot(
-        self,
-        config: CyborgConfig,
-        backend: str,
-        lease: LeaseInfo,
-        allocations: list[Allocation],
-        hypervisors: dict[str, str],
-        zones: dict[str, str | None],
-    ) -> ProvisionResult:
+    def _boot(self, targets: ServerTargets, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
+        config: CyborgConfig = targets.config
         driver = self.nova(config, lease.tenant)
         cyborg = self.cyborg(config)
-        wanted = {host: wants(host, allocations) for host in hypervisors}
+        wanted = {host: wants(host, allocations) for host in targets.hypervisors}
         flavors = {host: self.ensure_flavor(config, model, count) for host, (count, model) in wanted.items()}
         deadline = time.monotonic() + config.inline_wait_s
         while True:
             states: dict[str, ProvisionedServer] = {}
             waiting: list[str] = []
             arqs: dict[str, list[Arq]] = {}
-            for host, hypervisor in sorted(hypervisors.items()):
+            for host, hypervisor in sorted(targets.hypervisors.items()):
                 name = server_name(lease.id, host)
                 existing = driver.find(lease.id, name)
-                request = NovaBootRequest(
-                    lease_id=lease.id,
-                    flavor_id=flavors[host],
-                    image_id=config.image,
-                    name=name,
-                    bootstrap=None if existing is not None else bootstrap_for(self.db, lease, backend, config),
-                    networks=config.networks
-                    if isinstance(config.networks, str)
-                    else [{"uuid": n} for n in config.networks],
-                    availability_zone=zones.get(host, config.az),
-                    hypervisor_hostname=hypervisor if config.pin_hypervisor else None,
-                    poll=config.boot_poll,
-                )
+                request = self.boot_request(lease, targets, host, flavors[host], existing)
                 try:
                     states[host] = server = driver.provision(request, wait=False)
                 except NoValidHost as exc:
@@ -266,7 +234,7 @@ class CyborgBackend(OpenStackBackend):
                 if not ok:
                     waiting.append(f"{name} ACTIVE, ARQs {summary}")
             if not waiting:
-                result = self._result(backend, states, arqs, wanted)
+                result = self._result(targets.backend, states, arqs, wanted)
                 result["access"] = ssh_access(config, lease, server_machines(driver, states))
                 return ProvisionResult("ready", result)
             elapsed = lease.seconds_provisioning()
@@ -311,18 +279,7 @@ class CyborgBackend(OpenStackBackend):
                     ],
                 }
             )
-        result: dict[str, Any] = {"backend": "cyborg", "backend_name": backend, "servers": servers}
-        if len(servers) == 1:
-            result.update(host=servers[0]["host"], server_id=servers[0]["server_id"], server=servers[0]["server"])
-        return result
-
-    def _undo(self, config: CyborgConfig, lease: LeaseInfo, exc: Exception) -> None:
-        revoke_bootstrap(self.db, lease.id)
-        try:
-            self._delete_servers(config, lease.id)
-            log.info("lease %s: deleted its servers after: %s", lease.id, exc)
-        except OpenStackError as err:
-            log.warning("lease %s: could not delete its servers (%s); the reconciler will find them", lease.id, err)
+        return servers_result("cyborg", backend, servers)
 
     def _release_server(self, config: CyborgConfig, server_id: str) -> None:
         """Delete the server (Nova deletes its ARQs), then any ARQ Cyborg still keeps for it."""
@@ -343,17 +300,3 @@ class CyborgBackend(OpenStackBackend):
                 self._release_server(config, tagged.id)
                 deleted.append(tagged.id)
         return deleted
-
-    # -- release --------------------------------------------------------------------------------------------
-
-    def release(self, lease: LeaseInfo) -> None:
-        errors = []
-        for config in release_configs(self.db, lease.hosts, self.kind, CyborgConfig):
-            assert isinstance(config, CyborgConfig)
-            try:
-                self._delete_servers(config, lease.id)
-            except OpenStackError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise OpenStackBackendError("Cyborg/Nova delete failed: " + "; ".join(errors))
-        revoke_bootstrap(self.db, lease.id)

@@ -27,25 +27,17 @@ from controller.backends.nova.discovery import nova_docs
 from controller.backends.nova.placement_check import placement_check
 from controller.backends.openstack.access import server_machines, ssh_access
 from controller.backends.openstack.common import (
-    HYPERVISOR_LABEL,
     OpenStackBackendError,
-    bootstrap_for,
-    lease_hosts,
-    release_configs,
-    revoke_bootstrap,
 )
-from controller.backends.openstack.family import OpenStackBackend
 from controller.backends.openstack.hosts import Observed
-from controller.backends.openstack.topology import boot_zones
+from controller.backends.openstack.servers import NovaServersBackend, ServerTargets, server_name, servers_result
 from controller.placement import Allocation
 from drivers.openstack import (
     GpuFlavor,
     NoMatchingFlavor,
-    NovaBootRequest,
     NovaDriver,
     NoValidHost,
     OpenStackCallFailed,
-    OpenStackError,
     PlacementReader,
     ProvisionedServer,
     ProvisioningFailed,
@@ -55,10 +47,6 @@ from drivers.openstack import (
 )
 
 log = logging.getLogger("gpufabric.backends.nova")
-
-
-def server_name(lease_id: str, host: str) -> str:
-    return f"gf-{lease_id[:12]}-{host}"[:63]
 
 
 def _same_model(a: str | None, b: str) -> bool:
@@ -105,7 +93,7 @@ def _wants(host: str, allocations: list[Allocation]) -> tuple[Literal["gpu", "vg
     return kind, sum(a.units for a in mine), models.pop(), (types.pop() if len(types) == 1 else None)  # type: ignore[return-value]
 
 
-class NovaBackend(OpenStackBackend):
+class NovaBackend(NovaServersBackend):
     kind = "nova"
     description = "OpenStack Nova hosts (PCI passthrough, vGPU)"
     config_model = NovaConfig
@@ -125,6 +113,7 @@ class NovaBackend(OpenStackBackend):
     )
     resource = "nova_server"
     result_items = ("servers", "server_id")
+    servers_label = "Nova"
 
     def driver(self, config: NovaConfig, tenant: str | None = None) -> NovaDriver:
         auth = config.auth if tenant is None else config.auth_for(tenant)
@@ -159,34 +148,25 @@ class NovaBackend(OpenStackBackend):
     # -- provisioning ---------------------------------------------------------------------------------------
 
     def provision(self, lease: LeaseInfo, allocations: list[Allocation]) -> ProvisionResult:
-        with self.db.session() as session:
-            found = lease_hosts(session, lease.hosts, self.kind, NovaConfig)
-            config: NovaConfig = found.config
-            hypervisors = {h.hostname: str((h.labels or {}).get(HYPERVISOR_LABEL) or h.hostname) for h in found.hosts}
-            zones = boot_zones({h.hostname: h.labels for h in found.hosts}, config.az)
+        targets = self.targets(lease, NovaConfig)
+        config: NovaConfig = targets.config
         driver = self.driver(config, lease.tenant)
         try:
-            return self._boot(driver, config, found.backend, lease, allocations, hypervisors, zones)
+            return self._boot(driver, targets, lease, allocations)
         except (TryElsewhere, OpenStackBackendError) as exc:
             self._undo(config, lease, exc)
             raise
 
     def _boot(
-        self,
-        driver: NovaDriver,
-        config: NovaConfig,
-        backend: str,
-        lease: LeaseInfo,
-        allocations: list[Allocation],
-        hypervisors: dict[str, str],
-        zones: dict[str, str | None] | None = None,
+        self, driver: NovaDriver, targets: ServerTargets, lease: LeaseInfo, allocations: list[Allocation]
     ) -> ProvisionResult:
+        config: NovaConfig = targets.config
         flavors: list[GpuFlavor] | None = None
         deadline = time.monotonic() + config.inline_wait_s
         picked: dict[str, GpuFlavor] = {}
         while True:
             states: dict[str, ProvisionedServer] = {}
-            for host, hypervisor in sorted(hypervisors.items()):
+            for host, hypervisor in sorted(targets.hypervisors.items()):
                 name = server_name(lease.id, host)
                 try:
                     existing = driver.find(lease.id, name)
@@ -198,19 +178,7 @@ class NovaBackend(OpenStackBackend):
                             picked[host] = pick_flavor(flavors, kind, count, model, vgpu_type)
                         except NoMatchingFlavor as exc:
                             raise TryElsewhere(f"Nova: {exc}", hosts=[host]) from None
-                    request = NovaBootRequest(
-                        lease_id=lease.id,
-                        flavor_id=picked[host].flavor_id,
-                        image_id=config.image,
-                        name=name,
-                        bootstrap=None if existing is not None else bootstrap_for(self.db, lease, backend, config),
-                        networks=config.networks
-                        if isinstance(config.networks, str)
-                        else [{"uuid": n} for n in config.networks],
-                        availability_zone=(zones or {}).get(host, config.az),
-                        hypervisor_hostname=hypervisor if config.pin_hypervisor else None,
-                        poll=config.boot_poll,
-                    )
+                    request = self.boot_request(lease, targets, host, picked[host].flavor_id, existing)
                     states[host] = driver.provision(request, wait=False)
                 except NoValidHost as exc:
                     raise TryElsewhere(f"Nova on {hypervisor}: {exc.reason}", hosts=[host]) from None
@@ -222,7 +190,7 @@ class NovaBackend(OpenStackBackend):
                     )
             waiting = {h: s for h, s in states.items() if s.status.upper() != "ACTIVE"}
             if not waiting:
-                result = self._result(backend, lease, states, picked)
+                result = self._result(targets.backend, states, picked)
                 result["access"] = ssh_access(config, lease, server_machines(driver, states))
                 return ProvisionResult("ready", result)
             elapsed = lease.seconds_provisioning()
@@ -237,15 +205,6 @@ class NovaBackend(OpenStackBackend):
                 return ProvisionResult("pending", message=f"Nova servers building: {summary}")
             time.sleep(min(config.poll_interval_s, remaining))
 
-    def _undo(self, config: NovaConfig, lease: LeaseInfo, exc: Exception) -> None:
-        """The lease will not run here: delete the servers already booted for it (on any of its hosts)."""
-        revoke_bootstrap(self.db, lease.id)
-        try:
-            self._delete_servers(config, lease.id)
-            log.info("lease %s: deleted its servers after: %s", lease.id, exc)
-        except OpenStackError as err:
-            log.warning("lease %s: could not delete its servers (%s); the reconciler will find them", lease.id, err)
-
     def _delete_servers(self, config: NovaConfig, lease_id: str) -> list[str]:
         admin = self.driver(config)
         deleted = []
@@ -256,9 +215,7 @@ class NovaBackend(OpenStackBackend):
         return deleted
 
     @staticmethod
-    def _result(
-        backend: str, lease: LeaseInfo, states: dict[str, ProvisionedServer], flavors: dict[str, GpuFlavor]
-    ) -> dict[str, Any]:
+    def _result(backend: str, states: dict[str, ProvisionedServer], flavors: dict[str, GpuFlavor]) -> dict[str, Any]:
         servers = []
         for host, s in sorted(states.items()):
             f = flavors[host]
@@ -273,21 +230,4 @@ class NovaBackend(OpenStackBackend):
                     "flavor": {"id": f.flavor_id, "name": f.name, "kind": f.kind, "count": f.count},
                 }
             )
-        result: dict[str, Any] = {"backend": "nova", "backend_name": backend, "servers": servers}
-        if len(servers) == 1:
-            result.update(host=servers[0]["host"], server_id=servers[0]["server_id"], server=servers[0]["server"])
-        return result
-
-    # -- release --------------------------------------------------------------------------------------------
-
-    def release(self, lease: LeaseInfo) -> None:
-        errors = []
-        for config in release_configs(self.db, lease.hosts, self.kind, NovaConfig):
-            assert isinstance(config, NovaConfig)
-            try:
-                self._delete_servers(config, lease.id)
-            except OpenStackError as exc:
-                errors.append(str(exc))
-        if errors:
-            raise OpenStackBackendError("Nova delete failed: " + "; ".join(errors))
-        revoke_bootstrap(self.db, lease.id)
+        return servers_result("nova", backend, servers)
